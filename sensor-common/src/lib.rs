@@ -1,0 +1,220 @@
+//! Types shared by the kernel programs (`sensor-ebpf`) and userspace (`sensor-user`).
+//!
+//! Everything here is `#[repr(C)]`, plain old data, and laid out so that the kernel can write it
+//! into the ring buffer and userspace can read it back with `read_unaligned`. Changing a layout
+//! changes the wire format between the two halves; they are always built together.
+#![no_std]
+
+/// Kind tag at the start of every ring buffer record.
+pub mod kind {
+    /// A [`SegmentHeader`](super::SegmentHeader) followed by `payload_len` payload bytes.
+    pub const SEGMENT: u32 = 1;
+    /// A [`SocketEvent`](super::SocketEvent): process attribution for a socket cookie.
+    pub const SOCKET: u32 = 2;
+}
+
+/// Direction of a segment relative to the local socket that the kernel saw it on.
+pub mod direction {
+    /// Sent by the local socket (cgroup_skb egress).
+    pub const EGRESS: u8 = 0;
+    /// Received by the local socket (cgroup_skb ingress).
+    pub const INGRESS: u8 = 1;
+}
+
+/// Bits of [`SegmentHeader::flags`].
+pub mod segment_flags {
+    /// The payload was cut: `payload_len < segment_len - offset`, and no further chunk follows.
+    pub const TRUNCATED: u8 = 1 << 0;
+    /// This record is one chunk of a segment larger than one record holds; more may follow.
+    pub const CHUNKED: u8 = 1 << 1;
+    /// The flow's byte budget ran out with this segment; the kernel forwards no more payload.
+    pub const BUDGET_EXHAUSTED: u8 = 1 << 2;
+    /// The pid/tgid fields are meaningful (egress in process context).
+    pub const HAS_PID: u8 = 1 << 3;
+}
+
+/// TCP header flag bits as they appear in byte 13 of the TCP header.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Address family values used in [`SegmentHeader::family`].
+pub mod family {
+    pub const INET: u8 = 4;
+    pub const INET6: u8 = 6;
+}
+
+/// Indices into the per-CPU counter array `COUNTERS`.
+pub mod counter {
+    /// TCP packets the tap programs looked at.
+    pub const PACKETS_SEEN: u32 = 0;
+    /// Payload bytes written to the ring buffer.
+    pub const BYTES_FORWARDED: u32 = 1;
+    /// Records that did not fit into the ring buffer.
+    pub const RINGBUF_DROPS: u32 = 2;
+    /// Flows the kernel started tracking.
+    pub const FLOWS_TRACKED: u32 = 3;
+    /// Flows whose byte budget ran out before the handshake was over.
+    pub const BUDGET_EXHAUSTED: u32 = 4;
+    /// Segment records emitted.
+    pub const SEGMENTS_FORWARDED: u32 = 5;
+    /// Segments cut because they were larger than all chunks of one record.
+    pub const SEGMENTS_TRUNCATED: u32 = 6;
+    /// Flows that were found not to be TLS and are ignored from then on.
+    pub const FLOWS_NOT_TLS: u32 = 7;
+    /// Packets the tap could not parse (bad IP or TCP header).
+    pub const PARSE_ERRORS: u32 = 8;
+    /// Number of counters.
+    pub const COUNT: u32 = 9;
+
+    /// Names, indexed by counter, as userspace reports them.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "packets_seen",
+        "bytes_forwarded",
+        "ringbuf_drops",
+        "flows_tracked",
+        "budget_exhausted",
+        "segments_forwarded",
+        "segments_truncated",
+        "flows_not_tls",
+        "parse_errors",
+    ];
+}
+
+/// Largest payload one segment record carries. Larger segments are split into several records
+/// (see [`MAX_CHUNKS`]).
+pub const CHUNK_CAP: usize = 4096;
+
+/// Most records one segment is split into. Anything beyond `CHUNK_CAP * MAX_CHUNKS` bytes of one
+/// segment is cut and flagged [`segment_flags::TRUNCATED`].
+pub const MAX_CHUNKS: usize = 16;
+
+/// Default per-flow byte budget: payload bytes forwarded per socket before the kernel gives up.
+pub const DEFAULT_BYTE_BUDGET: u32 = 64 * 1024;
+
+/// Header of a segment record. `payload_len` payload bytes follow it directly in the record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SegmentHeader {
+    /// Always [`kind::SEGMENT`].
+    pub kind: u32,
+    /// [`segment_flags`].
+    pub flags: u8,
+    /// [`direction`].
+    pub direction: u8,
+    /// [`family`].
+    pub family: u8,
+    /// TCP flags of the segment ([`tcp_flags`]).
+    pub tcp_flags: u8,
+    /// `CLOCK_MONOTONIC` (bpf_ktime_get_ns) when the kernel saw the segment.
+    pub ts_ns: u64,
+    /// Socket cookie of the local socket.
+    pub cookie: u64,
+    /// cgroup v2 id of the socket.
+    pub cgroup_id: u64,
+    /// `bpf_get_current_pid_tgid()`, meaningful only with [`segment_flags::HAS_PID`].
+    pub pid_tgid: u64,
+    /// TCP sequence number of the first payload byte in this record.
+    pub seq: u32,
+    /// TCP acknowledgement number.
+    pub ack: u32,
+    /// Payload bytes that follow this header.
+    pub payload_len: u32,
+    /// TCP payload length of the whole segment.
+    pub segment_len: u32,
+    /// Source address (IPv4 in the first 4 bytes).
+    pub saddr: [u8; 16],
+    /// Destination address (IPv4 in the first 4 bytes).
+    pub daddr: [u8; 16],
+    /// Source port, host byte order.
+    pub sport: u16,
+    /// Destination port, host byte order.
+    pub dport: u16,
+    /// Interface index the kernel saw the packet on (0 if unknown).
+    pub ifindex: u32,
+}
+
+/// Size of [`SegmentHeader`] in bytes.
+pub const SEGMENT_HEADER_LEN: usize = core::mem::size_of::<SegmentHeader>();
+
+/// Task name length (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+/// Process attribution for a socket, sent when the kernel learns it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SocketEvent {
+    /// Always [`kind::SOCKET`].
+    pub kind: u32,
+    /// TCP state the socket moved to.
+    pub new_state: u32,
+    pub ts_ns: u64,
+    pub cookie: u64,
+    pub cgroup_id: u64,
+    pub pid_tgid: u64,
+    pub uid_gid: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Per-flow state the kernel keeps, keyed by socket cookie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowState {
+    /// [`flow_state`].
+    pub state: u32,
+    /// Payload bytes forwarded so far, both directions.
+    pub forwarded: u32,
+    /// Payload bytes looked at while waiting for a TLS record to start (CONNECT, STARTTLS).
+    pub prefix_scanned: u32,
+    pub _pad: u32,
+}
+
+/// Values of [`FlowState::state`].
+pub mod flow_state {
+    /// Nothing decided yet.
+    pub const NEW: u32 = 0;
+    /// TLS records seen: forward payload.
+    pub const TLS: u32 = 1;
+    /// A plaintext prefix (CONNECT, STARTTLS) that may turn into TLS: forward payload, bounded.
+    pub const PREFIX: u32 = 2;
+    /// Not TLS, or the handshake is over, or the budget ran out: forward nothing.
+    pub const IGNORE: u32 = 3;
+}
+
+/// Tunables userspace writes into the `CONFIG` array before attaching.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TapConfig {
+    /// Payload bytes forwarded per flow at most.
+    pub byte_budget: u32,
+    /// Plaintext bytes scanned for a TLS start after a CONNECT or STARTTLS prefix.
+    pub prefix_budget: u32,
+    /// tgid of the daemon, whose own connections are not reported (0: none).
+    pub self_tgid: u32,
+    pub _pad: u32,
+}
+
+impl Default for TapConfig {
+    fn default() -> Self {
+        Self {
+            byte_budget: DEFAULT_BYTE_BUDGET,
+            prefix_budget: 4096,
+            self_tgid: 0,
+            _pad: 0,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all four are #[repr(C)], contain only integers and byte arrays, and every bit
+    // pattern is a valid value.
+    unsafe impl aya::Pod for super::SegmentHeader {}
+    unsafe impl aya::Pod for super::SocketEvent {}
+    unsafe impl aya::Pod for super::FlowState {}
+    unsafe impl aya::Pod for super::TapConfig {}
+}

@@ -1,0 +1,27 @@
+//! Kernel programs of the TLS interception sensor.
+//!
+//! `tap_egress` and `tap_ingress` are `cgroup_skb` programs attached to the cgroup v2 root. They
+//! see every TCP segment of every local socket, decide per socket (keyed by socket cookie) whether
+//! the flow carries TLS, and forward only handshake payload to userspace through the `EVENTS` ring
+//! buffer. Bulk traffic costs one map lookup. They never drop or change a packet.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod tap;
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!("sensor-ebpf only builds for the BPF target; sensor-user's build script builds it.");
+}

@@ -1,0 +1,68 @@
+//! sensord: the TLS interception sensor daemon.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use sensor::{
+    capture::kernel::TapSettings,
+    daemon::{self, PrintFormat},
+};
+
+/// Watches the TLS handshakes of every process on this host and reports interception.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Directory for the daemon's state.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/sensor")]
+    state_dir: PathBuf,
+    /// Print every handshake on stdout, as a line of text or of JSON.
+    #[arg(long, value_name = "FORMAT")]
+    print: Option<PrintFormat>,
+    /// Attach to this cgroup v2 directory instead of the root of the hierarchy.
+    #[arg(long, value_name = "DIR")]
+    cgroup: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    init_logging();
+    let opts = daemon::Options {
+        state_dir: args.state_dir,
+        print: args.print,
+        tap: TapSettings {
+            cgroup: args.cgroup,
+            ..TapSettings::default()
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("sensord: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(opts)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("sensord: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; colours only on a terminal, so that journald gets plain text.
+fn init_logging() {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SENSOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,357 @@
+//! The kernel tap: loads the eBPF object, attaches the programs, and turns ring buffer records
+//! into [`Segment`]s.
+//!
+//! Programs detach when [`KernelTap`] is dropped: aya owns every link and closes it on drop.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::AsFd,
+    path::PathBuf,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+};
+use sensor_common::{
+    SEGMENT_HEADER_LEN, SegmentHeader, TapConfig, counter, direction, family, kind, segment_flags,
+};
+
+use super::{Attribution, Segment};
+
+/// The eBPF object built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));
+
+/// Errors of loading and attaching the kernel programs.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error(
+        "this binary was built with AYA_BUILD_SKIP=1 and carries no kernel programs; rebuild without it"
+    )]
+    NoObject,
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("{what}: {source}")]
+    Program {
+        what: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("{what}: {source}")]
+    Map {
+        what: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] super::cgroup::CgroupError),
+    #[error("opening the cgroup root {path}: {source}")]
+    OpenCgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Settings of the tap.
+#[derive(Clone, Debug, Default)]
+pub struct TapSettings {
+    /// Tunables for the kernel programs.
+    pub config: TapConfig,
+    /// Attach here instead of the cgroup v2 root found in /proc/self/mountinfo.
+    pub cgroup: Option<PathBuf>,
+}
+
+/// Whether a hook attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookStatus {
+    pub name: &'static str,
+    pub attached: bool,
+    /// Where it attached, or why it did not.
+    pub detail: String,
+}
+
+/// The loaded and attached kernel programs.
+pub struct KernelTap {
+    ebpf: Ebpf,
+    hooks: Vec<HookStatus>,
+}
+
+impl KernelTap {
+    /// Load the object, configure it, and attach the tap programs to the cgroup v2 root.
+    pub fn start(settings: &TapSettings) -> Result<Self, TapError> {
+        if OBJECT.is_empty() {
+            return Err(TapError::NoObject);
+        }
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+
+        let mut config: Array<_, TapConfig> = Array::try_from(
+            ebpf.map_mut("CONFIG")
+                .ok_or(TapError::MissingMap("CONFIG"))?,
+        )
+        .map_err(|source| TapError::Map {
+            what: "CONFIG",
+            source,
+        })?;
+        config
+            .set(0, &settings.config, 0)
+            .map_err(|source| TapError::Map {
+                what: "CONFIG",
+                source,
+            })?;
+
+        let root = match &settings.cgroup {
+            Some(path) => path.clone(),
+            None => super::cgroup::cgroup2_root()?,
+        };
+        let cgroup = std::fs::File::open(&root).map_err(|source| TapError::OpenCgroup {
+            path: root.clone(),
+            source,
+        })?;
+
+        let mut hooks = Vec::new();
+        for (name, attach_type) in [
+            ("tap_egress", CgroupSkbAttachType::Egress),
+            ("tap_ingress", CgroupSkbAttachType::Ingress),
+        ] {
+            let program: &mut CgroupSkb = ebpf
+                .program_mut(name)
+                .ok_or(TapError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| TapError::Program {
+                    what: format!("{name} is not a cgroup_skb program"),
+                    source,
+                })?;
+            program.load().map_err(|source| TapError::Program {
+                what: format!("loading {name}"),
+                source,
+            })?;
+            // Single is the right mode: over bpf_link it still coexists with other programs.
+            program
+                .attach(cgroup.as_fd(), attach_type, CgroupAttachMode::Single)
+                .map_err(|source| TapError::Program {
+                    what: format!("attaching {name} to {}", root.display()),
+                    source,
+                })?;
+            hooks.push(HookStatus {
+                name,
+                attached: true,
+                detail: format!("cgroup_skb on {}", root.display()),
+            });
+        }
+        Ok(Self { ebpf, hooks })
+    }
+
+    /// The hooks and whether each attached.
+    pub fn hooks(&self) -> &[HookStatus] {
+        &self.hooks
+    }
+
+    /// Take the ring buffer the programs write to. Call once.
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, TapError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(TapError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|source| TapError::Map {
+            what: "EVENTS",
+            source,
+        })
+    }
+
+    /// The kernel counters, summed over CPUs, with their names.
+    pub fn counters(&self) -> Result<Vec<(&'static str, u64)>, TapError> {
+        let map = self
+            .ebpf
+            .map("COUNTERS")
+            .ok_or(TapError::MissingMap("COUNTERS"))?;
+        let counters: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|source| TapError::Map {
+                what: "COUNTERS",
+                source,
+            })?;
+        let mut out = Vec::with_capacity(counter::COUNT as usize);
+        for (i, name) in counter::NAMES.iter().enumerate() {
+            let values = counters
+                .get(&(i as u32), 0)
+                .map_err(|source| TapError::Map {
+                    what: "COUNTERS",
+                    source,
+                })?;
+            out.push((*name, values.iter().sum()));
+        }
+        Ok(out)
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it so that loading works there.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid pointer to an initialised struct.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if ret != 0 {
+        tracing::debug!("could not lift RLIMIT_MEMLOCK; fine on kernels with memcg accounting");
+    }
+}
+
+/// Converts the kernel's CLOCK_MONOTONIC timestamps to nanoseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct ClockOffset {
+    realtime_minus_monotonic_ns: i128,
+}
+
+impl ClockOffset {
+    /// Measure the offset now.
+    pub fn now() -> Self {
+        let read = |clock| {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime with a valid pointer.
+            unsafe { libc::clock_gettime(clock, &mut ts) };
+            i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+        };
+        let mono = read(libc::CLOCK_MONOTONIC);
+        let real = read(libc::CLOCK_REALTIME);
+        Self {
+            realtime_minus_monotonic_ns: real - mono,
+        }
+    }
+
+    /// Epoch nanoseconds of a monotonic timestamp.
+    pub fn to_epoch_ns(self, monotonic_ns: u64) -> u64 {
+        let v = i128::from(monotonic_ns) + self.realtime_minus_monotonic_ns;
+        u64::try_from(v.max(0)).unwrap_or(u64::MAX)
+    }
+}
+
+/// A decoded ring buffer record.
+#[derive(Debug)]
+pub enum Record<'a> {
+    Segment(Segment<'a>),
+    /// A record this version does not understand, or a malformed one.
+    Unknown,
+}
+
+/// Decode one ring buffer record. `clock` converts the kernel's timestamps.
+pub fn decode(record: &[u8], clock: ClockOffset) -> Record<'_> {
+    let Some(kind_bytes) = record.get(..4) else {
+        return Record::Unknown;
+    };
+    let record_kind =
+        u32::from_ne_bytes([kind_bytes[0], kind_bytes[1], kind_bytes[2], kind_bytes[3]]);
+    if record_kind != kind::SEGMENT || record.len() < SEGMENT_HEADER_LEN {
+        return Record::Unknown;
+    }
+    // SAFETY: the record holds at least SEGMENT_HEADER_LEN bytes, SegmentHeader is plain old
+    // data, and read_unaligned copes with any alignment.
+    let h: SegmentHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let Some(payload) = record.get(SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + h.payload_len as usize)
+    else {
+        return Record::Unknown;
+    };
+    let addr = |raw: [u8; 16]| -> Option<IpAddr> {
+        match h.family {
+            family::INET => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+            family::INET6 => Some(IpAddr::V6(Ipv6Addr::from(raw))),
+            _ => None,
+        }
+    };
+    let (Some(saddr), Some(daddr)) = (addr(h.saddr), addr(h.daddr)) else {
+        return Record::Unknown;
+    };
+    let pid = (h.flags & segment_flags::HAS_PID != 0 && h.direction == direction::EGRESS)
+        .then_some((h.pid_tgid >> 32) as u32)
+        .filter(|&p| p != 0);
+    let missing = if h.flags & segment_flags::TRUNCATED != 0 {
+        h.segment_len.saturating_sub(h.payload_len)
+    } else {
+        0
+    };
+    Record::Segment(Segment {
+        ts_ns: clock.to_epoch_ns(h.ts_ns),
+        src: SocketAddr::new(saddr, h.sport),
+        dst: SocketAddr::new(daddr, h.dport),
+        seq: h.seq,
+        tcp_flags: h.tcp_flags,
+        payload,
+        missing,
+        attribution: Some(Attribution {
+            cookie: h.cookie,
+            pid,
+            cgroup_id: h.cgroup_id,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(h: SegmentHeader, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![0u8; SEGMENT_HEADER_LEN];
+        // SAFETY: the buffer is SEGMENT_HEADER_LEN bytes long.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast(), h) };
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn decodes_an_ipv4_segment() {
+        let mut h = SegmentHeader {
+            kind: kind::SEGMENT,
+            flags: segment_flags::HAS_PID,
+            family: family::INET,
+            seq: 1000,
+            payload_len: 3,
+            segment_len: 3,
+            sport: 40000,
+            dport: 443,
+            pid_tgid: (4242u64 << 32) | 4243,
+            cookie: 7,
+            ts_ns: 5,
+            ..Default::default()
+        };
+        h.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        h.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        let bytes = record(h, b"abcXYZ");
+        let clock = ClockOffset {
+            realtime_minus_monotonic_ns: 10,
+        };
+        let Record::Segment(s) = decode(&bytes, clock) else {
+            panic!("not decoded");
+        };
+        assert_eq!(s.src, "127.0.0.1:40000".parse().unwrap());
+        assert_eq!(s.dst, "127.0.0.2:443".parse().unwrap());
+        assert_eq!(s.payload, b"abc");
+        assert_eq!(s.ts_ns, 15);
+        assert_eq!(s.attribution.unwrap().pid, Some(4242));
+        assert_eq!(s.attribution.unwrap().cookie, 7);
+    }
+
+    #[test]
+    fn rejects_short_and_lying_records() {
+        let clock = ClockOffset::now();
+        assert!(matches!(decode(&[1, 0], clock), Record::Unknown));
+        let h = SegmentHeader {
+            kind: kind::SEGMENT,
+            family: family::INET,
+            payload_len: 100,
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode(&record(h, b"short"), clock),
+            Record::Unknown
+        ));
+    }
+}

@@ -1,0 +1,38 @@
+//! Sources of TCP segments: the kernel tap and (later) capture files.
+//!
+//! Both turn what they read into [`Segment`]s for the analysis [`engine`](crate::engine), which
+//! never learns where a segment came from.
+
+pub mod cgroup;
+pub mod kernel;
+
+use std::net::SocketAddr;
+
+/// Who sent a segment, as far as the source knows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Attribution {
+    /// Socket cookie of the local socket the kernel saw the segment on.
+    pub cookie: u64,
+    /// Process id (tgid) of the sender, when the kernel saw it in process context.
+    pub pid: Option<u32>,
+    /// cgroup v2 id of the socket.
+    pub cgroup_id: u64,
+}
+
+/// One TCP segment, or the part of it the source captured.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment<'a> {
+    /// Nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// Sequence number of the first byte of `payload`.
+    pub seq: u32,
+    /// TCP flags (`sensor_common::tcp_flags`).
+    pub tcp_flags: u8,
+    pub payload: &'a [u8],
+    /// Payload bytes that followed `payload` in the segment but were not captured.
+    pub missing: u32,
+    /// Present for segments from the kernel tap.
+    pub attribution: Option<Attribution>,
+}

@@ -1,0 +1,113 @@
+//! The daemon's run loop: kernel tap -> engine -> outputs. An edge: this is where the I/O is.
+
+use std::{io::Write as _, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    capture::kernel::{self, ClockOffset, KernelTap, Record, TapSettings},
+    engine::{Engine, EngineLimits},
+    event::{self, Handshake},
+};
+
+/// How sensord prints handshakes on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrintFormat {
+    /// One human-readable line per handshake.
+    Text,
+    /// One JSON object per line (the JSON contract).
+    Json,
+}
+
+/// What the daemon is asked to do.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where the daemon keeps its state.
+    pub state_dir: PathBuf,
+    /// Print every handshake on stdout.
+    pub print: Option<PrintFormat>,
+    pub tap: TapSettings,
+}
+
+/// Run until SIGINT or SIGTERM. The kernel programs are detached before this returns.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("creating the state directory {}", opts.state_dir.display()))?;
+    let mut tap = KernelTap::start(&opts.tap).context("starting the kernel tap")?;
+    for hook in tap.hooks() {
+        if hook.attached {
+            tracing::info!(hook = hook.name, "attached: {}", hook.detail);
+        } else {
+            tracing::warn!(hook = hook.name, "unavailable: {}", hook.detail);
+        }
+    }
+    let ring = tap.take_ring().context("opening the ring buffer")?;
+    // SAFETY: the AsyncFd owns the RingBuf, which owns the fd, so the fd outlives the
+    // registration.
+    let mut ring = unsafe { AsyncFd::register(ring) }.context("polling the ring buffer")?;
+    let clock = ClockOffset::now();
+    let mut engine = Engine::new(EngineLimits::default());
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tracing::info!("sensord running; waiting for TLS handshakes");
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    if let Record::Segment(seg) = kernel::decode(&item, clock) {
+                        engine.push(&seg);
+                    }
+                }
+                guard.clear_ready();
+                emit(&mut engine, opts.print);
+            }
+            _ = tick.tick() => {
+                engine.advance(now_epoch_ns());
+                emit(&mut engine, opts.print);
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    engine.finish();
+    emit(&mut engine, opts.print);
+    drop(ring);
+    drop(tap);
+    tracing::info!("kernel programs detached; sensord stopped");
+    Ok(())
+}
+
+/// Wall-clock time, for idle timeouts.
+fn now_epoch_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn emit(engine: &mut Engine, print: Option<PrintFormat>) {
+    let mut stdout = std::io::stdout().lock();
+    for mut hs in engine.drain() {
+        enrich(&mut hs);
+        let line = match print {
+            Some(PrintFormat::Text) => event::one_line(&hs),
+            Some(PrintFormat::Json) => serde_json::to_string(&hs).unwrap_or_default(),
+            None => continue,
+        };
+        let _ = writeln!(stdout, "{line}");
+    }
+    let _ = stdout.flush();
+}
+
+fn enrich(hs: &mut Handshake) {
+    if let Some(p) = hs.process.as_mut() {
+        crate::process::enrich(p);
+    }
+}

@@ -1,0 +1,156 @@
+//! The handshake event: what the engine reports for each TLS session, and its JSON form.
+//!
+//! Field names of the JSON form are a contract (see README): add fields, never rename them.
+
+use std::net::IpAddr;
+
+use serde::{Serialize, Serializer};
+
+use crate::tls::alert;
+
+mod display;
+
+pub use display::one_line;
+
+/// Nanoseconds since the Unix epoch; serialised as RFC 3339.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// RFC 3339 with nanoseconds, in UTC.
+    pub fn rfc3339(self) -> String {
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0))
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.rfc3339())
+    }
+}
+
+/// How the client ended its part of the handshake.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientOutcome {
+    /// Application data flowed both ways, or both sides finished the handshake and closed cleanly.
+    Completed,
+    /// The client sent a fatal alert.
+    Rejected,
+    /// The client closed or reset after the server's flight without finishing.
+    Aborted,
+    #[default]
+    Unknown,
+}
+
+impl ClientOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Rejected => "rejected",
+            Self::Aborted => "aborted",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Which side of the flow sent something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// An alert seen in clear.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Alert {
+    pub level: u8,
+    pub code: u8,
+}
+
+impl Serialize for Alert {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Alert", 3)?;
+        st.serialize_field("level", alert::level_name(self.level))?;
+        st.serialize_field("description", alert::description_name(self.code))?;
+        st.serialize_field("code", &self.code)?;
+        st.end()
+    }
+}
+
+impl Alert {
+    pub fn is_fatal(&self) -> bool {
+        self.level == 2
+    }
+
+    pub fn description(&self) -> &'static str {
+        alert::description_name(self.code)
+    }
+}
+
+/// An alert with the side that sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SideAlert {
+    pub from: Side,
+    #[serde(flatten)]
+    pub alert: Alert,
+}
+
+/// The process behind the client side of a flow, as far as it is known.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Process {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub uid: Option<u32>,
+    pub exe: Option<String>,
+    pub cgroup: Option<String>,
+}
+
+/// One TLS session's handshake, as observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Handshake {
+    /// When the ClientHello was seen.
+    pub time: Timestamp,
+    /// When the engine reported the handshake.
+    pub end_time: Timestamp,
+    /// The client side.
+    pub src_addr: Option<IpAddr>,
+    pub src_port: u16,
+    /// The server side.
+    pub dst_addr: Option<IpAddr>,
+    pub dst_port: u16,
+    pub server_name: Option<String>,
+    /// Negotiated version ("1.0" to "1.3"), or the highest offered when no ServerHello was seen.
+    pub tls_version: Option<&'static str>,
+    /// Negotiated application protocol.
+    pub alpn: Option<String>,
+    /// Application protocols the client offered.
+    pub client_alpn: Vec<String>,
+    /// Negotiated cipher suite (IANA name).
+    pub cipher: Option<String>,
+    /// The server answered with a HelloRetryRequest first.
+    pub hello_retry_request: bool,
+    /// The client offered to resume a session (ticket or PSK).
+    pub resumption_offered: bool,
+    pub client_outcome: ClientOutcome,
+    /// The client's fatal alert, if it sent one in clear.
+    pub alert: Option<Alert>,
+    /// Every alert seen in clear, from either side.
+    pub alerts: Vec<SideAlert>,
+    /// The target of an HTTP CONNECT that preceded the handshake.
+    pub proxy_connect: Option<String>,
+    /// Bytes of the server's encrypted TLS 1.3 handshake flight.
+    pub server_encrypted_flight_bytes: Option<u64>,
+    pub verdict: &'static str,
+    pub reasons: Vec<String>,
+    pub process: Option<Process>,
+    /// Socket cookie of the client's socket, when the kernel tap saw it.
+    pub socket_cookie: Option<u64>,
+    /// What was wrong with the bytes, if anything.
+    pub malformed: Vec<&'static str>,
+}

@@ -1,0 +1,13 @@
+//! The userspace half of the TLS interception sensor.
+//!
+//! The analysis core — [`reassembly`], [`tls`], [`engine`], [`event`] — is pure: no I/O, no
+//! async, no clock reads. The edges — [`capture`] (kernel tap), [`process`] (/proc lookups) and
+//! [`daemon`] — do the I/O and feed the core. See ARCHITECTURE.md.
+
+pub mod capture;
+pub mod daemon;
+pub mod engine;
+pub mod event;
+pub mod process;
+pub mod reassembly;
+pub mod tls;

@@ -1,0 +1,288 @@
+//! Helpers for the integration and end-to-end tests: start the real sensord, real TLS servers
+//! and clients, and clean every one of them up by PID when the test ends.
+//!
+//! Tests that need root and eBPF fail, never skip, without them.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Path of a binary built by `cargo build --bins` (which `cargo xtask test` runs first).
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// Fail the test unless it runs as root: loading eBPF needs it.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test loads eBPF programs and must run as root (CI does)"
+    );
+}
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) and reaped when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Self {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self {
+            name: name.to_owned(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill with our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Wait up to `timeout` for the process to exit; its status if it did.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, a grace period, then SIGKILL.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        self.signal(libc::SIGTERM);
+        if let Some(s) = self.wait_timeout(Duration::from_secs(10)) {
+            return Some(s);
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Lines of a child's output, read on a thread, with a timeout on each wait.
+pub struct Lines {
+    rx: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    pub fn new(reader: impl std::io::Read + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line (from now on) that satisfies `pred`, waiting at most `timeout`.
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return Some(line);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// The real sensord, started with `--print json`.
+pub struct Daemon {
+    pub proc: Proc,
+    pub events: Lines,
+    pub log: Lines,
+    pub state_dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Start sensord and wait until it says it is running.
+    pub fn start(extra_args: &[&str]) -> Self {
+        require_root();
+        let state_dir = tempfile::tempdir().expect("temp state dir");
+        let mut proc = Proc::spawn(
+            "sensord",
+            Command::new(bin("sensord"))
+                .arg("--state-dir")
+                .arg(state_dir.path())
+                .args(["--print", "json"])
+                .args(extra_args)
+                .env("SENSOR_LOG", "info")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let events = Lines::new(proc.child.stdout.take().expect("stdout"));
+        let mut log = Lines::new(proc.child.stderr.take().expect("stderr"));
+        let ready = log.wait_for(Duration::from_secs(60), |l| l.contains("sensord running"));
+        assert!(
+            ready.is_some(),
+            "sensord did not start; its log:\n{}",
+            log.seen.join("\n")
+        );
+        Self {
+            proc,
+            events,
+            log,
+            state_dir,
+        }
+    }
+
+    /// The first handshake event (JSON) satisfying `pred`, within `timeout`.
+    pub fn event(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let line = self.events.wait_for(timeout, |l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| pred(&v))
+        })?;
+        serde_json::from_str(&line).ok()
+    }
+
+    /// Stop with SIGINT, as Ctrl-C would, and return the exit status.
+    pub fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.signal(libc::SIGINT);
+        self.proc.wait_timeout(Duration::from_secs(20))
+    }
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Wait until something accepts connections on `addr`.
+pub fn wait_listening(addr: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {addr} after {timeout:?}");
+}
+
+/// A self-signed certificate and key made by `openssl req`, in `dir`.
+pub fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{cn}.crt"));
+    let key = dir.join(format!("{cn}.key"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN={cn}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{cn}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("running openssl req");
+    assert!(status.success(), "openssl req failed");
+    (cert, key)
+}
+
+/// `openssl s_server` on 127.0.0.1:`port`, answering with a small page (`-www`).
+pub fn openssl_server(port: u16, cert: &Path, key: &Path, extra: &[&str]) -> Proc {
+    let p = Proc::spawn(
+        "openssl s_server",
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
+    p
+}
+
+/// A name unique to this test process, for SNI values that no other test uses.
+pub fn unique_name(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{label}-{}-{nanos}.test", std::process::id())
+}

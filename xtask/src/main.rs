@@ -1,0 +1,115 @@
+//! Developer commands. `cargo xtask --help` lists them.
+
+mod setup;
+mod util;
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+use util::{Workspace, is_root, run, say};
+
+#[derive(Debug, Parser)]
+#[command(about = "Developer commands of the TLS interception sensor")]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install what is missing: toolchains, bpf-linker, Debian packages. Idempotent.
+    Setup,
+    /// Set up, build, and run sensord in the foreground, printing every handshake.
+    Run {
+        /// Print JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+        /// More arguments for sensord.
+        #[arg(last = true)]
+        sensord_args: Vec<String>,
+    },
+    /// Set up, then run every check: fmt, clippy, unit, integration and end-to-end tests.
+    Test,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match dispatch(args.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
+    let ws = Workspace::load()?;
+    match cmd {
+        Cmd::Setup => setup::setup(&ws),
+        Cmd::Run { json, sensord_args } => run_sensord(&ws, json, &sensord_args),
+        Cmd::Test => test(&ws),
+    }
+}
+
+/// `cargo xtask run`.
+fn run_sensord(ws: &Workspace, json: bool, extra: &[String]) -> anyhow::Result<()> {
+    setup::setup(ws)?;
+    say("building sensord");
+    run(ws.cargo().args(["build", "--bin", "sensord"]))?;
+    let sensord = ws.root.join("target/debug/sensord");
+    let state = ws.root.join(".sensor-state");
+    let mut cmd = if is_root() {
+        Command::new(&sensord)
+    } else {
+        say("sensord needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); running it with sudo");
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg(&sensord);
+        c
+    };
+    cmd.arg("--state-dir")
+        .arg(&state)
+        .arg("--print")
+        .arg(if json { "json" } else { "text" })
+        .args(extra);
+    // Ctrl-C reaches sensord too (same process group); keep xtask alive to report how it ended.
+    ignore_sigint();
+    say(&format!(
+        "starting {} (Ctrl-C stops it)",
+        util::describe(&cmd)
+    ));
+    let status = cmd.status().context("starting sensord")?;
+    if !status.success() {
+        bail!("sensord exited with {status}");
+    }
+    Ok(())
+}
+
+extern "C" fn on_sigint(_: libc::c_int) {}
+
+/// A no-op SIGINT handler: unlike SIG_IGN, handlers are not inherited by children.
+fn ignore_sigint() {
+    // SAFETY: installing an async-signal-safe no-op handler.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
+/// `cargo xtask test`: what CI runs.
+fn test(ws: &Workspace) -> anyhow::Result<()> {
+    setup::setup(ws)?;
+    say("cargo fmt --check");
+    run(ws.cargo().args(["fmt", "--all", "--check"]))?;
+    say("cargo clippy");
+    run(ws
+        .cargo()
+        .args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    say("building the binaries the tests start");
+    run(ws.cargo().args(["build", "--bins"]))?;
+    say("cargo test");
+    run(ws.cargo().args(["test", "--no-fail-fast"]))?;
+    say("all checks passed");
+    Ok(())
+}

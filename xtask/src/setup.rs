@@ -1,0 +1,216 @@
+//! `cargo xtask setup`: install what building and testing need, checking each thing first.
+//!
+//! The way that was verified on the project's machines (see ARCHITECTURE.md, "Toolchain"):
+//! the stable toolchain from rust-toolchain.toml for userspace, a pinned nightly with rust-src
+//! for the kernel programs, and bpf-linker built against that nightly's own libLLVM.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::util::{Workspace, command_ok, is_root, run, say};
+
+/// Debian packages the tests and benchmarks use, with what for.
+pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("openssl", "TLS servers and clients in tests"),
+    ("curl", "TLS client in tests"),
+    ("iproute2", "network namespaces and veth pairs"),
+    ("iptables", "REDIRECT rules for transparent interceptors"),
+    ("nftables", "nft redirect for sslsplit"),
+    ("tcpdump", "fixture captures"),
+    ("bpftool", "checking that no program is left behind"),
+    ("iperf3", "bulk throughput benchmark"),
+    ("gnutls-bin", "gnutls-cli client in tests"),
+    ("socat", "plumbing in tests"),
+    ("procps", "pgrep and ps in tests"),
+];
+
+/// Install whatever is missing. Returns an error naming the step that could not be done.
+pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
+    let mut needs_root = Vec::new();
+    stable_components()?;
+    let nightly = &ws.ebpf_toolchain;
+    ebpf_toolchain(nightly)?;
+    bpf_linker(ws)?;
+    debian_packages(&mut needs_root)?;
+    if !needs_root.is_empty() {
+        say("these steps need root; run them, or run `sudo -E cargo xtask setup`:");
+        for step in &needs_root {
+            say(&format!("  {step}"));
+        }
+        bail!(
+            "setup is incomplete: {} step(s) need root",
+            needs_root.len()
+        );
+    }
+    say("setup: everything is in place");
+    Ok(())
+}
+
+/// rustfmt and clippy for the pinned stable toolchain (rustup installs the toolchain itself
+/// from rust-toolchain.toml before xtask even runs).
+fn stable_components() -> anyhow::Result<()> {
+    let have = |tool: &str| command_ok(Command::new("cargo").args([tool, "--version"]));
+    if have("fmt") && have("clippy") {
+        say("ok: stable toolchain with rustfmt and clippy");
+        return Ok(());
+    }
+    say("installing rustfmt and clippy for the pinned stable toolchain");
+    run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
+        .context("rustup component add rustfmt clippy")
+}
+
+/// Where a toolchain keeps its libraries.
+fn sysroot(toolchain: &str) -> Option<PathBuf> {
+    let out = Command::new("rustup")
+        .args(["run", toolchain, "rustc", "--print", "sysroot"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// The nightly that builds the kernel programs, with rust-src.
+fn ebpf_toolchain(toolchain: &str) -> anyhow::Result<()> {
+    if let Some(root) = sysroot(toolchain)
+        && root.join("lib/rustlib/src/rust/library/core").is_dir()
+    {
+        say(&format!("ok: eBPF toolchain {toolchain} with rust-src"));
+        return Ok(());
+    }
+    say(&format!(
+        "installing the eBPF toolchain {toolchain} with rust-src"
+    ));
+    run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        toolchain,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+    .with_context(|| {
+        format!(
+            "could not install {toolchain}. If toolchain downloads are refused on this machine, \
+             the fallback in ARCHITECTURE.md (Debian llvm-22 and the aya 0.14 line) is the way"
+        )
+    })
+}
+
+/// bpf-linker at the pinned version, linked against the eBPF nightly's libLLVM.
+fn bpf_linker(ws: &Workspace) -> anyhow::Result<()> {
+    let version = &ws.bpf_linker_version;
+    let works = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(version.as_str()))
+        .unwrap_or(false);
+    if works {
+        say(&format!("ok: bpf-linker {version}"));
+        return Ok(());
+    }
+    let root = sysroot(&ws.ebpf_toolchain)
+        .with_context(|| format!("the eBPF toolchain {} is missing", ws.ebpf_toolchain))?;
+    let libllvm = find_libllvm(&root.join("lib"))?;
+    let prefix = llvm_prefix_dir(&ws.ebpf_toolchain)?;
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    let file_name = libllvm
+        .file_name()
+        .context("libLLVM path has no file name")?
+        .to_owned();
+    for link in [lib.join("libLLVM.so"), lib.join(&file_name)] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("linking {} -> {}", link.display(), libllvm.display()))?;
+    }
+    say(&format!(
+        "installing bpf-linker {version} against {} (LLVM_PREFIX={})",
+        libllvm.display(),
+        prefix.display()
+    ));
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            version,
+            "--locked",
+            "--force",
+        ])
+        .env("LLVM_PREFIX", &prefix))
+    .context("cargo install bpf-linker")
+}
+
+/// The nightly's shared libLLVM, `libLLVM.so.<major>.<minor>-rust-<version>`.
+fn find_libllvm(lib: &Path) -> anyhow::Result<PathBuf> {
+    let entries = std::fs::read_dir(lib).with_context(|| format!("reading {}", lib.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("libLLVM.so.") {
+            return Ok(entry.path());
+        }
+    }
+    bail!("no libLLVM.so.* in {}", lib.display())
+}
+
+/// A folder that outlives builds: bpf-linker keeps an rpath to it.
+fn llvm_prefix_dir(toolchain: &str) -> anyhow::Result<PathBuf> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    Ok(cargo_home.join("sensor-llvm").join(toolchain))
+}
+
+/// Debian packages; apt-get needs root, so without it the steps are listed instead.
+fn debian_packages(needs_root: &mut Vec<String>) -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !dpkg_installed(name))
+        .collect();
+    if missing.is_empty() {
+        say("ok: Debian packages");
+        return Ok(());
+    }
+    if !Path::new("/usr/bin/apt-get").exists() {
+        bail!(
+            "missing packages {} and no apt-get here: install them with your package manager",
+            missing.join(" ")
+        );
+    }
+    if !is_root() {
+        needs_root.push(format!(
+            "apt-get update && apt-get install -y {}",
+            missing.join(" ")
+        ));
+        return Ok(());
+    }
+    say(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
+    run(Command::new("apt-get").args(["update", "-q"])).context("apt-get update")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("apt-get install")
+}
+
+fn dpkg_installed(name: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", name])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
