@@ -47,6 +47,7 @@ fn main() -> std::process::ExitCode {
 
 fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     let ws = Workspace::load()?;
+    util::put_cargo_bin_on_path();
     match cmd {
         Cmd::Setup => setup::setup(&ws),
         Cmd::Run { json, sensord_args } => run_sensord(&ws, json, &sensord_args),

@@ -164,10 +164,7 @@ fn find_libllvm(lib: &Path) -> anyhow::Result<PathBuf> {
 
 /// A folder that outlives builds: bpf-linker keeps an rpath to it.
 fn llvm_prefix_dir(toolchain: &str) -> anyhow::Result<PathBuf> {
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .context("neither CARGO_HOME nor HOME is set")?;
+    let cargo_home = crate::util::cargo_home().context("neither CARGO_HOME nor HOME is set")?;
     Ok(cargo_home.join("sensor-llvm").join(toolchain))
 }
 

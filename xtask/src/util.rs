@@ -89,3 +89,26 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// `$CARGO_HOME/bin`, where `cargo install` puts bpf-linker.
+pub fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+}
+
+/// Make sure the commands xtask starts find what `cargo install` put in `$CARGO_HOME/bin`.
+pub fn put_cargo_bin_on_path() {
+    let Some(bin) = cargo_home().map(|h| h.join("bin")) else {
+        return;
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|p| p == bin) {
+        return;
+    }
+    let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)));
+    if let Ok(joined) = joined {
+        // SAFETY: xtask is single-threaded here, before it starts any command.
+        unsafe { std::env::set_var("PATH", joined) };
+    }
+}
