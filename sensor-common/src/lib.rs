@@ -31,6 +31,8 @@ pub mod segment_flags {
     pub const BUDGET_EXHAUSTED: u8 = 1 << 2;
     /// The pid/tgid fields are meaningful (egress in process context).
     pub const HAS_PID: u8 = 1 << 3;
+    /// The kernel saw the handshake end with this segment.
+    pub const HANDSHAKE_DONE: u8 = 1 << 4;
 }
 
 /// TCP header flag bits as they appear in byte 13 of the TCP header.
@@ -68,8 +70,16 @@ pub mod counter {
     pub const FLOWS_NOT_TLS: u32 = 7;
     /// Packets the tap could not parse (bad IP or TCP header).
     pub const PARSE_ERRORS: u32 = 8;
+    /// Flows whose handshake the kernel saw end (application data both ways).
+    pub const HANDSHAKES_DONE: u32 = 9;
+    /// Flows removed from the table after FIN both ways or RST.
+    pub const FLOWS_CLOSED: u32 = 10;
+    /// Directions whose record headers the kernel lost track of.
+    pub const RECORD_SYNC_LOST: u32 = 11;
+    /// Socket (process attribution) events emitted.
+    pub const SOCKET_EVENTS: u32 = 12;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 13;
 
     /// Names, indexed by counter, as userspace reports them.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -82,6 +92,10 @@ pub mod counter {
         "segments_truncated",
         "flows_not_tls",
         "parse_errors",
+        "handshakes_done",
+        "flows_closed",
+        "record_sync_lost",
+        "socket_events",
     ];
 }
 
@@ -136,6 +150,8 @@ pub struct SegmentHeader {
     pub dport: u16,
     /// Interface index the kernel saw the packet on (0 if unknown).
     pub ifindex: u32,
+    /// Network namespace cookie of the socket (0 if the kernel cannot tell).
+    pub netns_cookie: u64,
 }
 
 /// Size of [`SegmentHeader`] in bytes.
@@ -160,29 +176,72 @@ pub struct SocketEvent {
     pub comm: [u8; COMM_LEN],
 }
 
-/// Per-flow state the kernel keeps, keyed by socket cookie.
+/// Size of [`SocketEvent`] in bytes.
+pub const SOCKET_EVENT_LEN: usize = core::mem::size_of::<SocketEvent>();
+
+/// What the kernel tracks of one direction of a socket's TLS records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DirTrack {
+    /// Sequence number where the next record header starts (valid with [`sync::ON`]).
+    pub next_hdr_seq: u32,
+    /// [`sync`].
+    pub sync: u8,
+    /// Bytes of a record header that straddled a segment boundary, held in `partial`.
+    pub partial_len: u8,
+    /// application_data records seen (saturating).
+    pub app_records: u8,
+    /// application_data records seen after the peer's first one (saturating).
+    pub app_after_peer: u8,
+    pub partial: [u8; 4],
+}
+
+/// Values of [`DirTrack::sync`].
+pub mod sync {
+    /// No TLS record seen in this direction yet.
+    pub const NONE: u8 = 0;
+    /// Following record headers.
+    pub const ON: u8 = 1;
+    /// Lost track (a header was missed or made no sense); the byte budget still applies.
+    pub const LOST: u8 = 2;
+}
+
+/// Per-socket state the kernel keeps, keyed by socket cookie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlowState {
     /// [`flow_state`].
-    pub state: u32,
+    pub state: u8,
+    /// Direction ([`direction`]) that sent the first handshake record, or [`NO_DIRECTION`].
+    pub client_dir: u8,
+    /// Bit per direction: FIN seen.
+    pub fin: u8,
+    pub _pad: u8,
     /// Payload bytes forwarded so far, both directions.
     pub forwarded: u32,
-    /// Payload bytes looked at while waiting for a TLS record to start (CONNECT, STARTTLS).
+    /// Plaintext bytes looked at while waiting for a TLS record to start (CONNECT, STARTTLS).
     pub prefix_scanned: u32,
-    pub _pad: u32,
+    pub _pad2: u32,
+    /// Indexed by [`direction`].
+    pub dirs: [DirTrack; 2],
 }
+
+/// [`FlowState::client_dir`] before the first handshake record.
+pub const NO_DIRECTION: u8 = 0xff;
 
 /// Values of [`FlowState::state`].
 pub mod flow_state {
     /// Nothing decided yet.
-    pub const NEW: u32 = 0;
+    pub const NEW: u8 = 0;
     /// TLS records seen: forward payload.
-    pub const TLS: u32 = 1;
+    pub const TLS: u8 = 1;
     /// A plaintext prefix (CONNECT, STARTTLS) that may turn into TLS: forward payload, bounded.
-    pub const PREFIX: u32 = 2;
-    /// Not TLS, or the handshake is over, or the budget ran out: forward nothing.
-    pub const IGNORE: u32 = 3;
+    pub const PREFIX: u8 = 2;
+    /// Not TLS: forward nothing.
+    pub const IGNORE: u8 = 3;
+    /// The handshake is over (application data flowed both ways) or the byte budget ran out:
+    /// forward only FIN and RST.
+    pub const DONE: u8 = 4;
 }
 
 /// Tunables userspace writes into the `CONFIG` array before attaching.

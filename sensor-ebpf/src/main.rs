@@ -8,6 +8,8 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod attribution;
+#[cfg(target_arch = "bpf")]
 mod tap;
 
 #[cfg(target_arch = "bpf")]

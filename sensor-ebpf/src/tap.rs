@@ -1,32 +1,39 @@
 //! The cgroup_skb TLS tap.
 //!
 //! cgroup_skb programs see the packet from the network header on. For every TCP segment the tap
-//! looks up the socket's state by cookie. A socket is classified on its first payload byte seen:
-//! a TLS record header makes it `TLS`, a plaintext opening that may turn into TLS (an HTTP
-//! `CONNECT`, a STARTTLS greeting) makes it `PREFIX`, anything else `IGNORE`. Payload of `TLS` and
-//! `PREFIX` sockets is forwarded until the per-flow byte budget runs out.
+//! looks up the socket's state by cookie (one hash lookup). A socket is classified on its first
+//! payload: a TLS record header makes it `TLS`, a plaintext opening that may turn into TLS (an
+//! HTTP `CONNECT`, a STARTTLS greeting) makes it `PREFIX`, anything else `IGNORE`.
+//!
+//! For `TLS` sockets the tap follows record headers in both directions. Once the client has sent
+//! application data and the server has answered with application data, the handshake is over:
+//! the socket becomes `DONE` and only FIN and RST are forwarded from then on. Until then every
+//! payload byte is forwarded, up to the per-flow byte budget.
+//!
+//! On loopback both ends are local sockets: each tracks both directions (egress and ingress),
+//! but only egress is forwarded, since the peer's ingress would carry the same bytes again.
 
 use aya_ebpf::{
     EbpfContext,
     bindings::__sk_buff,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_cgroup_id,
-        bpf_skb_load_bytes,
+        bpf_get_current_pid_tgid, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns,
+        bpf_skb_cgroup_id, bpf_skb_load_bytes,
     },
     macros::{cgroup_skb, map},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::SkBuffContext,
 };
 use sensor_common::{
-    CHUNK_CAP, FlowState, MAX_CHUNKS, SegmentHeader, TapConfig, counter, direction, family,
-    flow_state, kind, segment_flags, tcp_flags,
+    CHUNK_CAP, DirTrack, FlowState, MAX_CHUNKS, NO_DIRECTION, SegmentHeader, TapConfig, counter,
+    direction, family, flow_state, kind, segment_flags, sync, tcp_flags,
 };
 
-/// Ring buffer to userspace. 16 MiB holds about 4,000 full chunks.
+/// Ring buffer to userspace. 16 MiB holds about 4,000 full chunks, many more small ones.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
-/// Per-socket state, keyed by socket cookie. LRU so that sockets that close without a FIN or
+/// Per-socket state, keyed by socket cookie. LRU so that sockets that vanish without a FIN or
 /// RST being seen do not fill it.
 #[map]
 static FLOWS: LruHashMap<u64, FlowState> = LruHashMap::with_max_entries(65536, 0);
@@ -37,12 +44,19 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 
 /// Tunables, written by userspace before attaching.
 #[map]
-static CONFIG: Array<TapConfig> = Array::with_max_entries(1, 0);
+pub static CONFIG: Array<TapConfig> = Array::with_max_entries(1, 0);
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_TCP: u8 = 6;
 const LOOPBACK_IFINDEX: u32 = 1;
+const CT_ALERT: u8 = 21;
+const CT_HANDSHAKE: u8 = 22;
+const CT_APPLICATION_DATA: u8 = 23;
+/// Largest TLS record payload (TLSCiphertext).
+const MAX_RECORD_LEN: u16 = 16384 + 2048;
+/// Record headers followed per segment at most.
+const MAX_WALK: u32 = 16;
 
 /// One ring buffer record: a header and up to `CHUNK_CAP` payload bytes. Only `payload_len`
 /// bytes of `payload` are meaningful; userspace reads no further.
@@ -52,22 +66,22 @@ struct SegmentRecord {
     payload: [u8; CHUNK_CAP],
 }
 
-#[cgroup_skb]
+#[cgroup_skb(egress)]
 pub fn tap_egress(ctx: SkBuffContext) -> i32 {
     tap(&ctx, direction::EGRESS);
     1
 }
 
-#[cgroup_skb]
+#[cgroup_skb(ingress)]
 pub fn tap_ingress(ctx: SkBuffContext) -> i32 {
     tap(&ctx, direction::INGRESS);
     1
 }
 
 #[inline(always)]
-fn bump(index: u32, by: u64) {
+pub fn bump(index: u32, by: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, and cgroup_skb programs do not preempt each other on one CPU.
+        // SAFETY: per-CPU slot, and these programs do not preempt each other on one CPU.
         unsafe { *slot += by };
     }
 }
@@ -86,6 +100,17 @@ struct Segment {
     payload_len: u32,
 }
 
+/// Where the packet is going and whether it may be forwarded.
+struct Ctx<'a> {
+    ctx: &'a SkBuffContext,
+    skb: *mut __sk_buff,
+    cookie: u64,
+    dir: u8,
+    ifindex: u32,
+    /// False for ingress on loopback: the sender's egress forwards these bytes.
+    emit: bool,
+}
+
 #[inline(always)]
 fn tap(ctx: &SkBuffContext, dir: u8) {
     let skb = ctx.as_ptr() as *mut __sk_buff;
@@ -97,12 +122,6 @@ fn tap(ctx: &SkBuffContext, dir: u8) {
             (*skb).len,
         )
     };
-
-    // Loopback traffic has both ends on this host: the sender's egress already carries every
-    // byte, so ingress on lo would only duplicate it.
-    if dir == direction::INGRESS && ifindex == LOOPBACK_IFINDEX {
-        return;
-    }
     let Some(seg) = parse_headers(ctx, protocol, skb_len) else {
         return;
     };
@@ -110,89 +129,120 @@ fn tap(ctx: &SkBuffContext, dir: u8) {
 
     // SAFETY: the helper accepts the skb context of cgroup_skb programs.
     let cookie = unsafe { bpf_get_socket_cookie(skb as *mut _) };
+    let c = Ctx {
+        ctx,
+        skb,
+        cookie,
+        dir,
+        ifindex,
+        emit: !(dir == direction::INGRESS && ifindex == LOOPBACK_IFINDEX),
+    };
     let Some(state) = FLOWS.get_ptr_mut(&cookie) else {
         if seg.payload_len > 0 {
-            start_flow(ctx, skb, cookie, dir, ifindex, &seg);
+            start_flow(&c, &seg);
         }
         return;
     };
-    // SAFETY: pointer into the LRU map's value for this key; races with another CPU on the same
-    // socket only skew counters.
+    // SAFETY: pointer into the LRU map's value for this key. Another CPU may handle the other
+    // direction of the same socket at the same time; that can only skew counts.
     let state = unsafe { &mut *state };
-    if state.state == flow_state::IGNORE {
-        return;
-    }
-    if seg.payload_len == 0 {
-        if seg.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
-            emit(skb, cookie, dir, ifindex, &seg, 0, 0);
+    match state.state {
+        flow_state::IGNORE | flow_state::NEW => {}
+        flow_state::DONE => closing(&c, &seg, state),
+        _ => {
+            if seg.payload_len == 0 {
+                closing(&c, &seg, state);
+            } else {
+                track(&c, &seg, state);
+            }
         }
+    }
+}
+
+/// FIN and RST of a tracked socket: forward them, and forget the socket when it is closed.
+#[inline(always)]
+fn closing(c: &Ctx, seg: &Segment, state: &mut FlowState) {
+    let rst = seg.tcp_flags & tcp_flags::RST != 0;
+    let fin = seg.tcp_flags & tcp_flags::FIN != 0;
+    if !rst && !fin {
         return;
     }
-    forward(ctx, skb, cookie, dir, ifindex, &seg, state);
+    if c.emit {
+        emit(c, seg, 0, 0);
+    }
+    if fin {
+        state.fin |= 1 << (c.dir & 1);
+    }
+    if rst || state.fin == 3 {
+        let _ = FLOWS.remove(&c.cookie);
+        bump(counter::FLOWS_CLOSED, 1);
+    }
 }
 
 /// Classify a socket on its first payload and start tracking it.
 #[inline(always)]
-fn start_flow(
-    ctx: &SkBuffContext,
-    skb: *mut __sk_buff,
-    cookie: u64,
-    dir: u8,
-    ifindex: u32,
-    seg: &Segment,
-) {
-    let off = seg.payload_off as usize;
-    let head: [u8; 8] = if seg.payload_len >= 8 {
-        match ctx.load::<[u8; 8]>(off) {
-            Ok(h) => h,
-            Err(_) => return insert_ignored(cookie),
-        }
-    } else if seg.payload_len >= 5 {
-        match ctx.load::<[u8; 5]>(off) {
-            Ok(h) => [h[0], h[1], h[2], h[3], h[4], 0, 0, 0],
-            Err(_) => return insert_ignored(cookie),
-        }
-    } else {
-        return insert_ignored(cookie);
+fn start_flow(c: &Ctx, seg: &Segment) {
+    let Some(head) = load_head(c.ctx, seg) else {
+        return insert_ignored(c.cookie);
     };
-    let state = if looks_like_tls_record(&head) {
-        flow_state::TLS
-    } else if seg.payload_len >= 8 && looks_like_tls_prefix(&head) {
-        flow_state::PREFIX
-    } else {
-        insert_ignored(cookie);
-        return;
-    };
+    if c.dir == direction::EGRESS {
+        let self_tgid = CONFIG.get(0).map_or(0, |cfg| cfg.self_tgid);
+        if self_tgid != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 == self_tgid {
+            // The daemon's own connections (its active probe) are not reported.
+            return insert_ignored(c.cookie);
+        }
+    }
     let mut st = FlowState {
-        state,
+        client_dir: NO_DIRECTION,
         ..FlowState::default()
     };
+    if looks_like_tls_record(&head) {
+        st.state = flow_state::TLS;
+    } else if seg.payload_len >= 8 && looks_like_tls_prefix(&head) {
+        st.state = flow_state::PREFIX;
+    } else {
+        return insert_ignored(c.cookie);
+    }
     bump(counter::FLOWS_TRACKED, 1);
-    forward(ctx, skb, cookie, dir, ifindex, seg, &mut st);
-    let _ = FLOWS.insert(&cookie, &st, 0);
+    track(c, seg, &mut st);
+    let _ = FLOWS.insert(&c.cookie, &st, 0);
+}
+
+/// The first 8 payload bytes (5 for a shorter payload, padded with zeros).
+#[inline(always)]
+fn load_head(ctx: &SkBuffContext, seg: &Segment) -> Option<[u8; 8]> {
+    let off = seg.payload_off as usize;
+    if seg.payload_len >= 8 {
+        ctx.load::<[u8; 8]>(off).ok()
+    } else if seg.payload_len >= 5 {
+        let h = ctx.load::<[u8; 5]>(off).ok()?;
+        Some([h[0], h[1], h[2], h[3], h[4], 0, 0, 0])
+    } else {
+        None
+    }
 }
 
 #[inline(always)]
 fn insert_ignored(cookie: u64) {
     let st = FlowState {
         state: flow_state::IGNORE,
+        client_dir: NO_DIRECTION,
         ..FlowState::default()
     };
     let _ = FLOWS.insert(&cookie, &st, 0);
     bump(counter::FLOWS_NOT_TLS, 1);
 }
 
-/// A TLS record header: handshake, alert or change_cipher_spec, version 3.1 to 3.4 (3.0 for
-/// the record layer of some clients), and a length no larger than a record can be.
+/// A TLS record header that can open a direction: handshake or alert, version 3.0 to 3.4,
+/// and a length no larger than a record can be.
 #[inline(always)]
 fn looks_like_tls_record(h: &[u8; 8]) -> bool {
-    let content_type = h[0];
     let len = u16::from_be_bytes([h[3], h[4]]);
-    (content_type == 0x16 || content_type == 0x15)
+    (h[0] == CT_HANDSHAKE || h[0] == CT_ALERT)
         && h[1] == 3
         && h[2] <= 4
         && len > 0
-        && len <= 16384 + 2048
+        && len <= MAX_RECORD_LEN
 }
 
 /// Plaintext openings after which TLS may start on the same connection.
@@ -205,27 +255,26 @@ fn looks_like_tls_prefix(h: &[u8; 8]) -> bool {
         || (h[0] == b'+' && h[1] == b'O' && h[2] == b'K') // POP3 greeting
 }
 
-/// Forward one segment's payload if the flow's budget allows, and update the flow state.
+/// Follow the records of a payload segment, forward it within the budget, and decide whether
+/// the handshake is over.
 #[inline(always)]
-fn forward(
-    ctx: &SkBuffContext,
-    skb: *mut __sk_buff,
-    cookie: u64,
-    dir: u8,
-    ifindex: u32,
-    seg: &Segment,
-    state: &mut FlowState,
-) {
+fn track(c: &Ctx, seg: &Segment, state: &mut FlowState) {
     let cfg = CONFIG.get(0).copied().unwrap_or_default();
-    if state.state == flow_state::PREFIX {
-        let head = if seg.payload_len >= 8 {
-            ctx.load::<[u8; 8]>(seg.payload_off as usize).ok()
-        } else {
-            None
-        };
-        if head.is_some_and(|h| looks_like_tls_record(&h)) {
+    let d = (c.dir & 1) as usize;
+    let peer_app = state.dirs[1 - d].app_records;
+
+    // A direction starts following records at its first segment that opens with a record.
+    if state.dirs[d].sync == sync::NONE {
+        if let Some(head) = load_head(c.ctx, seg)
+            && looks_like_tls_record(&head)
+        {
+            state.dirs[d].sync = sync::ON;
+            state.dirs[d].next_hdr_seq = seg.seq;
+            if state.client_dir == NO_DIRECTION && head[0] == CT_HANDSHAKE {
+                state.client_dir = c.dir;
+            }
             state.state = flow_state::TLS;
-        } else {
+        } else if state.state == flow_state::PREFIX {
             state.prefix_scanned = state.prefix_scanned.saturating_add(seg.payload_len);
             if state.prefix_scanned > cfg.prefix_budget {
                 state.state = flow_state::IGNORE;
@@ -234,48 +283,163 @@ fn forward(
             }
         }
     }
+    if let Some(dt) = state.dirs.get_mut(d) {
+        walk(c.ctx, seg, dt, peer_app);
+    }
+
     let mut flags = 0u8;
+    if state.client_dir != NO_DIRECTION {
+        let client = (state.client_dir & 1) as usize;
+        let (cl, sv) = (state.dirs[client], state.dirs[1 - client]);
+        if cl.app_records >= 1 && sv.app_after_peer >= 1 {
+            state.state = flow_state::DONE;
+            flags |= segment_flags::HANDSHAKE_DONE;
+            bump(counter::HANDSHAKES_DONE, 1);
+        }
+    }
+
+    if !c.emit {
+        return;
+    }
     let remaining = cfg.byte_budget.saturating_sub(state.forwarded);
     if remaining == 0 {
-        state.state = flow_state::IGNORE;
+        state.state = flow_state::DONE;
         bump(counter::BUDGET_EXHAUSTED, 1);
         return;
     }
     let len = if seg.payload_len > remaining {
         flags |= segment_flags::BUDGET_EXHAUSTED;
-        state.state = flow_state::IGNORE;
+        state.state = flow_state::DONE;
         bump(counter::BUDGET_EXHAUSTED, 1);
         remaining
     } else {
         seg.payload_len
     };
     state.forwarded = state.forwarded.saturating_add(len);
-    emit(skb, cookie, dir, ifindex, seg, len, flags);
+    emit(c, seg, len, flags);
+}
+
+/// Follow the record headers inside one segment of direction `d`.
+#[inline(always)]
+fn walk(ctx: &SkBuffContext, seg: &Segment, d: &mut DirTrack, peer_app: u8) {
+    if d.sync != sync::ON {
+        return;
+    }
+    let len = seg.payload_len;
+    let mut hdr = [0u8; 5];
+    let mut have_hdr = false;
+    if d.partial_len > 0 {
+        // The rest of a header that began at the end of the previous segment.
+        let held = u32::from(d.partial_len);
+        if seg.seq != d.next_hdr_seq.wrapping_add(held) {
+            if (seg
+                .seq
+                .wrapping_add(len)
+                .wrapping_sub(d.next_hdr_seq.wrapping_add(held)) as i32)
+                <= 0
+            {
+                return; // a retransmission of what we already have
+            }
+            return lose_sync(d);
+        }
+        let need = 5 - held;
+        if need > len {
+            return lose_sync(d);
+        }
+        let mut i = 0u32;
+        while i < 4 {
+            if i < held {
+                hdr[i as usize] = d.partial[i as usize];
+            } else if i - held < need {
+                match ctx.load::<u8>((seg.payload_off + i - held) as usize) {
+                    Ok(b) => hdr[i as usize] = b,
+                    Err(_) => return lose_sync(d),
+                }
+            }
+            i += 1;
+        }
+        match ctx.load::<u8>((seg.payload_off + 4 - held) as usize) {
+            Ok(b) => hdr[4] = b,
+            Err(_) => return lose_sync(d),
+        }
+        d.partial_len = 0;
+        have_hdr = true;
+    }
+    for _ in 0..MAX_WALK {
+        if have_hdr {
+            have_hdr = false;
+        } else {
+            let off = d.next_hdr_seq.wrapping_sub(seg.seq) as i32;
+            if off < 0 {
+                if (seg.seq.wrapping_add(len).wrapping_sub(d.next_hdr_seq) as i32) <= 0 {
+                    return; // old data: a retransmission
+                }
+                return lose_sync(d); // a header we never saw
+            }
+            let off = off as u32;
+            if off >= len {
+                return; // the next header is in a later segment
+            }
+            if off + 5 > len {
+                return hold_partial(ctx, seg, d, off);
+            }
+            match ctx.load::<[u8; 5]>((seg.payload_off + off) as usize) {
+                Ok(h) => hdr = h,
+                Err(_) => return lose_sync(d),
+            }
+        }
+        let rec_len = u16::from_be_bytes([hdr[3], hdr[4]]);
+        if !(20..=24).contains(&hdr[0]) || hdr[1] != 3 || hdr[2] > 4 || rec_len > MAX_RECORD_LEN {
+            return lose_sync(d);
+        }
+        if hdr[0] == CT_APPLICATION_DATA {
+            d.app_records = d.app_records.saturating_add(1);
+            if peer_app > 0 {
+                d.app_after_peer = d.app_after_peer.saturating_add(1);
+            }
+        }
+        d.next_hdr_seq = d.next_hdr_seq.wrapping_add(5 + u32::from(rec_len));
+    }
+}
+
+/// Keep the first bytes of a header that continues in the next segment.
+#[inline(always)]
+fn hold_partial(ctx: &SkBuffContext, seg: &Segment, d: &mut DirTrack, off: u32) {
+    let avail = seg.payload_len - off; // 1..=4
+    let mut i = 0u32;
+    while i < 4 {
+        if i < avail {
+            match ctx.load::<u8>((seg.payload_off + off + i) as usize) {
+                Ok(b) => d.partial[i as usize] = b,
+                Err(_) => return lose_sync(d),
+            }
+        }
+        i += 1;
+    }
+    d.partial_len = avail as u8;
+}
+
+#[inline(always)]
+fn lose_sync(d: &mut DirTrack) {
+    d.sync = sync::LOST;
+    d.partial_len = 0;
+    bump(counter::RECORD_SYNC_LOST, 1);
 }
 
 /// Write the segment to the ring buffer, split into chunks of at most `CHUNK_CAP` bytes.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn emit(
-    skb: *mut __sk_buff,
-    cookie: u64,
-    dir: u8,
-    ifindex: u32,
-    seg: &Segment,
-    len: u32,
-    extra_flags: u8,
-) {
+fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8) {
     let mut header = SegmentHeader {
         kind: kind::SEGMENT,
         flags: extra_flags,
-        direction: dir,
+        direction: c.dir,
         family: seg.family,
         tcp_flags: seg.tcp_flags,
         // SAFETY: helpers available to every program type.
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        cookie,
+        cookie: c.cookie,
         // SAFETY: the helper accepts the skb context of cgroup_skb programs.
-        cgroup_id: unsafe { bpf_skb_cgroup_id(skb) },
+        cgroup_id: unsafe { bpf_skb_cgroup_id(c.skb) },
         pid_tgid: 0,
         seq: seg.seq,
         ack: seg.ack,
@@ -285,9 +449,11 @@ fn emit(
         daddr: seg.daddr,
         sport: seg.sport,
         dport: seg.dport,
-        ifindex,
+        ifindex: c.ifindex,
+        // SAFETY: the helper accepts the skb context of cgroup_skb programs.
+        netns_cookie: unsafe { bpf_get_netns_cookie(c.skb as *mut _) },
     };
-    if dir == direction::EGRESS {
+    if c.dir == direction::EGRESS {
         header.pid_tgid = bpf_get_current_pid_tgid();
         header.flags |= segment_flags::HAS_PID;
     }
@@ -337,7 +503,7 @@ fn emit(
             h.payload_len = n;
             core::ptr::addr_of_mut!((*record).header).write(h);
             bpf_skb_load_bytes(
-                skb as *const _,
+                c.skb as *const _,
                 seg.payload_off + off,
                 core::ptr::addr_of_mut!((*record).payload) as *mut _,
                 n,

@@ -11,3 +11,4 @@ pub mod event;
 pub mod process;
 pub mod reassembly;
 pub mod tls;
+pub mod x509;

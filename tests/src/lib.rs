@@ -3,6 +3,9 @@
 //!
 //! Tests that need root and eBPF fail, never skip, without them.
 
+pub mod netns;
+pub mod pki;
+
 use std::{
     io::{BufRead as _, BufReader},
     net::TcpListener,

@@ -26,6 +26,7 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("gnutls-bin", "gnutls-cli client in tests"),
     ("socat", "plumbing in tests"),
     ("procps", "pgrep and ps in tests"),
+    ("tinyproxy", "a real HTTP CONNECT proxy in tests"),
 ];
 
 /// Install whatever is missing. Returns an error naming the step that could not be done.

@@ -10,12 +10,13 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
 };
 use sensor_common::{
-    SEGMENT_HEADER_LEN, SegmentHeader, TapConfig, counter, direction, family, kind, segment_flags,
+    COMM_LEN, SEGMENT_HEADER_LEN, SOCKET_EVENT_LEN, SegmentHeader, SocketEvent, TapConfig, counter,
+    direction, family, kind, segment_flags,
 };
 
 use super::{Attribution, Segment};
@@ -74,6 +75,8 @@ pub struct HookStatus {
     pub attached: bool,
     /// Where it attached, or why it did not.
     pub detail: String,
+    /// The kernel's id of the loaded program, when it loaded.
+    pub program_id: Option<u32>,
 }
 
 /// The loaded and attached kernel programs.
@@ -143,8 +146,10 @@ impl KernelTap {
                 name,
                 attached: true,
                 detail: format!("cgroup_skb on {}", root.display()),
+                program_id: program.info().ok().map(|i| i.id()),
             });
         }
+        hooks.push(attach_sock_state(&mut ebpf));
         Ok(Self { ebpf, hooks })
     }
 
@@ -187,6 +192,42 @@ impl KernelTap {
             out.push((*name, values.iter().sum()));
         }
         Ok(out)
+    }
+}
+
+/// The optional process-attribution hook. Without it the tap still works; connecting processes
+/// are then found from egress segments and /proc, which misses short-lived ones.
+fn attach_sock_state(ebpf: &mut Ebpf) -> HookStatus {
+    const NAME: &str = "sock_state";
+    let result = (|| -> Result<Option<u32>, String> {
+        let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(NAME)
+            .ok_or("missing from the object")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        program
+            .load("inet_sock_set_state", &btf)
+            .map_err(|e| format!("loading: {e}"))?;
+        program.attach().map_err(|e| format!("attaching: {e}"))?;
+        Ok(program.info().ok().map(|i| i.id()))
+    })();
+    match result {
+        Ok(program_id) => HookStatus {
+            name: NAME,
+            attached: true,
+            detail: "tp_btf/inet_sock_set_state (process attribution at connect)".into(),
+            program_id,
+        },
+        Err(why) => HookStatus {
+            name: NAME,
+            attached: false,
+            detail: format!(
+                "tp_btf/inet_sock_set_state unavailable ({why}); processes are found from \
+                 egress segments and /proc instead"
+            ),
+            program_id: None,
+        },
     }
 }
 
@@ -235,10 +276,27 @@ impl ClockOffset {
     }
 }
 
+/// The owner of a socket, as the kernel saw it at connect time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketOwner {
+    pub cookie: u64,
+    /// Epoch nanoseconds.
+    pub ts_ns: u64,
+    /// Process id (the kernel's tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+}
+
 /// A decoded ring buffer record.
 #[derive(Debug)]
 pub enum Record<'a> {
     Segment(Segment<'a>),
+    Socket(SocketOwner),
     /// A record this version does not understand, or a malformed one.
     Unknown,
 }
@@ -250,6 +308,21 @@ pub fn decode(record: &[u8], clock: ClockOffset) -> Record<'_> {
     };
     let record_kind =
         u32::from_ne_bytes([kind_bytes[0], kind_bytes[1], kind_bytes[2], kind_bytes[3]]);
+    if record_kind == kind::SOCKET && record.len() >= SOCKET_EVENT_LEN {
+        // SAFETY: the record holds a whole SocketEvent, plain old data, read unaligned.
+        let ev: SocketEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+        let comm_len = ev.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        return Record::Socket(SocketOwner {
+            cookie: ev.cookie,
+            ts_ns: clock.to_epoch_ns(ev.ts_ns),
+            pid: (ev.pid_tgid >> 32) as u32,
+            tid: ev.pid_tgid as u32,
+            uid: ev.uid_gid as u32,
+            gid: (ev.uid_gid >> 32) as u32,
+            comm: String::from_utf8_lossy(&ev.comm[..comm_len]).into_owned(),
+            cgroup_id: ev.cgroup_id,
+        });
+    }
     if record_kind != kind::SEGMENT || record.len() < SEGMENT_HEADER_LEN {
         return Record::Unknown;
     }
@@ -288,8 +361,10 @@ pub fn decode(record: &[u8], clock: ClockOffset) -> Record<'_> {
         missing,
         attribution: Some(Attribution {
             cookie: h.cookie,
+            local_is_src: h.direction == direction::EGRESS,
             pid,
             cgroup_id: h.cgroup_id,
+            netns_cookie: h.netns_cookie,
         }),
     })
 }
@@ -337,6 +412,38 @@ mod tests {
         assert_eq!(s.ts_ns, 15);
         assert_eq!(s.attribution.unwrap().pid, Some(4242));
         assert_eq!(s.attribution.unwrap().cookie, 7);
+    }
+
+    #[test]
+    fn decodes_a_socket_event() {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"curl");
+        let ev = SocketEvent {
+            kind: kind::SOCKET,
+            new_state: 2,
+            ts_ns: 1,
+            cookie: 99,
+            cgroup_id: 5,
+            pid_tgid: (100u64 << 32) | 101,
+            uid_gid: (1000u64 << 32) | 1001,
+            comm,
+        };
+        let mut v = vec![0u8; SOCKET_EVENT_LEN];
+        // SAFETY: the buffer is SOCKET_EVENT_LEN bytes long.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast(), ev) };
+        let Record::Socket(owner) = decode(&v, ClockOffset::now()) else {
+            panic!("not decoded");
+        };
+        assert_eq!(
+            (owner.pid, owner.tid, owner.uid, owner.gid),
+            (100, 101, 1001, 1000)
+        );
+        assert_eq!(owner.comm, "curl");
+        assert_eq!(owner.cookie, 99);
+        assert!(matches!(
+            decode(&v[..20], ClockOffset::now()),
+            Record::Unknown
+        ));
     }
 
     #[test]

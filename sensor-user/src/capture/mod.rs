@@ -8,15 +8,20 @@ pub mod kernel;
 
 use std::net::SocketAddr;
 
-/// Who sent a segment, as far as the source knows.
+/// The local socket a segment was seen on, as far as the source knows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Attribution {
     /// Socket cookie of the local socket the kernel saw the segment on.
     pub cookie: u64,
-    /// Process id (tgid) of the sender, when the kernel saw it in process context.
+    /// True when that socket sent the segment (egress): it is the `src` endpoint's socket.
+    /// False when it received it (ingress): it is the `dst` endpoint's.
+    pub local_is_src: bool,
+    /// Process id (tgid) of the sender, when the kernel saw it in process context (egress).
     pub pid: Option<u32>,
     /// cgroup v2 id of the socket.
     pub cgroup_id: u64,
+    /// Network namespace cookie of the socket (0 when unknown).
+    pub netns_cookie: u64,
 }
 
 /// One TCP segment, or the part of it the source captured.

@@ -12,6 +12,7 @@ use crate::{
     capture::kernel::{self, ClockOffset, KernelTap, Record, TapSettings},
     engine::{Engine, EngineLimits},
     event::{self, Handshake},
+    process::Resolver,
 };
 
 /// How sensord prints handshakes on stdout.
@@ -40,7 +41,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut tap = KernelTap::start(&opts.tap).context("starting the kernel tap")?;
     for hook in tap.hooks() {
         if hook.attached {
-            tracing::info!(hook = hook.name, "attached: {}", hook.detail);
+            let id = hook.program_id.unwrap_or_default();
+            tracing::info!(
+                hook = hook.name,
+                program_id = id,
+                "attached: {}",
+                hook.detail
+            );
         } else {
             tracing::warn!(hook = hook.name, "unavailable: {}", hook.detail);
         }
@@ -51,6 +58,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut ring = unsafe { AsyncFd::register(ring) }.context("polling the ring buffer")?;
     let clock = ClockOffset::now();
     let mut engine = Engine::new(EngineLimits::default());
+    let mut resolver = Resolver::new();
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -62,23 +70,33 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 let mut guard = guard.context("waiting on the ring buffer")?;
                 let ring = guard.get_inner_mut();
                 while let Some(item) = ring.next() {
-                    if let Record::Segment(seg) = kernel::decode(&item, clock) {
-                        engine.push(&seg);
+                    match kernel::decode(&item, clock) {
+                        Record::Segment(seg) => engine.push(&seg),
+                        Record::Socket(owner) => resolver.on_socket(owner),
+                        Record::Unknown => {}
                     }
                 }
                 guard.clear_ready();
-                emit(&mut engine, opts.print);
+                emit(&mut engine, &mut resolver, opts.print);
             }
             _ = tick.tick() => {
                 engine.advance(now_epoch_ns());
-                emit(&mut engine, opts.print);
+                emit(&mut engine, &mut resolver, opts.print);
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
     engine.finish();
-    emit(&mut engine, opts.print);
+    emit(&mut engine, &mut resolver, opts.print);
+    match tap.counters() {
+        Ok(counters) => {
+            let text: Vec<String> = counters.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            tracing::info!("kernel counters: {}", text.join(" "));
+        }
+        Err(err) => tracing::warn!("reading kernel counters: {err}"),
+    }
+    tracing::info!("engine counters: {:?}", engine.stats());
     drop(ring);
     drop(tap);
     tracing::info!("kernel programs detached; sensord stopped");
@@ -92,10 +110,11 @@ fn now_epoch_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn emit(engine: &mut Engine, print: Option<PrintFormat>) {
+fn emit(engine: &mut Engine, resolver: &mut Resolver, print: Option<PrintFormat>) {
+    let now = now_epoch_ns();
     let mut stdout = std::io::stdout().lock();
     for mut hs in engine.drain() {
-        enrich(&mut hs);
+        attribute(resolver, &mut hs, now);
         let line = match print {
             Some(PrintFormat::Text) => event::one_line(&hs),
             Some(PrintFormat::Json) => serde_json::to_string(&hs).unwrap_or_default(),
@@ -106,8 +125,18 @@ fn emit(engine: &mut Engine, print: Option<PrintFormat>) {
     let _ = stdout.flush();
 }
 
-fn enrich(hs: &mut Handshake) {
-    if let Some(p) = hs.process.as_mut() {
-        crate::process::enrich(p);
-    }
+/// Find the local process behind the handshake.
+fn attribute(resolver: &mut Resolver, hs: &mut Handshake, now: u64) {
+    let endpoints = hs.src_addr.zip(hs.dst_addr).map(|(src, dst)| {
+        (
+            std::net::SocketAddr::new(dst, hs.dst_port),
+            std::net::SocketAddr::new(src, hs.src_port),
+        )
+    });
+    let server = hs
+        .local_sockets
+        .server
+        .zip(endpoints)
+        .map(|(sock, (local, remote))| (sock, local, remote));
+    hs.process = resolver.resolve(hs.local_sockets.client, server, now);
 }

@@ -5,12 +5,14 @@ use std::net::SocketAddr;
 
 use crate::{
     capture::Segment,
-    event::{Alert, ClientOutcome, Handshake, Process, Side, SideAlert, Timestamp},
+    event::{Alert, ClientOutcome, Handshake, LocalSockets, Side, SideAlert, Timestamp},
+    process::LocalSocket,
     reassembly::{Chunk, Stream, StreamStats},
     tls::{
         hello::{self, ClientHello, ServerHello},
         record::{Malformed, RecordReader, TlsEvent},
     },
+    x509,
 };
 
 use super::EngineLimits;
@@ -19,7 +21,11 @@ use super::EngineLimits;
 mod msg {
     pub const CLIENT_HELLO: u8 = 1;
     pub const SERVER_HELLO: u8 = 2;
+    pub const CERTIFICATE: u8 = 11;
 }
+
+/// Certificates kept from one Certificate message at most.
+const MAX_CHAIN_LEN: usize = 16;
 
 /// One direction of a flow: traffic sent by one endpoint.
 #[derive(Debug)]
@@ -27,9 +33,6 @@ struct Direction {
     stream: Stream,
     reader: RecordReader,
     closed: bool,
-    /// Process attribution from the first segment of this direction that carried one.
-    pid: Option<u32>,
-    cookie: Option<u64>,
 }
 
 impl Direction {
@@ -38,8 +41,6 @@ impl Direction {
             stream: Stream::new(),
             reader: RecordReader::new(limits.reader),
             closed: false,
-            pid: None,
-            cookie: None,
         }
     }
 }
@@ -53,6 +54,10 @@ struct Observed {
     client_hello_ts: u64,
     server_hello: Option<ServerHello>,
     hello_retry_request: bool,
+    /// DER certificates of the server's Certificate message (TLS <= 1.2), leaf first.
+    chain: Vec<Vec<u8>>,
+    /// The client sent a certificate (mutual TLS).
+    client_certificate: bool,
     alerts: Vec<SideAlert>,
     client_fatal: Option<Alert>,
     proxy_connect: Option<String>,
@@ -165,7 +170,33 @@ impl Observed {
                 }
                 Err(_) => self.note_malformed(Malformed::BadHandshakeMessage.as_str()),
             },
+            msg::CERTIFICATE => self.on_certificate(idx, m),
             _ => {}
+        }
+    }
+
+    fn on_certificate(&mut self, idx: usize, m: &[u8]) {
+        use tls_parser::{TlsMessage, TlsMessageHandshake, parse_tls_message_handshake};
+        if self.side(idx) == Side::Client {
+            self.client_certificate = true;
+            return;
+        }
+        if !self.chain.is_empty() {
+            return;
+        }
+        match parse_tls_message_handshake(m) {
+            Ok((_, TlsMessage::Handshake(TlsMessageHandshake::Certificate(c)))) => {
+                if c.cert_chain.len() > MAX_CHAIN_LEN {
+                    self.note_malformed("chain_too_long");
+                }
+                self.chain = c
+                    .cert_chain
+                    .iter()
+                    .take(MAX_CHAIN_LEN)
+                    .map(|cert| cert.data.to_vec())
+                    .collect();
+            }
+            _ => self.note_malformed(Malformed::BadHandshakeMessage.as_str()),
         }
     }
 }
@@ -196,6 +227,8 @@ pub(super) struct Flow {
     /// The two endpoints; index 0 is the lower address.
     ends: [SocketAddr; 2],
     dirs: [Direction; 2],
+    /// The local socket of each endpoint, when the capture saw one.
+    sockets: [Option<LocalSocket>; 2],
     seen: Observed,
     /// A RST was seen: nothing more will come.
     reset: bool,
@@ -220,6 +253,7 @@ impl Flow {
         Self {
             ends,
             dirs: [Direction::new(limits), Direction::new(limits)],
+            sockets: [None, None],
             seen: Observed::default(),
             reset: false,
             half_close_queued: false,
@@ -260,14 +294,18 @@ impl Flow {
         let idx = usize::from(seg.src != self.ends[0]);
         self.last_ts = self.last_ts.max(seg.ts_ns);
         let ts = seg.ts_ns;
-        let Self { dirs, seen, .. } = self;
-        let dir = &mut dirs[idx];
         if let Some(a) = seg.attribution {
-            dir.cookie.get_or_insert(a.cookie);
-            if let Some(pid) = a.pid {
-                dir.pid.get_or_insert(pid);
+            let owner = if a.local_is_src { idx } else { 1 - idx };
+            let sock = self.sockets[owner].get_or_insert(LocalSocket {
+                cookie: a.cookie,
+                pid_hint: None,
+            });
+            if a.local_is_src && sock.pid_hint.is_none() {
+                sock.pid_hint = a.pid;
             }
         }
+        let Self { dirs, seen, .. } = self;
+        let dir = &mut dirs[idx];
         if seg.tcp_flags & SYN != 0 {
             dir.stream.syn(seg.seq);
             if seg.tcp_flags & ACK == 0 && seen.client.is_none() {
@@ -349,6 +387,18 @@ impl Flow {
                 Chunk::Gap(_) => reader.gap(&mut |ev| seen.on_event(idx, ev, now)),
             });
         }
+        self.seen.client_hello.as_ref()?;
+        let mut chain = Vec::with_capacity(self.seen.chain.len());
+        let mut bad_certificate = false;
+        for der in &self.seen.chain {
+            match x509::summarize(der) {
+                Ok(summary) => chain.push(summary),
+                Err(_) => bad_certificate = true,
+            }
+        }
+        if bad_certificate {
+            self.seen.note_malformed("bad_certificate");
+        }
         let ch = self.seen.client_hello.as_ref()?;
         let c = self.seen.client.unwrap_or(0);
         let s = 1 - c;
@@ -362,11 +412,10 @@ impl Flow {
             .max()
             .unwrap_or(ch.version);
         let version = sh.map_or(offered_max, |sh| sh.selected_version);
-        let client_dir = &self.dirs[c];
-        let process = client_dir.pid.map(|pid| Process {
-            pid: Some(pid),
-            ..Process::default()
-        });
+        let local_sockets = LocalSockets {
+            client: self.sockets[c],
+            server: self.sockets[s],
+        };
         Some(Handshake {
             time: Timestamp(self.seen.client_hello_ts),
             end_time: Timestamp(now.max(self.seen.client_hello_ts)),
@@ -380,6 +429,9 @@ impl Flow {
             client_alpn: ch.alpn.clone(),
             cipher: sh.map(|sh| hello::cipher_name(sh.cipher)),
             hello_retry_request: self.seen.hello_retry_request,
+            chain_source: (!chain.is_empty()).then_some("passive"),
+            chain,
+            client_certificate: self.seen.client_certificate,
             resumption_offered: ch.session_ticket || ch.psk,
             client_outcome: self.outcome(true),
             alert: self.seen.client_fatal,
@@ -390,8 +442,10 @@ impl Flow {
                 .then_some(self.seen.server_flight_bytes),
             verdict: "unknown",
             reasons: Vec::new(),
-            process,
-            socket_cookie: client_dir.cookie,
+            process: None,
+            socket_cookie: local_sockets.client.map(|l| l.cookie),
+            server_socket_cookie: local_sockets.server.map(|l| l.cookie),
+            local_sockets,
             malformed: self.seen.malformed.clone(),
         })
     }

@@ -101,14 +101,26 @@ pub struct SideAlert {
     pub alert: Alert,
 }
 
-/// The process behind the client side of a flow, as far as it is known.
+/// The local process behind a flow: the client's when the client is on this host, else the
+/// local server's.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Process {
     pub pid: Option<u32>,
     pub comm: Option<String>,
     pub uid: Option<u32>,
     pub exe: Option<String>,
+    /// cgroup v2 path.
     pub cgroup: Option<String>,
+    pub container_id: Option<String>,
+    /// `client` or `server`: which end of the flow this process is.
+    pub role: Option<&'static str>,
+}
+
+/// The local sockets of a flow (client's, server's), when the capture saw them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalSockets {
+    pub client: Option<crate::process::LocalSocket>,
+    pub server: Option<crate::process::LocalSocket>,
 }
 
 /// One TLS session's handshake, as observed.
@@ -135,6 +147,12 @@ pub struct Handshake {
     pub cipher: Option<String>,
     /// The server answered with a HelloRetryRequest first.
     pub hello_retry_request: bool,
+    /// The server's certificates, leaf first, when seen.
+    pub chain: Vec<crate::x509::CertSummary>,
+    /// Where the chain came from: `passive` (seen on the wire), `probe` or `uprobe`.
+    pub chain_source: Option<&'static str>,
+    /// The client sent a certificate (mutual TLS).
+    pub client_certificate: bool,
     /// The client offered to resume a session (ticket or PSK).
     pub resumption_offered: bool,
     pub client_outcome: ClientOutcome,
@@ -151,6 +169,11 @@ pub struct Handshake {
     pub process: Option<Process>,
     /// Socket cookie of the client's socket, when the kernel tap saw it.
     pub socket_cookie: Option<u64>,
+    /// Socket cookie of the server's socket, when it is local and the tap saw it.
+    pub server_socket_cookie: Option<u64>,
+    /// The flow's local sockets as the capture saw them, for process attribution.
+    #[serde(skip)]
+    pub local_sockets: LocalSockets,
     /// What was wrong with the bytes, if anything.
     pub malformed: Vec<&'static str>,
 }

@@ -1,0 +1,195 @@
+//! Certificates made with the openssl command line: roots, intermediates and leaves.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+/// A key and certificate on disk.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Issued {
+    /// The certificate's DER, from its PEM file.
+    pub fn der(&self) -> Vec<u8> {
+        let out = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&self.cert)
+            .output()
+            .expect("openssl x509");
+        assert!(out.status.success());
+        out.stdout
+    }
+
+    /// Hex SHA-256 of the certificate's DER.
+    pub fn sha256(&self) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(&self.cert)
+            .output()
+            .expect("openssl x509 -fingerprint");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .rsplit('=')
+            .next()
+            .unwrap_or_default()
+            .replace(':', "")
+            .to_lowercase()
+    }
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Key algorithms for `openssl genpkey`.
+#[derive(Clone, Copy, Debug)]
+pub enum Key {
+    Rsa(u32),
+    P256,
+}
+
+fn genkey(dir: &Path, name: &str, key: Key) -> PathBuf {
+    let path = dir.join(format!("{name}.key"));
+    let p = path.to_string_lossy().into_owned();
+    match key {
+        Key::Rsa(bits) => openssl(
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                &format!("rsa_keygen_bits:{bits}"),
+                "-out",
+                &p,
+            ],
+            dir,
+        ),
+        Key::P256 => openssl(
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                &p,
+            ],
+            dir,
+        ),
+    }
+    path
+}
+
+/// A self-signed CA.
+pub fn root(dir: &Path, name: &str, key: Key) -> Issued {
+    let k = genkey(dir, name, key);
+    let cert = dir.join(format!("{name}.crt"));
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &k.to_string_lossy(),
+            "-days",
+            "30",
+            "-subj",
+            &format!("/CN={name}/O=Sensor Test"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            &cert.to_string_lossy(),
+        ],
+        dir,
+    );
+    Issued { cert, key: k }
+}
+
+/// A certificate issued by `issuer`: a CA when `ca`, else a server leaf for `dns`.
+pub fn issue(dir: &Path, issuer: &Issued, name: &str, key: Key, ca: bool, dns: &[&str]) -> Issued {
+    let k = genkey(dir, name, key);
+    let csr = dir.join(format!("{name}.csr"));
+    let cert = dir.join(format!("{name}.crt"));
+    let ext = dir.join(format!("{name}.ext"));
+    let mut text = if ca {
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n".to_string()
+    } else {
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n".to_string()
+    };
+    if !dns.is_empty() {
+        let names: Vec<String> = dns
+            .iter()
+            .map(|d| {
+                if d.parse::<std::net::IpAddr>().is_ok() {
+                    format!("IP:{d}")
+                } else {
+                    format!("DNS:{d}")
+                }
+            })
+            .collect();
+        text.push_str(&format!("subjectAltName={}\n", names.join(",")));
+    }
+    std::fs::write(&ext, text).expect("writing the extension file");
+    openssl(
+        &[
+            "req",
+            "-new",
+            "-key",
+            &k.to_string_lossy(),
+            "-subj",
+            &format!("/CN={name}"),
+            "-out",
+            &csr.to_string_lossy(),
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr.to_string_lossy(),
+            "-CA",
+            &issuer.cert.to_string_lossy(),
+            "-CAkey",
+            &issuer.key.to_string_lossy(),
+            "-CAcreateserial",
+            "-days",
+            "20",
+            "-extfile",
+            &ext.to_string_lossy(),
+            "-out",
+            &cert.to_string_lossy(),
+        ],
+        dir,
+    );
+    Issued { cert, key: k }
+}
+
+/// Concatenate PEM files (a chain file for a server).
+pub fn bundle(dir: &Path, name: &str, parts: &[&Issued]) -> PathBuf {
+    let path = dir.join(name);
+    let mut text = String::new();
+    for p in parts {
+        text.push_str(&std::fs::read_to_string(&p.cert).expect("reading a PEM"));
+    }
+    std::fs::write(&path, text).expect("writing the bundle");
+    path
+}

@@ -1,0 +1,308 @@
+//! The kernel tap on real traffic: TLS 1.2 and 1.3, IPv4 and IPv6, a chain spread over many
+//! small segments from another network namespace, a CONNECT proxy, process attribution, and a
+//! clean detach.
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use sensor_tests::{
+    Daemon, Proc, free_port,
+    netns::Netns,
+    openssl_server,
+    pki::{self, Key},
+    self_signed, unique_name, wait_listening,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Run `openssl s_client` to completion, sending one HTTP request; returns its pid.
+fn s_client(connect: &str, sni: &str, extra: &[&str]) -> u32 {
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-connect", connect, "-servername", sni])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let pid = client.id();
+    client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let status = client.wait().unwrap();
+    assert!(status.success(), "openssl s_client {connect}: {status}");
+    pid
+}
+
+fn event_for(daemon: &mut Daemon, sni: &str) -> serde_json::Value {
+    daemon
+        .event(WAIT, |v| v["server_name"].as_str() == Some(sni))
+        .unwrap_or_else(|| {
+            panic!(
+                "no event with SNI {sni}; events:\n{}\nlog:\n{}",
+                daemon.events.seen.join("\n"),
+                daemon.log.seen.join("\n")
+            )
+        })
+}
+
+#[test]
+fn tls12_and_tls13_with_openssl_over_ipv4_and_the_client_process() {
+    let mut daemon = Daemon::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "localhost");
+    let port = free_port();
+    let _server = openssl_server(port, &cert, &key, &[]);
+    let connect = format!("127.0.0.1:{port}");
+
+    for (flag, version) in [("-tls1_2", "1.2"), ("-tls1_3", "1.3")] {
+        let sni = unique_name(&format!("v{version}"));
+        let pid = s_client(&connect, &sni, &[flag]);
+        let ev = event_for(&mut daemon, &sni);
+        assert_eq!(ev["tls_version"], version, "{ev}");
+        assert_eq!(ev["client_outcome"], "completed", "{ev}");
+        assert_eq!(ev["dst_port"], port, "{ev}");
+        assert!(
+            ev["cipher"].as_str().is_some_and(|c| c.starts_with("TLS_")),
+            "{ev}"
+        );
+        assert_eq!(ev["process"]["pid"], pid, "{ev}");
+        assert_eq!(ev["process"]["comm"], "openssl", "{ev}");
+        assert_eq!(ev["process"]["role"], "client", "{ev}");
+        assert_eq!(ev["process"]["exe"], "/usr/bin/openssl", "{ev}");
+        if version == "1.2" {
+            assert_eq!(ev["chain"].as_array().map(Vec::len), Some(1), "{ev}");
+            assert_eq!(ev["chain_source"], "passive", "{ev}");
+        } else {
+            assert_eq!(ev["chain"].as_array().map(Vec::len), Some(0), "{ev}");
+            assert!(
+                ev["server_encrypted_flight_bytes"].as_u64().unwrap_or(0) > 100,
+                "{ev}"
+            );
+        }
+    }
+}
+
+#[test]
+fn curl_over_ipv6_tls12_and_tls13() {
+    let mut daemon = Daemon::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "localhost");
+    let port = free_port();
+    let _server = Proc::spawn(
+        "openssl s_server (IPv6)",
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("[::1]:{port}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_listening(&format!("[::1]:{port}"), Duration::from_secs(10));
+
+    for (max, version) in [("1.2", "1.2"), ("1.3", "1.3")] {
+        let sni = unique_name(&format!("curl6-{version}"));
+        let mut curl = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "--tls-max", max, "--resolve"])
+            .arg(format!("{sni}:{port}:[::1]"))
+            .arg(format!("https://{sni}:{port}/"))
+            .spawn()
+            .expect("curl");
+        let pid = curl.id();
+        assert!(curl.wait().unwrap().success(), "curl failed");
+        let ev = event_for(&mut daemon, &sni);
+        assert_eq!(ev["src_addr"], "::1", "{ev}");
+        assert_eq!(ev["dst_addr"], "::1", "{ev}");
+        assert_eq!(ev["tls_version"], version, "{ev}");
+        assert_eq!(ev["client_outcome"], "completed", "{ev}");
+        assert_eq!(ev["process"]["comm"], "curl", "{ev}");
+        assert_eq!(ev["process"]["pid"], pid, "{ev}");
+    }
+}
+
+#[test]
+fn a_4096_bit_chain_over_small_segments_from_another_namespace() {
+    let mut daemon = Daemon::start(&[]);
+    let ns = Netns::new("chain", 600);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = pki::root(d, "Chain Test Root", Key::Rsa(4096));
+    let inter = pki::issue(
+        d,
+        &root,
+        "Chain Test Intermediate",
+        Key::Rsa(4096),
+        true,
+        &[],
+    );
+    let sni = unique_name("chain");
+    let leaf = pki::issue(d, &inter, &sni, Key::Rsa(4096), false, &[&sni]);
+    let extra = pki::bundle(d, "extra.pem", &[&inter, &root]);
+    let port = free_port();
+    let _server = Proc::spawn(
+        "openssl s_server in netns",
+        ns.command("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("{}:{port}", ns.ns_ip))
+            .arg("-cert")
+            .arg(&leaf.cert)
+            .arg("-key")
+            .arg(&leaf.key)
+            .arg("-cert_chain")
+            .arg(&extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let addr = format!("{}:{port}", ns.ns_ip);
+    wait_listening(&addr, Duration::from_secs(10));
+
+    s_client(&addr, &sni, &["-tls1_2"]);
+    let ev = event_for(&mut daemon, &sni);
+    let chain = ev["chain"].as_array().cloned().unwrap_or_default();
+    let got: Vec<&str> = chain.iter().filter_map(|c| c["sha256"].as_str()).collect();
+    let want = [leaf.sha256(), inter.sha256(), root.sha256()];
+    assert_eq!(
+        got,
+        want.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{ev}"
+    );
+    assert_eq!(chain[0]["key_bits"], 4096, "{ev}");
+    assert_eq!(ev["dst_addr"], ns.ns_ip, "{ev}");
+    assert_eq!(ev["client_outcome"], "completed", "{ev}");
+
+    // TLS 1.3 to the same server: no chain on the wire, the encrypted flight is measured.
+    let sni13 = unique_name("chain13");
+    s_client(&addr, &sni13, &["-tls1_3"]);
+    let ev = event_for(&mut daemon, &sni13);
+    assert_eq!(ev["tls_version"], "1.3", "{ev}");
+    let flight = ev["server_encrypted_flight_bytes"].as_u64().unwrap_or(0);
+    assert!(
+        flight > 3 * 1000,
+        "a 3 x 4096-bit chain is more than 3 KB: {ev}"
+    );
+}
+
+#[test]
+fn a_handshake_through_a_connect_proxy() {
+    let mut daemon = Daemon::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "localhost");
+    let port = free_port();
+    let _server = openssl_server(port, &cert, &key, &[]);
+    let proxy_port = free_port();
+    let conf = dir.path().join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {proxy_port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 16\nAllow 127.0.0.1\n\
+             LogLevel Error\nPidFile \"{}\"\n",
+            dir.path().join("tinyproxy.pid").display()
+        ),
+    )
+    .unwrap();
+    let _proxy = Proc::spawn(
+        "tinyproxy",
+        Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_listening(&format!("127.0.0.1:{proxy_port}"), Duration::from_secs(10));
+
+    let sni = unique_name("proxied");
+    let proxy = format!("127.0.0.1:{proxy_port}");
+    let pid = s_client(
+        &format!("127.0.0.1:{port}"),
+        &sni,
+        &["-tls1_2", "-proxy", &proxy],
+    );
+
+    // The client's leg: CONNECT to the proxy, then TLS inside the tunnel.
+    let client_leg = daemon
+        .event(WAIT, |v| {
+            v["server_name"].as_str() == Some(sni.as_str()) && v["dst_port"] == proxy_port
+        })
+        .unwrap_or_else(|| panic!("no client leg; events:\n{}", daemon.events.seen.join("\n")));
+    assert_eq!(
+        client_leg["proxy_connect"],
+        format!("127.0.0.1:{port}"),
+        "{client_leg}"
+    );
+    assert_eq!(client_leg["process"]["pid"], pid, "{client_leg}");
+    assert_eq!(client_leg["process"]["comm"], "openssl", "{client_leg}");
+    assert_eq!(client_leg["tls_version"], "1.2", "{client_leg}");
+    assert_eq!(
+        client_leg["chain"].as_array().map(Vec::len),
+        Some(1),
+        "{client_leg}"
+    );
+}
+
+#[test]
+fn stopping_the_daemon_leaves_no_program_or_link_behind() {
+    let mut daemon = Daemon::start(&[]);
+    let ids: Vec<u32> = daemon
+        .log
+        .seen
+        .iter()
+        .filter_map(|l| l.split("program_id=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    assert!(
+        ids.len() >= 2,
+        "program ids not logged:\n{}",
+        daemon.log.seen.join("\n")
+    );
+    for id in &ids {
+        assert!(
+            bpftool_prog_exists(*id),
+            "program {id} not loaded while running"
+        );
+    }
+    let status = daemon.interrupt().expect("sensord stops on SIGINT");
+    assert!(status.success(), "sensord exit: {status}");
+    // The kernel frees programs shortly after their last reference goes (RCU).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ids.iter().any(|id| bpftool_prog_exists(*id)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for id in &ids {
+        assert!(
+            !bpftool_prog_exists(*id),
+            "program {id} still loaded after exit"
+        );
+    }
+    let links = Command::new("bpftool")
+        .args(["-j", "link", "show"])
+        .output()
+        .expect("bpftool link show");
+    let links: serde_json::Value = serde_json::from_slice(&links.stdout).unwrap_or_default();
+    for link in links.as_array().into_iter().flatten() {
+        let prog = link["prog_id"].as_u64().unwrap_or(0) as u32;
+        assert!(!ids.contains(&prog), "link left behind: {link}");
+    }
+}
+
+fn bpftool_prog_exists(id: u32) -> bool {
+    Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
