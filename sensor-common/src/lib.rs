@@ -33,6 +33,8 @@ pub mod segment_flags {
     pub const HAS_PID: u8 = 1 << 3;
     /// The kernel saw the handshake end with this segment.
     pub const HANDSHAKE_DONE: u8 = 1 << 4;
+    /// The first payload the kernel saw on this socket: a new connection.
+    pub const FIRST: u8 = 1 << 5;
 }
 
 /// TCP header flag bits as they appear in byte 13 of the TCP header.
@@ -72,14 +74,16 @@ pub mod counter {
     pub const PARSE_ERRORS: u32 = 8;
     /// Flows whose handshake the kernel saw end (application data both ways).
     pub const HANDSHAKES_DONE: u32 = 9;
-    /// Flows removed from the table after FIN both ways or RST.
+    /// Tracked sockets seen closing (FIN both ways, or RST).
     pub const FLOWS_CLOSED: u32 = 10;
     /// Directions whose record headers the kernel lost track of.
     pub const RECORD_SYNC_LOST: u32 = 11;
     /// Socket (process attribution) events emitted.
     pub const SOCKET_EVENTS: u32 = 12;
+    /// Flows that opened in plaintext and did not turn into TLS within the prefix budget.
+    pub const PREFIX_BUDGET_EXHAUSTED: u32 = 13;
     /// Number of counters.
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
 
     /// Names, indexed by counter, as userspace reports them.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -96,6 +100,7 @@ pub mod counter {
         "flows_closed",
         "record_sync_lost",
         "socket_events",
+        "prefix_budget_exhausted",
     ];
 }
 
@@ -206,7 +211,7 @@ pub mod sync {
     pub const LOST: u8 = 2;
 }
 
-/// Per-socket state the kernel keeps, keyed by socket cookie.
+/// Per-socket state the kernel keeps in socket storage.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlowState {
@@ -214,7 +219,7 @@ pub struct FlowState {
     pub state: u8,
     /// Direction ([`direction`]) that sent the first handshake record, or [`NO_DIRECTION`].
     pub client_dir: u8,
-    /// Bit per direction: FIN seen.
+    /// Bit per direction: FIN seen; bit 2: RST seen.
     pub fin: u8,
     pub _pad: u8,
     /// Payload bytes forwarded so far, both directions.
@@ -254,7 +259,10 @@ pub struct TapConfig {
     pub prefix_budget: u32,
     /// tgid of the daemon, whose own connections are not reported (0: none).
     pub self_tgid: u32,
-    pub _pad: u32,
+    /// Non-zero when the programs see every local socket (attached at the cgroup v2 root):
+    /// then ingress on loopback repeats what the sender's egress forwarded and is not
+    /// forwarded again. Zero when attached to a subtree, where the sender may be unseen.
+    pub skip_lo_ingress: u32,
 }
 
 impl Default for TapConfig {
@@ -263,7 +271,7 @@ impl Default for TapConfig {
             byte_budget: DEFAULT_BYTE_BUDGET,
             prefix_budget: 4096,
             self_tgid: 0,
-            _pad: 0,
+            skip_lo_ingress: 1,
         }
     }
 }

@@ -13,15 +13,17 @@
 //! On loopback both ends are local sockets: each tracks both directions (egress and ingress),
 //! but only egress is forwarded, since the peer's ingress would carry the same bytes again.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     EbpfContext,
-    bindings::__sk_buff,
+    bindings::{__sk_buff, BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns,
-        bpf_skb_cgroup_id, bpf_skb_load_bytes,
+        bpf_sk_storage_get, bpf_skb_cgroup_id, bpf_skb_load_bytes,
     },
     macros::{cgroup_skb, map},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
     programs::SkBuffContext,
 };
 use sensor_common::{
@@ -33,10 +35,50 @@ use sensor_common::{
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
-/// Per-socket state, keyed by socket cookie. LRU so that sockets that vanish without a FIN or
-/// RST being seen do not fill it.
-#[map]
-static FLOWS: LruHashMap<u64, FlowState> = LruHashMap::with_max_entries(65536, 0);
+/// A BPF_MAP_TYPE_SK_STORAGE map definition in BTF form (socket storage maps need BTF).
+/// The fields are placeholders the loader reads through BTF; they are never dereferenced.
+#[repr(C)]
+pub struct SockStorage {
+    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const FlowState,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: placeholder pointers, never dereferenced.
+unsafe impl Sync for SockStorage {}
+
+/// Per-socket state in socket-local storage: one helper call finds it from the socket, and the
+/// kernel frees it with the socket, so nothing is ever evicted or leaked.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "FLOWS")]
+static FLOWS: SockStorage = SockStorage {
+    r#type: core::ptr::null(),
+    key: core::ptr::null(),
+    value: core::ptr::null(),
+    max_entries: core::ptr::null(),
+    map_flags: core::ptr::null(),
+};
+
+/// The socket's state, created from `init` when given and absent.
+#[inline(always)]
+fn flow_state_of(sk: *mut c_void, init: Option<&mut FlowState>) -> Option<*mut FlowState> {
+    let map = core::ptr::from_ref(&FLOWS).cast_mut().cast::<c_void>();
+    // SAFETY: FLOWS is a socket storage map and sk a non-null socket from the skb.
+    let p = unsafe {
+        match init {
+            Some(v) => bpf_sk_storage_get(
+                map,
+                sk,
+                core::ptr::from_mut(v).cast(),
+                u64::from(BPF_SK_STORAGE_GET_F_CREATE),
+            ),
+            None => bpf_sk_storage_get(map, sk, core::ptr::null_mut(), 0),
+        }
+    };
+    (!p.is_null()).then_some(p.cast())
+}
 
 /// Per-CPU counters, indexed by `sensor_common::counter`.
 #[map]
@@ -104,6 +146,7 @@ struct Segment {
 struct Ctx<'a> {
     ctx: &'a SkBuffContext,
     skb: *mut __sk_buff,
+    sk: *mut c_void,
     cookie: u64,
     dir: u8,
     ifindex: u32,
@@ -122,29 +165,52 @@ fn tap(ctx: &SkBuffContext, dir: u8) {
             (*skb).len,
         )
     };
+    if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
+        return;
+    }
+    // SAFETY: reading the context's socket pointer; the verifier checks it before use.
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk }.cast::<c_void>();
+    if sk.is_null() {
+        return;
+    }
+    // The common case first: a socket already known. Ignored sockets cost this one lookup.
+    let state = flow_state_of(sk, None);
+    if let Some(st) = state {
+        // SAFETY: the socket's own storage; see below.
+        let known = unsafe { (*st).state };
+        if known == flow_state::IGNORE || known == flow_state::NEW {
+            bump(counter::PACKETS_SEEN, 1);
+            return;
+        }
+        if known == flow_state::DONE && !closes(ctx, protocol) {
+            bump(counter::PACKETS_SEEN, 1);
+            return;
+        }
+    }
     let Some(seg) = parse_headers(ctx, protocol, skb_len) else {
         return;
     };
     bump(counter::PACKETS_SEEN, 1);
-
     // SAFETY: the helper accepts the skb context of cgroup_skb programs.
     let cookie = unsafe { bpf_get_socket_cookie(skb as *mut _) };
+    let skip_lo_ingress = CONFIG.get(0).is_none_or(|cfg| cfg.skip_lo_ingress != 0);
     let c = Ctx {
         ctx,
         skb,
+        sk,
         cookie,
         dir,
         ifindex,
-        emit: !(dir == direction::INGRESS && ifindex == LOOPBACK_IFINDEX),
+        emit: !(skip_lo_ingress && dir == direction::INGRESS && ifindex == LOOPBACK_IFINDEX),
     };
-    let Some(state) = FLOWS.get_ptr_mut(&cookie) else {
+    let Some(state) = state else {
         if seg.payload_len > 0 {
             start_flow(&c, &seg);
         }
         return;
     };
-    // SAFETY: pointer into the LRU map's value for this key. Another CPU may handle the other
-    // direction of the same socket at the same time; that can only skew counts.
+    // SAFETY: the socket's own storage. Another CPU may handle the other direction of the same
+    // socket at the same time; that can only skew counts.
     let state = unsafe { &mut *state };
     match state.state {
         flow_state::IGNORE | flow_state::NEW => {}
@@ -153,28 +219,52 @@ fn tap(ctx: &SkBuffContext, dir: u8) {
             if seg.payload_len == 0 {
                 closing(&c, &seg, state);
             } else {
-                track(&c, &seg, state);
+                track(&c, &seg, state, false);
+                note_close(&c, &seg, state);
             }
         }
     }
 }
 
-/// FIN and RST of a tracked socket: forward them, and forget the socket when it is closed.
+/// Whether a TCP segment carries FIN or RST, reading as little as possible.
+#[inline(always)]
+fn closes(ctx: &SkBuffContext, protocol: u16) -> bool {
+    let l4_off = if protocol == ETH_P_IP {
+        match ctx.load::<u8>(0) {
+            Ok(vihl) => u32::from(vihl & 0x0f) * 4,
+            Err(_) => return false,
+        }
+    } else {
+        40
+    };
+    ctx.load::<u8>(l4_off as usize + 13)
+        .is_ok_and(|f| f & (tcp_flags::FIN | tcp_flags::RST) != 0)
+}
+
+/// FIN and RST without payload on a tracked socket: forward them, and forget the socket when it
+/// is closed.
 #[inline(always)]
 fn closing(c: &Ctx, seg: &Segment, state: &mut FlowState) {
-    let rst = seg.tcp_flags & tcp_flags::RST != 0;
-    let fin = seg.tcp_flags & tcp_flags::FIN != 0;
-    if !rst && !fin {
+    if seg.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) == 0 {
         return;
     }
     if c.emit {
         emit(c, seg, 0, 0);
     }
-    if fin {
+    note_close(c, seg, state);
+}
+
+/// Count sockets closed (FIN both ways, or RST). Their state goes with the socket.
+#[inline(always)]
+fn note_close(c: &Ctx, seg: &Segment, state: &mut FlowState) {
+    let closed_before = state.fin == 3 || state.fin & 4 != 0;
+    if seg.tcp_flags & tcp_flags::FIN != 0 {
         state.fin |= 1 << (c.dir & 1);
     }
-    if rst || state.fin == 3 {
-        let _ = FLOWS.remove(&c.cookie);
+    if seg.tcp_flags & tcp_flags::RST != 0 {
+        state.fin |= 4;
+    }
+    if !closed_before && (state.fin == 3 || state.fin & 4 != 0) {
         bump(counter::FLOWS_CLOSED, 1);
     }
 }
@@ -183,13 +273,13 @@ fn closing(c: &Ctx, seg: &Segment, state: &mut FlowState) {
 #[inline(always)]
 fn start_flow(c: &Ctx, seg: &Segment) {
     let Some(head) = load_head(c.ctx, seg) else {
-        return insert_ignored(c.cookie);
+        return insert_ignored(c.sk);
     };
     if c.dir == direction::EGRESS {
         let self_tgid = CONFIG.get(0).map_or(0, |cfg| cfg.self_tgid);
         if self_tgid != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 == self_tgid {
             // The daemon's own connections (its active probe) are not reported.
-            return insert_ignored(c.cookie);
+            return insert_ignored(c.sk);
         }
     }
     let mut st = FlowState {
@@ -201,11 +291,14 @@ fn start_flow(c: &Ctx, seg: &Segment) {
     } else if seg.payload_len >= 8 && looks_like_tls_prefix(&head) {
         st.state = flow_state::PREFIX;
     } else {
-        return insert_ignored(c.cookie);
+        return insert_ignored(c.sk);
     }
+    let Some(state) = flow_state_of(c.sk, Some(&mut st)) else {
+        return;
+    };
     bump(counter::FLOWS_TRACKED, 1);
-    track(c, seg, &mut st);
-    let _ = FLOWS.insert(&c.cookie, &st, 0);
+    // SAFETY: the socket's own storage, just created.
+    track(c, seg, unsafe { &mut *state }, true);
 }
 
 /// The first 8 payload bytes (5 for a shorter payload, padded with zeros).
@@ -223,13 +316,13 @@ fn load_head(ctx: &SkBuffContext, seg: &Segment) -> Option<[u8; 8]> {
 }
 
 #[inline(always)]
-fn insert_ignored(cookie: u64) {
-    let st = FlowState {
+fn insert_ignored(sk: *mut c_void) {
+    let mut st = FlowState {
         state: flow_state::IGNORE,
         client_dir: NO_DIRECTION,
         ..FlowState::default()
     };
-    let _ = FLOWS.insert(&cookie, &st, 0);
+    let _ = flow_state_of(sk, Some(&mut st));
     bump(counter::FLOWS_NOT_TLS, 1);
 }
 
@@ -258,7 +351,7 @@ fn looks_like_tls_prefix(h: &[u8; 8]) -> bool {
 /// Follow the records of a payload segment, forward it within the budget, and decide whether
 /// the handshake is over.
 #[inline(always)]
-fn track(c: &Ctx, seg: &Segment, state: &mut FlowState) {
+fn track(c: &Ctx, seg: &Segment, state: &mut FlowState, first: bool) {
     let cfg = CONFIG.get(0).copied().unwrap_or_default();
     let d = (c.dir & 1) as usize;
     let peer_app = state.dirs[1 - d].app_records;
@@ -278,7 +371,7 @@ fn track(c: &Ctx, seg: &Segment, state: &mut FlowState) {
             state.prefix_scanned = state.prefix_scanned.saturating_add(seg.payload_len);
             if state.prefix_scanned > cfg.prefix_budget {
                 state.state = flow_state::IGNORE;
-                bump(counter::FLOWS_NOT_TLS, 1);
+                bump(counter::PREFIX_BUDGET_EXHAUSTED, 1);
                 return;
             }
         }
@@ -287,7 +380,7 @@ fn track(c: &Ctx, seg: &Segment, state: &mut FlowState) {
         walk(c.ctx, seg, dt, peer_app);
     }
 
-    let mut flags = 0u8;
+    let mut flags = if first { segment_flags::FIRST } else { 0 };
     if state.client_dir != NO_DIRECTION {
         let client = (state.client_dir & 1) as usize;
         let (cl, sv) = (state.dirs[client], state.dirs[1 - client]);
@@ -539,6 +632,7 @@ fn parse_headers(ctx: &SkBuffContext, protocol: u16, skb_len: u32) -> Option<Seg
         ETH_P_IP => {
             let vihl: u8 = ctx.load(0).ok()?;
             let proto: u8 = ctx.load(9).ok()?;
+            // (protocol first: non-TCP packets leave after two loads)
             if vihl >> 4 != 4 || proto != IPPROTO_TCP {
                 return None;
             }

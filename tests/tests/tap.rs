@@ -9,7 +9,9 @@ use std::{
 };
 
 use sensor_tests::{
-    Daemon, Proc, free_port,
+    Daemon, Proc,
+    cgroup::TestCgroup,
+    free_port,
     netns::Netns,
     openssl_server,
     pki::{self, Key},
@@ -250,6 +252,46 @@ fn a_handshake_through_a_connect_proxy() {
         Some(1),
         "{client_leg}"
     );
+}
+
+#[test]
+fn an_accepted_socket_is_attributed_to_the_local_server() {
+    // Attach only to a cgroup that holds the server: the client is then as unseen as a remote
+    // one, and the server's socket is an accepted socket the kernel cannot attribute.
+    let cg = TestCgroup::new("server");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "localhost");
+    let port = free_port();
+    let script = format!(
+        "echo $$ > {} && exec openssl s_server -quiet -www -accept 127.0.0.1:{port} -cert {} -key {}",
+        cg.procs_file().display(),
+        cert.display(),
+        key.display()
+    );
+    let server = Proc::spawn(
+        "openssl s_server in a test cgroup",
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
+    let cg_path = cg.path().to_string_lossy().into_owned();
+    let mut daemon = Daemon::start(&["--cgroup", &cg_path]);
+
+    let sni = unique_name("accepted");
+    s_client(&format!("127.0.0.1:{port}"), &sni, &["-tls1_2"]);
+    let ev = event_for(&mut daemon, &sni);
+    assert_eq!(ev["process"]["role"], "server", "{ev}");
+    assert_eq!(ev["process"]["pid"], server.pid(), "{ev}");
+    assert_eq!(ev["process"]["comm"], "openssl", "{ev}");
+    assert!(
+        ev["socket_cookie"].is_null(),
+        "the client was not tapped: {ev}"
+    );
+    drop(daemon);
+    drop(server);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Developer commands. `cargo xtask --help` lists them.
 
+mod bench;
 mod setup;
 mod util;
 
@@ -32,6 +33,28 @@ enum Cmd {
     },
     /// Set up, then run every check: fmt, clippy, unit, integration and end-to-end tests.
     Test,
+    /// Benchmarks; each prints one `name=value` line per figure.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Cost of the kernel tap: bulk throughput attached vs detached (and vs tcpdump), kernel
+    /// ns per packet, and a storm of new TLS handshakes.
+    Tap {
+        /// Interleaved rounds of detached, attached and tcpdump runs.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds of the handshake storm.
+        #[arg(long, default_value_t = 30)]
+        storm_seconds: u64,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +75,23 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Setup => setup::setup(&ws),
         Cmd::Run { json, sensord_args } => run_sensord(&ws, json, &sensord_args),
         Cmd::Test => test(&ws),
+        Cmd::Bench { which } => {
+            setup::setup(&ws)?;
+            match which {
+                BenchCmd::Tap {
+                    rounds,
+                    seconds,
+                    storm_seconds,
+                } => bench::tap(
+                    &ws,
+                    &bench::TapBench {
+                        rounds,
+                        seconds,
+                        storm_seconds,
+                    },
+                ),
+            }
+        }
     }
 }
 

@@ -94,25 +94,28 @@ impl KernelTap {
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new().load(OBJECT)?;
 
-        let mut config: Array<_, TapConfig> = Array::try_from(
-            ebpf.map_mut("CONFIG")
-                .ok_or(TapError::MissingMap("CONFIG"))?,
-        )
-        .map_err(|source| TapError::Map {
-            what: "CONFIG",
-            source,
-        })?;
+        let hierarchy_root = super::cgroup::cgroup2_root()?;
+        let root = settings
+            .cgroup
+            .clone()
+            .unwrap_or_else(|| hierarchy_root.clone());
+        let mut tap_config = settings.config;
+        tap_config.skip_lo_ingress = u32::from(same_dir(&root, &hierarchy_root));
+        let map = ebpf
+            .map_mut("CONFIG")
+            .ok_or(TapError::MissingMap("CONFIG"))?;
+        let mut config: Array<_, TapConfig> =
+            Array::try_from(map).map_err(|source| TapError::Map {
+                what: "CONFIG",
+                source,
+            })?;
         config
-            .set(0, &settings.config, 0)
+            .set(0, &tap_config, 0)
             .map_err(|source| TapError::Map {
                 what: "CONFIG",
                 source,
             })?;
 
-        let root = match &settings.cgroup {
-            Some(path) => path.clone(),
-            None => super::cgroup::cgroup2_root()?,
-        };
         let cgroup = std::fs::File::open(&root).map_err(|source| TapError::OpenCgroup {
             path: root.clone(),
             source,
@@ -170,7 +173,8 @@ impl KernelTap {
         })
     }
 
-    /// The kernel counters, summed over CPUs, with their names.
+    /// The kernel counters, summed over CPUs, with their names. (Per-socket state lives in
+    /// socket storage and goes with its socket: there is nothing to evict.)
     pub fn counters(&self) -> Result<Vec<(&'static str, u64)>, TapError> {
         let map = self
             .ebpf
@@ -192,6 +196,13 @@ impl KernelTap {
             out.push((*name, values.iter().sum()));
         }
         Ok(out)
+    }
+}
+
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 
@@ -362,6 +373,7 @@ pub fn decode(record: &[u8], clock: ClockOffset) -> Record<'_> {
         attribution: Some(Attribution {
             cookie: h.cookie,
             local_is_src: h.direction == direction::EGRESS,
+            first_on_socket: h.flags & segment_flags::FIRST != 0,
             pid,
             cgroup_id: h.cgroup_id,
             netns_cookie: h.netns_cookie,

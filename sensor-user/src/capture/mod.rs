@@ -22,6 +22,8 @@ pub struct Attribution {
     pub cgroup_id: u64,
     /// Network namespace cookie of the socket (0 when unknown).
     pub netns_cookie: u64,
+    /// The first segment the kernel forwarded for this socket: a new connection.
+    pub first_on_socket: bool,
 }
 
 /// One TCP segment, or the part of it the source captured.

@@ -19,6 +19,7 @@ use crate::{
 };
 
 use flow::{Flow, Progress};
+use sensor_common::tcp_flags::{ACK, FIN, RST, SYN};
 
 /// Bounds of the engine.
 #[derive(Clone, Copy, Debug)]
@@ -68,6 +69,8 @@ pub struct EngineStats {
     /// Flows with malformed TLS, with or without a reported handshake.
     pub flows_malformed: u64,
     pub handshakes: u64,
+    /// New connections on a 4-tuple whose previous connection the engine still remembered.
+    pub tuples_reused: u64,
     pub duplicate_bytes: u64,
     pub out_of_order_segments: u64,
     pub dropped_segments: u64,
@@ -149,14 +152,31 @@ impl Engine {
         self.stats.payload_bytes += seg.payload.len() as u64;
         self.now = self.now.max(seg.ts_ns);
         let key = FlowKey::of(seg.src, seg.dst);
-        let flow = match self.flows.to_back(&key) {
+        // A new connection on a 4-tuple that was used before (ports are reused quickly on
+        // loopback): a SYN, or the first segment the kernel saw on a socket, after the old
+        // connection's flow was reported.
+        let syn_only = seg.tcp_flags & (SYN | ACK) == SYN;
+        let first_on_socket = seg.attribution.is_some_and(|a| a.first_on_socket);
+        let reuse = match self.flows.to_back(&key) {
             Some(Slot::Done { last_ts }) => {
-                *last_ts = (*last_ts).max(seg.ts_ns);
-                return;
+                if !(syn_only || first_on_socket) {
+                    *last_ts = (*last_ts).max(seg.ts_ns);
+                    return;
+                }
+                true
             }
+            Some(Slot::Live(_)) => syn_only,
+            None => false,
+        };
+        if reuse {
+            self.close(&key);
+            self.flows.remove(&key);
+            self.stats.tuples_reused += 1;
+        }
+        let flow = match self.flows.get_mut(&key) {
             Some(Slot::Live(flow)) => flow,
+            Some(Slot::Done { .. }) => return,
             None => {
-                use sensor_common::tcp_flags::{FIN, RST, SYN};
                 let opens = seg.tcp_flags & SYN != 0
                     || (!seg.payload.is_empty() && seg.tcp_flags & (FIN | RST) == 0);
                 if !opens {

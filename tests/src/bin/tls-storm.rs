@@ -1,0 +1,145 @@
+//! tls-storm: a storm of new TLS handshakes on loopback, for `cargo xtask bench tap`.
+//!
+//! One process runs a rustls server on 127.0.0.1 and `--concurrency` client tasks that each
+//! connect, complete a handshake, exchange one byte of application data each way, and close,
+//! over and over until `--seconds` have passed. It prints `handshakes=N seconds=S`.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::Parser;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+#[derive(Parser)]
+struct Args {
+    /// Port on 127.0.0.1 for the server.
+    #[arg(long)]
+    port: u16,
+    /// How long the storm lasts.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Client tasks.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Force TLS 1.2 (default: TLS 1.3).
+    #[arg(long)]
+    tls12: bool,
+    /// The SNI the clients send.
+    #[arg(long, default_value = "storm.test")]
+    sni: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(storm(args))
+}
+
+async fn storm(args: Args) -> anyhow::Result<()> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = rcgen::generate_simple_self_signed(vec![args.sni.clone()])?;
+    let cert_der = CertificateDer::from(cert.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+
+    let versions: &[&rustls::SupportedProtocolVersion] = if args.tls12 {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der.clone()], key)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der)?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let acceptor = TlsAcceptor::from(Arc::new(server));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let mut b = [0u8; 1];
+                    if tls.read_exact(&mut b).await.is_ok() {
+                        let _ = tls.write_all(&b).await;
+                        let _ = tls.shutdown().await;
+                    }
+                }
+            });
+        }
+    });
+
+    let connector = TlsConnector::from(Arc::new(client));
+    let name = ServerName::try_from(args.sni.clone())?;
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (connector, name, done, failed) = (
+            connector.clone(),
+            name.clone(),
+            done.clone(),
+            failed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                match one(&connector, &name, addr).await {
+                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "handshakes={} failed={} seconds={secs:.3}",
+        done.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+async fn one(
+    connector: &TlsConnector,
+    name: &ServerName<'static>,
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let tcp = TcpStream::connect(addr).await?;
+    let mut tls = connector.connect(name.clone(), tcp).await?;
+    tls.write_all(b"x").await?;
+    let mut b = [0u8; 1];
+    tls.read_exact(&mut b).await?;
+    tls.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! A cgroup v2 directory made for one test, removed on drop.
+
+use std::path::{Path, PathBuf};
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo.
+pub fn cgroup2_root() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("reading mountinfo");
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            if right.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            left.split_whitespace().nth(4).map(PathBuf::from)
+        })
+        .expect("cgroup2 is mounted")
+}
+
+/// A child cgroup of the root. Processes still in it are moved back to the root on drop.
+pub struct TestCgroup {
+    pub path: PathBuf,
+    root: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(label: &str) -> Self {
+        crate::require_root();
+        let root = cgroup2_root();
+        let path = root.join(format!("sensor-test-{label}-{}", std::process::id()));
+        let _ = std::fs::create_dir(&path);
+        assert!(path.is_dir(), "could not create {}", path.display());
+        Self { path, root }
+    }
+
+    pub fn procs_file(&self) -> PathBuf {
+        self.path.join("cgroup.procs")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        if let Ok(procs) = std::fs::read_to_string(self.procs_file()) {
+            for pid in procs.lines() {
+                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+            }
+        }
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! `cargo xtask bench ...`: benchmarks that print one `name=value` line per figure.
+//!
+//! Benchmarks, not tests: they report what they measure and never fail on a figure.
+//! All traffic stays on loopback.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdout, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::util::{Workspace, is_root, run, say};
+
+/// A child process killed (SIGTERM, then SIGKILL) when dropped.
+struct Guard(Child, &'static str);
+
+impl Guard {
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, sig) };
+    }
+
+    fn wait_timeout(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
+        self.signal(libc::SIGTERM);
+        if !self.wait_timeout(Duration::from_secs(10)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+        let _ = self.1;
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// sensord started for a benchmark, with its log read on a thread.
+struct Sensord {
+    guard: Guard,
+    log: mpsc::Receiver<String>,
+    log_seen: Vec<String>,
+    program_ids: Vec<u32>,
+}
+
+impl Sensord {
+    fn start(
+        bin: &Path,
+        state: &Path,
+        print_json: bool,
+    ) -> anyhow::Result<(Self, Option<ChildStdout>)> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--state-dir")
+            .arg(state)
+            .env("SENSOR_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        if print_json {
+            cmd.args(["--print", "json"]).stdout(Stdio::piped());
+        } else {
+            cmd.stdout(Stdio::null());
+        }
+        let mut child = cmd.spawn().context("starting sensord")?;
+        let stderr = child.stderr.take().context("sensord stderr")?;
+        let stdout = child.stdout.take();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut me = Self {
+            guard: Guard(child, "sensord"),
+            log: rx,
+            log_seen: Vec::new(),
+            program_ids: Vec::new(),
+        };
+        me.wait_log("sensord running", Duration::from_secs(60))?;
+        me.program_ids = me
+            .log_seen
+            .iter()
+            .filter(|l| l.contains("cgroup_skb"))
+            .filter_map(|l| l.split("program_id=").nth(1))
+            .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+            .collect();
+        Ok((me, stdout))
+    }
+
+    fn wait_log(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    self.log_seen.push(line.clone());
+                    if line.contains(needle) {
+                        return Ok(line);
+                    }
+                }
+                Err(_) => bail!(
+                    "sensord did not log {needle:?}; its log:\n{}",
+                    self.log_seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// SIGINT, and the kernel counters it logs on the way out.
+    fn stop(mut self) -> anyhow::Result<Vec<(String, u64)>> {
+        self.guard.signal(libc::SIGINT);
+        let line = self.wait_log("kernel counters:", Duration::from_secs(30))?;
+        self.guard.wait_timeout(Duration::from_secs(20));
+        let counters = line
+            .split("kernel counters:")
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect();
+        Ok(counters)
+    }
+}
+
+/// run_time_ns and run_cnt of a program, from `bpftool prog show id N -j`.
+fn prog_stats(id: u32) -> anyhow::Result<(u64, u64)> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show", "id", &id.to_string()])
+        .output()
+        .context("bpftool prog show")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("bpftool JSON")?;
+    Ok((
+        v["run_time_ns"].as_u64().unwrap_or(0),
+        v["run_cnt"].as_u64().unwrap_or(0),
+    ))
+}
+
+fn sum_stats(ids: &[u32]) -> anyhow::Result<(u64, u64)> {
+    let mut total = (0, 0);
+    for id in ids {
+        let (t, c) = prog_stats(*id)?;
+        total.0 += t;
+        total.1 += c;
+    }
+    Ok(total)
+}
+
+/// One iperf3 run against the server on `port`: bits per second received.
+fn iperf(port: u16, seconds: u64) -> anyhow::Result<f64> {
+    let out = Command::new("iperf3")
+        .args([
+            "-c",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            &seconds.to_string(),
+            "-J",
+        ])
+        .output()
+        .context("running iperf3")?;
+    if !out.status.success() {
+        bail!("iperf3 failed: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("no bits_per_second in iperf3's output")
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Restores kernel.bpf_stats_enabled on drop.
+struct BpfStats(String);
+
+impl BpfStats {
+    fn enable() -> anyhow::Result<Self> {
+        let path = "/proc/sys/kernel/bpf_stats_enabled";
+        let old = std::fs::read_to_string(path).context("reading bpf_stats_enabled")?;
+        std::fs::write(path, "1").context("enabling bpf_stats_enabled")?;
+        Ok(Self(old.trim().to_owned()))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
+    }
+}
+
+/// Options of `cargo xtask bench tap`.
+pub struct TapBench {
+    pub rounds: usize,
+    pub seconds: u64,
+    pub storm_seconds: u64,
+}
+
+/// `cargo xtask bench tap`.
+pub fn tap(ws: &Workspace, opts: &TapBench) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the tap benchmark loads eBPF programs: run it as root");
+    }
+    say("building release binaries");
+    run(ws.cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sensor-user",
+        "--bin",
+        "sensord",
+    ]))?;
+    run(ws.cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sensor-tests",
+        "--bin",
+        "tls-storm",
+    ]))?;
+    let sensord = ws.root.join("target/release/sensord");
+    let storm_bin = ws.root.join("target/release/tls-storm");
+    let state = tempdir(ws)?;
+
+    let port = free_port()?;
+    let _iperf_server = Guard(
+        Command::new("iperf3")
+            .args(["-s", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the iperf3 server")?,
+        "iperf3 -s",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = BpfStats::enable()?;
+
+    let (mut detached, mut attached, mut with_tcpdump) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut run_ns, mut run_cnt) = (0u64, 0u64);
+    for round in 0..opts.rounds {
+        for step in 0..3 {
+            match (round + step) % 3 {
+                0 => {
+                    let bps = iperf(port, opts.seconds)?;
+                    say(&format!("round {round}: detached {:.2} Gbit/s", bps / 1e9));
+                    detached.push(bps);
+                }
+                1 => {
+                    let (daemon, _) = Sensord::start(&sensord, &state, false)?;
+                    let before = sum_stats(&daemon.program_ids)?;
+                    let bps = iperf(port, opts.seconds)?;
+                    let after = sum_stats(&daemon.program_ids)?;
+                    run_ns += after.0.saturating_sub(before.0);
+                    run_cnt += after.1.saturating_sub(before.1);
+                    daemon.stop()?;
+                    say(&format!("round {round}: attached {:.2} Gbit/s", bps / 1e9));
+                    attached.push(bps);
+                }
+                _ => {
+                    let tcpdump = Guard(
+                        Command::new("tcpdump")
+                            .args(["-i", "lo", "-w", "/dev/null"])
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .spawn()
+                            .context("starting tcpdump")?,
+                        "tcpdump",
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                    let bps = iperf(port, opts.seconds)?;
+                    drop(tcpdump);
+                    say(&format!("round {round}: tcpdump {:.2} Gbit/s", bps / 1e9));
+                    with_tcpdump.push(bps);
+                }
+            }
+        }
+    }
+    drop(stats);
+
+    let (handshakes, captured, drops, secs) = storm(&sensord, &storm_bin, &state, opts)?;
+    println!("detached_gbit_per_s={:.3}", mean(&detached) / 1e9);
+    println!("attached_gbit_per_s={:.3}", mean(&attached) / 1e9);
+    println!("tcpdump_gbit_per_s={:.3}", mean(&with_tcpdump) / 1e9);
+    println!("throughput_ratio={:.4}", mean(&attached) / mean(&detached));
+    println!(
+        "tcpdump_throughput_ratio={:.4}",
+        mean(&with_tcpdump) / mean(&detached)
+    );
+    println!(
+        "ns_per_packet={:.1}",
+        if run_cnt == 0 {
+            0.0
+        } else {
+            run_ns as f64 / run_cnt as f64
+        }
+    );
+    println!("tap_program_runs={run_cnt}");
+    println!("storm_handshakes={handshakes}");
+    println!("storm_handshakes_per_s={:.0}", handshakes as f64 / secs);
+    println!(
+        "storm_captured_ratio={:.4}",
+        if handshakes == 0 {
+            0.0
+        } else {
+            captured as f64 / handshakes as f64
+        }
+    );
+    println!("ringbuf_drops={drops}");
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}
+
+/// The handshake storm with sensord attached: (handshakes made, captured, ring drops, seconds).
+fn storm(
+    sensord: &Path,
+    storm_bin: &Path,
+    state: &Path,
+    opts: &TapBench,
+) -> anyhow::Result<(u64, u64, u64, f64)> {
+    let port = free_port()?;
+    let (daemon, stdout) = Sensord::start(sensord, state, true)?;
+    let stdout = stdout.context("sensord stdout")?;
+    let captured = Arc::new(AtomicU64::new(0));
+    let counter = captured.clone();
+    let needle = format!("\"dst_port\":{port},");
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(&needle) && line.contains("\"server_name\":\"storm.test\"") {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    say(&format!(
+        "storm: {} s of new TLS 1.3 handshakes",
+        opts.storm_seconds
+    ));
+    let output = Command::new(storm_bin)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--seconds",
+            &opts.storm_seconds.to_string(),
+        ])
+        .output()
+        .context("running tls-storm")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let field = |name: &str| -> Option<String> {
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_owned))
+    };
+    let handshakes: u64 = field("handshakes")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("tls-storm printed no count: {text}"))?;
+    let secs: f64 = field("seconds").and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    // Let the last flows close and be reported (the half-close grace is 2 s).
+    std::thread::sleep(Duration::from_secs(4));
+    let counters = daemon.stop()?;
+    let _ = reader.join();
+    let drops = counters
+        .iter()
+        .find(|(k, _)| k == "ringbuf_drops")
+        .map_or(0, |(_, v)| *v);
+    Ok((handshakes, captured.load(Ordering::Relaxed), drops, secs))
+}
+
+fn tempdir(ws: &Workspace) -> anyhow::Result<PathBuf> {
+    let dir = ws
+        .root
+        .join("target")
+        .join(format!("bench-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
