@@ -7,16 +7,25 @@
 //! their owner through sock_diag and /proc instead.
 
 use aya_ebpf::{
+    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_get_socket_cookie, bpf_ktime_get_ns,
     },
-    macros::btf_tracepoint,
+    macros::{btf_tracepoint, map},
+    maps::LruHashMap,
     programs::BtfTracePointContext,
 };
 use sensor_common::{SocketEvent, counter, kind};
 
-use crate::tap::{CONFIG, EVENTS, bump};
+use crate::tap::{CONFIG, EVENTS, bump, wakeup_flags};
+
+/// Processes that connected lately, by tgid: the last time a wakeup was forced for them.
+#[map]
+static RECENT_TGIDS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// How long a process counts as seen lately.
+const RECENT_NS: u64 = 1_000_000_000;
 
 const TCP_SYN_SENT: i32 = 2;
 
@@ -48,7 +57,18 @@ pub fn sock_state(ctx: BtfTracePointContext) -> i32 {
         comm: bpf_get_current_comm().unwrap_or_default(),
     };
     entry.write(ev);
-    entry.submit(0);
+    // A process not seen lately: wake the reader now, so that it reads the process's details
+    // from /proc while the process is still alive. Otherwise the usual batching applies.
+    let tgid = (pid_tgid >> 32) as u32;
+    let now = ev.ts_ns;
+    // SAFETY: plain read of a map value.
+    let fresh = unsafe { RECENT_TGIDS.get(&tgid) }.is_none_or(|&t| now.wrapping_sub(t) > RECENT_NS);
+    if fresh {
+        let _ = RECENT_TGIDS.insert(&tgid, &now, 0);
+        entry.submit(BPF_RB_FORCE_WAKEUP.into());
+    } else {
+        entry.submit(wakeup_flags());
+    }
     bump(counter::SOCKET_EVENTS, 1);
     0
 }

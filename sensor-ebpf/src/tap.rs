@@ -17,7 +17,10 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{__sk_buff, BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type},
+    bindings::{
+        __sk_buff, BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type,
+    },
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns,
         bpf_sk_storage_get, bpf_skb_cgroup_id, bpf_skb_load_bytes,
@@ -78,6 +81,20 @@ fn flow_state_of(sk: *mut c_void, init: Option<&mut FlowState>) -> Option<*mut F
         }
     };
     (!p.is_null()).then_some(p.cast())
+}
+
+/// Wake the reader only once this much is waiting; it also drains the ring on a short timer.
+/// One wakeup per record would cost more than the record itself under a handshake storm.
+const WAKEUP_BYTES: u64 = 128 * 1024;
+
+/// Flags for a ring buffer submit: wake userspace only when enough has piled up.
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP.into()
+    } else {
+        BPF_RB_NO_WAKEUP.into()
+    }
 }
 
 /// Per-CPU counters, indexed by `sensor_common::counter`.
@@ -556,7 +573,7 @@ fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8) {
             return;
         };
         entry.write(header);
-        entry.submit(0);
+        entry.submit(wakeup_flags());
         return;
     }
     if len as usize > CHUNK_CAP * MAX_CHUNKS || len < seg.payload_len {
@@ -606,7 +623,7 @@ fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8) {
             entry.discard(0);
             return;
         }
-        entry.submit(0);
+        entry.submit(wakeup_flags());
         bump(counter::SEGMENTS_FORWARDED, 1);
         bump(counter::BYTES_FORWARDED, n as u64);
     }

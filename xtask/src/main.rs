@@ -45,8 +45,8 @@ enum BenchCmd {
     /// Cost of the kernel tap: bulk throughput attached vs detached (and vs tcpdump), kernel
     /// ns per packet, and a storm of new TLS handshakes.
     Tap {
-        /// Interleaved rounds of detached, attached and tcpdump runs.
-        #[arg(long, default_value_t = 3)]
+        /// Interleaved rounds of detached, attached and tcpdump runs (medians are reported).
+        #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// Seconds per iperf3 run.
         #[arg(long, default_value_t = 10)]

@@ -21,6 +21,9 @@ struct Args {
     /// Attach to this cgroup v2 directory instead of the root of the hierarchy.
     #[arg(long, value_name = "DIR")]
     cgroup: Option<PathBuf>,
+    /// Payload bytes the kernel forwards per connection at most.
+    #[arg(long, value_name = "BYTES", default_value_t = sensor_common::DEFAULT_BYTE_BUDGET)]
+    byte_budget: u32,
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,7 +34,11 @@ fn main() -> std::process::ExitCode {
         print: args.print,
         tap: TapSettings {
             cgroup: args.cgroup,
-            ..TapSettings::default()
+            config: sensor_common::TapConfig {
+                byte_budget: args.byte_budget,
+                self_tgid: std::process::id(),
+                ..sensor_common::TapConfig::default()
+            },
         },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

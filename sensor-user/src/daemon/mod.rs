@@ -62,21 +62,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The kernel wakes us only when a lot is waiting; drain the ring often anyway so that an
+    // event is never late by more than this.
+    let mut drain = tokio::time::interval(Duration::from_millis(DRAIN_INTERVAL_MS));
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tracing::info!("sensord running; waiting for TLS handshakes");
 
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    match kernel::decode(&item, clock) {
-                        Record::Segment(seg) => engine.push(&seg),
-                        Record::Socket(owner) => resolver.on_socket(owner),
-                        Record::Unknown => {}
-                    }
-                }
+                drain_ring(guard.get_inner_mut(), clock, &mut engine, &mut resolver);
                 guard.clear_ready();
+                emit(&mut engine, &mut resolver, opts.print);
+            }
+            _ = drain.tick() => {
+                drain_ring(ring.get_mut(), clock, &mut engine, &mut resolver);
                 emit(&mut engine, &mut resolver, opts.print);
             }
             _ = tick.tick() => {
@@ -101,6 +102,25 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     drop(tap);
     tracing::info!("kernel programs detached; sensord stopped");
     Ok(())
+}
+
+/// How often the ring buffer is drained without a wakeup.
+const DRAIN_INTERVAL_MS: u64 = 5;
+
+/// Hand every record waiting in the ring buffer to the engine or the resolver.
+fn drain_ring(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    clock: ClockOffset,
+    engine: &mut Engine,
+    resolver: &mut Resolver,
+) {
+    while let Some(item) = ring.next() {
+        match kernel::decode(&item, clock) {
+            Record::Segment(seg) => engine.push(&seg),
+            Record::Socket(owner) => resolver.on_socket(owner),
+            Record::Unknown => {}
+        }
+    }
 }
 
 /// Wall-clock time, for idle timeouts.

@@ -74,8 +74,10 @@ impl Resolver {
         }
     }
 
-    /// The kernel reported a socket's owner.
+    /// The kernel reported a socket's owner. Its /proc details are read now, while the
+    /// process is most likely still alive (cached per pid, so once per process).
     pub fn on_socket(&mut self, owner: SocketOwner) {
+        self.procs.warm(owner.pid);
         self.owners.insert(owner);
     }
 
@@ -91,12 +93,13 @@ impl Resolver {
             if let Some(owner) = self.owners.get(sock.cookie).cloned() {
                 let mut p = Process {
                     pid: Some(owner.pid),
-                    comm: Some(owner.comm),
                     uid: Some(owner.uid),
                     role: Some("client"),
                     ..Process::default()
                 };
+                // The process name from /proc; the kernel's comm is the connecting thread's.
                 self.procs.fill(&mut p);
+                p.comm = p.comm.or(Some(owner.comm));
                 return Some(p);
             }
             if let Some(pid) = sock.pid_hint {
@@ -113,12 +116,12 @@ impl Resolver {
         if let Some(owner) = self.owners.get(sock.cookie).cloned() {
             let mut p = Process {
                 pid: Some(owner.pid),
-                comm: Some(owner.comm),
                 uid: Some(owner.uid),
                 role: Some("server"),
                 ..Process::default()
             };
             self.procs.fill(&mut p);
+            p.comm = p.comm.or(Some(owner.comm));
             return Some(p);
         }
         let found = sockdiag::lookup(local, remote, sock.cookie).ok().flatten();

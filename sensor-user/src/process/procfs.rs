@@ -30,6 +30,16 @@ impl ProcCache {
         }
     }
 
+    /// Read and cache a pid's details now, if they are not cached yet.
+    pub fn warm(&mut self, pid: u32) {
+        if self.cache.get(&pid).is_none() {
+            let info = read(pid);
+            if info.exe.is_some() {
+                self.cache.insert(pid, info);
+            }
+        }
+    }
+
     /// Fill in what `p` lacks from /proc/PID. Fields that cannot be read (the process is
     /// gone, or /proc is hidden) stay empty.
     pub fn fill(&mut self, p: &mut Process) {
