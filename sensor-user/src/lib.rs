@@ -4,6 +4,7 @@
 //! async, no clock reads. The edges — [`capture`] (kernel tap), [`process`] (/proc lookups) and
 //! [`daemon`] — do the I/O and feed the core. See ARCHITECTURE.md.
 
+pub mod analyze;
 pub mod capture;
 pub mod daemon;
 pub mod engine;

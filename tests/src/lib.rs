@@ -3,6 +3,7 @@
 //!
 //! Tests that need root and eBPF fail, never skip, without them.
 
+pub mod capture;
 pub mod cgroup;
 pub mod netns;
 pub mod pki;

@@ -55,7 +55,10 @@ impl Netns {
         let ns_ip = format!("10.77.{subnet}.{}", (third % 60) * 4 + 2);
         let host_ip6 = format!("fd77:{subnet:x}:{third:x}::1");
         let ns_ip6 = format!("fd77:{subnet:x}:{third:x}::2");
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         ip(&["netns", "add", &name]);
         let ns = Self {
             name,

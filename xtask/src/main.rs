@@ -33,6 +33,12 @@ enum Cmd {
     },
     /// Set up, then run every check: fmt, clippy, unit, integration and end-to-end tests.
     Test,
+    /// Record tests/fixtures/ anew with real clients, servers and tcpdump (as root).
+    Fixtures {
+        /// Only the scenarios whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Benchmarks; each prints one `name=value` line per figure.
     Bench {
         #[command(subcommand)]
@@ -75,6 +81,16 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Setup => setup::setup(&ws),
         Cmd::Run { json, sensord_args } => run_sensord(&ws, json, &sensord_args),
         Cmd::Test => test(&ws),
+        Cmd::Fixtures { only } => {
+            setup::setup(&ws)?;
+            run(ws.cargo().args(["build", "--bins"]))?;
+            let mut cmd = Command::new(ws.root.join("target/debug/make-fixtures"));
+            cmd.current_dir(&ws.root).args(["--out", "tests/fixtures"]);
+            if let Some(only) = only {
+                cmd.args(["--only", &only]);
+            }
+            run(&mut cmd)
+        }
         Cmd::Bench { which } => {
             setup::setup(&ws)?;
             match which {

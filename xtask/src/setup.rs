@@ -27,6 +27,11 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("socat", "plumbing in tests"),
     ("procps", "pgrep and ps in tests"),
     ("tinyproxy", "a real HTTP CONNECT proxy in tests"),
+    (
+        "tshark",
+        "independent JA3/JA3S and the analyze benchmark's peer",
+    ),
+    ("python3-venv", "the Python tools' virtual environment"),
 ];
 
 /// Install whatever is missing. Returns an error naming the step that could not be done.
@@ -37,6 +42,9 @@ pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
     ebpf_toolchain(nightly)?;
     bpf_linker(ws)?;
     debian_packages(&mut needs_root)?;
+    if needs_root.is_empty() {
+        python_tools(ws)?;
+    }
     if !needs_root.is_empty() {
         say("these steps need root; run them, or run `sudo -E cargo xtask setup`:");
         for step in &needs_root {
@@ -203,6 +211,41 @@ fn debian_packages(needs_root: &mut Vec<String>) -> anyhow::Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("apt-get install")
+}
+
+/// PyPI packages the tests use, pinned, in `target/venv`.
+pub const PYTHON_PACKAGES: &[&str] = &["ja4plus==1.4.0"];
+
+/// A virtual environment with the Python tools: `ja4plus` (an independent JA4 implementation).
+fn python_tools(ws: &Workspace) -> anyhow::Result<()> {
+    let venv = ws.root.join("target/venv");
+    let pip = venv.join("bin/pip");
+    let have = |spec: &str| {
+        let (name, version) = spec.split_once("==").unwrap_or((spec, ""));
+        Command::new(&pip)
+            .args(["show", name])
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout).contains(&format!("Version: {version}"))
+            })
+    };
+    if pip.exists() && PYTHON_PACKAGES.iter().all(|p| have(p)) {
+        say("ok: Python tools in target/venv");
+        return Ok(());
+    }
+    if !pip.exists() {
+        say("creating target/venv");
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+            .context("python3 -m venv (is python3-venv installed?)")?;
+    }
+    say(&format!(
+        "installing {} into target/venv",
+        PYTHON_PACKAGES.join(" ")
+    ));
+    run(Command::new(&pip)
+        .args(["install", "-q", "--disable-pip-version-check"])
+        .args(PYTHON_PACKAGES))
+    .context("pip install")
 }
 
 fn dpkg_installed(name: &str) -> bool {

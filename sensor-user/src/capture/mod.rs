@@ -1,10 +1,12 @@
-//! Sources of TCP segments: the kernel tap and (later) capture files.
+//! Sources of TCP segments: the kernel tap and capture files.
 //!
 //! Both turn what they read into [`Segment`]s for the analysis [`engine`](crate::engine), which
 //! never learns where a segment came from.
 
 pub mod cgroup;
 pub mod kernel;
+pub mod packet;
+pub mod pcap;
 
 use std::net::SocketAddr;
 

@@ -5,10 +5,13 @@ use std::net::SocketAddr;
 
 use crate::{
     capture::Segment,
-    event::{Alert, ClientOutcome, Handshake, LocalSockets, Side, SideAlert, Timestamp},
+    event::{
+        Alert, ClientOutcome, Handshake, LocalSockets, OcspStaple, Side, SideAlert, Timestamp,
+    },
     process::LocalSocket,
     reassembly::{Chunk, Stream, StreamStats},
     tls::{
+        fingerprint,
         hello::{self, ClientHello, ServerHello},
         record::{Malformed, RecordReader, TlsEvent},
     },
@@ -22,6 +25,8 @@ mod msg {
     pub const CLIENT_HELLO: u8 = 1;
     pub const SERVER_HELLO: u8 = 2;
     pub const CERTIFICATE: u8 = 11;
+    pub const SERVER_KEY_EXCHANGE: u8 = 12;
+    pub const CERTIFICATE_STATUS: u8 = 22;
 }
 
 /// Certificates kept from one Certificate message at most.
@@ -54,10 +59,16 @@ struct Observed {
     client_hello_ts: u64,
     server_hello: Option<ServerHello>,
     hello_retry_request: bool,
+    /// A ServerHello or HelloRetryRequest chose TLS 1.3.
+    tls13_negotiated: bool,
     /// DER certificates of the server's Certificate message (TLS <= 1.2), leaf first.
     chain: Vec<Vec<u8>>,
     /// The client sent a certificate (mutual TLS).
     client_certificate: bool,
+    /// Named group or DH size from ServerKeyExchange (TLS <= 1.2).
+    server_key_exchange: Option<String>,
+    /// A stapled OCSP response: its length and SHA-256.
+    ocsp: Option<OcspStaple>,
     alerts: Vec<SideAlert>,
     client_fatal: Option<Alert>,
     proxy_connect: Option<String>,
@@ -162,8 +173,12 @@ impl Observed {
                 Err(_) => self.note_malformed(Malformed::BadHandshakeMessage.as_str()),
             },
             msg::SERVER_HELLO => match hello::parse_server_hello(m) {
-                Ok(sh) if sh.hello_retry_request => self.hello_retry_request = true,
+                Ok(sh) if sh.hello_retry_request => {
+                    self.hello_retry_request = true;
+                    self.tls13_negotiated |= sh.selected_version == 0x0304;
+                }
                 Ok(sh) => {
+                    self.tls13_negotiated |= sh.selected_version == 0x0304;
                     if self.server_hello.is_none() {
                         self.server_hello = Some(sh);
                     }
@@ -171,7 +186,29 @@ impl Observed {
                 Err(_) => self.note_malformed(Malformed::BadHandshakeMessage.as_str()),
             },
             msg::CERTIFICATE => self.on_certificate(idx, m),
+            msg::SERVER_KEY_EXCHANGE if self.side(idx) == Side::Server => {
+                if let Some(sh) = &self.server_hello {
+                    self.server_key_exchange = hello::server_key_exchange(sh.cipher, m);
+                }
+            }
+            msg::CERTIFICATE_STATUS if self.side(idx) == Side::Server => self.on_ocsp(m),
             _ => {}
+        }
+    }
+
+    fn on_ocsp(&mut self, m: &[u8]) {
+        use tls_parser::{TlsMessage, TlsMessageHandshake, parse_tls_message_handshake};
+        match parse_tls_message_handshake(m) {
+            Ok((_, TlsMessage::Handshake(TlsMessageHandshake::CertificateStatus(st)))) => {
+                // tls-parser has already taken off the OCSPResponse's u24 length.
+                let response = st.blob;
+                self.ocsp = Some(OcspStaple {
+                    status_type: st.status_type,
+                    len: response.len(),
+                    sha256: x509::sha256_hex(response),
+                });
+            }
+            _ => self.note_malformed(Malformed::BadHandshakeMessage.as_str()),
         }
     }
 
@@ -315,6 +352,9 @@ impl Flow {
         let fin = seg.tcp_flags & FIN != 0;
         if !seg.payload.is_empty() || fin || seg.missing > 0 {
             let Direction { stream, reader, .. } = dir;
+            if seen.tls13_negotiated {
+                reader.set_tls13();
+            }
             stream.push(
                 seg.seq,
                 seg.payload,
@@ -428,6 +468,18 @@ impl Flow {
             alpn: sh.and_then(|sh| sh.alpn.clone()),
             client_alpn: ch.alpn.clone(),
             cipher: sh.map(|sh| hello::cipher_name(sh.cipher)),
+            key_exchange: self
+                .seen
+                .server_key_exchange
+                .clone()
+                .or_else(|| sh.and_then(|sh| sh.key_share_group).map(hello::group_name)),
+            ja3: Some(fingerprint::ja3(ch)),
+            ja3_string: Some(fingerprint::ja3_string(ch)),
+            ja3s: sh.map(fingerprint::ja3s),
+            ja4: Some(fingerprint::ja4(ch)),
+            #[cfg(feature = "ja4plus")]
+            ja4s: sh.map(fingerprint::ja4s),
+            ocsp_staple: self.seen.ocsp.clone(),
             hello_retry_request: self.seen.hello_retry_request,
             chain_source: (!chain.is_empty()).then_some("passive"),
             chain,

@@ -116,6 +116,16 @@ pub struct Process {
     pub role: Option<&'static str>,
 }
 
+/// A stapled OCSP response.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OcspStaple {
+    /// 1: a single OCSP response.
+    pub status_type: u8,
+    pub len: usize,
+    /// Hex SHA-256 of the OCSPResponse.
+    pub sha256: String,
+}
+
 /// The local sockets of a flow (client's, server's), when the capture saw them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LocalSockets {
@@ -145,6 +155,18 @@ pub struct Handshake {
     pub client_alpn: Vec<String>,
     /// Negotiated cipher suite (IANA name).
     pub cipher: Option<String>,
+    /// Key exchange: the named group (ServerKeyExchange or TLS 1.3 key_share), or `dheNNNN`.
+    pub key_exchange: Option<String>,
+    pub ja3: Option<String>,
+    /// The string JA3 hashes.
+    pub ja3_string: Option<String>,
+    pub ja3s: Option<String>,
+    pub ja4: Option<String>,
+    /// JA4S (FoxIO License 1.1; only with the `ja4plus` feature).
+    #[cfg(feature = "ja4plus")]
+    pub ja4s: Option<String>,
+    /// A stapled OCSP response (CertificateStatus), when the server sent one in clear.
+    pub ocsp_staple: Option<OcspStaple>,
     /// The server answered with a HelloRetryRequest first.
     pub hello_retry_request: bool,
     /// The server's certificates, leaf first, when seen.

@@ -39,6 +39,8 @@ pub struct ClientHello {
     pub extensions: Vec<u16>,
     pub server_name: Option<String>,
     pub alpn: Vec<String>,
+    /// ALPN values as sent (JA4 looks at raw bytes).
+    pub alpn_raw: Vec<Vec<u8>>,
     pub supported_versions: Vec<u16>,
     pub groups: Vec<u16>,
     pub ec_point_formats: Vec<u8>,
@@ -127,7 +129,8 @@ pub fn parse_client_hello(msg: &[u8]) -> Result<ClientHello, HelloError> {
                         out.server_name = names.first().map(|(_, n)| utf8(n));
                     }
                     TlsExtension::ALPN(protos) => {
-                        out.alpn = protos.iter().map(|p| utf8(p)).collect()
+                        out.alpn = protos.iter().map(|p| utf8(p)).collect();
+                        out.alpn_raw = protos.iter().map(|p| p.to_vec()).collect();
                     }
                     TlsExtension::SupportedVersions(v) => {
                         out.supported_versions = v.iter().map(|v| v.0).collect()
@@ -198,6 +201,52 @@ pub fn parse_server_hello(msg: &[u8]) -> Result<ServerHello, HelloError> {
         Err(_) => out.bad_extensions = true,
     }
     Ok(out)
+}
+
+/// Name of a key exchange group (RFC 8446 and RFC 7919 names, and the hybrid post-quantum ones).
+pub fn group_name(id: u16) -> String {
+    match id {
+        23 => "secp256r1".into(),
+        24 => "secp384r1".into(),
+        25 => "secp521r1".into(),
+        29 => "x25519".into(),
+        30 => "x448".into(),
+        256 => "ffdhe2048".into(),
+        257 => "ffdhe3072".into(),
+        258 => "ffdhe4096".into(),
+        259 => "ffdhe6144".into(),
+        260 => "ffdhe8192".into(),
+        0x11eb => "SecP256r1MLKEM768".into(),
+        0x11ec => "X25519MLKEM768".into(),
+        0x11ed => "SecP384r1MLKEM1024".into(),
+        0x6399 => "X25519Kyber768Draft00".into(),
+        _ => format!("0x{id:04x}"),
+    }
+}
+
+/// The key exchange of a TLS <= 1.2 ServerKeyExchange: the named curve for ECDHE, the prime's
+/// size for DHE. `None` when the cipher uses neither or the message does not parse.
+pub fn server_key_exchange(cipher: u16, msg: &[u8]) -> Option<String> {
+    use tls_parser::TlsCipherKx;
+    let body = msg.get(4..)?;
+    let suite = tls_parser::TlsCipherSuite::from_id(cipher)?;
+    match suite.kx {
+        TlsCipherKx::Ecdhe | TlsCipherKx::Aecdh => {
+            // ECParameters: curve_type 3 (named_curve), then the group.
+            (body.first() == Some(&3) && body.len() >= 3)
+                .then(|| group_name(u16::from_be_bytes([body[1], body[2]])))
+        }
+        TlsCipherKx::Dhe | TlsCipherKx::Dh => {
+            let len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+            let p = body.get(2..2 + len)?;
+            let lead = p.iter().take_while(|&&b| b == 0).count();
+            let bits = p
+                .get(lead)
+                .map_or(0, |b| (p.len() - lead) * 8 - b.leading_zeros() as usize);
+            Some(format!("dhe{bits}"))
+        }
+        _ => None,
+    }
 }
 
 /// Name of a protocol version as the JSON contract spells it.
@@ -279,6 +328,22 @@ mod tests {
             let _ = parse_server_hello(&msg[..cut]);
         }
         assert!(parse_client_hello(&msg[..10]).is_err());
+    }
+
+    #[test]
+    fn key_exchange_from_server_key_exchange() {
+        // ECDHE_RSA with x25519: curve_type 3, group 29, then the point.
+        let ske = [12, 0, 0, 5, 3, 0, 29, 1, 9];
+        assert_eq!(server_key_exchange(0xc02f, &ske).as_deref(), Some("x25519"));
+        // DHE_RSA with a 2048-bit prime (leading 0x80).
+        let mut dhe = vec![12, 0, 0, 0, 1, 0, 0x80];
+        dhe.extend(std::iter::repeat_n(0x11, 255));
+        assert_eq!(
+            server_key_exchange(0x009e, &dhe).as_deref(),
+            Some("dhe2048")
+        );
+        assert_eq!(server_key_exchange(0x009e, &[12, 0, 0, 1, 1]), None);
+        assert_eq!(server_key_exchange(0x002f, &ske), None);
     }
 
     #[test]

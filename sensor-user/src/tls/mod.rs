@@ -2,5 +2,6 @@
 //! ([`alert`]). Pure: bytes in, summaries out.
 
 pub mod alert;
+pub mod fingerprint;
 pub mod hello;
 pub mod record;

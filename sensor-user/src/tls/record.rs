@@ -127,6 +127,9 @@ pub struct RecordReader {
     prefix_seen: usize,
     /// ChangeCipherSpec was seen: later handshake and alert records are encrypted.
     encrypted: bool,
+    /// TLS 1.3 was negotiated: ChangeCipherSpec is only a compatibility record and encrypts
+    /// nothing (TLS 1.3 encrypts inside application_data records).
+    tls13: bool,
     limits: ReaderLimits,
 }
 
@@ -138,6 +141,7 @@ impl RecordReader {
             handshake: Vec::new(),
             prefix_seen: 0,
             encrypted: false,
+            tls13: false,
             limits,
         }
     }
@@ -147,9 +151,15 @@ impl RecordReader {
         self.mode == Mode::Stopped
     }
 
-    /// Whether this direction has seen ChangeCipherSpec.
+    /// Whether this direction has seen ChangeCipherSpec (TLS <= 1.2).
     pub fn is_encrypted(&self) -> bool {
         self.encrypted
+    }
+
+    /// TLS 1.3 was negotiated (a ServerHello or HelloRetryRequest said so).
+    pub fn set_tls13(&mut self) {
+        self.tls13 = true;
+        self.encrypted = false;
     }
 
     /// Bytes held.
@@ -299,7 +309,7 @@ impl RecordReader {
                 self.handshake_bytes(body, sink);
             }
             content_type::CHANGE_CIPHER_SPEC => {
-                self.encrypted = true;
+                self.encrypted = !self.tls13;
                 sink(TlsEvent::ChangeCipherSpec);
             }
             content_type::ALERT if self.encrypted => {

@@ -37,6 +37,9 @@ pub struct CertSummary {
     pub is_ca: bool,
     /// Subject equals issuer.
     pub self_issued: bool,
+    /// JA4X (FoxIO License 1.1; only with the `ja4plus` feature).
+    #[cfg(feature = "ja4plus")]
+    pub ja4x: Option<String>,
     #[serde(skip)]
     pub der: Vec<u8>,
 }
@@ -115,6 +118,8 @@ pub fn summarize(der: &[u8]) -> Result<CertSummary, CertError> {
         san,
         is_ca: cert.is_ca(),
         self_issued: cert.subject().as_raw() == cert.issuer().as_raw(),
+        #[cfg(feature = "ja4plus")]
+        ja4x: crate::tls::fingerprint::ja4x(der),
         der: der.to_vec(),
     })
 }

@@ -1,0 +1,217 @@
+//! One captured frame to a [`Segment`], for the link types capture files use. Pure.
+//!
+//! IP and TCP are parsed with etherparse's lax slicer, which keeps what it can of a packet cut
+//! by the capture's snap length; the cut part is reported as `missing`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
+
+use super::Segment;
+use sensor_common::tcp_flags;
+
+/// Link types (LINKTYPE_* values of pcap and pcapng) this reader understands.
+pub mod linktype {
+    pub const NULL: i32 = 0;
+    pub const ETHERNET: i32 = 1;
+    /// DLT_RAW as some systems number it.
+    pub const RAW_12: i32 = 12;
+    pub const RAW_14: i32 = 14;
+    pub const RAW: i32 = 101;
+    pub const LOOP: i32 = 108;
+    pub const LINUX_SLL: i32 = 113;
+    pub const IPV4: i32 = 228;
+    pub const IPV6: i32 = 229;
+    pub const LINUX_SLL2: i32 = 276;
+}
+
+/// Why a frame gave no segment. Counted by the reader; none of them stops it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// The link type is not one this reader understands.
+    UnsupportedLinkType,
+    /// Not IPv4 or IPv6 (ARP, LLDP...).
+    NotIp,
+    /// IP, but not TCP (or a later fragment).
+    NotTcp,
+    /// Headers cut short or inconsistent.
+    Malformed,
+}
+
+/// Decode a frame of link type `link` captured at `ts_ns` (epoch ns). `orig_len` is the
+/// frame's length on the wire; bytes past `data` are reported as missing payload.
+pub fn decode(link: i32, data: &[u8], orig_len: usize, ts_ns: u64) -> Result<Segment<'_>, Skip> {
+    let (sliced, l2_len) = match link {
+        linktype::ETHERNET => (
+            LaxSlicedPacket::from_ethernet(data).map_err(|_| Skip::Malformed)?,
+            14,
+        ),
+        linktype::RAW | linktype::RAW_12 | linktype::RAW_14 | linktype::IPV4 | linktype::IPV6 => (
+            LaxSlicedPacket::from_ip(data).map_err(|_| Skip::Malformed)?,
+            0,
+        ),
+        linktype::LINUX_SLL => {
+            // 16-byte header; the protocol (an EtherType) is its last two bytes.
+            let proto = data.get(14..16).ok_or(Skip::Malformed)?;
+            let et = EtherType(u16::from_be_bytes([proto[0], proto[1]]));
+            (LaxSlicedPacket::from_ether_type(et, &data[16..]), 16)
+        }
+        linktype::LINUX_SLL2 => {
+            // 20-byte header; the protocol is its first two bytes.
+            let proto = data.get(0..2).ok_or(Skip::Malformed)?;
+            let rest = data.get(20..).ok_or(Skip::Malformed)?;
+            let et = EtherType(u16::from_be_bytes([proto[0], proto[1]]));
+            (LaxSlicedPacket::from_ether_type(et, rest), 20)
+        }
+        linktype::NULL | linktype::LOOP => {
+            // A 4-byte address family: host order for NULL (either endianness, depending on
+            // the capturing machine), network order for LOOP. 2 is IPv4; the BSDs number IPv6
+            // 24, 28 or 30; Linux 10.
+            let fam = data.get(0..4).ok_or(Skip::Malformed)?;
+            let le = u32::from_le_bytes([fam[0], fam[1], fam[2], fam[3]]);
+            let be = u32::from_be_bytes([fam[0], fam[1], fam[2], fam[3]]);
+            let family = if link == linktype::LOOP || le > 0xffff {
+                be
+            } else {
+                le
+            };
+            if !matches!(family, 2 | 10 | 24 | 28 | 30) {
+                return Err(Skip::NotIp);
+            }
+            (
+                LaxSlicedPacket::from_ip(&data[4..]).map_err(|_| Skip::Malformed)?,
+                4,
+            )
+        }
+        _ => return Err(Skip::UnsupportedLinkType),
+    };
+    let net = sliced.net.as_ref().ok_or(Skip::NotIp)?;
+    let (src_ip, dst_ip, declared_ip_len, fragmented): (IpAddr, IpAddr, usize, bool) = match net {
+        LaxNetSlice::Ipv4(v4) => {
+            let h = v4.header();
+            (
+                h.source_addr().into(),
+                h.destination_addr().into(),
+                usize::from(h.total_len()),
+                v4.payload().fragmented,
+            )
+        }
+        LaxNetSlice::Ipv6(v6) => {
+            let h = v6.header();
+            (
+                h.source_addr().into(),
+                h.destination_addr().into(),
+                40 + usize::from(h.payload_length()),
+                v6.payload().fragmented,
+            )
+        }
+        LaxNetSlice::Arp(_) => return Err(Skip::NotIp),
+    };
+    if fragmented {
+        return Err(Skip::NotTcp);
+    }
+    let Some(TransportSlice::Tcp(tcp)) = sliced.transport.as_ref() else {
+        return Err(Skip::NotTcp);
+    };
+    // Bytes of the IP packet that the capture did not keep: all of them TCP payload, since the
+    // TCP header parsed.
+    let ip_captured = data.len().saturating_sub(l2_len);
+    let ip_on_wire = declared_ip_len.min(orig_len.saturating_sub(l2_len));
+    let missing = ip_on_wire.saturating_sub(ip_captured);
+    let mut flags = 0u8;
+    for (set, bit) in [
+        (tcp.fin(), tcp_flags::FIN),
+        (tcp.syn(), tcp_flags::SYN),
+        (tcp.rst(), tcp_flags::RST),
+        (tcp.psh(), tcp_flags::PSH),
+        (tcp.ack(), tcp_flags::ACK),
+    ] {
+        if set {
+            flags |= bit;
+        }
+    }
+    Ok(Segment {
+        ts_ns,
+        src: SocketAddr::new(src_ip, tcp.source_port()),
+        dst: SocketAddr::new(dst_ip, tcp.destination_port()),
+        seq: tcp.sequence_number(),
+        tcp_flags: flags,
+        payload: tcp.payload(),
+        missing: u32::try_from(missing).unwrap_or(u32::MAX),
+        attribution: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4/TCP packet with the given payload, built with etherparse.
+    fn ipv4_tcp(payload: &[u8]) -> Vec<u8> {
+        let builder = etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 443, 1000, 65535)
+            .ack(1)
+            .psh();
+        let mut out = Vec::new();
+        builder.write(&mut out, payload).unwrap();
+        out
+    }
+
+    #[test]
+    fn every_link_type() {
+        let ip = ipv4_tcp(b"hello");
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&[0x08, 0x00]);
+        eth.extend_from_slice(&ip);
+        let mut sll = vec![0u8; 14];
+        sll.extend_from_slice(&[0x08, 0x00]);
+        sll.extend_from_slice(&ip);
+        let mut sll2 = vec![0x08, 0x00];
+        sll2.extend_from_slice(&[0u8; 18]);
+        sll2.extend_from_slice(&ip);
+        let mut null_le = 2u32.to_le_bytes().to_vec();
+        null_le.extend_from_slice(&ip);
+        let mut null_be = 2u32.to_be_bytes().to_vec();
+        null_be.extend_from_slice(&ip);
+        for (link, frame) in [
+            (linktype::ETHERNET, &eth),
+            (linktype::RAW, &ip),
+            (linktype::LINUX_SLL, &sll),
+            (linktype::LINUX_SLL2, &sll2),
+            (linktype::NULL, &null_le),
+            (linktype::NULL, &null_be),
+            (linktype::LOOP, &null_be),
+        ] {
+            let seg =
+                decode(link, frame, frame.len(), 7).unwrap_or_else(|e| panic!("{link}: {e:?}"));
+            assert_eq!(seg.payload, b"hello", "link type {link}");
+            assert_eq!(seg.src, "10.0.0.1:40000".parse().unwrap());
+            assert_eq!(seg.dst, "10.0.0.2:443".parse().unwrap());
+            assert_eq!(seg.seq, 1000);
+            assert_eq!(seg.missing, 0);
+            assert_eq!(seg.tcp_flags, tcp_flags::ACK | tcp_flags::PSH);
+        }
+    }
+
+    #[test]
+    fn a_frame_cut_by_the_snap_length_reports_what_is_missing() {
+        let ip = ipv4_tcp(&[7u8; 100]);
+        let cut = &ip[..ip.len() - 30];
+        let seg = decode(linktype::RAW, cut, ip.len(), 0).unwrap();
+        assert_eq!(seg.payload.len(), 70);
+        assert_eq!(seg.missing, 30);
+    }
+
+    #[test]
+    fn garbage_is_skipped() {
+        assert_eq!(
+            decode(linktype::ETHERNET, &[1, 2, 3], 3, 0).err(),
+            Some(Skip::Malformed)
+        );
+        assert_eq!(
+            decode(9999, &[0; 40], 40, 0).err(),
+            Some(Skip::UnsupportedLinkType)
+        );
+        assert!(decode(linktype::RAW, &[0x45; 60], 60, 0).is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! `sensorctl analyze` on the captures under tests/fixtures/, made by real clients and servers
+//! (see src/bin/make-fixtures.rs): each handshake the generator made is found with the facts
+//! the generator knows, and the fingerprints agree with independent implementations (tshark
+//! for JA3/JA3S, the `ja4plus` package for JA4).
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use sensor_tests::{bin, workspace_root};
+use serde_json::Value;
+
+fn fixtures() -> Vec<(PathBuf, Value)> {
+    let dir = workspace_root().join("tests/fixtures");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("tests/fixtures") {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(capture) = name.strip_suffix(".expected.json") {
+            let facts = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            out.push((dir.join(capture), facts));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(out.len() >= 15, "fixtures missing: {}", out.len());
+    out
+}
+
+fn analyze(capture: &Path) -> Vec<Value> {
+    let out = Command::new(bin("sensorctl"))
+        .args(["analyze", "-o", "json"])
+        .arg(capture)
+        .output()
+        .expect("sensorctl");
+    assert!(
+        out.status.success(),
+        "sensorctl analyze {}: {}",
+        capture.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+fn every_fixture_handshake_is_found_with_its_facts() {
+    for (capture, facts) in fixtures() {
+        let events = analyze(&capture);
+        let name = capture.file_name().unwrap().to_string_lossy();
+        for want in facts["handshakes"].as_array().unwrap() {
+            let ev = events
+                .iter()
+                .find(|e| {
+                    e["server_name"] == want["server_name"]
+                        && (want["dst_port"].is_null() || e["dst_port"] == want["dst_port"])
+                })
+                .unwrap_or_else(|| panic!("{name}: no event for {want}; got {events:?}"));
+            for (key, value) in want.as_object().unwrap() {
+                let got = match key.as_str() {
+                    "chain_sha256" => Value::Array(
+                        ev["chain"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|c| c["sha256"].clone())
+                            .collect(),
+                    ),
+                    "ocsp_sha256" => ev["ocsp_staple"]["sha256"].clone(),
+                    other => ev[other].clone(),
+                };
+                assert_eq!(
+                    &got, value,
+                    "{name}: {key} of {}\n{ev}",
+                    want["server_name"]
+                );
+            }
+            // The contract's basic fields are always there.
+            for key in [
+                "time", "src_addr", "src_port", "dst_addr", "dst_port", "ja3", "ja4",
+            ] {
+                assert!(!ev[key].is_null(), "{name}: {key} missing in {ev}");
+            }
+            assert_eq!(ev["verdict"], "unknown");
+        }
+    }
+}
+
+#[test]
+fn ja3_and_ja3s_agree_with_tshark() {
+    let mut compared = 0;
+    for (capture, _) in fixtures() {
+        let events = analyze(&capture);
+        let ours: HashMap<u64, (String, Option<String>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e["src_port"].as_u64().unwrap(),
+                    (
+                        e["ja3"].as_str().unwrap().to_owned(),
+                        e["ja3s"].as_str().map(str::to_owned),
+                    ),
+                )
+            })
+            .collect();
+        let ja3 = tshark(
+            &capture,
+            "tls.handshake.type==1",
+            "tls.handshake.ja3",
+            "tcp.srcport",
+        );
+        let ja3s = tshark(
+            &capture,
+            "tls.handshake.type==2",
+            "tls.handshake.ja3s",
+            "tcp.dstport",
+        );
+        for (port, fp) in ja3 {
+            if let Some((mine, _)) = ours.get(&port) {
+                assert_eq!(mine, &fp, "{}: JA3 of port {port}", capture.display());
+                compared += 1;
+            }
+        }
+        for (port, fp) in ja3s {
+            if let Some((_, Some(mine))) = ours.get(&port) {
+                // After a HelloRetryRequest tshark lists both ServerHellos; ours is the second.
+                if mine != &fp {
+                    continue;
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 30, "only {compared} fingerprints compared");
+}
+
+/// (port, value) pairs of a field for the packets matching `filter`.
+fn tshark(capture: &Path, filter: &str, field: &str, port: &str) -> Vec<(u64, String)> {
+    let out = Command::new("tshark")
+        .args(["-r"])
+        .arg(capture)
+        .args(["-Y", filter, "-T", "fields", "-e", port, "-e", field])
+        .output()
+        .expect("tshark (cargo xtask setup installs it)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (p, v) = l.split_once('\t')?;
+            Some((p.parse().ok()?, v.split(',').next()?.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn ja4_agrees_with_the_ja4plus_package() {
+    let ja4plus = workspace_root().join("target/venv/bin/ja4plus");
+    assert!(
+        ja4plus.exists(),
+        "{} missing: cargo xtask setup installs it",
+        ja4plus.display()
+    );
+    let mut compared = 0;
+    for (capture, _) in fixtures() {
+        let events = analyze(&capture);
+        let out = Command::new(&ja4plus)
+            .args(["analyze", "--types", "ja4", "--format", "json"])
+            .arg(&capture)
+            .output()
+            .expect("ja4plus");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if v["type"] != "ja4" {
+                continue;
+            }
+            let port = v["src_port"].as_u64().unwrap();
+            if let Some(ev) = events.iter().find(|e| e["src_port"].as_u64() == Some(port)) {
+                // A second ClientHello (after a HelloRetryRequest) gets its own JA4 there.
+                if ev["hello_retry_request"] == true && ev["ja4"] != v["fingerprint"] {
+                    continue;
+                }
+                assert_eq!(
+                    ev["ja4"],
+                    v["fingerprint"],
+                    "{}: JA4 of port {port}",
+                    capture.display()
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 15, "only {compared} JA4 fingerprints compared");
+}
+
+#[test]
+fn a_file_that_is_not_a_capture_is_refused_with_exit_code_2() {
+    let out = Command::new(bin("sensorctl"))
+        .args(["analyze", "Cargo.toml"])
+        .current_dir(workspace_root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a pcap or pcapng capture"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line, no backtrace: {err}");
+    let missing = Command::new(bin("sensorctl"))
+        .args(["analyze", "/nonexistent.pcap"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn a_truncated_capture_keeps_what_came_before() {
+    let src = workspace_root().join("tests/fixtures/resumption.pcap");
+    let data = std::fs::read(&src).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.pcap");
+    std::fs::write(&cut, &data[..data.len() * 2 / 3]).unwrap();
+    let events = analyze(&cut);
+    assert!(!events.is_empty() && events.len() < 4, "{events:?}");
+}
