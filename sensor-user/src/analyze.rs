@@ -1,10 +1,6 @@
 //! `sensorctl analyze`: a capture file through the engine. An edge: reads a file, writes lines.
 
-use std::{
-    fs::File,
-    io::{BufReader, Write},
-    path::Path,
-};
+use std::{fs::File, io::Write, path::Path};
 
 use crate::{
     capture::pcap::{CaptureError, CaptureReader, CaptureStats},
@@ -61,13 +57,10 @@ pub fn analyze_file(
         path: shown.clone(),
         source,
     })?;
-    let mut reader =
-        CaptureReader::new(BufReader::with_capacity(1 << 20, file)).map_err(|source| {
-            AnalyzeError::Capture {
-                path: shown.clone(),
-                source,
-            }
-        })?;
+    let mut reader = CaptureReader::new(file).map_err(|source| AnalyzeError::Capture {
+        path: shown.clone(),
+        source,
+    })?;
     let mut engine = Engine::new(EngineLimits::default());
     let mut last_ts = 0u64;
     let result = loop {

@@ -430,3 +430,121 @@ fn tempdir(ws: &Workspace) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+/// Wall time and peak RSS (KiB) of a command run to completion, its stdout discarded or kept.
+fn measured(cmd: &mut Command, keep_stdout: bool) -> anyhow::Result<(Duration, u64, Vec<u8>)> {
+    use std::io::Read as _;
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(if keep_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .with_context(|| format!("starting {}", crate::util::describe(cmd)))?;
+    let mut out = Vec::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout.read_to_end(&mut out)?;
+    }
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child with valid pointers.
+    let ret = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    if ret != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{} failed (status {status})", crate::util::describe(cmd));
+    }
+    Ok((wall, usage.ru_maxrss as u64, out))
+}
+
+/// `cargo xtask bench analyze`.
+pub fn analyze(ws: &Workspace, handshakes: u32) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the analyze benchmark records its templates with tcpdump: run it as root");
+    }
+    say("building release binaries");
+    run(ws.cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sensor-user",
+        "--bin",
+        "sensorctl",
+    ]))?;
+    run(ws.cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sensor-tests",
+        "--bin",
+        "bench-capture",
+    ]))?;
+    let dir = tempdir(ws)?;
+    let capture = dir.join("bench.pcap");
+    say(&format!("writing a capture of {handshakes} handshakes"));
+    run(Command::new(ws.root.join("target/release/bench-capture"))
+        .arg("--handshakes")
+        .arg(handshakes.to_string())
+        .arg("--out")
+        .arg(&capture))?;
+    let size_mb = std::fs::metadata(&capture)?.len() as f64 / (1 << 20) as f64;
+
+    say("sensorctl analyze");
+    let sensorctl = ws.root.join("target/release/sensorctl");
+    let (wall, rss_kb, _) = measured(
+        Command::new(&sensorctl)
+            .args(["analyze", "-o", "json"])
+            .arg(&capture),
+        false,
+    )?;
+    // The count, from a second run's statistics (not timed).
+    let stats = Command::new(&sensorctl)
+        .args(["analyze", "--stats", "-o", "json"])
+        .arg(&capture)
+        .stdout(Stdio::null())
+        .output()?;
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stderr).context("--stats JSON")?;
+    let ours = stats["engine"]["handshakes"].as_u64().unwrap_or(0);
+
+    say("tshark (this takes a while)");
+    let (tshark_wall, tshark_rss_kb, tshark_out) = measured(
+        Command::new("tshark")
+            .arg("-r")
+            .arg(&capture)
+            .args(["-Y", "tls.handshake.type==1", "-T", "fields"])
+            .args(["-e", "tls.handshake.extensions_server_name"]),
+        true,
+    )?;
+    let theirs = tshark_out
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as u64;
+
+    println!("capture_handshakes={handshakes}");
+    println!("capture_mb={size_mb:.1}");
+    println!("analyze_handshakes={ours}");
+    println!("analyze_seconds={:.3}", wall.as_secs_f64());
+    println!(
+        "analyze_handshakes_per_s={:.0}",
+        ours as f64 / wall.as_secs_f64()
+    );
+    println!("analyze_peak_rss_mb={:.1}", rss_kb as f64 / 1024.0);
+    println!("tshark_client_hellos={theirs}");
+    println!("tshark_seconds={:.3}", tshark_wall.as_secs_f64());
+    println!(
+        "tshark_handshakes_per_s={:.0}",
+        theirs as f64 / tshark_wall.as_secs_f64()
+    );
+    println!("tshark_peak_rss_mb={:.1}", tshark_rss_kb as f64 / 1024.0);
+    println!(
+        "speedup_vs_tshark={:.1}",
+        (ours as f64 / wall.as_secs_f64()) / (theirs as f64 / tshark_wall.as_secs_f64())
+    );
+    println!("same_client_hello_count={}", ours == theirs);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

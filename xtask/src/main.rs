@@ -1,6 +1,7 @@
 //! Developer commands. `cargo xtask --help` lists them.
 
 mod bench;
+mod fuzz;
 mod setup;
 mod util;
 
@@ -33,6 +34,15 @@ enum Cmd {
     },
     /// Set up, then run every check: fmt, clippy, unit, integration and end-to-end tests.
     Test,
+    /// Run the fuzz targets (cargo fuzz, on the pinned nightly), each for a while.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Record tests/fixtures/ anew with real clients, servers and tcpdump (as root).
     Fixtures {
         /// Only the scenarios whose name contains this.
@@ -61,6 +71,12 @@ enum BenchCmd {
         #[arg(long, default_value_t = 30)]
         storm_seconds: u64,
     },
+    /// `sensorctl analyze` on a large capture, against tshark on the same file.
+    Analyze {
+        /// Handshakes in the generated capture.
+        #[arg(long, default_value_t = 100_000)]
+        handshakes: u32,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -81,6 +97,10 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Setup => setup::setup(&ws),
         Cmd::Run { json, sensord_args } => run_sensord(&ws, json, &sensord_args),
         Cmd::Test => test(&ws),
+        Cmd::Fuzz { seconds, target } => {
+            setup::setup(&ws)?;
+            fuzz::fuzz(&ws, seconds, target.as_deref())
+        }
         Cmd::Fixtures { only } => {
             setup::setup(&ws)?;
             run(ws.cargo().args(["build", "--bins"]))?;
@@ -106,6 +126,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                         storm_seconds,
                     },
                 ),
+                BenchCmd::Analyze { handshakes } => bench::analyze(&ws, handshakes),
             }
         }
     }
@@ -167,6 +188,8 @@ fn test(ws: &Workspace) -> anyhow::Result<()> {
     run(ws.cargo().args(["build", "--bins"]))?;
     say("cargo test");
     run(ws.cargo().args(["test", "--no-fail-fast"]))?;
+    say("a short run of every fuzz target");
+    fuzz::fuzz(ws, 30, None)?;
     say("all checks passed");
     Ok(())
 }

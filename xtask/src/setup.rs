@@ -41,6 +41,7 @@ pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
     let nightly = &ws.ebpf_toolchain;
     ebpf_toolchain(nightly)?;
     bpf_linker(ws)?;
+    cargo_fuzz()?;
     debian_packages(&mut needs_root)?;
     if needs_root.is_empty() {
         python_tools(ws)?;
@@ -156,6 +157,17 @@ fn bpf_linker(ws: &Workspace) -> anyhow::Result<()> {
         ])
         .env("LLVM_PREFIX", &prefix))
     .context("cargo install bpf-linker")
+}
+
+/// cargo-fuzz, for the fuzz targets.
+fn cargo_fuzz() -> anyhow::Result<()> {
+    if command_ok(Command::new("cargo").args(["fuzz", "--version"])) {
+        say("ok: cargo-fuzz");
+        return Ok(());
+    }
+    say("installing cargo-fuzz");
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+        .context("cargo install cargo-fuzz")
 }
 
 /// The nightly's shared libLLVM, `libLLVM.so.<major>.<minor>-rust-<version>`.

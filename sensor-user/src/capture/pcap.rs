@@ -3,7 +3,7 @@
 //! The reader streams: it holds one buffer of bounded size whatever the file's size. It reads
 //! from any `Read` (a file, or bytes in memory for tests and fuzzing).
 
-use std::{collections::HashMap, io::Read};
+use std::io::Read;
 
 use pcap_parser::{
     Block, PcapBlockOwned, PcapError, create_reader, pcapng::build_ts_resolution,
@@ -15,6 +15,9 @@ use super::{
     Segment,
     packet::{self, Skip},
 };
+
+/// Interfaces one pcapng section may describe, at most.
+const MAX_INTERFACES: usize = 256;
 
 /// Buffer size of the streaming reader; a block larger than this is an error.
 const BUFFER: usize = 1 << 20;
@@ -63,8 +66,7 @@ pub struct CaptureReader<'r> {
 #[derive(Default)]
 struct State {
     /// pcap: index 0. pcapng: interfaces of the current section, by id.
-    interfaces: HashMap<u32, Interface>,
-    next_if_id: u32,
+    interfaces: Vec<Interface>,
     stats: CaptureStats,
 }
 
@@ -138,38 +140,33 @@ impl State {
                 } else {
                     1_000_000
                 };
-                self.interfaces.insert(
-                    0,
-                    Interface {
-                        link: h.network.0,
-                        resolution,
-                        offset: 0,
-                    },
-                );
+                self.interfaces = vec![Interface {
+                    link: h.network.0,
+                    resolution,
+                    offset: 0,
+                }];
             }
             PcapBlockOwned::Legacy(b) => {
-                let Some(iface) = self.interfaces.get(&0).copied() else {
+                let Some(iface) = self.interfaces.first().copied() else {
                     return;
                 };
                 let frac = u64::from(b.ts_usec) * (1_000_000_000 / iface.resolution.max(1));
                 let ts = u64::from(b.ts_sec) * 1_000_000_000 + frac;
                 self.packet(iface.link, b.data, b.origlen as usize, ts, sink);
             }
-            PcapBlockOwned::NG(Block::SectionHeader(_)) => {
-                self.interfaces.clear();
-                self.next_if_id = 0;
-            }
+            PcapBlockOwned::NG(Block::SectionHeader(_)) => self.interfaces.clear(),
             PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
                 let iface = Interface {
                     link: idb.linktype.0,
                     resolution: idb.ts_resolution().unwrap_or(1_000_000),
                     offset: idb.ts_offset(),
                 };
-                self.interfaces.insert(self.next_if_id, iface);
-                self.next_if_id += 1;
+                if self.interfaces.len() < MAX_INTERFACES {
+                    self.interfaces.push(iface);
+                }
             }
             PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                let Some(iface) = self.interfaces.get(&epb.if_id).copied() else {
+                let Some(iface) = self.interfaces.get(epb.if_id as usize).copied() else {
                     self.stats.packets += 1;
                     self.stats.malformed += 1;
                     return;
@@ -183,7 +180,7 @@ impl State {
                 self.packet(iface.link, data, epb.origlen as usize, ts, sink);
             }
             PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
-                let Some(iface) = self.interfaces.get(&0).copied() else {
+                let Some(iface) = self.interfaces.first().copied() else {
                     return;
                 };
                 self.packet(iface.link, spb.data, spb.origlen as usize, 0, sink);

@@ -169,6 +169,9 @@ impl Observed {
                     if ch_bad(self.client_hello.as_ref()) {
                         self.note_malformed("bad_extensions");
                     }
+                    if self.client_hello.as_ref().is_some_and(|c| c.trailing_data) {
+                        self.note_malformed("hello_trailing_data");
+                    }
                 }
                 Err(_) => self.note_malformed(Malformed::BadHandshakeMessage.as_str()),
             },
@@ -314,7 +317,7 @@ impl Flow {
     /// before a ClientHello was seen.
     pub(super) fn is_not_tls(&self) -> bool {
         self.seen.not_tls
-            || (self.seen.client_hello.is_none() && self.dirs.iter().all(|d| d.reader.is_stopped()))
+            || (self.seen.client_hello.is_none() && self.dirs.iter().any(|d| d.reader.is_stopped()))
     }
 
     pub(super) fn has_client_hello(&self) -> bool {
@@ -418,7 +421,12 @@ impl Flow {
     }
 
     /// Give up on holes, decide, and build the event. Call once, when the flow is reported.
-    pub(super) fn finish(&mut self, now: u64) -> Option<Handshake> {
+    pub(super) fn finish(
+        &mut self,
+        now: u64,
+        certs: &mut x509::SummaryCache,
+        fingerprints: &mut fingerprint::FingerprintCache,
+    ) -> Option<Handshake> {
         let Self { dirs, seen, .. } = self;
         for (idx, dir) in dirs.iter_mut().enumerate() {
             let Direction { stream, reader, .. } = dir;
@@ -431,7 +439,7 @@ impl Flow {
         let mut chain = Vec::with_capacity(self.seen.chain.len());
         let mut bad_certificate = false;
         for der in &self.seen.chain {
-            match x509::summarize(der) {
+            match certs.summarize(der) {
                 Ok(summary) => chain.push(summary),
                 Err(_) => bad_certificate = true,
             }
@@ -456,6 +464,8 @@ impl Flow {
             client: self.sockets[c],
             server: self.sockets[s],
         };
+        let client_fp = fingerprints.client(ch);
+        let server_fp = sh.map(|sh| fingerprints.server(sh));
         Some(Handshake {
             time: Timestamp(self.seen.client_hello_ts),
             end_time: Timestamp(now.max(self.seen.client_hello_ts)),
@@ -473,12 +483,12 @@ impl Flow {
                 .server_key_exchange
                 .clone()
                 .or_else(|| sh.and_then(|sh| sh.key_share_group).map(hello::group_name)),
-            ja3: Some(fingerprint::ja3(ch)),
-            ja3_string: Some(fingerprint::ja3_string(ch)),
-            ja3s: sh.map(fingerprint::ja3s),
-            ja4: Some(fingerprint::ja4(ch)),
+            ja3: Some(client_fp.ja3),
+            ja3_string: Some(client_fp.ja3_string),
+            ja4: Some(client_fp.ja4),
             #[cfg(feature = "ja4plus")]
-            ja4s: sh.map(fingerprint::ja4s),
+            ja4s: server_fp.as_ref().map(|s| s.ja4s.clone()),
+            ja3s: server_fp.map(|s| s.ja3s),
             ocsp_staple: self.seen.ocsp.clone(),
             hello_retry_request: self.seen.hello_retry_request,
             chain_source: (!chain.is_empty()).then_some("passive"),

@@ -8,6 +8,8 @@
 //! sender's egress and the receiver's ingress) and retransmissions fold into one stream.
 
 mod flow;
+#[cfg(test)]
+mod tests;
 
 use std::{collections::VecDeque, net::SocketAddr};
 
@@ -75,6 +77,9 @@ pub struct EngineStats {
     pub out_of_order_segments: u64,
     pub dropped_segments: u64,
     pub gaps: u64,
+    /// Certificate summaries served from the cache, and made anew.
+    pub cert_cache_hits: u64,
+    pub cert_cache_misses: u64,
 }
 
 /// Both endpoints of a flow, lower first, so that both directions map to one key.
@@ -111,6 +116,10 @@ pub struct Engine {
     out: VecDeque<Handshake>,
     /// Half-closed flows by the time they are due to be reported.
     half_closed: VecDeque<(u64, FlowKey)>,
+    /// Certificate summaries seen lately.
+    certs: crate::x509::SummaryCache,
+    /// Fingerprints of hello shapes seen lately.
+    fingerprints: crate::tls::fingerprint::FingerprintCache,
     now: u64,
 }
 
@@ -123,12 +132,18 @@ impl Engine {
             stats: EngineStats::default(),
             out: VecDeque::new(),
             half_closed: VecDeque::new(),
+            certs: crate::x509::SummaryCache::new(1024),
+            fingerprints: crate::tls::fingerprint::FingerprintCache::new(1024),
             now: 0,
         }
     }
 
     pub fn stats(&self) -> EngineStats {
-        self.stats
+        EngineStats {
+            cert_cache_hits: self.certs.hits,
+            cert_cache_misses: self.certs.misses,
+            ..self.stats
+        }
     }
 
     /// Flows tracked now, live or recently reported.
@@ -292,20 +307,16 @@ impl Engine {
         }
         let had_hello = flow.has_client_hello();
         let not_tls = flow.is_not_tls() && !had_hello;
-        match flow.finish(self.now) {
+        let reported = flow.finish(self.now, &mut self.certs, &mut self.fingerprints);
+        if !flow.malformed().is_empty() {
+            self.stats.flows_malformed += 1;
+        }
+        match reported {
             Some(hs) => {
                 self.stats.handshakes += 1;
-                if !hs.malformed.is_empty() {
-                    self.stats.flows_malformed += 1;
-                }
                 self.out.push_back(hs);
             }
-            None if not_tls => {
-                self.stats.flows_not_tls += 1;
-                if !flow.malformed().is_empty() {
-                    self.stats.flows_malformed += 1;
-                }
-            }
+            None if not_tls => self.stats.flows_not_tls += 1,
             None => self.stats.flows_without_client_hello += 1,
         }
         *slot = Slot::Done { last_ts };

@@ -170,7 +170,7 @@ pub struct Handshake {
     /// The server answered with a HelloRetryRequest first.
     pub hello_retry_request: bool,
     /// The server's certificates, leaf first, when seen.
-    pub chain: Vec<crate::x509::CertSummary>,
+    pub chain: Vec<std::sync::Arc<crate::x509::CertSummary>>,
     /// Where the chain came from: `passive` (seen on the wire), `probe` or `uprobe`.
     pub chain_source: Option<&'static str>,
     /// The client sent a certificate (mutual TLS).

@@ -21,11 +21,15 @@ fn sha256_12(s: &str) -> String {
 }
 
 fn dash_joined(values: impl Iterator<Item = u16>) -> String {
-    values
-        .filter(|v| !is_grease(*v))
-        .map(|v| v.to_string())
-        .collect::<Vec<_>>()
-        .join("-")
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(128);
+    for v in values.filter(|v| !is_grease(*v)) {
+        if !s.is_empty() {
+            s.push('-');
+        }
+        let _ = write!(s, "{v}");
+    }
+    s
 }
 
 /// The JA3 string: `version,ciphers,extensions,groups,point_formats`, decimal, `-`-joined.
@@ -36,11 +40,7 @@ pub fn ja3_string(ch: &ClientHello) -> String {
         dash_joined(ch.cipher_suites.iter().copied()),
         dash_joined(ch.extensions.iter().copied()),
         dash_joined(ch.groups.iter().copied()),
-        ch.ec_point_formats
-            .iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join("-"),
+        dash_joined(ch.ec_point_formats.iter().map(|&v| u16::from(v))),
     )
 }
 
@@ -97,11 +97,17 @@ fn ja4_alpn(first: Option<&[u8]>) -> String {
 }
 
 fn hex_list(values: &[u16]) -> String {
-    values
-        .iter()
-        .map(|v| format!("{v:04x}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(values.len() * 5);
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        for shift in [12, 8, 4, 0] {
+            s.push(HEX[usize::from((v >> shift) & 0xf)] as char);
+        }
+    }
+    s
 }
 
 /// JA4 of a ClientHello over TCP. `alpn_first` is the raw first ALPN value.
@@ -168,6 +174,101 @@ pub fn ja4(ch: &ClientHello) -> String {
         sha256_12(&text)
     };
     format!("{a}_{b}_{c}")
+}
+
+/// A ClientHello's JA3 and JA4.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientFingerprints {
+    pub ja3: String,
+    pub ja3_string: String,
+    pub ja4: String,
+}
+
+/// A ServerHello's JA3S (and JA4S with `ja4plus`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerFingerprints {
+    pub ja3s: String,
+    #[cfg(feature = "ja4plus")]
+    pub ja4s: String,
+}
+
+/// Fingerprints of hellos seen lately. A client stack sends the same hello shape again and
+/// again; here that costs a hash lookup instead of building strings and hashing them. Keys are
+/// the exact inputs of the fingerprints, so a hit is never wrong.
+pub struct FingerprintCache {
+    clients: hashlink::LruCache<Vec<u16>, ClientFingerprints>,
+    servers: hashlink::LruCache<Vec<u16>, ServerFingerprints>,
+}
+
+impl FingerprintCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            clients: hashlink::LruCache::new(capacity.max(1)),
+            servers: hashlink::LruCache::new(capacity.max(1)),
+        }
+    }
+
+    pub fn client(&mut self, ch: &ClientHello) -> ClientFingerprints {
+        let key = client_key(ch);
+        if let Some(hit) = self.clients.get(&key) {
+            return hit.clone();
+        }
+        let fp = ClientFingerprints {
+            ja3: ja3(ch),
+            ja3_string: ja3_string(ch),
+            ja4: ja4(ch),
+        };
+        self.clients.insert(key, fp.clone());
+        fp
+    }
+
+    pub fn server(&mut self, sh: &ServerHello) -> ServerFingerprints {
+        let mut key = Vec::with_capacity(8 + sh.extensions.len());
+        key.extend([sh.version, sh.selected_version, sh.cipher]);
+        key.push(sh.extensions.len() as u16);
+        key.extend_from_slice(&sh.extensions);
+        if let Some(alpn) = &sh.alpn {
+            key.extend(alpn.bytes().map(u16::from));
+        }
+        if let Some(hit) = self.servers.get(&key) {
+            return hit.clone();
+        }
+        let fp = ServerFingerprints {
+            ja3s: ja3s(sh),
+            #[cfg(feature = "ja4plus")]
+            ja4s: ja4s(sh),
+        };
+        self.servers.insert(key, fp.clone());
+        fp
+    }
+}
+
+/// Everything JA3 and JA4 read from a ClientHello, each list prefixed by its length.
+fn client_key(ch: &ClientHello) -> Vec<u16> {
+    let first_alpn = ch.alpn_raw.first().map_or(&[][..], Vec::as_slice);
+    let mut key = Vec::with_capacity(
+        16 + ch.cipher_suites.len()
+            + ch.extensions.len()
+            + ch.groups.len()
+            + ch.signature_algorithms.len()
+            + first_alpn.len(),
+    );
+    key.push(ch.version);
+    for list in [
+        &ch.cipher_suites,
+        &ch.extensions,
+        &ch.groups,
+        &ch.signature_algorithms,
+        &ch.supported_versions,
+    ] {
+        key.push(list.len() as u16);
+        key.extend_from_slice(list);
+    }
+    key.push(ch.ec_point_formats.len() as u16);
+    key.extend(ch.ec_point_formats.iter().map(|&v| u16::from(v)));
+    key.push(first_alpn.len() as u16);
+    key.extend(first_alpn.iter().map(|&v| u16::from(v)));
+    key
 }
 
 /// JA4S of a ServerHello over TCP (FoxIO License 1.1).
@@ -292,6 +393,18 @@ mod tests {
              27-0-51-16-17513-23-45-13-5-35-18-43-65281-11-10-21,,"
         );
         assert_eq!(ja3(&ch).len(), 32);
+    }
+
+    #[test]
+    fn the_cache_gives_what_computing_gives() {
+        let mut cache = FingerprintCache::new(4);
+        let ch = ja4_example();
+        let first = cache.client(&ch);
+        assert_eq!(first.ja4, ja4(&ch));
+        assert_eq!(cache.client(&ch), first);
+        let mut other = ch.clone();
+        other.alpn_raw = vec![b"http/1.1".to_vec()];
+        assert_ne!(cache.client(&other).ja4, first.ja4);
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct ClientHello {
     pub psk: bool,
     /// The extensions block did not parse; the lists above may be incomplete.
     pub bad_extensions: bool,
+    /// Bytes after the extensions block, inside the message.
+    pub trailing_data: bool,
 }
 
 /// What a ServerHello (or HelloRetryRequest) chose.
@@ -104,9 +106,20 @@ pub fn parse_client_hello(msg: &[u8]) -> Result<ClientHello, HelloError> {
     else {
         return Err(HelloError("ClientHello"));
     };
+    let consumed = 4
+        + 2
+        + 32
+        + 1
+        + ch.session_id.map_or(0, <[u8]>::len)
+        + 2
+        + 2 * ch.ciphers.len()
+        + 1
+        + ch.comp.len()
+        + ch.ext.map_or(0, |e| 2 + e.len());
     let mut out = ClientHello {
         version: ch.version.0,
         cipher_suites: ch.ciphers.iter().map(|c| c.0).collect(),
+        trailing_data: consumed != msg.len(),
         ..ClientHello::default()
     };
     let raw_ext = ch.ext.unwrap_or_default();

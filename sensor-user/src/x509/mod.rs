@@ -4,6 +4,8 @@
 //! SHA-256 of its SubjectPublicKeyInfo in the HPKP pin format, and the fields people and the
 //! verdict engine look at.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -68,6 +70,47 @@ fn ts(t: &x509_parser::time::ASN1Time) -> Timestamp {
     )
 }
 
+/// The names of signature algorithm OIDs, built once.
+fn oid_registry() -> &'static x509_parser::oid_registry::OidRegistry<'static> {
+    static REGISTRY: std::sync::OnceLock<x509_parser::oid_registry::OidRegistry<'static>> =
+        std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| x509_parser::oid_registry::OidRegistry::default().with_crypto())
+}
+
+/// Summaries of recently seen certificates, so that a chain seen again costs a hash lookup.
+/// Keyed by a fast hash of the DER; a hit is confirmed by comparing the DER itself.
+pub struct SummaryCache {
+    cache: hashlink::LruCache<u64, Arc<CertSummary>>,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl SummaryCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            cache: hashlink::LruCache::new(capacity.max(1)),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// The summary of `der`, from the cache or freshly made.
+    pub fn summarize(&mut self, der: &[u8]) -> Result<Arc<CertSummary>, CertError> {
+        use std::hash::BuildHasher as _;
+        let key = foldhash::fast::FixedState::with_seed(0x5e50_7ce5).hash_one(der);
+        if let Some(hit) = self.cache.get(&key)
+            && hit.der == der
+        {
+            self.hits += 1;
+            return Ok(hit.clone());
+        }
+        self.misses += 1;
+        let summary = Arc::new(summarize(der)?);
+        self.cache.insert(key, summary.clone());
+        Ok(summary)
+    }
+}
+
 /// Summarise one DER certificate.
 pub fn summarize(der: &[u8]) -> Result<CertSummary, CertError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError(e.to_string()))?;
@@ -99,8 +142,7 @@ pub fn summarize(der: &[u8]) -> Result<CertSummary, CertError> {
         _ => Vec::new(),
     };
     let sig_oid = &cert.signature_algorithm.algorithm;
-    let signature_algorithm = x509_parser::oid_registry::OidRegistry::default()
-        .with_crypto()
+    let signature_algorithm = oid_registry()
         .get(sig_oid)
         .map(|e| e.sn().to_owned())
         .unwrap_or_else(|| sig_oid.to_id_string());

@@ -1,0 +1,23 @@
+//! The capture file reader (pcap-parser, etherparse) feeding the engine.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sensor::{
+    capture::pcap::CaptureReader,
+    engine::{Engine, EngineLimits},
+};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(mut reader) = CaptureReader::new(data) else {
+        return;
+    };
+    let mut engine = Engine::new(EngineLimits::default());
+    for _ in 0..10_000 {
+        match reader.read(64, &mut |seg| engine.push(seg)) {
+            Ok(true) => continue,
+            _ => break,
+        }
+    }
+    engine.finish();
+    engine.drain().for_each(drop);
+});

@@ -1,0 +1,245 @@
+//! The engine on hostile input: every case ends with counters or a `malformed` reason,
+//! bounded memory, and no panic; the rest of the table keeps working.
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::{capture::Segment, event::ClientOutcome};
+use sensor_common::tcp_flags::{ACK, FIN, PSH, SYN};
+
+const CLIENT: &str = "10.1.0.1:40000";
+const SERVER: &str = "10.1.0.2:443";
+
+fn seg<'a>(from_client: bool, seq: u32, flags: u8, payload: &'a [u8], ts: u64) -> Segment<'a> {
+    let (c, s): (SocketAddr, SocketAddr) = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+    let (src, dst) = if from_client { (c, s) } else { (s, c) };
+    Segment {
+        ts_ns: ts,
+        src,
+        dst,
+        seq,
+        tcp_flags: flags,
+        payload,
+        missing: 0,
+        attribution: None,
+    }
+}
+
+fn record(ty: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![ty, 3, 3];
+    v.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// A minimal, well-formed ClientHello with an SNI.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let mut sni_ext = Vec::new();
+    let name = sni.as_bytes();
+    sni_ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+    sni_ext.push(0);
+    sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni_ext.extend_from_slice(name);
+    let mut ext = vec![0, 0];
+    ext.extend_from_slice(&(sni_ext.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&sni_ext);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut msg = vec![1];
+    msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// Run a client payload stream through a fresh engine, then finish; returns the events.
+fn run_client(payloads: &[Vec<u8>]) -> (Vec<Handshake>, EngineStats, Engine) {
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 999, SYN, &[], 1));
+    let mut seq = 1000u32;
+    for (i, p) in payloads.iter().enumerate() {
+        e.push(&seg(true, seq, ACK | PSH, p, 2 + i as u64));
+        seq = seq.wrapping_add(p.len() as u32);
+    }
+    e.finish();
+    let out = e.drain().collect();
+    let stats = e.stats();
+    (out, stats, e)
+}
+
+#[test]
+fn a_clean_client_hello_is_reported() {
+    let (events, stats, _) = run_client(&[record(22, &client_hello("ok.test"))]);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].server_name.as_deref(), Some("ok.test"));
+    assert!(events[0].malformed.is_empty());
+    assert_eq!(stats.handshakes, 1);
+}
+
+#[test]
+fn truncated_records_and_huge_lengths() {
+    // A handshake message that claims 2^24 - 1 bytes, inside a sane record.
+    let huge = record(22, &[1, 0xff, 0xff, 0xff, 0, 0]);
+    let (events, stats, _) = run_client(&[huge]);
+    assert!(events.is_empty());
+    assert_eq!(stats.flows_not_tls, 1);
+    assert_eq!(stats.flows_malformed, 1);
+
+    // A ClientHello cut in the middle of its record: the flow ends unfinished.
+    let full = record(22, &client_hello("cut.test"));
+    let (events, _, _) = run_client(&[full[..full.len() / 2].to_vec()]);
+    assert!(events.is_empty());
+
+    // A record length over 2^14 + 2048.
+    let (events, stats, _) = run_client(&[vec![22, 3, 3, 0xff, 0xff, 1, 2, 3]]);
+    assert!(events.is_empty());
+    assert_eq!(stats.flows_malformed, 1);
+}
+
+#[test]
+fn a_valid_hello_followed_by_garbage_is_reported_with_a_reason() {
+    let mut stream = record(22, &client_hello("garbage.test"));
+    stream.extend_from_slice(&[0x99; 64]);
+    let (events, _, _) = run_client(&[stream]);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].server_name.as_deref(), Some("garbage.test"));
+    assert_eq!(events[0].malformed, vec!["bad_record_header"]);
+}
+
+#[test]
+fn nested_garbage_inside_the_hello_is_a_malformed_reason() {
+    // A ClientHello whose extensions block lies about its length.
+    let mut ch = client_hello("nested.test");
+    let len = ch.len();
+    ch[len - 1] ^= 0xff;
+    ch.extend_from_slice(&[0, 9, 0xff, 0xff]);
+    let body_len = (ch.len() - 4) as u32;
+    ch[1..4].copy_from_slice(&body_len.to_be_bytes()[1..]);
+    let (events, _, _) = run_client(&[record(22, &ch)]);
+    // Either the hello still parses (with bad_extensions) or the message is reported bad;
+    // never a panic, never silence.
+    let stats_ok = events.is_empty() || !events[0].malformed.is_empty();
+    assert!(stats_ok, "{events:?}");
+}
+
+#[test]
+fn sslv2_hellos_are_counted() {
+    let sslv2 = vec![
+        0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10,
+    ];
+    let (events, stats, _) = run_client(&[sslv2]);
+    assert!(events.is_empty());
+    assert_eq!(stats.flows_malformed, 1, "{stats:?}");
+    assert_eq!(stats.flows_not_tls, 1, "{stats:?}");
+}
+
+#[test]
+fn zero_length_records_and_thousands_of_tiny_records() {
+    let ch = client_hello("tiny.test");
+    let mut stream = record(22, &[]);
+    for b in &ch {
+        stream.extend(record(22, &[*b]));
+    }
+    let (events, _, _) = run_client(&[stream]);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].server_name.as_deref(), Some("tiny.test"));
+    assert_eq!(events[0].malformed, vec!["empty_record"]);
+}
+
+#[test]
+fn ten_thousand_overlapping_segments_stay_bounded() {
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 0, SYN, &[], 1));
+    let first = record(22, &client_hello("overlap.test"));
+    e.push(&seg(true, 1, ACK, &first, 2));
+    let junk = vec![0x42u8; 1400];
+    for i in 0..10_000u32 {
+        // Every one ahead of a hole, overlapping its neighbours.
+        let seq = 1 + first.len() as u32 + 10 + (i % 4000) * 97;
+        e.push(&seg(true, seq, ACK, &junk, 3 + u64::from(i)));
+        assert!(e.buffered_bytes() <= 2 * EngineLimits::default().stream.max_pending_bytes);
+    }
+    e.finish();
+    let stats = e.stats();
+    assert!(stats.gaps > 0, "{stats:?}");
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0].malformed.contains(&"gap"),
+        "{:?}",
+        events[0].malformed
+    );
+}
+
+#[test]
+fn a_flow_that_never_finishes_is_reported_when_idle_and_forgotten() {
+    let limits = EngineLimits::default();
+    let mut e = Engine::new(limits);
+    e.push(&seg(true, 0, SYN, &[], 1));
+    e.push(&seg(
+        true,
+        1,
+        ACK,
+        &record(22, &client_hello("idle.test")),
+        2,
+    ));
+    e.advance(limits.idle_timeout_ns - 1);
+    assert_eq!(e.drain().count(), 0, "not idle yet");
+    e.advance(limits.idle_timeout_ns + 10);
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].client_outcome, ClientOutcome::Unknown);
+    assert_eq!(e.stats().flows_expired, 1);
+    e.advance(2 * limits.idle_timeout_ns + 20);
+    assert_eq!(e.flows(), 0, "the tombstone is forgotten too");
+}
+
+#[test]
+fn the_flow_table_and_its_memory_are_bounded() {
+    let limits = EngineLimits {
+        max_flows: 100,
+        max_buffered_bytes: 64 * 1024,
+        ..EngineLimits::default()
+    };
+    let mut e = Engine::new(limits);
+    let half = record(22, &client_hello("many.test"));
+    let half = &half[..half.len() - 3];
+    for i in 0..1000u32 {
+        let src: SocketAddr = format!("10.2.{}.{}:1000", i / 250, i % 250 + 1)
+            .parse()
+            .unwrap();
+        let s = Segment {
+            ts_ns: u64::from(i),
+            src,
+            dst: SERVER.parse().unwrap(),
+            seq: 1,
+            tcp_flags: ACK,
+            payload: half,
+            missing: 0,
+            attribution: None,
+        };
+        e.push(&s);
+        assert!(e.flows() <= 100);
+        assert!(e.buffered_bytes() <= 64 * 1024 + 8192);
+    }
+    let stats = e.stats();
+    assert!(
+        stats.flows_evicted + stats.flows_evicted_memory >= 900,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_close_reports_at_once() {
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 0, SYN, &[], 1));
+    let ch = record(22, &client_hello("close.test"));
+    e.push(&seg(true, 1, ACK, &ch, 2));
+    e.push(&seg(true, 1 + ch.len() as u32, FIN | ACK, &[], 3));
+    e.push(&seg(false, 0, FIN | ACK, &[], 4));
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+}
