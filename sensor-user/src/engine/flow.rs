@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use crate::{
     capture::Segment,
     event::{
-        Alert, ClientOutcome, Handshake, LocalSockets, OcspStaple, Side, SideAlert, Timestamp,
+        Alert, ByDirection, ClientOutcome, Handshake, LocalSockets, OcspStaple, Side, SideAlert,
+        Timestamp,
     },
     process::LocalSocket,
     reassembly::{Chunk, Stream, StreamStats},
@@ -81,6 +82,14 @@ struct Observed {
     /// Server application_data records sent after the client's first one (TLS 1.3).
     server_records_after_client_finished: u32,
     server_flight_bytes: u64,
+    /// Bytes of the client's first application_data record (TLS 1.3: its Finished).
+    client_flight_bytes: u64,
+    /// ChangeCipherSpec seen, per direction index.
+    ccs: [bool; 2],
+    /// When each direction sent its first application_data record.
+    first_app_ts: [Option<u64>; 2],
+    /// Encrypted alert records per direction index.
+    encrypted_alerts: [u32; 2],
 }
 
 impl Observed {
@@ -123,6 +132,10 @@ impl Observed {
             }
             TlsEvent::ApplicationData { len } => {
                 let other = 1 - idx;
+                self.first_app_ts[idx].get_or_insert(ts);
+                if self.side(idx) == Side::Client && self.app_records[idx] == 0 {
+                    self.client_flight_bytes = len as u64;
+                }
                 self.app_records[idx] = self.app_records[idx].saturating_add(1);
                 if self.side(idx) == Side::Server {
                     if self.app_records[other] == 0 {
@@ -133,10 +146,11 @@ impl Observed {
                 }
             }
             TlsEvent::Malformed(m) => self.note_malformed(m.as_str()),
-            TlsEvent::ChangeCipherSpec
-            | TlsEvent::EncryptedHandshake { .. }
-            | TlsEvent::EncryptedAlert { .. }
-            | TlsEvent::Heartbeat => {}
+            TlsEvent::ChangeCipherSpec => self.ccs[idx] = true,
+            TlsEvent::EncryptedAlert { .. } => {
+                self.encrypted_alerts[idx] = self.encrypted_alerts[idx].saturating_add(1);
+            }
+            TlsEvent::EncryptedHandshake { .. } | TlsEvent::Heartbeat => {}
         }
     }
 
@@ -502,6 +516,21 @@ impl Flow {
             server_encrypted_flight_bytes: (self.seen.is_tls13()
                 && self.seen.server_flight_bytes > 0)
                 .then_some(self.seen.server_flight_bytes),
+            client_encrypted_flight_bytes: (self.seen.is_tls13()
+                && self.seen.client_flight_bytes > 0)
+                .then_some(self.seen.client_flight_bytes),
+            change_cipher_spec: ByDirection {
+                client: self.seen.ccs[c],
+                server: self.seen.ccs[s],
+            },
+            first_application_data: ByDirection {
+                client: self.seen.first_app_ts[c].map(Timestamp),
+                server: self.seen.first_app_ts[s].map(Timestamp),
+            },
+            encrypted_alerts: ByDirection {
+                client: self.seen.encrypted_alerts[c],
+                server: self.seen.encrypted_alerts[s],
+            },
             verdict: "unknown",
             reasons: Vec::new(),
             process: None,

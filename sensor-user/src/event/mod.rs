@@ -116,6 +116,13 @@ pub struct Process {
     pub role: Option<&'static str>,
 }
 
+/// One value for each side of the flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ByDirection<T> {
+    pub client: T,
+    pub server: T,
+}
+
 /// A stapled OCSP response.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct OcspStaple {
@@ -184,8 +191,18 @@ pub struct Handshake {
     pub alerts: Vec<SideAlert>,
     /// The target of an HTTP CONNECT that preceded the handshake.
     pub proxy_connect: Option<String>,
-    /// Bytes of the server's encrypted TLS 1.3 handshake flight.
+    /// Bytes of the server's encrypted TLS 1.3 handshake flight (its application_data
+    /// records before the client's first).
     pub server_encrypted_flight_bytes: Option<u64>,
+    /// Bytes of the client's first encrypted TLS 1.3 record (its Finished, with its
+    /// certificate flight when it authenticates).
+    pub client_encrypted_flight_bytes: Option<u64>,
+    /// ChangeCipherSpec seen from each side.
+    pub change_cipher_spec: ByDirection<bool>,
+    /// When each side sent its first application_data record.
+    pub first_application_data: ByDirection<Option<Timestamp>>,
+    /// Alerts each side sent encrypted (their content cannot be seen).
+    pub encrypted_alerts: ByDirection<u32>,
     pub verdict: &'static str,
     pub reasons: Vec<String>,
     pub process: Option<Process>,
