@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
-use crate::util::{Workspace, run, say};
+use crate::util::{Workspace, say};
 
 /// The targets in fuzz/fuzz_targets.
 pub const TARGETS: &[&str] = &["engine", "capture", "x509"];
@@ -26,17 +26,35 @@ pub fn fuzz(ws: &Workspace, seconds: u64, only: Option<&str>) -> anyhow::Result<
         }
     }
     let toolchain = format!("+{}", ws.ebpf_toolchain);
+    let logs = ws.root.join("target/fuzz-logs");
+    std::fs::create_dir_all(&logs)?;
     for target in TARGETS.iter().filter(|t| only.is_none_or(|o| o == **t)) {
         say(&format!("fuzzing {target} for {seconds} s"));
-        run(Command::new("cargo")
+        // libFuzzer reports every new input; keep that in a log and show its end.
+        let log_path = logs.join(format!("{target}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let status = Command::new("cargo")
             .current_dir(&fuzz_dir)
             .env("AYA_BUILD_SKIP", "1")
             .args([&toolchain, "fuzz", "run", "-O", target, "--"])
             .arg(format!("-max_total_time={seconds}"))
-            .args(["-rss_limit_mb=4096", "-print_final_stats=1"]))
-        .with_context(|| {
-            format!("fuzz target {target} found a failure (see fuzz/artifacts/{target})")
-        })?;
+            .args(["-rss_limit_mb=4096", "-print_final_stats=1"])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .context("starting cargo fuzz")?;
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let keep = if status.success() { 3 } else { 60 };
+        let tail: Vec<&str> = text.lines().rev().take(keep).collect();
+        for line in tail.iter().rev() {
+            eprintln!("    {line}");
+        }
+        if !status.success() {
+            anyhow::bail!(
+                "fuzz target {target} failed (log: {}, inputs: fuzz/artifacts/{target})",
+                log_path.display()
+            );
+        }
     }
     Ok(())
 }
