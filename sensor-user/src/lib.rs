@@ -12,4 +12,6 @@ pub mod event;
 pub mod process;
 pub mod reassembly;
 pub mod tls;
+pub mod trust;
+pub mod verdict;
 pub mod x509;

@@ -122,8 +122,32 @@ pub fn root(dir: &Path, name: &str, key: Key) -> Issued {
     Issued { cert, key: k }
 }
 
+/// A server leaf signed with extra `openssl x509` options (such as `-sha1`).
+pub fn issue_with(
+    dir: &Path,
+    issuer: &Issued,
+    name: &str,
+    key: Key,
+    dns: &[&str],
+    x509_args: &[&str],
+) -> Issued {
+    issue_inner(dir, issuer, name, key, false, dns, x509_args)
+}
+
 /// A certificate issued by `issuer`: a CA when `ca`, else a server leaf for `dns`.
 pub fn issue(dir: &Path, issuer: &Issued, name: &str, key: Key, ca: bool, dns: &[&str]) -> Issued {
+    issue_inner(dir, issuer, name, key, ca, dns, &[])
+}
+
+fn issue_inner(
+    dir: &Path,
+    issuer: &Issued,
+    name: &str,
+    key: Key,
+    ca: bool,
+    dns: &[&str],
+    x509_args: &[&str],
+) -> Issued {
     let k = genkey(dir, name, key);
     let csr = dir.join(format!("{name}.csr"));
     let cert = dir.join(format!("{name}.crt"));
@@ -160,26 +184,32 @@ pub fn issue(dir: &Path, issuer: &Issued, name: &str, key: Key, ca: bool, dns: &
         ],
         dir,
     );
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr.to_string_lossy(),
-            "-CA",
-            &issuer.cert.to_string_lossy(),
-            "-CAkey",
-            &issuer.key.to_string_lossy(),
-            "-CAcreateserial",
-            "-days",
-            "20",
-            "-extfile",
-            &ext.to_string_lossy(),
-            "-out",
-            &cert.to_string_lossy(),
-        ],
-        dir,
+    let (csr_s, ca_s, cakey_s, ext_s, cert_s) = (
+        csr.to_string_lossy(),
+        issuer.cert.to_string_lossy(),
+        issuer.key.to_string_lossy(),
+        ext.to_string_lossy(),
+        cert.to_string_lossy(),
     );
+    let mut args = vec![
+        "x509",
+        "-req",
+        "-in",
+        &csr_s,
+        "-CA",
+        &ca_s,
+        "-CAkey",
+        &cakey_s,
+        "-CAcreateserial",
+        "-days",
+        "20",
+        "-extfile",
+        &ext_s,
+        "-out",
+        &cert_s,
+    ];
+    args.extend_from_slice(x509_args);
+    openssl(&args, dir);
     Issued { cert, key: k }
 }
 

@@ -24,6 +24,8 @@ struct Args {
     /// Payload bytes the kernel forwards per connection at most.
     #[arg(long, value_name = "BYTES", default_value_t = sensor_common::DEFAULT_BYTE_BUDGET)]
     byte_budget: u32,
+    #[command(flatten)]
+    trust: sensor::trust::load::TrustArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +42,7 @@ fn main() -> std::process::ExitCode {
                 ..sensor_common::TapConfig::default()
             },
         },
+        trust: args.trust.over(sensor::trust::load::TrustConfig::default()),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

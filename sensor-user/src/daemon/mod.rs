@@ -13,6 +13,7 @@ use crate::{
     engine::{Engine, EngineLimits},
     event::{self, Handshake},
     process::Resolver,
+    verdict::VerdictEngine,
 };
 
 /// How sensord prints handshakes on stdout.
@@ -32,12 +33,26 @@ pub struct Options {
     /// Print every handshake on stdout.
     pub print: Option<PrintFormat>,
     pub tap: TapSettings,
+    /// Trust stores, pins, catalogue.
+    pub trust: crate::trust::load::TrustConfig,
 }
 
 /// Run until SIGINT or SIGTERM. The kernel programs are detached before this returns.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("creating the state directory {}", opts.state_dir.display()))?;
+    // A bad trust input stops the daemon here, before anything is attached.
+    let trust = crate::trust::load::load(&opts.trust, 1).context("loading the trust inputs")?;
+    tracing::info!(
+        host = trust.host.len(),
+        public = trust.public.len(),
+        pins = trust.pins.pins.len(),
+        products = trust.catalogue.products.len(),
+        "trust: host store {}, public store {}",
+        trust.host.source,
+        trust.public.source
+    );
+    let mut verdicts = VerdictEngine::new(std::sync::Arc::new(trust));
     let mut tap = KernelTap::start(&opts.tap).context("starting the kernel tap")?;
     for hook in tap.hooks() {
         if hook.attached {
@@ -74,22 +89,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 let mut guard = guard.context("waiting on the ring buffer")?;
                 drain_ring(guard.get_inner_mut(), clock, &mut engine, &mut resolver);
                 guard.clear_ready();
-                emit(&mut engine, &mut resolver, opts.print);
+                emit(&mut engine, &mut resolver, &mut verdicts, opts.print);
             }
             _ = drain.tick() => {
                 drain_ring(ring.get_mut(), clock, &mut engine, &mut resolver);
-                emit(&mut engine, &mut resolver, opts.print);
+                emit(&mut engine, &mut resolver, &mut verdicts, opts.print);
             }
             _ = tick.tick() => {
                 engine.advance(now_epoch_ns());
-                emit(&mut engine, &mut resolver, opts.print);
+                emit(&mut engine, &mut resolver, &mut verdicts, opts.print);
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
     engine.finish();
-    emit(&mut engine, &mut resolver, opts.print);
+    emit(&mut engine, &mut resolver, &mut verdicts, opts.print);
     match tap.counters() {
         Ok(counters) => {
             let text: Vec<String> = counters.iter().map(|(n, v)| format!("{n}={v}")).collect();
@@ -130,11 +145,17 @@ fn now_epoch_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn emit(engine: &mut Engine, resolver: &mut Resolver, print: Option<PrintFormat>) {
+fn emit(
+    engine: &mut Engine,
+    resolver: &mut Resolver,
+    verdicts: &mut VerdictEngine,
+    print: Option<PrintFormat>,
+) {
     let now = now_epoch_ns();
     let mut stdout = std::io::stdout().lock();
     for mut hs in engine.drain() {
         attribute(resolver, &mut hs, now);
+        verdicts.apply(&mut hs);
         let line = match print {
             Some(PrintFormat::Text) => event::one_line(&hs),
             Some(PrintFormat::Json) => serde_json::to_string(&hs).unwrap_or_default(),

@@ -51,6 +51,9 @@ pub fn one_line(h: &Handshake) -> String {
     if let Some(a) = h.alert {
         let _ = write!(s, " alert={}({})", a.description(), a.code);
     }
+    if let Some(issuer) = h.chain.first().map(|c| &c.issuer) {
+        let _ = write!(s, " issuer=\"{issuer}\"");
+    }
     if !h.reasons.is_empty() {
         let _ = write!(s, " reasons={}", h.reasons.join(","));
     }

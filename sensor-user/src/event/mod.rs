@@ -116,6 +116,13 @@ pub struct Process {
     pub role: Option<&'static str>,
 }
 
+/// A known interception product.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Interceptor {
+    pub id: String,
+    pub name: String,
+}
+
 /// One value for each side of the flow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ByDirection<T> {
@@ -205,6 +212,12 @@ pub struct Handshake {
     pub encrypted_alerts: ByDirection<u32>,
     pub verdict: &'static str,
     pub reasons: Vec<String>,
+    /// `info`, `low`, `medium`, `high` or `critical`; absent until a verdict is made.
+    pub severity: Option<&'static str>,
+    /// One or two plain sentences.
+    pub explanation: Option<String>,
+    /// The interception product the catalogue names, if any.
+    pub interceptor: Option<Interceptor>,
     pub process: Option<Process>,
     /// Socket cookie of the client's socket, when the kernel tap saw it.
     pub socket_cookie: Option<u64>,

@@ -492,6 +492,7 @@ fn chain_over_segments(c: &Ctx) -> anyhow::Result<()> {
     let sni = "bigchain.fixture.test";
     let leaf = pki::issue(d, &inter, sni, Key::Rsa(4096), false, &[sni]);
     let extra = pki::bundle(d, "bigchain.extra.pem", &[&inter, &root]);
+    std::fs::copy(&root.cert, c.out.join("bigchain-root.pem"))?;
     let port = free_port();
     let _srv = Proc::spawn(
         "openssl s_server in the namespace",
@@ -795,6 +796,10 @@ fn main() -> anyhow::Result<()> {
         out: args.out.clone(),
         pki: Pki::new(dir.path()),
     };
+    if args.only.is_none() {
+        // The root of the fixtures' chains, for verdict tests that treat it as public.
+        std::fs::copy(&ctx.pki.root.cert, args.out.join("fixture-root.pem"))?;
+    }
     type Scenario = fn(&Ctx) -> anyhow::Result<()>;
     let scenarios: &[(&str, Scenario)] = &[
         ("tls12-openssl", tls12_openssl),
