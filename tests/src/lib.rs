@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod cgroup;
+pub mod interceptors;
 pub mod netns;
 pub mod pki;
 

@@ -548,3 +548,28 @@ pub fn analyze(ws: &Workspace, handshakes: u32) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// `cargo xtask bench verdict`: the criterion benchmark, its medians as name=value lines.
+pub fn verdict(ws: &Workspace) -> anyhow::Result<()> {
+    run(ws
+        .cargo()
+        .args(["bench", "-p", "sensor-user", "--bench", "verdict"]))?;
+    for (name, target) in [
+        ("verdict_new_chain", "verdict_new_chain_median_us"),
+        ("verdict_cached", "verdict_cached_median_us"),
+    ] {
+        let path = ws
+            .root
+            .join("target/criterion")
+            .join(name)
+            .join("new/estimates.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let ns = v["median"]["point_estimate"]
+            .as_f64()
+            .context("no median in criterion's estimates")?;
+        println!("{target}={:.3}", ns / 1000.0);
+    }
+    Ok(())
+}

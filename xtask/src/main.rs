@@ -71,6 +71,8 @@ enum BenchCmd {
         #[arg(long, default_value_t = 30)]
         storm_seconds: u64,
     },
+    /// The verdict engine (criterion): a new chain, and a cached one.
+    Verdict,
     /// `sensorctl analyze` on a large capture, against tshark on the same file.
     Analyze {
         /// Handshakes in the generated capture.
@@ -127,6 +129,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                     },
                 ),
                 BenchCmd::Analyze { handshakes } => bench::analyze(&ws, handshakes),
+                BenchCmd::Verdict => bench::verdict(&ws),
             }
         }
     }

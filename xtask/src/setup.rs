@@ -32,6 +32,8 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "independent JA3/JA3S and the analyze benchmark's peer",
     ),
     ("python3-venv", "the Python tools' virtual environment"),
+    ("sslsplit", "a real transparent interceptor in tests"),
+    ("squid-openssl", "squid's ssl-bump in tests"),
 ];
 
 /// Install whatever is missing. Returns an error naming the step that could not be done.
@@ -226,9 +228,10 @@ fn debian_packages(needs_root: &mut Vec<String>) -> anyhow::Result<()> {
 }
 
 /// PyPI packages the tests use, pinned, in `target/venv`.
-pub const PYTHON_PACKAGES: &[&str] = &["ja4plus==1.4.0"];
+pub const PYTHON_PACKAGES: &[&str] = &["ja4plus==1.4.0", "mitmproxy==11.0.2"];
 
-/// A virtual environment with the Python tools: `ja4plus` (an independent JA4 implementation).
+/// A virtual environment with the Python tools: `ja4plus` (an independent JA4 implementation)
+/// and mitmproxy (a real interceptor).
 fn python_tools(ws: &Workspace) -> anyhow::Result<()> {
     let venv = ws.root.join("target/venv");
     let pip = venv.join("bin/pip");

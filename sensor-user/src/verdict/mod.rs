@@ -261,13 +261,16 @@ impl VerdictEngine {
     }
 }
 
-/// Validate against one store: Ok, or why not (and the anchor used).
+/// The anchor a validation ended at, as an index into its store.
+type AnchorIndex = usize;
+
+/// Validate against one store: Ok (with the anchor used), or why not.
 fn validate(
     store: &Store,
     ee: &EndEntityCert<'_>,
     intermediates: &[CertificateDer<'_>],
     time: UnixTime,
-) -> (Result<(), PathFailure>, Option<(String, String)>) {
+) -> Result<AnchorIndex, PathFailure> {
     let result = ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         &store.anchors,
@@ -280,16 +283,52 @@ fn validate(
     match result {
         Ok(path) => {
             let anchor = path.anchor();
-            let info = store
+            Ok(store
                 .anchors
                 .iter()
-                .position(|a| a.subject_public_key_info == anchor.subject_public_key_info)
-                .and_then(|i| store.info.get(i))
-                .map(|i| (i.subject.clone(), i.spki_sha256.clone()));
-            (Ok(()), info)
+                .position(|a| {
+                    a.subject_public_key_info == anchor.subject_public_key_info
+                        && a.subject == anchor.subject
+                })
+                .unwrap_or(0))
         }
-        Err(e) => (Err(failure(&e)), None),
+        Err(e) => Err(failure(&e)),
     }
+}
+
+/// Public result, host result, and the host anchor used: (subject, SPKI pin).
+type Validations = (
+    Result<(), PathFailure>,
+    Result<(), PathFailure>,
+    Option<(String, String)>,
+);
+
+/// Validate against the public store, then the host store. A path webpki built to a public
+/// anchor that the host store holds too is valid there as well: that validation is not done
+/// twice.
+fn validate_both(
+    trust: &TrustContext,
+    ee: &EndEntityCert<'_>,
+    intermediates: &[CertificateDer<'_>],
+    time: UnixTime,
+) -> Validations {
+    let public = validate(&trust.public, ee, intermediates, time);
+    let shared = public.as_ref().ok().and_then(|&i| {
+        let a = trust.public.anchors.get(i)?;
+        trust.host.anchors.iter().position(|h| {
+            h.subject == a.subject && h.subject_public_key_info == a.subject_public_key_info
+        })
+    });
+    let host = match shared {
+        Some(i) => Ok(i),
+        None => validate(&trust.host, ee, intermediates, time),
+    };
+    let host_anchor = host
+        .as_ref()
+        .ok()
+        .and_then(|&i| trust.host.info.get(i))
+        .map(|i| (i.subject.clone(), i.spki_sha256.clone()));
+    (public.map(|_| ()), host.map(|_| ()), host_anchor)
 }
 
 fn failure(e: &webpki::Error) -> PathFailure {
@@ -324,8 +363,7 @@ fn assess(trust: &TrustContext, f: &Facts<'_>, pin_index: Option<usize>) -> Asse
     let parsed_leaf = X509Certificate::from_der(&leaf.der).ok().map(|(_, c)| c);
     let (public, host, host_anchor, name_ok) = match EndEntityCert::try_from(&leaf_der) {
         Ok(ee) => {
-            let (public, _) = validate(&trust.public, &ee, &intermediates, time);
-            let (host, host_anchor) = validate(&trust.host, &ee, &intermediates, time);
+            let (public, host, host_anchor) = validate_both(trust, &ee, &intermediates, time);
             let name_ok = match (f.server_name, f.dst_addr) {
                 (Some(sni), _) => ServerName::try_from(sni)
                     .is_ok_and(|n| ee.verify_is_valid_for_subject_name(&n).is_ok()),
