@@ -295,6 +295,25 @@ fn an_accepted_socket_is_attributed_to_the_local_server() {
 }
 
 #[test]
+fn a_bad_pin_file_stops_the_daemon_before_anything_is_attached() {
+    sensor_tests::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let pins = dir.path().join("pins.toml");
+    std::fs::write(&pins, "[[pin]]\nhost = \"a.test\"\nspki = [\"nope\"]\n").unwrap();
+    let out = Command::new(sensor_tests::bin("sensord"))
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("--pins")
+        .arg(&pins)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", pins.display())), "{err}");
+    assert!(!err.contains("attached"), "nothing may be attached: {err}");
+}
+
+#[test]
 fn stopping_the_daemon_leaves_no_program_or_link_behind() {
     let mut daemon = Daemon::start(&[]);
     let ids: Vec<u32> = daemon
