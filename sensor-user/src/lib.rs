@@ -5,10 +5,14 @@
 //! [`daemon`] — do the I/O and feed the core. See ARCHITECTURE.md.
 
 pub mod analyze;
+pub mod api;
 pub mod capture;
+pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod event;
+pub mod export;
+pub mod journal;
 pub mod process;
 pub mod reassembly;
 pub mod tls;

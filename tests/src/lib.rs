@@ -174,6 +174,8 @@ impl Daemon {
             Command::new(bin("sensord"))
                 .arg("--state-dir")
                 .arg(state_dir.path())
+                .arg("--socket")
+                .arg(state_dir.path().join("sensord.sock"))
                 .args(["--print", "json"])
                 .args(extra_args)
                 .env("SENSOR_LOG", "info")

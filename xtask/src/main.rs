@@ -152,6 +152,8 @@ fn run_sensord(ws: &Workspace, json: bool, extra: &[String]) -> anyhow::Result<(
     };
     cmd.arg("--state-dir")
         .arg(&state)
+        .arg("--socket")
+        .arg(state.join("sensord.sock"))
         .arg("--print")
         .arg(if json { "json" } else { "text" })
         .args(extra);

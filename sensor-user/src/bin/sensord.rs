@@ -4,17 +4,23 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use sensor::{
-    capture::kernel::TapSettings,
-    daemon::{self, PrintFormat},
+    daemon::{self, Options, Overrides, PrintFormat},
+    trust::load::TrustArgs,
 };
 
 /// Watches the TLS handshakes of every process on this host and reports interception.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Directory for the daemon's state.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/sensor")]
-    state_dir: PathBuf,
+    /// The configuration file (TOML; every key optional, see dist/sensord.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for the journal and other state (default /var/lib/sensor).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The API's Unix socket (default /run/sensor/sensord.sock).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
     /// Print every handshake on stdout, as a line of text or of JSON.
     #[arg(long, value_name = "FORMAT")]
     print: Option<PrintFormat>,
@@ -22,27 +28,25 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     cgroup: Option<PathBuf>,
     /// Payload bytes the kernel forwards per connection at most.
-    #[arg(long, value_name = "BYTES", default_value_t = sensor_common::DEFAULT_BYTE_BUDGET)]
-    byte_budget: u32,
+    #[arg(long, value_name = "BYTES")]
+    byte_budget: Option<u32>,
     #[command(flatten)]
-    trust: sensor::trust::load::TrustArgs,
+    trust: TrustArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_logging();
-    let opts = daemon::Options {
-        state_dir: args.state_dir,
-        print: args.print,
-        tap: TapSettings {
+    let opts = Options {
+        config_path: args.config,
+        overrides: Overrides {
+            state_dir: args.state_dir,
+            socket: args.socket,
+            trust: args.trust,
+            byte_budget: args.byte_budget,
             cgroup: args.cgroup,
-            config: sensor_common::TapConfig {
-                byte_budget: args.byte_budget,
-                self_tgid: std::process::id(),
-                ..sensor_common::TapConfig::default()
-            },
         },
-        trust: args.trust.over(sensor::trust::load::TrustConfig::default()),
+        print: args.print,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

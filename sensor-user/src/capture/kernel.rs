@@ -173,6 +173,22 @@ impl KernelTap {
         })
     }
 
+    /// Each program's run time (ns) and run count, as the kernel counts them while
+    /// `kernel.bpf_stats_enabled` is 1 (zeros otherwise).
+    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((
+                    name.to_owned(),
+                    u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                    info.run_count(),
+                ))
+            })
+            .collect()
+    }
+
     /// The kernel counters, summed over CPUs, with their names. (Per-socket state lives in
     /// socket storage and goes with its socket: there is nothing to evict.)
     pub fn counters(&self) -> Result<Vec<(&'static str, u64)>, TapError> {

@@ -1,20 +1,42 @@
-//! The daemon's run loop: kernel tap -> engine -> outputs. An edge: this is where the I/O is.
+//! sensord: kernel tap -> engine -> verdicts -> journal -> subscribers and exports.
+//! An edge: this is where the I/O and the tasks are.
+//!
+//! - The capture loop (this task) reads the ring buffer, runs the engine, finds the process,
+//!   decides the verdict and hands each event to the journal writer.
+//! - The journal writer (a thread) commits events in small batches and only then publishes
+//!   them, with their sequence numbers, to live subscribers (a broadcast channel).
+//! - The API (tonic) and the JSONL exporter read live events, and the journal when they fall
+//!   behind.
 
-use std::{io::Write as _, path::PathBuf, time::Duration};
+mod journal_writer;
+
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
+    sync::{broadcast, mpsc, watch},
 };
 
 use crate::{
+    api::{server, service::SensorService, status::Shared},
     capture::kernel::{self, ClockOffset, KernelTap, Record, TapSettings},
+    config::Config,
     engine::{Engine, EngineLimits},
     event::{self, Handshake},
+    journal::{self, Journal, NewEvent},
     process::Resolver,
+    trust::load::TrustArgs,
     verdict::VerdictEngine,
 };
+
+use journal_writer::JournalMsg;
 
 /// How sensord prints handshakes on stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -25,24 +47,69 @@ pub enum PrintFormat {
     Json,
 }
 
-/// What the daemon is asked to do.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Where the daemon keeps its state.
-    pub state_dir: PathBuf,
-    /// Print every handshake on stdout.
-    pub print: Option<PrintFormat>,
-    pub tap: TapSettings,
-    /// Trust stores, pins, catalogue.
-    pub trust: crate::trust::load::TrustConfig,
+/// Flags that override the configuration file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub trust: TrustArgs,
+    pub byte_budget: Option<u32>,
+    pub cgroup: Option<PathBuf>,
 }
 
-/// Run until SIGINT or SIGTERM. The kernel programs are detached before this returns.
+/// What the daemon is asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The configuration file, re-read on reload.
+    pub config_path: Option<PathBuf>,
+    pub overrides: Overrides,
+    /// Print every handshake on stdout.
+    pub print: Option<PrintFormat>,
+}
+
+impl Options {
+    /// The configuration in force: the file's (or the defaults), with the flags over it.
+    pub fn effective_config(&self) -> anyhow::Result<Config> {
+        let mut cfg = match &self.config_path {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        let o = &self.overrides;
+        if let Some(d) = &o.state_dir {
+            cfg.state_dir = d.clone();
+        }
+        if let Some(s) = &o.socket {
+            cfg.api.socket = s.clone();
+        }
+        if let Some(b) = o.byte_budget {
+            cfg.tap.byte_budget = b;
+        }
+        if o.cgroup.is_some() {
+            cfg.tap.cgroup = o.cgroup.clone();
+        }
+        Ok(cfg)
+    }
+
+    fn trust_config(&self, cfg: &Config) -> crate::trust::load::TrustConfig {
+        self.overrides.trust.over(cfg.trust.to_trust_config())
+    }
+}
+
+/// Tell systemd, when it is listening.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    let _ = sd_notify::notify(states);
+}
+
+/// Run until SIGINT or SIGTERM. The kernel programs are detached and the journal flushed
+/// before this returns.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&opts.state_dir)
-        .with_context(|| format!("creating the state directory {}", opts.state_dir.display()))?;
+    let cfg = opts.effective_config()?;
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating the state directory {}", cfg.state_dir.display()))?;
     // A bad trust input stops the daemon here, before anything is attached.
-    let trust = crate::trust::load::load(&opts.trust, 1).context("loading the trust inputs")?;
+    let mut generation = 1;
+    let trust = crate::trust::load::load(&opts.trust_config(&cfg), generation)
+        .context("loading the trust inputs")?;
     tracing::info!(
         host = trust.host.len(),
         public = trust.public.len(),
@@ -52,8 +119,51 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         trust.host.source,
         trust.public.source
     );
-    let mut verdicts = VerdictEngine::new(std::sync::Arc::new(trust));
-    let mut tap = KernelTap::start(&opts.tap).context("starting the kernel tap")?;
+    let mut verdicts = VerdictEngine::new(Arc::new(trust));
+
+    let journal_path = journal::path_in(&cfg.state_dir);
+    let journal = Journal::open(&journal_path)?;
+    verdicts.baseline.import(journal.load_baseline()?);
+    let shared = Arc::new(Shared::new());
+    shared
+        .last_seq
+        .store(journal.last_seq()?, Ordering::Relaxed);
+    shared
+        .journal_events
+        .store(journal.count()?, Ordering::Relaxed);
+    tracing::info!(
+        journal = %journal_path.display(),
+        events = journal.count()?,
+        last_seq = journal.last_seq()?,
+        baseline = verdicts.baseline.len(),
+        "journal open"
+    );
+
+    let (live, _) = broadcast::channel(cfg.api.buffer_events.max(16));
+    let (journal_tx, journal_rx) = std::sync::mpsc::sync_channel::<JournalMsg>(65_536);
+    let writer = journal_writer::spawn(
+        journal,
+        journal_rx,
+        live.clone(),
+        shared.clone(),
+        journal_writer::Retention::of(&cfg.journal),
+    );
+    let exporter = cfg
+        .export
+        .jsonl
+        .clone()
+        .map(|j| journal_writer::spawn_jsonl(j, live.subscribe(), journal_path.clone()))
+        .transpose()?;
+
+    let mut tap = KernelTap::start(&TapSettings {
+        cgroup: cfg.tap.cgroup.clone(),
+        config: sensor_common::TapConfig {
+            byte_budget: cfg.tap.byte_budget,
+            self_tgid: std::process::id(),
+            ..sensor_common::TapConfig::default()
+        },
+    })
+    .context("starting the kernel tap")?;
     for hook in tap.hooks() {
         if hook.attached {
             let id = hook.program_id.unwrap_or_default();
@@ -67,20 +177,57 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             tracing::warn!(hook = hook.name, "unavailable: {}", hook.detail);
         }
     }
+    if let Ok(mut h) = shared.hooks.lock() {
+        *h = tap.hooks().to_vec();
+    }
     let ring = tap.take_ring().context("opening the ring buffer")?;
     // SAFETY: the AsyncFd owns the RingBuf, which owns the fd, so the fd outlives the
     // registration.
     let mut ring = unsafe { AsyncFd::register(ring) }.context("polling the ring buffer")?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (reload_tx, mut reload_rx) = mpsc::channel(4);
+    let unix = server::bind_unix(&cfg.api.socket, cfg.api.socket_group.as_deref())?;
+    let service = SensorService {
+        shared: shared.clone(),
+        journal: journal_path.clone(),
+        live: live.clone(),
+        reload: reload_tx,
+        aggregation_window: Duration::from_secs(cfg.api.aggregation_window_secs),
+    };
+    let api_cfg = cfg.api.clone();
+    let api_shutdown = shutdown_rx.clone();
+    let api =
+        tokio::spawn(async move { server::serve(&api_cfg, unix, service, api_shutdown).await });
+    let metrics = cfg.metrics.listen.map(|addr| {
+        tokio::spawn(crate::export::metrics::serve(
+            addr,
+            shared.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
+
     let clock = ClockOffset::now();
     let mut engine = Engine::new(EngineLimits::default());
     let mut resolver = Resolver::new();
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    // The kernel wakes us only when a lot is waiting; drain the ring often anyway so that an
-    // event is never late by more than this.
     let mut drain = tokio::time::interval(Duration::from_millis(DRAIN_INTERVAL_MS));
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut out = Outputs {
+        print: opts.print,
+        journal: journal_tx.clone(),
+        shared: shared.clone(),
+    };
+    let mut last_baseline_save = Instant::now();
+    let mut rate = (Instant::now(), shared.last_seq.load(Ordering::Relaxed));
+    let status = format!("watching; API on {}", cfg.api.socket.display());
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
     tracing::info!("sensord running; waiting for TLS handshakes");
 
     loop {
@@ -89,22 +236,36 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 let mut guard = guard.context("waiting on the ring buffer")?;
                 drain_ring(guard.get_inner_mut(), clock, &mut engine, &mut resolver);
                 guard.clear_ready();
-                emit(&mut engine, &mut resolver, &mut verdicts, opts.print);
+                out.emit(&mut engine, &mut resolver, &mut verdicts);
             }
             _ = drain.tick() => {
                 drain_ring(ring.get_mut(), clock, &mut engine, &mut resolver);
-                emit(&mut engine, &mut resolver, &mut verdicts, opts.print);
+                out.emit(&mut engine, &mut resolver, &mut verdicts);
             }
             _ = tick.tick() => {
                 engine.advance(now_epoch_ns());
-                emit(&mut engine, &mut resolver, &mut verdicts, opts.print);
+                out.emit(&mut engine, &mut resolver, &mut verdicts);
+                snapshot(&shared, ring.get_ref(), &tap, &engine, &verdicts, &mut rate);
+                if last_baseline_save.elapsed() > Duration::from_secs(60) {
+                    let _ = journal_tx.try_send(JournalMsg::SaveBaseline(verdicts.baseline.export()));
+                    last_baseline_save = Instant::now();
+                }
+            }
+            _ = sighup.recv() => {
+                let _ = reload(&opts, &mut generation, &mut verdicts, &shared, &journal_tx);
+            }
+            Some(reply) = reload_rx.recv() => {
+                let _ = reply.send(reload(&opts, &mut generation, &mut verdicts, &shared, &journal_tx));
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopping");
+    drain_ring(ring.get_mut(), clock, &mut engine, &mut resolver);
     engine.finish();
-    emit(&mut engine, &mut resolver, &mut verdicts, opts.print);
+    out.emit(&mut engine, &mut resolver, &mut verdicts);
     match tap.counters() {
         Ok(counters) => {
             let text: Vec<String> = counters.iter().map(|(n, v)| format!("{n}={v}")).collect();
@@ -115,8 +276,114 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!("engine counters: {:?}", engine.stats());
     drop(ring);
     drop(tap);
-    tracing::info!("kernel programs detached; sensord stopped");
+    tracing::info!("kernel programs detached");
+    let _ = journal_tx.send(JournalMsg::SaveBaseline(verdicts.baseline.export()));
+    drop(out);
+    drop(journal_tx);
+    let _ = shutdown_tx.send(true);
+    if writer.join().is_err() {
+        tracing::error!("the journal writer panicked");
+    }
+    tracing::info!("journal flushed");
+    match tokio::time::timeout(Duration::from_secs(5), api).await {
+        Ok(Ok(Err(e))) => tracing::warn!("API: {e:#}"),
+        Err(_) => tracing::warn!("API did not stop in time"),
+        _ => {}
+    }
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    // The exporter ends when the last sender of live events is gone.
+    drop(live);
+    if let Some(exporter) = exporter {
+        let _ = exporter.join();
+    }
+    let _ = std::fs::remove_file(&cfg.api.socket);
+    tracing::info!("sensord stopped");
     Ok(())
+}
+
+/// Reload the configuration and trust inputs. A bad one is refused and the old stays.
+fn reload(
+    opts: &Options,
+    generation: &mut u64,
+    verdicts: &mut VerdictEngine,
+    shared: &Shared,
+    journal: &std::sync::mpsc::SyncSender<JournalMsg>,
+) -> Result<u64, String> {
+    let result = opts.effective_config().and_then(|cfg| {
+        let trust = crate::trust::load::load(&opts.trust_config(&cfg), *generation + 1)
+            .context("loading the trust inputs")?;
+        Ok((cfg, trust))
+    });
+    match result {
+        Ok((cfg, trust)) => {
+            *generation += 1;
+            verdicts.set_trust(Arc::new(trust));
+            shared
+                .trust_generation
+                .store(*generation, Ordering::Relaxed);
+            let _ = journal.try_send(JournalMsg::Retention(journal_writer::Retention::of(
+                &cfg.journal,
+            )));
+            tracing::info!(
+                generation = *generation,
+                "reloaded the configuration and trust inputs"
+            );
+            Ok(*generation)
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            tracing::error!("reload refused, the running configuration stays: {msg}");
+            Err(msg)
+        }
+    }
+}
+
+/// Refresh the shared status (every second).
+fn snapshot(
+    shared: &Shared,
+    _ring: &aya::maps::RingBuf<aya::maps::MapData>,
+    tap: &KernelTap,
+    engine: &Engine,
+    verdicts: &VerdictEngine,
+    rate: &mut (Instant, u64),
+) {
+    if let Ok(c) = tap.counters()
+        && let Ok(mut k) = shared.kernel_counters.lock()
+    {
+        *k = c.into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+    }
+    if let Ok(mut p) = shared.program_stats.lock() {
+        *p = tap.program_stats();
+    }
+    let es = engine.stats();
+    let vs = verdicts.stats();
+    if let Ok(mut e) = shared.engine_counters.lock() {
+        let v = serde_json::to_value(es).unwrap_or_default();
+        let mut list: Vec<(String, u64)> = v
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        list.push(("verdicts".into(), vs.verdicts));
+        list.push(("verdict_cache_hits".into(), vs.cache_hits));
+        *e = list;
+    }
+    shared
+        .flows_tracked
+        .store(engine.flows() as u64, Ordering::Relaxed);
+    let seq = shared.last_seq.load(Ordering::Relaxed);
+    let elapsed = rate.0.elapsed().as_secs_f64();
+    if elapsed >= 5.0 {
+        if let Ok(mut eps) = shared.events_per_second.lock() {
+            *eps = (seq - rate.1) as f64 / elapsed;
+        }
+        *rate = (Instant::now(), seq);
+    }
 }
 
 /// How often the ring buffer is drained without a wakeup.
@@ -145,25 +412,44 @@ fn now_epoch_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn emit(
-    engine: &mut Engine,
-    resolver: &mut Resolver,
-    verdicts: &mut VerdictEngine,
+/// Where finished handshakes go.
+struct Outputs {
     print: Option<PrintFormat>,
-) {
-    let now = now_epoch_ns();
-    let mut stdout = std::io::stdout().lock();
-    for mut hs in engine.drain() {
-        attribute(resolver, &mut hs, now);
-        verdicts.apply(&mut hs);
-        let line = match print {
-            Some(PrintFormat::Text) => event::one_line(&hs),
-            Some(PrintFormat::Json) => serde_json::to_string(&hs).unwrap_or_default(),
-            None => continue,
-        };
-        let _ = writeln!(stdout, "{line}");
+    journal: std::sync::mpsc::SyncSender<JournalMsg>,
+    shared: Arc<Shared>,
+}
+
+impl Outputs {
+    fn emit(&mut self, engine: &mut Engine, resolver: &mut Resolver, verdicts: &mut VerdictEngine) {
+        let now = now_epoch_ns();
+        let mut stdout = self.print.map(|_| std::io::stdout().lock());
+        for mut hs in engine.drain() {
+            attribute(resolver, &mut hs, now);
+            verdicts.apply(&mut hs);
+            self.shared.count_verdict(hs.verdict);
+            if let (Some(fmt), Some(out)) = (self.print, stdout.as_mut()) {
+                let line = match fmt {
+                    PrintFormat::Text => event::one_line(&hs),
+                    PrintFormat::Json => serde_json::to_string(&hs).unwrap_or_default(),
+                };
+                let _ = writeln!(out, "{line}");
+            }
+            self.shared.journal_lag.fetch_add(1, Ordering::Relaxed);
+            if self
+                .journal
+                .try_send(JournalMsg::Event(Box::new(NewEvent::of(&hs))))
+                .is_err()
+            {
+                self.shared.journal_lag.fetch_sub(1, Ordering::Relaxed);
+                self.shared
+                    .journal_queue_drops
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(out) = stdout.as_mut() {
+            let _ = out.flush();
+        }
     }
-    let _ = stdout.flush();
 }
 
 /// Find the local process behind the handshake.
