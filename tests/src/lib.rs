@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod cgroup;
+pub mod client;
 pub mod interceptors;
 pub mod netns;
 pub mod pki;
@@ -167,8 +168,12 @@ pub struct Daemon {
 impl Daemon {
     /// Start sensord and wait until it says it is running.
     pub fn start(extra_args: &[&str]) -> Self {
+        Self::start_in(tempfile::tempdir().expect("temp state dir"), extra_args)
+    }
+
+    /// Start sensord with its state in `state_dir` (a restart keeps the journal).
+    pub fn start_in(state_dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
         require_root();
-        let state_dir = tempfile::tempdir().expect("temp state dir");
         let mut proc = Proc::spawn(
             "sensord",
             Command::new(bin("sensord"))
@@ -208,6 +213,11 @@ impl Daemon {
             serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| pred(&v))
         })?;
         serde_json::from_str(&line).ok()
+    }
+
+    /// The API's Unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.state_dir.path().join("sensord.sock")
     }
 
     /// Stop with SIGINT, as Ctrl-C would, and return the exit status.
@@ -293,4 +303,25 @@ pub fn unique_name(label: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{label}-{}-{nanos}.test", std::process::id())
+}
+
+/// `openssl s_client` to `connect` with `sni`, sending one HTTP request; returns its pid.
+/// Panics unless it exits 0.
+pub fn openssl_client(connect: &str, sni: &str, extra: &[&str]) -> u32 {
+    use std::io::Write as _;
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-connect", connect, "-servername", sni])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let pid = client.id();
+    if let Some(mut stdin) = client.stdin.take() {
+        let _ = stdin.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    }
+    let status = client.wait().expect("waiting for s_client");
+    assert!(status.success(), "openssl s_client {connect}: {status}");
+    pid
 }

@@ -213,6 +213,53 @@ fn issue_inner(
     Issued { cert, key: k }
 }
 
+/// A client certificate (clientAuth) issued by `issuer`.
+pub fn issue_client(dir: &Path, issuer: &Issued, name: &str) -> Issued {
+    let k = genkey(dir, name, Key::P256);
+    let csr = dir.join(format!("{name}.csr"));
+    let cert = dir.join(format!("{name}.crt"));
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("writing the extension file");
+    let (k_s, csr_s, ca_s, cakey_s, ext_s, cert_s) = (
+        k.to_string_lossy(),
+        csr.to_string_lossy(),
+        issuer.cert.to_string_lossy(),
+        issuer.key.to_string_lossy(),
+        ext.to_string_lossy(),
+        cert.to_string_lossy(),
+    );
+    let subj = format!("/CN={name}");
+    openssl(
+        &["req", "-new", "-key", &k_s, "-subj", &subj, "-out", &csr_s],
+        dir,
+    );
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr_s,
+            "-CA",
+            &ca_s,
+            "-CAkey",
+            &cakey_s,
+            "-CAcreateserial",
+            "-days",
+            "20",
+            "-extfile",
+            &ext_s,
+            "-out",
+            &cert_s,
+        ],
+        dir,
+    );
+    Issued { cert, key: k }
+}
+
 /// Concatenate PEM files (a chain file for a server).
 pub fn bundle(dir: &Path, name: &str, parts: &[&Issued]) -> PathBuf {
     let path = dir.join(name);

@@ -57,6 +57,18 @@ fn router(service: SensorService) -> anyhow::Result<tonic::transport::server::Ro
         .add_service(SensorServer::new(service)))
 }
 
+/// Refuse, before anything starts, a TCP listener without mTLS (unless `insecure_tcp`).
+pub fn check(cfg: &ApiConfig) -> anyhow::Result<()> {
+    let complete = cfg.tls_cert.is_some() && cfg.tls_key.is_some() && cfg.client_ca.is_some();
+    if cfg.tcp_listen.is_some() && !complete && !cfg.insecure_tcp {
+        bail!(
+            "api.tcp_listen needs tls_cert, tls_key and client_ca (mTLS); set insecure_tcp = true \
+             only for tests"
+        );
+    }
+    Ok(())
+}
+
 /// Serve the API until `shutdown` resolves. The TCP listener, if configured, needs TLS with a
 /// client CA unless `insecure_tcp` is set.
 pub async fn serve(

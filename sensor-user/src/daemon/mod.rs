@@ -104,6 +104,7 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 /// before this returns.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let cfg = opts.effective_config()?;
+    server::check(&cfg.api)?;
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("creating the state directory {}", cfg.state_dir.display()))?;
     // A bad trust input stops the daemon here, before anything is attached.
@@ -197,7 +198,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     let api_cfg = cfg.api.clone();
     let api_shutdown = shutdown_rx.clone();
-    let api =
+    let mut api =
         tokio::spawn(async move { server::serve(&api_cfg, unix, service, api_shutdown).await });
     let metrics = cfg.metrics.listen.map(|addr| {
         tokio::spawn(crate::export::metrics::serve(
@@ -222,6 +223,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         shared: shared.clone(),
     };
     let mut last_baseline_save = Instant::now();
+    let mut failure = None;
     let mut rate = (Instant::now(), shared.last_seq.load(Ordering::Relaxed));
     let status = format!("watching; API on {}", cfg.api.socket.display());
     notify(&[
@@ -257,6 +259,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Some(reply) = reload_rx.recv() => {
                 let _ = reply.send(reload(&opts, &mut generation, &mut verdicts, &shared, &journal_tx));
             }
+            ended = &mut api => {
+                let why = match ended {
+                    Ok(Ok(())) => "the API stopped".to_owned(),
+                    Ok(Err(e)) => format!("the API failed: {e:#}"),
+                    Err(e) => format!("the API task failed: {e}"),
+                };
+                tracing::error!("{why}; stopping");
+                failure = Some(why);
+                break;
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
@@ -285,10 +297,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tracing::error!("the journal writer panicked");
     }
     tracing::info!("journal flushed");
-    match tokio::time::timeout(Duration::from_secs(5), api).await {
-        Ok(Ok(Err(e))) => tracing::warn!("API: {e:#}"),
-        Err(_) => tracing::warn!("API did not stop in time"),
-        _ => {}
+    if failure.is_none() {
+        match tokio::time::timeout(Duration::from_secs(5), api).await {
+            Ok(Ok(Err(e))) => tracing::warn!("API: {e:#}"),
+            Err(_) => tracing::warn!("API did not stop in time"),
+            _ => {}
+        }
     }
     if let Some(m) = metrics {
         m.abort();
@@ -300,7 +314,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&cfg.api.socket);
     tracing::info!("sensord stopped");
-    Ok(())
+    match failure {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
 }
 
 /// Reload the configuration and trust inputs. A bad one is refused and the old stays.

@@ -1,0 +1,33 @@
+//! A real tonic client of sensord's API, over its Unix socket or TCP.
+
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use sensor_proto::v1::sensor_client::SensorClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Connect to sensord's Unix socket.
+pub async fn unix(path: &Path) -> SensorClient<Channel> {
+    let path: PathBuf = path.to_path_buf();
+    let channel = Endpoint::try_from("http://sensord.local")
+        .expect("a static URI")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .expect("connecting to sensord's socket");
+    SensorClient::new(channel)
+}
+
+/// A single-threaded runtime for a test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}

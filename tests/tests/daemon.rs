@@ -1,0 +1,554 @@
+//! sensord end to end: the real daemon, real handshakes, a real tonic client.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use sensor_proto::v1::{self as pb, sensor_client::SensorClient};
+use sensor_tests::{
+    Daemon, client, free_port, openssl_client, openssl_server,
+    pki::{self, Key},
+    self_signed, unique_name, workspace_root,
+};
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+
+/// A local TLS server and a way to make handshakes with a chosen SNI.
+struct Server {
+    _proc: sensor_tests::Proc,
+    _dir: tempfile::TempDir,
+    connect: String,
+}
+
+impl Server {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path(), "localhost");
+        let port = free_port();
+        let proc = openssl_server(port, &cert, &key, &[]);
+        Self {
+            _proc: proc,
+            _dir: dir,
+            connect: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    fn handshake(&self, sni: &str) {
+        openssl_client(&self.connect, sni, &["-tls1_2"]);
+    }
+}
+
+/// The next event from a Watch stream whose SNI satisfies `pred`, within `timeout`.
+async fn next_event(
+    stream: &mut tonic::Streaming<pb::Event>,
+    timeout: Duration,
+    mut pred: impl FnMut(&pb::Event) -> bool,
+) -> Option<pb::Event> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.next()).await {
+            Ok(Some(Ok(ev))) if pred(&ev) => return Some(ev),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+fn watch(filter: Option<pb::Filter>, since_seq: u64) -> pb::WatchRequest {
+    pb::WatchRequest {
+        filter,
+        since_seq,
+        tail: false,
+        aggregate: false,
+    }
+}
+
+#[test]
+fn watch_with_filters_list_certificates_and_status() {
+    let daemon = Daemon::start(&[]);
+    let server = Server::start();
+    let keep = unique_name("keep");
+    let drop_name = unique_name("drop");
+    let rt = client::runtime();
+    rt.block_on(async {
+        let mut api = client::unix(&daemon.socket()).await;
+        let filter = pb::Filter {
+            sni: vec!["keep-*".into()],
+            ..pb::Filter::default()
+        };
+        let mut stream = api
+            .watch(watch(Some(filter), 0))
+            .await
+            .unwrap()
+            .into_inner();
+        server.handshake(&drop_name);
+        server.handshake(&keep);
+        let ev = next_event(&mut stream, Duration::from_secs(20), |_| true)
+            .await
+            .expect("the kept event");
+        assert_eq!(ev.server_name, keep, "the filter lets only keep-* through");
+        assert_eq!(
+            ev.verdict, "untrusted",
+            "a self-signed localhost certificate: {ev:?}"
+        );
+        assert!(ev.seq > 0);
+        assert!(!ev.explanation.is_empty());
+        assert_eq!(ev.chain.len(), 1);
+        let json: serde_json::Value = serde_json::from_str(&ev.json).unwrap();
+        assert_eq!(json["server_name"], keep);
+
+        // The other one is in the journal.
+        let listed = api
+            .list_events(pb::ListEventsRequest {
+                filter: Some(pb::Filter {
+                    sni: vec![drop_name.clone()],
+                    ..pb::Filter::default()
+                }),
+                limit: 10,
+                ..pb::ListEventsRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.events.len(), 1, "{listed:?}");
+        assert!(listed.events[0].seq < ev.seq);
+
+        // Its certificate, stored once, by SHA-256.
+        let cert = api
+            .get_certificate(pb::GetCertificateRequest {
+                sha256: ev.chain[0].sha256.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(cert.pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert_eq!(cert.summary.unwrap().subject, "CN=localhost");
+        let missing = api
+            .get_certificate(pb::GetCertificateRequest {
+                sha256: "00".repeat(32),
+            })
+            .await;
+        assert_eq!(missing.unwrap_err().code(), tonic::Code::NotFound);
+
+        let status = api
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            status
+                .hooks
+                .iter()
+                .any(|h| h.name == "tap_egress" && h.attached)
+        );
+        assert!(
+            status
+                .kernel_counters
+                .iter()
+                .any(|c| c.name == "ringbuf_drops")
+        );
+        assert_eq!(status.subscribers, 1);
+        assert!(status.last_seq >= ev.seq);
+        assert!(status.journal_events >= 2);
+    });
+}
+
+#[test]
+fn resuming_after_a_disconnect_has_no_gap_and_no_duplicate() {
+    let daemon = Daemon::start(&[]);
+    let server = Server::start();
+    let names: Vec<String> = (0..6).map(|i| unique_name(&format!("resume{i}"))).collect();
+    let rt = client::runtime();
+    rt.block_on(async {
+        let mut api = client::unix(&daemon.socket()).await;
+        let mut stream = api.watch(watch(None, 0)).await.unwrap().into_inner();
+        let mut seqs = Vec::new();
+        for n in &names[..3] {
+            server.handshake(n);
+        }
+        let mut last = 0;
+        for n in &names[..3] {
+            let ev = next_event(&mut stream, Duration::from_secs(20), |e| {
+                &e.server_name == n
+            })
+            .await
+            .unwrap_or_else(|| panic!("no event for {n}"));
+            last = ev.seq;
+        }
+        drop(stream);
+        for n in &names[3..] {
+            server.handshake(n);
+        }
+        // Resume after the last one seen: everything after it, once, in order.
+        let mut stream = api.watch(watch(None, last)).await.unwrap().into_inner();
+        let mut seen = Vec::new();
+        while !names[3..].iter().all(|n| seen.contains(n)) {
+            let ev = next_event(&mut stream, Duration::from_secs(20), |_| true)
+                .await
+                .expect("events after the resume point");
+            seqs.push(ev.seq);
+            seen.push(ev.server_name);
+        }
+        assert_eq!(seqs[0], last + 1, "no gap: {seqs:?}");
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "no gap, no duplicate: {seqs:?}"
+        );
+        for n in &names[..3] {
+            assert!(!seen.contains(n), "{n} was seen before the resume point");
+        }
+    });
+}
+
+#[test]
+fn a_stalled_subscriber_blocks_nobody_and_catches_up_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sensord.toml");
+    std::fs::write(&config, "[api]\nbuffer_events = 16\n").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_in(state, &["--config", config.to_str().unwrap()]);
+    let server = Server::start();
+    let names: Vec<String> = (0..40).map(|i| unique_name(&format!("stall{i}"))).collect();
+    let rt = client::runtime();
+    rt.block_on(async {
+        let mut api = client::unix(&daemon.socket()).await;
+        let mut stalled = api.watch(watch(None, 0)).await.unwrap().into_inner();
+        let mut lively = api.watch(watch(None, 0)).await.unwrap().into_inner();
+        for n in &names {
+            server.handshake(n);
+        }
+        // The lively one gets every event while the other reads nothing.
+        let mut got = Vec::new();
+        while got.len() < names.len() {
+            let ev = next_event(&mut lively, Duration::from_secs(30), |e| {
+                e.server_name.starts_with("stall")
+            })
+            .await
+            .unwrap_or_else(|| panic!("lively subscriber stopped after {}", got.len()));
+            got.push(ev.server_name);
+        }
+        // Far more events than the 16 buffered: the stalled one reads them from the journal,
+        // in order, without a gap.
+        let mut seqs = Vec::new();
+        let mut stalled_names = Vec::new();
+        while stalled_names.len() < names.len() {
+            let ev = next_event(&mut stalled, Duration::from_secs(30), |_| true)
+                .await
+                .expect("the stalled subscriber catches up");
+            seqs.push(ev.seq);
+            if ev.server_name.starts_with("stall") {
+                stalled_names.push(ev.server_name);
+            }
+        }
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        assert_eq!(stalled_names, got);
+    });
+}
+
+#[test]
+fn kill_9_then_a_restart_keeps_the_journal() {
+    let state = tempfile::tempdir().unwrap();
+    let state_path = state.path().to_path_buf();
+    let mut daemon = Daemon::start_in(state, &[]);
+    let server = Server::start();
+    let before = unique_name("before-kill");
+    server.handshake(&before);
+    let rt = client::runtime();
+    let seq_before = rt.block_on(async {
+        let mut api = client::unix(&daemon.socket()).await;
+        let mut stream = api.watch(watch(None, 0)).await.unwrap().into_inner();
+        next_event(&mut stream, Duration::from_secs(20), |e| {
+            e.server_name == before
+        })
+        .await
+        .expect("committed before the kill")
+        .seq
+    });
+    daemon.proc.signal(libc::SIGKILL);
+    daemon.proc.wait_timeout(Duration::from_secs(10));
+    // Keep the folder: take it out of the dead daemon.
+    let state = std::mem::replace(&mut daemon.state_dir, tempfile::tempdir().unwrap());
+    drop(daemon);
+    assert!(state.path() == state_path);
+    let daemon = Daemon::start_in(state, &[]);
+    let after = unique_name("after-restart");
+    server.handshake(&after);
+    rt.block_on(async {
+        let mut api = client::unix(&daemon.socket()).await;
+        let listed = api
+            .list_events(pb::ListEventsRequest {
+                filter: Some(pb::Filter {
+                    sni: vec![before.clone()],
+                    ..pb::Filter::default()
+                }),
+                ..pb::ListEventsRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.events.len(), 1, "the event survived kill -9");
+        assert_eq!(listed.events[0].seq, seq_before);
+        let mut stream = api
+            .watch(watch(None, seq_before))
+            .await
+            .unwrap()
+            .into_inner();
+        let ev = next_event(&mut stream, Duration::from_secs(20), |e| {
+            e.server_name == after
+        })
+        .await
+        .expect("new events after the restart");
+        assert!(ev.seq > seq_before, "sequence numbers only grow");
+    });
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sensord.toml");
+    std::fs::write(&config, "[journal]\nretention_days = 7\n").unwrap();
+    let mut daemon = Daemon::start_in(
+        tempfile::tempdir().unwrap(),
+        &["--config", config.to_str().unwrap()],
+    );
+    std::fs::write(&config, "[journal]\nretention_days = \"seven\"\n").unwrap();
+    daemon.proc.signal(libc::SIGHUP);
+    let refused = daemon
+        .log
+        .wait_for(Duration::from_secs(10), |l| l.contains("reload refused"));
+    let refused = refused.expect("the reload is refused");
+    assert!(
+        refused.contains(&format!("{}:2", config.display())),
+        "{refused}"
+    );
+    let server = Server::start();
+    let name = unique_name("after-hup");
+    server.handshake(&name);
+    let rt = client::runtime();
+    rt.block_on(async {
+        let mut api = client::unix(&daemon.socket()).await;
+        let mut stream = api.watch(watch(None, 0)).await.unwrap().into_inner();
+        assert!(
+            next_event(&mut stream, Duration::from_secs(20), |e| e.server_name
+                == name)
+            .await
+            .is_some(),
+            "still running on the old configuration"
+        );
+        // The Reload call says why, then works once the file is fixed.
+        let r = api.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        assert!(!r.ok && r.error.contains("sensord.toml:2"), "{r:?}");
+        std::fs::write(&config, "[journal]\nretention_days = 3\n").unwrap();
+        let r = api.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.trust_generation, 2);
+    });
+}
+
+/// TLS material for the TCP listener: a server certificate and a client CA, and a client
+/// certificate from that CA and one from another.
+struct Mtls {
+    _dir: tempfile::TempDir,
+    server_ca: pki::Issued,
+    server: pki::Issued,
+    client_ca: pki::Issued,
+    good_client: pki::Issued,
+    bad_client: pki::Issued,
+}
+
+fn mtls() -> Mtls {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server_ca = pki::root(d, "API Server CA", Key::P256);
+    let server = pki::issue(
+        d,
+        &server_ca,
+        "localhost",
+        Key::P256,
+        false,
+        &["localhost", "127.0.0.1"],
+    );
+    let client_ca = pki::root(d, "API Clients CA", Key::P256);
+    let good_client = pki::issue_client(d, &client_ca, "siem");
+    let other_ca = pki::root(d, "Someone Else CA", Key::P256);
+    let bad_client = pki::issue_client(d, &other_ca, "intruder");
+    Mtls {
+        _dir: dir,
+        server_ca,
+        server,
+        client_ca,
+        good_client,
+        bad_client,
+    }
+}
+
+async fn tcp_client(
+    addr: SocketAddr,
+    m: &Mtls,
+    identity: Option<&pki::Issued>,
+) -> Result<SensorClient<Channel>, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(&m.server_ca.cert).unwrap(),
+        ))
+        .domain_name("localhost");
+    if let Some(id) = identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(&id.cert).unwrap(),
+            std::fs::read(&id.key).unwrap(),
+        ));
+    }
+    let channel = Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    Ok(SensorClient::new(channel))
+}
+
+#[test]
+fn tcp_needs_a_client_certificate_from_the_right_ca() {
+    let m = mtls();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sensord.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\ntcp_listen = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
+            m.server.cert.display(),
+            m.server.key.display(),
+            m.client_ca.cert.display()
+        ),
+    )
+    .unwrap();
+    let _daemon = Daemon::start_in(
+        tempfile::tempdir().unwrap(),
+        &["--config", config.to_str().unwrap()],
+    );
+    sensor_tests::wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let rt = client::runtime();
+    rt.block_on(async {
+        let mut good = tcp_client(addr, &m, Some(&m.good_client)).await.unwrap();
+        let status = good
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!status.version.is_empty());
+        for (who, id) in [
+            ("no certificate", None),
+            ("the wrong CA", Some(&m.bad_client)),
+        ] {
+            let refused = match tcp_client(addr, &m, id).await {
+                Err(_) => true,
+                Ok(mut c) => c.get_status(pb::GetStatusRequest {}).await.is_err(),
+            };
+            assert!(refused, "a client with {who} was let in");
+        }
+    });
+
+    // Without TLS material and without insecure_tcp, sensord refuses to start.
+    std::fs::write(
+        &config,
+        format!("[api]\ntcp_listen = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(sensor_tests::bin("sensord"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--socket")
+        .arg(state.path().join("s.sock"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("mTLS"), "{err}");
+}
+
+#[test]
+fn jsonl_export_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("events.jsonl");
+    let metrics_port = free_port();
+    let config = dir.path().join("sensord.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[export.jsonl]\npath = \"{}\"\necs = true\n[export.jsonl.filter]\nsni = [\"export-*\"]\n",
+            jsonl.display()
+        ),
+    )
+    .unwrap();
+    let _daemon = Daemon::start_in(
+        tempfile::tempdir().unwrap(),
+        &["--config", config.to_str().unwrap()],
+    );
+    let server = Server::start();
+    let name = unique_name("export");
+    let other = unique_name("noexport");
+    server.handshake(&other);
+    server.handshake(&name);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut text = String::new();
+    while Instant::now() < deadline && !text.contains(&name) {
+        std::thread::sleep(Duration::from_millis(200));
+        text = std::fs::read_to_string(&jsonl).unwrap_or_default();
+    }
+    assert!(text.contains(&name), "{text}");
+    assert!(
+        !text.contains(&other),
+        "the filter applies to the export: {text}"
+    );
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        line["tls"]["client"]["server_name"], name,
+        "ECS names: {line}"
+    );
+
+    let body = http_get(&format!("127.0.0.1:{metrics_port}"), "/metrics");
+    assert!(
+        body.contains("sensor_handshakes_total{verdict=\"untrusted\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("sensor_kernel{counter=\"ringbuf_drops\"}"),
+        "{body}"
+    );
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(workspace_root().join("dist/sensord.service")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // systemd-analyze wants the program to exist: point it at the one just built.
+    let unit = unit.replace(
+        "/usr/local/bin/sensord",
+        sensor_tests::bin("sensord").to_str().unwrap(),
+    );
+    let path = dir.path().join("sensord.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "{err}");
+}
