@@ -90,6 +90,9 @@ pub struct TapConfig {
     pub byte_budget: u32,
     /// Attach to this cgroup v2 directory instead of the root.
     pub cgroup: Option<PathBuf>,
+    /// Size of the kernel-to-daemon ring buffer in MiB: a power of two from 1 to 256.
+    #[serde(deserialize_with = "ring_buffer_mb")]
+    pub ring_buffer_mb: u32,
 }
 
 impl Default for TapConfig {
@@ -97,8 +100,19 @@ impl Default for TapConfig {
         Self {
             byte_budget: sensor_common::DEFAULT_BYTE_BUDGET,
             cgroup: None,
+            ring_buffer_mb: 8,
         }
     }
+}
+
+fn ring_buffer_mb<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let mb = u32::deserialize(d)?;
+    if !(1..=256).contains(&mb) || !mb.is_power_of_two() {
+        return Err(serde::de::Error::custom(format!(
+            "ring_buffer_mb = {mb}: it must be a power of two from 1 to 256"
+        )));
+    }
+    Ok(mb)
 }
 
 /// Trust inputs.
@@ -272,5 +286,10 @@ mod tests {
         let err = Config::parse("[journal]\nretention = 3\n", "s.toml").unwrap_err();
         assert_eq!(err.line, Some(2), "{err}");
         assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = Config::parse("\n[tap]\nring_buffer_mb = 12\n", "s.toml").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().contains("power of two"), "{err}");
+        let ok = Config::parse("[tap]\nring_buffer_mb = 64\n", "s.toml").unwrap();
+        assert_eq!(ok.tap.ring_buffer_mb, 64);
     }
 }

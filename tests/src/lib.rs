@@ -173,11 +173,28 @@ impl Daemon {
 
     /// Start sensord with its state in `state_dir` (a restart keeps the journal).
     pub fn start_in(state_dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
+        Self::start_wrapped(state_dir, &[], extra_args)
+    }
+
+    /// Start sensord through `wrapper` (a program and its arguments, which must end by
+    /// exec'ing the sensord path and arguments that follow them), e.g. `capsh`.
+    pub fn start_wrapped(
+        state_dir: tempfile::TempDir,
+        wrapper: &[String],
+        extra_args: &[&str],
+    ) -> Self {
         require_root();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("sensord"));
+                c
+            }
+            None => Command::new(bin("sensord")),
+        };
         let mut proc = Proc::spawn(
             "sensord",
-            Command::new(bin("sensord"))
-                .arg("--state-dir")
+            cmd.arg("--state-dir")
                 .arg(state_dir.path())
                 .arg("--socket")
                 .arg(state_dir.path().join("sensord.sock"))

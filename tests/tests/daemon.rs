@@ -533,6 +533,65 @@ fn http_get(addr: &str, path: &str) -> String {
     out
 }
 
+/// sensord runs with no capability beyond the unit's CapabilityBoundingSet: it attaches, sees a
+/// handshake and names the process.
+#[test]
+fn the_units_capabilities_are_enough() {
+    let unit = std::fs::read_to_string(workspace_root().join("dist/sensord.service")).unwrap();
+    let keep: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet")
+        .split_whitespace()
+        .map(str::to_lowercase)
+        .collect();
+    assert!(!keep.contains(&"cap_sys_admin".to_owned()), "{keep:?}");
+    let print = std::process::Command::new("capsh")
+        .arg("--print")
+        .output()
+        .expect("capsh");
+    let print = String::from_utf8_lossy(&print.stdout);
+    let bounding = print
+        .lines()
+        .find_map(|l| l.strip_prefix("Bounding set ="))
+        .expect("capsh prints the bounding set");
+    let drop: Vec<&str> = bounding
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !keep.iter().any(|k| k == c))
+        .collect();
+    assert!(drop.contains(&"cap_sys_admin"), "{drop:?}");
+    let wrapper = vec![
+        "capsh".to_owned(),
+        format!("--drop={}", drop.join(",")),
+        "--".to_owned(),
+        "-c".to_owned(),
+        "exec \"$0\" \"$@\"".to_owned(),
+    ];
+    let mut daemon = Daemon::start_wrapped(tempfile::tempdir().unwrap(), &wrapper, &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.proc.pid())).unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(
+        eff & (1 << 21),
+        0,
+        "CAP_SYS_ADMIN is out of sensord's bounding set"
+    );
+    let server = Server::start();
+    let sni = unique_name("caps");
+    server.handshake(&sni);
+    let ev = daemon
+        .event(Duration::from_secs(20), |v| {
+            v["server_name"] == sni.as_str()
+        })
+        .unwrap_or_else(|| panic!("no event; log:\n{}", daemon.log.seen.join("\n")));
+    assert_eq!(ev["process"]["comm"], "openssl", "{ev}");
+    assert_eq!(ev["process"]["exe"], "/usr/bin/openssl", "{ev}");
+}
+
 #[test]
 fn the_systemd_unit_verifies() {
     let unit = std::fs::read_to_string(workspace_root().join("dist/sensord.service")).unwrap();

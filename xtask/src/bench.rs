@@ -573,3 +573,36 @@ pub fn verdict(ws: &Workspace) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `cargo xtask bench daemon`: event latency, journal rate and daemon memory.
+pub fn daemon(ws: &Workspace, rate: u32, seconds: u64) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the daemon benchmark loads eBPF programs: run it as root");
+    }
+    say("building release binaries");
+    run(ws.cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sensor-user",
+        "--bin",
+        "sensord",
+    ]))?;
+    run(ws.cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sensor-tests",
+        "--bin",
+        "daemon-bench",
+    ]))?;
+    run(Command::new(ws.root.join("target/release/daemon-bench"))
+        .arg("--sensord")
+        .arg(ws.root.join("target/release/sensord"))
+        .args([
+            "--rate",
+            &rate.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+        ]))
+}

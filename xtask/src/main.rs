@@ -2,6 +2,7 @@
 
 mod bench;
 mod fuzz;
+mod install;
 mod setup;
 mod util;
 
@@ -49,6 +50,19 @@ enum Cmd {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Build release binaries and install them, the systemd unit, the default configuration
+    /// (never over an existing one) and the documentation.
+    Install {
+        /// Stage everything under this directory (for packaging) instead of the live system.
+        #[arg(long)]
+        destdir: Option<std::path::PathBuf>,
+        /// Binaries go to PREFIX/bin.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: std::path::PathBuf,
+        /// Install what target/release already holds, without building.
+        #[arg(long)]
+        no_build: bool,
+    },
     /// Benchmarks; each prints one `name=value` line per figure.
     Bench {
         #[command(subcommand)]
@@ -73,6 +87,15 @@ enum BenchCmd {
     },
     /// The verdict engine (criterion): a new chain, and a cached one.
     Verdict,
+    /// sensord: capture-to-subscriber latency, journal rate, memory idle and with 10k flows.
+    Daemon {
+        /// Handshakes per second for the latency run.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Seconds of the latency run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// `sensorctl analyze` on a large capture, against tshark on the same file.
     Analyze {
         /// Handshakes in the generated capture.
@@ -113,6 +136,11 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             }
             run(&mut cmd)
         }
+        Cmd::Install {
+            destdir,
+            prefix,
+            no_build,
+        } => install::install(&ws, &install::Layout { destdir, prefix }, !no_build),
         Cmd::Bench { which } => {
             setup::setup(&ws)?;
             match which {
@@ -130,6 +158,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 ),
                 BenchCmd::Analyze { handshakes } => bench::analyze(&ws, handshakes),
                 BenchCmd::Verdict => bench::verdict(&ws),
+                BenchCmd::Daemon { rate, seconds } => bench::daemon(&ws, rate, seconds),
             }
         }
     }

@@ -36,13 +36,17 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("squid-openssl", "squid's ssl-bump in tests"),
 ];
 
+/// What building alone needs: the toolchains and bpf-linker (for `cargo xtask install`).
+pub fn build_tools(ws: &Workspace) -> anyhow::Result<()> {
+    stable_components()?;
+    ebpf_toolchain(&ws.ebpf_toolchain)?;
+    bpf_linker(ws)
+}
+
 /// Install whatever is missing. Returns an error naming the step that could not be done.
 pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
     let mut needs_root = Vec::new();
-    stable_components()?;
-    let nightly = &ws.ebpf_toolchain;
-    ebpf_toolchain(nightly)?;
-    bpf_linker(ws)?;
+    build_tools(ws)?;
     cargo_fuzz()?;
     debian_packages(&mut needs_root)?;
     if needs_root.is_empty() {

@@ -66,6 +66,9 @@ pub struct TapSettings {
     pub config: TapConfig,
     /// Attach here instead of the cgroup v2 root found in /proc/self/mountinfo.
     pub cgroup: Option<PathBuf>,
+    /// Ring buffer size in bytes (a power of two multiple of the page size); `None` keeps the
+    /// object's 16 MiB.
+    pub ring_bytes: Option<u32>,
 }
 
 /// Whether a hook attached.
@@ -92,7 +95,11 @@ impl KernelTap {
             return Err(TapError::NoObject);
         }
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        let mut loader = EbpfLoader::new();
+        if let Some(bytes) = settings.ring_bytes {
+            loader.map_max_entries("EVENTS", bytes);
+        }
+        let mut ebpf = loader.load(OBJECT)?;
 
         let hierarchy_root = super::cgroup::cgroup2_root()?;
         let root = settings

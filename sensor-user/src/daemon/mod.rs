@@ -158,6 +158,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let mut tap = KernelTap::start(&TapSettings {
         cgroup: cfg.tap.cgroup.clone(),
+        ring_bytes: Some(cfg.tap.ring_buffer_mb << 20),
         config: sensor_common::TapConfig {
             byte_budget: cfg.tap.byte_budget,
             self_tgid: std::process::id(),

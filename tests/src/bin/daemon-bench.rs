@@ -1,0 +1,369 @@
+//! daemon-bench: the figures of `cargo xtask bench daemon`, printed as name=value lines.
+//!
+//! - `event_latency_p99_ms`: new TLS handshakes at `--rate` per second on loopback for
+//!   `--seconds`, and a Watch subscriber on sensord's socket; for each event, the time from the
+//!   kernel seeing the ClientHello to the subscriber receiving the event.
+//! - `journal_events_per_s`: the journal's own write rate, batches of 512 typical events.
+//! - `daemon_rss_mb_idle` and `daemon_rss_mb_10k_flows`: sensord's resident memory, idle, and
+//!   while 10,000 connections sit in the middle of a handshake (the engine tracks each).
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::Parser;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use sensor_proto::v1::WatchRequest;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_stream::StreamExt as _;
+
+#[derive(Parser)]
+struct Args {
+    /// The sensord binary.
+    #[arg(long)]
+    sensord: PathBuf,
+    /// Handshakes per second for the latency run.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Connections held in mid-handshake for the memory figure.
+    #[arg(long, default_value_t = 10_000)]
+    flows: usize,
+    /// Internal: accept and hold connections, printing the port (the server side of the
+    /// memory run lives in its own process, as one process may not open 20,000 descriptors).
+    #[arg(long, hide = true)]
+    hold_server: bool,
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Resident memory of a process's own mappings, leaving out BPF maps it has mmapped (the ring
+/// buffer is kernel memory that shows in the reader's RSS, its data area twice).
+fn rss_mb_without_maps(pid: u32) -> f64 {
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return 0.0;
+    };
+    let mut kb = 0.0;
+    let mut bpf = false;
+    for line in smaps.lines() {
+        if let Some(rss) = line.strip_prefix("Rss:") {
+            if !bpf {
+                kb += rss
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+            }
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            bpf = line.contains("anon_inode:bpf-map");
+        }
+    }
+    kb / 1024.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    raise_fd_limit();
+    if args.hold_server {
+        return hold_server();
+    }
+    sensor_tests::require_root();
+    let journal_rate = journal_bench()?;
+    let state = tempfile::tempdir()?;
+    let socket = state.path().join("sensord.sock");
+    let mut sensord = sensor_tests::Proc::spawn(
+        "sensord",
+        Command::new(&args.sensord)
+            .arg("--state-dir")
+            .arg(state.path())
+            .arg("--socket")
+            .arg(&socket)
+            .env("SENSOR_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let pid = sensord.pid();
+    for _ in 0..600 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = rss_mb(pid);
+    let idle_own = rss_mb_without_maps(pid);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (p50, p99, events, made) = rt.block_on(latency(&socket, args.rate, args.seconds))?;
+    let loaded = rt.block_on(hold_flows(args.flows, pid))?;
+    sensord.stop();
+
+    println!("journal_events_per_s={journal_rate:.0}");
+    println!("event_rate_per_s={}", args.rate);
+    println!("handshakes_made={made}");
+    println!("events_received={events}");
+    println!("event_latency_p50_ms={p50:.2}");
+    println!("event_latency_p99_ms={p99:.2}");
+    println!("daemon_rss_mb_idle={idle:.1}");
+    println!("daemon_rss_mb_idle_without_ring={idle_own:.1}");
+    println!("daemon_rss_mb_{}_flows={loaded:.1}", args.flows);
+    Ok(())
+}
+
+/// Raise the soft descriptor limit to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// The server side of the memory run: accept and hold every connection until stdin closes.
+fn hold_server() -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    println!("{}", listener.local_addr()?.port());
+    std::io::stdout().flush()?;
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            match s {
+                Ok(s) => held.push(s),
+                Err(e) => {
+                    eprintln!("hold-server: accept: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    });
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    Ok(())
+}
+
+/// Events per second the journal commits, in batches of 512.
+fn journal_bench() -> anyhow::Result<f64> {
+    use sensor::{
+        api::filter::EventMeta,
+        journal::{Journal, NewEvent},
+    };
+    let dir = tempfile::tempdir()?;
+    let mut j = Journal::open(&sensor::journal::path_in(dir.path()))?;
+    let json = format!("{{\"pad\":\"{}\"}}", "x".repeat(1500));
+    let batch: Vec<NewEvent> = (0..512)
+        .map(|i| NewEvent {
+            meta: EventMeta {
+                time_ns: i,
+                verdict: "clean".into(),
+                severity: 1,
+                sni: Some(format!("host{i}.example.com")),
+                comm: Some("curl".into()),
+                dst_port: 443,
+                ..EventMeta::default()
+            },
+            json: json.clone(),
+            certs: vec![(format!("{:064x}", i % 16), vec![7u8; 1200])],
+        })
+        .collect();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(5) {
+        j.append(&batch)?;
+        n += batch.len() as u64;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A rustls server and the client and server configurations.
+fn tls_configs() -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = rcgen::generate_simple_self_signed(vec!["latency.test".to_owned()])?;
+    let der = CertificateDer::from(cert.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der)?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((Arc::new(server), Arc::new(client)))
+}
+
+/// Handshakes at `rate` per second; a subscriber measures capture-to-subscriber latency.
+async fn latency(
+    socket: &std::path::Path,
+    rate: u32,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64, usize, u64)> {
+    let (server_cfg, client_cfg) = tls_configs()?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let acceptor = TlsAcceptor::from(server_cfg);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let mut b = [0u8; 1];
+                    if tls.read_exact(&mut b).await.is_ok() {
+                        let _ = tls.write_all(&b).await;
+                        let _ = tls.shutdown().await;
+                    }
+                }
+            });
+        }
+    });
+    let mut api = sensor_tests::client::unix(socket).await;
+    let mut stream = api
+        .watch(WatchRequest {
+            tail: true,
+            filter: Some(sensor_proto::v1::Filter {
+                sni: vec!["latency.test".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .context("Watch")?
+        .into_inner();
+    let collector = tokio::spawn(async move {
+        let mut lat = Vec::new();
+        while let Ok(Some(Ok(ev))) =
+            tokio::time::timeout(Duration::from_secs(10), stream.next()).await
+        {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i128);
+            let t = ev
+                .time
+                .map_or(0, |t| t.seconds as i128 * 1_000_000_000 + t.nanos as i128);
+            lat.push((now - t) as f64 / 1e6);
+        }
+        lat
+    });
+    let connector = TlsConnector::from(client_cfg);
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut made = 0u64;
+    while Instant::now() < deadline {
+        ticker.tick().await;
+        made += 1;
+        let connector = connector.clone();
+        tokio::spawn(async move {
+            let _ = one(&connector, addr).await;
+        });
+    }
+    let mut lat = collector.await?;
+    lat.sort_by(f64::total_cmp);
+    Ok((
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.len(),
+        made,
+    ))
+}
+
+async fn one(connector: &TlsConnector, addr: SocketAddr) -> anyhow::Result<()> {
+    let tcp = TcpStream::connect(addr).await?;
+    // As curl and browsers do; without it Nagle and delayed ACKs stretch the handshake itself
+    // by 40 ms, which is not the sensor's latency.
+    tcp.set_nodelay(true)?;
+    let mut tls = connector
+        .connect(ServerName::try_from("latency.test")?, tcp)
+        .await?;
+    tls.write_all(b"x").await?;
+    let mut b = [0u8; 1];
+    tls.read_exact(&mut b).await?;
+    tls.shutdown().await?;
+    Ok(())
+}
+
+/// Hold `n` connections in mid-handshake (a ClientHello record header and part of its body),
+/// then read sensord's memory.
+async fn hold_flows(n: usize, pid: u32) -> anyhow::Result<f64> {
+    let mut server = Command::new(std::env::current_exe()?)
+        .arg("--sensord=-")
+        .arg("--hold-server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the holding server")?;
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().context("stdout")?),
+        &mut port,
+    )?;
+    let addr: SocketAddr = format!("127.0.0.1:{}", port.trim()).parse()?;
+    let mut clients = Vec::with_capacity(n);
+    // A handshake record that promises 512 bytes, of which 64 come.
+    let mut partial = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    partial.resize(69, 0x2a);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connection {} of {n}", clients.len()))?;
+        s.write_all(&partial).await?;
+        clients.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = rss_mb(pid);
+    drop(clients);
+    drop(server.stdin.take());
+    server.wait()?;
+    Ok(rss)
+}
