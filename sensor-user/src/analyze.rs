@@ -27,18 +27,10 @@ pub struct Summary {
 /// Why an analysis stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
-    #[error("{path}: {source}")]
-    Open {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Capture {
-        path: String,
-        #[source]
-        source: CaptureError,
-    },
+    #[error("{path}: {error}")]
+    Open { path: String, error: std::io::Error },
+    #[error("{path}: {error}")]
+    Capture { path: String, error: CaptureError },
     #[error("writing the output: {0}")]
     Write(#[from] std::io::Error),
 }
@@ -53,13 +45,13 @@ pub fn analyze_file(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Summary, AnalyzeError> {
     let shown = path.display().to_string();
-    let file = File::open(path).map_err(|source| AnalyzeError::Open {
+    let file = File::open(path).map_err(|error| AnalyzeError::Open {
         path: shown.clone(),
-        source,
+        error,
     })?;
-    let mut reader = CaptureReader::new(file).map_err(|source| AnalyzeError::Capture {
+    let mut reader = CaptureReader::new(file).map_err(|error| AnalyzeError::Capture {
         path: shown.clone(),
-        source,
+        error,
     })?;
     let mut engine = Engine::new(EngineLimits::default());
     let mut last_ts = 0u64;
@@ -80,10 +72,7 @@ pub fn analyze_file(
     engine.finish();
     write_all(&mut engine, format, out, each)?;
     out.flush()?;
-    result.map_err(|source| AnalyzeError::Capture {
-        path: shown,
-        source,
-    })?;
+    result.map_err(|error| AnalyzeError::Capture { path: shown, error })?;
     Ok(Summary {
         capture: reader.stats(),
         engine: engine.stats(),

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod event;
 pub mod export;
 pub mod journal;
+pub mod probe;
 pub mod process;
 pub mod reassembly;
 pub mod tls;

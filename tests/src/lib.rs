@@ -7,6 +7,7 @@ pub mod capture;
 pub mod cgroup;
 pub mod client;
 pub mod interceptors;
+pub mod mtls;
 pub mod netns;
 pub mod pki;
 

@@ -7,9 +7,9 @@ use std::{
 
 use sensor_proto::v1::{self as pb, sensor_client::SensorClient};
 use sensor_tests::{
-    Daemon, client, free_port, openssl_client, openssl_server,
-    pki::{self, Key},
-    self_signed, unique_name, workspace_root,
+    Daemon, client, free_port,
+    mtls::{Mtls, mtls},
+    openssl_client, openssl_server, pki, self_signed, unique_name, workspace_root,
 };
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
@@ -345,43 +345,6 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
         assert!(r.ok, "{r:?}");
         assert_eq!(r.trust_generation, 2);
     });
-}
-
-/// TLS material for the TCP listener: a server certificate and a client CA, and a client
-/// certificate from that CA and one from another.
-struct Mtls {
-    _dir: tempfile::TempDir,
-    server_ca: pki::Issued,
-    server: pki::Issued,
-    client_ca: pki::Issued,
-    good_client: pki::Issued,
-    bad_client: pki::Issued,
-}
-
-fn mtls() -> Mtls {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let server_ca = pki::root(d, "API Server CA", Key::P256);
-    let server = pki::issue(
-        d,
-        &server_ca,
-        "localhost",
-        Key::P256,
-        false,
-        &["localhost", "127.0.0.1"],
-    );
-    let client_ca = pki::root(d, "API Clients CA", Key::P256);
-    let good_client = pki::issue_client(d, &client_ca, "siem");
-    let other_ca = pki::root(d, "Someone Else CA", Key::P256);
-    let bad_client = pki::issue_client(d, &other_ca, "intruder");
-    Mtls {
-        _dir: dir,
-        server_ca,
-        server,
-        client_ca,
-        good_client,
-        bad_client,
-    }
 }
 
 async fn tcp_client(

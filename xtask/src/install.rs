@@ -57,7 +57,10 @@ pub fn install(ws: &Workspace, layout: &Layout, build: bool) -> anyhow::Result<(
             "sensorctl",
         ]))?;
     }
-    let done = install_files(&ws.root, &ws.root.join("target/release"), layout)?;
+    let generated = ws.root.join("target/release/generated");
+    generate_docs(&ws.root.join("target/release/sensorctl"), &generated)?;
+    let mut done = install_files(&ws.root, &ws.root.join("target/release"), layout)?;
+    done.extend(install_generated(&generated, layout)?);
     for step in &done {
         match step {
             Installed::Written(p) => say(&format!("installed {}", p.display())),
@@ -73,6 +76,53 @@ pub fn install(ws: &Workspace, layout: &Layout, build: bool) -> anyhow::Result<(
         say("next: systemctl enable --now sensord");
     }
     Ok(())
+}
+
+/// Man pages (into `out`) and completion scripts (into `out/completions`), made by sensorctl.
+pub fn generate_docs(sensorctl: &Path, out: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(out.join("completions"))?;
+    run(Command::new(sensorctl).arg("man").arg("--out").arg(out))?;
+    for shell in ["bash", "zsh", "fish"] {
+        let output = Command::new(sensorctl)
+            .args(["completions", shell])
+            .output()
+            .with_context(|| format!("running {}", sensorctl.display()))?;
+        if !output.status.success() {
+            bail!("sensorctl completions {shell} failed");
+        }
+        fs::write(out.join("completions").join(shell), output.stdout)?;
+    }
+    Ok(())
+}
+
+/// Man pages and completions where man and the shells look for them.
+fn install_generated(generated: &Path, layout: &Layout) -> anyhow::Result<Vec<Installed>> {
+    let share = layout.prefix.join("share");
+    let mut done = Vec::new();
+    for entry in fs::read_dir(generated)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "1") {
+            let name = path.file_name().context("a file name")?;
+            done.push(copy(
+                &path,
+                &layout.path(&share.join("man/man1").join(name)),
+                0o644,
+            )?);
+        }
+    }
+    let completions = generated.join("completions");
+    for (shell, dest) in [
+        ("bash", "bash-completion/completions/sensorctl"),
+        ("zsh", "zsh/site-functions/_sensorctl"),
+        ("fish", "fish/vendor_completions.d/sensorctl.fish"),
+    ] {
+        done.push(copy(
+            &completions.join(shell),
+            &layout.path(&share.join(dest)),
+            0o644,
+        )?);
+    }
+    Ok(done)
 }
 
 /// Copy the files into place. `bins` holds the built sensord and sensorctl.

@@ -63,6 +63,8 @@ enum Cmd {
         #[arg(long)]
         no_build: bool,
     },
+    /// Write sensorctl's man pages (sensorctl.1 and one per command) into target/man.
+    Man,
     /// Benchmarks; each prints one `name=value` line per figure.
     Bench {
         #[command(subcommand)]
@@ -141,6 +143,18 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             prefix,
             no_build,
         } => install::install(&ws, &install::Layout { destdir, prefix }, !no_build),
+        Cmd::Man => {
+            setup::build_tools(&ws)?;
+            run(ws.cargo().args(["build", "--bin", "sensorctl"]))?;
+            let out = ws.root.join("target/man");
+            install::generate_docs(&ws.root.join("target/debug/sensorctl"), &out)?;
+            say(&format!(
+                "man pages in {}: man -l {}",
+                out.display(),
+                out.join("sensorctl.1").display()
+            ));
+            Ok(())
+        }
         Cmd::Bench { which } => {
             setup::setup(&ws)?;
             match which {

@@ -97,6 +97,13 @@ pub fn event(r: &Record, count: u64) -> pb::Event {
         chain_source: s(&v["chain_source"]),
         count,
         json: r.json.clone(),
+        interceptor: v
+            .get("interceptor")
+            .filter(|i| !i.is_null())
+            .map(|i| pb::Interceptor {
+                id: s(&i["id"]),
+                name: s(&i["name"]),
+            }),
     }
 }
 

@@ -18,6 +18,12 @@ pub fn bind_unix(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListene
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "{} is in use: another sensord is running (stop it, or give this one --socket)",
+                path.display()
+            );
+        }
         std::fs::remove_file(path)
             .with_context(|| format!("removing the old {}", path.display()))?;
     }

@@ -27,6 +27,9 @@ pub struct SensorService {
     pub live: broadcast::Sender<Arc<Record>>,
     pub reload: mpsc::Sender<ReloadRequest>,
     pub aggregation_window: Duration,
+    /// Becomes true when sensord stops: every Watch stream then ends, so that the server's
+    /// graceful shutdown does not wait on subscribers.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -234,7 +237,14 @@ impl Sensor for SensorService {
             req.since_seq + 1
         };
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(subscriber(self.clone(), filter, next, req.aggregate, tx));
+        let mut shutdown = self.shutdown.clone();
+        let task = subscriber(self.clone(), filter, next, req.aggregate, tx);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = task => {}
+                _ = shutdown.wait_for(|stop| *stop) => {}
+            }
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -339,6 +349,7 @@ impl Sensor for SensorService {
                     .collect()
             })
             .unwrap_or_default();
+        let files = s.files.lock().map(|f| f.clone()).unwrap_or_default();
         Ok(Response::new(pb::Status {
             version: s.version.to_owned(),
             uptime_seconds: s.started.elapsed().as_secs(),
@@ -351,6 +362,9 @@ impl Sensor for SensorService {
             journal_events: s.get(&s.journal_events),
             subscribers: s.get(&s.subscribers) as u32,
             last_seq: s.get(&s.last_seq),
+            config_file: files.config.unwrap_or_default(),
+            pins_file: files.pins.unwrap_or_default(),
+            trust_generation: s.get(&s.trust_generation),
         }))
     }
 

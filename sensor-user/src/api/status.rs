@@ -38,6 +38,15 @@ pub struct Shared {
     pub events_per_second: Mutex<f64>,
     /// The trust context's generation in force.
     pub trust_generation: AtomicU64,
+    /// The configuration file and the pin file in force, for `sensorctl pins`.
+    pub files: Mutex<Files>,
+}
+
+/// Files the daemon reads, as given.
+#[derive(Clone, Debug, Default)]
+pub struct Files {
+    pub config: Option<String>,
+    pub pins: Option<String>,
 }
 
 impl Shared {
@@ -59,6 +68,7 @@ impl Shared {
             verdicts: Mutex::new(BTreeMap::new()),
             events_per_second: Mutex::new(0.0),
             trust_generation: AtomicU64::new(1),
+            files: Mutex::new(Files::default()),
         }
     }
 

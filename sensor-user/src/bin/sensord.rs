@@ -10,7 +10,7 @@ use sensor::{
 
 /// Watches the TLS handshakes of every process on this host and reports interception.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The configuration file (TOML; every key optional, see dist/sensord.toml).
     #[arg(long, value_name = "FILE")]

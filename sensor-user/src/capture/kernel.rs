@@ -37,25 +37,22 @@ pub enum TapError {
     MissingProgram(&'static str),
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Program {
         what: String,
-        #[source]
-        source: aya::programs::ProgramError,
+        error: aya::programs::ProgramError,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Map {
         what: &'static str,
-        #[source]
-        source: aya::maps::MapError,
+        error: aya::maps::MapError,
     },
     #[error(transparent)]
     Cgroup(#[from] super::cgroup::CgroupError),
-    #[error("opening the cgroup root {path}: {source}")]
+    #[error("opening the cgroup root {path}: {error}")]
     OpenCgroup {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -112,20 +109,20 @@ impl KernelTap {
             .map_mut("CONFIG")
             .ok_or(TapError::MissingMap("CONFIG"))?;
         let mut config: Array<_, TapConfig> =
-            Array::try_from(map).map_err(|source| TapError::Map {
+            Array::try_from(map).map_err(|error| TapError::Map {
                 what: "CONFIG",
-                source,
+                error,
             })?;
         config
             .set(0, &tap_config, 0)
-            .map_err(|source| TapError::Map {
+            .map_err(|error| TapError::Map {
                 what: "CONFIG",
-                source,
+                error,
             })?;
 
-        let cgroup = std::fs::File::open(&root).map_err(|source| TapError::OpenCgroup {
+        let cgroup = std::fs::File::open(&root).map_err(|error| TapError::OpenCgroup {
             path: root.clone(),
-            source,
+            error,
         })?;
 
         let mut hooks = Vec::new();
@@ -137,20 +134,20 @@ impl KernelTap {
                 .program_mut(name)
                 .ok_or(TapError::MissingProgram(name))?
                 .try_into()
-                .map_err(|source| TapError::Program {
+                .map_err(|error| TapError::Program {
                     what: format!("{name} is not a cgroup_skb program"),
-                    source,
+                    error,
                 })?;
-            program.load().map_err(|source| TapError::Program {
+            program.load().map_err(|error| TapError::Program {
                 what: format!("loading {name}"),
-                source,
+                error,
             })?;
             // Single is the right mode: over bpf_link it still coexists with other programs.
             program
                 .attach(cgroup.as_fd(), attach_type, CgroupAttachMode::Single)
-                .map_err(|source| TapError::Program {
+                .map_err(|error| TapError::Program {
                     what: format!("attaching {name} to {}", root.display()),
-                    source,
+                    error,
                 })?;
             hooks.push(HookStatus {
                 name,
@@ -174,9 +171,9 @@ impl KernelTap {
             .ebpf
             .take_map("EVENTS")
             .ok_or(TapError::MissingMap("EVENTS"))?;
-        RingBuf::try_from(map).map_err(|source| TapError::Map {
+        RingBuf::try_from(map).map_err(|error| TapError::Map {
             what: "EVENTS",
-            source,
+            error,
         })
     }
 
@@ -204,17 +201,17 @@ impl KernelTap {
             .map("COUNTERS")
             .ok_or(TapError::MissingMap("COUNTERS"))?;
         let counters: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(|source| TapError::Map {
+            PerCpuArray::try_from(map).map_err(|error| TapError::Map {
                 what: "COUNTERS",
-                source,
+                error,
             })?;
         let mut out = Vec::with_capacity(counter::COUNT as usize);
         for (i, name) in counter::NAMES.iter().enumerate() {
             let values = counters
                 .get(&(i as u32), 0)
-                .map_err(|source| TapError::Map {
+                .map_err(|error| TapError::Map {
                     what: "COUNTERS",
-                    source,
+                    error,
                 })?;
             out.push((*name, values.iter().sum()));
         }

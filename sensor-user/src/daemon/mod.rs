@@ -126,6 +126,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let journal = Journal::open(&journal_path)?;
     verdicts.baseline.import(journal.load_baseline()?);
     let shared = Arc::new(Shared::new());
+    set_files(&shared, &opts, verdicts.trust());
     shared
         .last_seq
         .store(journal.last_seq()?, Ordering::Relaxed);
@@ -190,12 +191,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
     let unix = server::bind_unix(&cfg.api.socket, cfg.api.socket_group.as_deref())?;
+    let our_socket = socket_id(&cfg.api.socket);
     let service = SensorService {
         shared: shared.clone(),
         journal: journal_path.clone(),
         live: live.clone(),
         reload: reload_tx,
         aggregation_window: Duration::from_secs(cfg.api.aggregation_window_secs),
+        shutdown: shutdown_rx.clone(),
     };
     let api_cfg = cfg.api.clone();
     let api_shutdown = shutdown_rx.clone();
@@ -313,7 +316,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if let Some(exporter) = exporter {
         let _ = exporter.join();
     }
-    let _ = std::fs::remove_file(&cfg.api.socket);
+    // Only our own socket: a sensord started meanwhile may have bound a new one there.
+    if socket_id(&cfg.api.socket) == our_socket {
+        let _ = std::fs::remove_file(&cfg.api.socket);
+    }
     tracing::info!("sensord stopped");
     match failure {
         Some(why) => Err(anyhow::anyhow!(why)),
@@ -338,6 +344,7 @@ fn reload(
         Ok((cfg, trust)) => {
             *generation += 1;
             verdicts.set_trust(Arc::new(trust));
+            set_files(shared, opts, verdicts.trust());
             shared
                 .trust_generation
                 .store(*generation, Ordering::Relaxed);
@@ -355,6 +362,20 @@ fn reload(
             tracing::error!("reload refused, the running configuration stays: {msg}");
             Err(msg)
         }
+    }
+}
+
+/// The device and inode of a file, to know it again.
+fn socket_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Publish which configuration and pin files are in force.
+fn set_files(shared: &Shared, opts: &Options, trust: &crate::trust::TrustContext) {
+    if let Ok(mut f) = shared.files.lock() {
+        f.config = opts.config_path.as_ref().map(|p| p.display().to_string());
+        f.pins = trust.pins.source.clone();
     }
 }
 

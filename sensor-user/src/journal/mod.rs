@@ -22,11 +22,10 @@ use crate::{
 /// Errors of the journal.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("journal {path}: {source}")]
+    #[error("journal {path}: {error}")]
     Sqlite {
         path: String,
-        #[source]
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error("journal {path}: {message}")]
     Other { path: String, message: String },
@@ -109,9 +108,9 @@ pub struct Journal {
 }
 
 fn sql<T>(path: &str, r: rusqlite::Result<T>) -> Result<T, JournalError> {
-    r.map_err(|source| JournalError::Sqlite {
+    r.map_err(|error| JournalError::Sqlite {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -269,9 +268,9 @@ impl Journal {
                 ),
             )?
             .collect::<Result<_, _>>()
-            .map_err(|source| JournalError::Sqlite {
+            .map_err(|error| JournalError::Sqlite {
                 path: self.path.clone(),
-                source,
+                error,
             })?;
             let Some(last) = page.last() else {
                 return Ok(out);

@@ -1,8 +1,7 @@
-//! sensorctl: the command line of the TLS interception sensor.
+//! Commands that need no daemon: `analyze` (a capture file) and `check-chain` (a PEM chain).
 
-use std::{io::IsTerminal as _, net::IpAddr, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{io::IsTerminal as _, net::IpAddr, process::ExitCode, sync::Arc};
 
-use clap::{Parser, Subcommand};
 use sensor::{
     analyze::{self, Output},
     trust::load::{self, TrustArgs, TrustConfig},
@@ -10,75 +9,10 @@ use sensor::{
     x509,
 };
 
-/// Ask the sensor what it saw, or look at traffic and certificates yourself.
-#[derive(Debug, Parser)]
-#[command(version, about, propagate_version = true)]
-struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Analyse a capture file (pcap or pcapng): one line or JSON object per TLS handshake,
-    /// with its verdict.
-    ///
-    /// Link types: Ethernet, Linux cooked (SLL, SLL2), raw IP, loopback/null.
-    /// Exit codes: 0 analysed, 2 the file is not a capture or cannot be read, or a trust input
-    /// is bad.
-    Analyze {
-        /// The capture file.
-        file: PathBuf,
-        /// Output format.
-        #[arg(short, long, value_enum, default_value = "text")]
-        output: Output,
-        /// Print what the reader, engine and verdicts counted, on stderr, at the end.
-        #[arg(long)]
-        stats: bool,
-        #[command(flatten)]
-        trust: TrustArgs,
-    },
-    /// Explain a single certificate chain (PEM, leaf first) for a server name.
-    ///
-    /// Exit codes: 0 clean, 1 intercepted, untrusted or pin_mismatch, 2 error.
-    CheckChain {
-        /// PEM file with the chain, leaf first.
-        file: PathBuf,
-        /// The server name the chain was presented for (the SNI).
-        #[arg(long)]
-        name: Option<String>,
-        /// The server's address, checked against IP names when no --name is given.
-        #[arg(long)]
-        addr: Option<IpAddr>,
-        /// Output format.
-        #[arg(short, long, value_enum, default_value = "text")]
-        output: Output,
-        #[command(flatten)]
-        trust: TrustArgs,
-    },
-}
-
-fn main() -> ExitCode {
-    let args = Args::parse();
-    match args.command {
-        Command::Analyze {
-            file,
-            output,
-            stats,
-            trust,
-        } => run_analyze(&file, output, stats, &trust),
-        Command::CheckChain {
-            file,
-            name,
-            addr,
-            output,
-            trust,
-        } => run_check_chain(&file, name.as_deref(), addr, output, &trust),
-    }
-}
+use crate::render::{self, Palette, Words};
 
 /// Load the trust context the flags describe, or say why not.
-fn trust_engine(trust: &TrustArgs) -> Result<VerdictEngine, ExitCode> {
+pub fn trust_engine(trust: &TrustArgs) -> Result<VerdictEngine, ExitCode> {
     match load::load(&trust.over(TrustConfig::default()), 1) {
         Ok(ctx) => Ok(VerdictEngine::new(Arc::new(ctx))),
         Err(e) => {
@@ -88,7 +22,12 @@ fn trust_engine(trust: &TrustArgs) -> Result<VerdictEngine, ExitCode> {
     }
 }
 
-fn run_analyze(file: &std::path::Path, output: Output, stats: bool, trust: &TrustArgs) -> ExitCode {
+pub fn run_analyze(
+    file: &std::path::Path,
+    output: Output,
+    stats: bool,
+    trust: &TrustArgs,
+) -> ExitCode {
     let mut engine = match trust_engine(trust) {
         Ok(e) => e,
         Err(code) => return code,
@@ -140,12 +79,13 @@ fn run_analyze(file: &std::path::Path, output: Output, stats: bool, trust: &Trus
     }
 }
 
-fn run_check_chain(
+pub fn run_check_chain(
     file: &std::path::Path,
     name: Option<&str>,
     addr: Option<IpAddr>,
     output: Output,
     trust: &TrustArgs,
+    palette: Palette,
 ) -> ExitCode {
     let mut engine = match trust_engine(trust) {
         Ok(e) => e,
@@ -191,28 +131,25 @@ fn run_check_chain(
             println!("{json}");
         }
         Output::Text => {
+            let severity = i32::from(sensor::api::filter::severity_number(Some(
+                v.severity.as_str(),
+            )));
+            let style = Palette::severity_style(severity);
+            let words = render::main_reason(&Words {
+                verdict: v.kind.as_str(),
+                reasons: &v.reasons,
+                issuer: chain.first().map(|c| c.issuer.as_str()),
+                product: v.product.as_ref().map(|(_, n)| n.as_str()),
+            });
             println!(
                 "{} ({}) {}",
-                v.kind.as_str().to_uppercase(),
+                palette.paint(style.bold(), &v.kind.as_str().to_uppercase()),
                 v.severity.as_str(),
                 v.reasons.join(" ")
             );
+            println!("{}", palette.paint(style, &words));
             println!("{}", v.explanation);
-            for (i, c) in chain.iter().enumerate() {
-                println!("  [{i}] {}", c.subject);
-                println!("      issuer  {}", c.issuer);
-                println!(
-                    "      valid   {} .. {}",
-                    c.not_before.rfc3339(),
-                    c.not_after.rfc3339()
-                );
-                println!(
-                    "      key     {} {} bits, {}",
-                    c.key_type, c.key_bits, c.signature_algorithm
-                );
-                println!("      sha256  {}", c.sha256);
-                println!("      spki    {}", c.spki_sha256);
-            }
+            print!("{}", render::chain(&chain));
         }
     }
     match v.kind {

@@ -1,0 +1,172 @@
+//! Reaching sensord's API: its Unix socket, or a TCP endpoint with mTLS. Errors say what to do.
+
+use std::{io::ErrorKind, path::Path, path::PathBuf};
+
+use anyhow::{Context as _, anyhow};
+use hyper_util::rt::TokioIo;
+use sensor_proto::v1::{self as pb, sensor_client::SensorClient};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
+
+use crate::Global;
+
+/// A TCP endpoint instead of the socket.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TcpArgs {
+    /// sensord's TCP listener, e.g. https://sensor.example.net:50443 (mTLS), instead of the
+    /// socket.
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// CA that signed sensord's server certificate (PEM), for --endpoint.
+    #[arg(long, global = true, value_name = "PEM", requires = "endpoint")]
+    pub ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for --endpoint.
+    #[arg(long, global = true, value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// This client's private key (PEM), for --endpoint.
+    #[arg(long, global = true, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+/// Connect to sensord as the flags say.
+pub async fn connect(global: &Global) -> anyhow::Result<SensorClient<Channel>> {
+    match &global.endpoint.endpoint {
+        Some(url) => tcp(url, &global.endpoint).await,
+        None => unix(&global.socket).await,
+    }
+}
+
+/// What to say about a socket that cannot be reached.
+pub fn socket_error(path: &Path, e: &std::io::Error) -> anyhow::Error {
+    let shown = path.display();
+    match e.kind() {
+        ErrorKind::NotFound => anyhow!(
+            "cannot connect to {shown}: no such socket (is sensord running? \
+             `systemctl status sensord`; or pass --socket)"
+        ),
+        ErrorKind::PermissionDenied => {
+            let group = socket_group(path);
+            match group {
+                Some(g) => anyhow!(
+                    "cannot connect to {shown}: permission denied (add your user to group {g}, \
+                     or use sudo)"
+                ),
+                None => anyhow!("cannot connect to {shown}: permission denied (use sudo)"),
+            }
+        }
+        ErrorKind::ConnectionRefused => {
+            anyhow!("cannot connect to {shown}: connection refused (is sensord running?)")
+        }
+        _ => anyhow!("cannot connect to {shown}: {e}"),
+    }
+}
+
+/// The group that owns the socket, by name, when it is not root's.
+fn socket_group(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let gid = std::fs::metadata(path).ok()?.gid();
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    let name = groups.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let _pw = f.next()?;
+        (f.next()?.parse::<u32>().ok()? == gid).then(|| name.to_owned())
+    });
+    match name.as_deref() {
+        Some("root") | None => Some("sensor (set api.socket_group in sensord.toml)".into()),
+        Some(_) => name,
+    }
+}
+
+async fn unix(path: &Path) -> anyhow::Result<SensorClient<Channel>> {
+    // Connect once by hand for a clear error; the channel then makes its own connections.
+    tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|e| socket_error(path, &e))?;
+    let path = path.to_path_buf();
+    let channel = Endpoint::try_from("http://sensord.local")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .context("connecting to sensord")?;
+    Ok(SensorClient::new(channel))
+}
+
+async fn tcp(url: &str, args: &TcpArgs) -> anyhow::Result<SensorClient<Channel>> {
+    let uri: Uri = url
+        .parse()
+        .with_context(|| format!("--endpoint {url:?} is not a URL"))?;
+    let mut endpoint = Endpoint::from(uri.clone());
+    if uri.scheme_str() == Some("https") {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(host) = uri.host() {
+            tls = tls.domain_name(host.trim_start_matches('[').trim_end_matches(']'));
+        }
+        if let Some(ca) = &args.ca {
+            let pem =
+                std::fs::read(ca).with_context(|| format!("reading --ca {}", ca.display()))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+            let c = std::fs::read(cert)
+                .with_context(|| format!("reading --cert {}", cert.display()))?;
+            let k =
+                std::fs::read(key).with_context(|| format!("reading --key {}", key.display()))?;
+            tls = tls.identity(Identity::from_pem(c, k));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("the TLS settings for --endpoint")?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            why = s.to_string();
+            source = s.source();
+        }
+        anyhow!("cannot connect to {url}: {why}")
+    })?;
+    Ok(SensorClient::new(channel))
+}
+
+/// One line for an RPC failure.
+pub fn rpc_error(what: &str, status: &tonic::Status) -> anyhow::Error {
+    match status.code() {
+        tonic::Code::Unavailable => anyhow!("{what}: lost the connection to sensord"),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            anyhow!("{what}: sensord refused this client: {}", status.message())
+        }
+        _ => anyhow!("{what}: {}", status.message()),
+    }
+}
+
+/// Ask sensord to reload; its new trust generation, or why not.
+pub async fn reload(api: &mut SensorClient<Channel>) -> anyhow::Result<u64> {
+    let r = api
+        .reload(pb::ReloadRequest {})
+        .await
+        .map_err(|s| rpc_error("reload", &s))?
+        .into_inner();
+    if r.ok {
+        Ok(r.trust_generation)
+    } else {
+        Err(anyhow!(
+            "sensord refused the reload and keeps its running configuration: {}",
+            r.error
+        ))
+    }
+}
+
+/// sensord's status.
+pub async fn status(api: &mut SensorClient<Channel>) -> anyhow::Result<pb::Status> {
+    Ok(api
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .map_err(|s| rpc_error("status", &s))?
+        .into_inner())
+}
