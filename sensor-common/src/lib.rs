@@ -11,6 +11,9 @@ pub mod kind {
     pub const SEGMENT: u32 = 1;
     /// A [`SocketEvent`](super::SocketEvent): process attribution for a socket cookie.
     pub const SOCKET: u32 = 2;
+    /// A [`CertChunkHeader`](super::CertChunkHeader) followed by `len` bytes of a DER
+    /// certificate that an OpenSSL client parsed during a handshake (uprobe on `d2i_X509`).
+    pub const CERT: u32 = 3;
 }
 
 /// Direction of a segment relative to the local socket that the kernel saw it on.
@@ -82,8 +85,14 @@ pub mod counter {
     pub const SOCKET_EVENTS: u32 = 12;
     /// Flows that opened in plaintext and did not turn into TLS within the prefix budget.
     pub const PREFIX_BUDGET_EXHAUSTED: u32 = 13;
+    /// Certificates captured by the `d2i_X509` uprobe during a handshake.
+    pub const UPROBE_CERTS: u32 = 14;
+    /// Certificates longer than [`MAX_CERT_LEN`](super::MAX_CERT_LEN), cut.
+    pub const UPROBE_CERTS_TRUNCATED: u32 = 15;
+    /// Reads of user memory that failed in the uprobe.
+    pub const UPROBE_READ_ERRORS: u32 = 16;
     /// Number of counters.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 17;
 
     /// Names, indexed by counter, as userspace reports them.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -101,6 +110,9 @@ pub mod counter {
         "record_sync_lost",
         "socket_events",
         "prefix_budget_exhausted",
+        "uprobe_certs",
+        "uprobe_certs_truncated",
+        "uprobe_read_errors",
     ];
 }
 
@@ -161,6 +173,40 @@ pub struct SegmentHeader {
 
 /// Size of [`SegmentHeader`] in bytes.
 pub const SEGMENT_HEADER_LEN: usize = core::mem::size_of::<SegmentHeader>();
+
+/// Largest part of a certificate one record carries.
+pub const CERT_CHUNK_CAP: usize = 4096;
+
+/// Most records one certificate is split into.
+pub const MAX_CERT_CHUNKS: usize = 8;
+
+/// Longest certificate captured whole; longer ones are cut (and counted).
+pub const MAX_CERT_LEN: usize = CERT_CHUNK_CAP * MAX_CERT_CHUNKS;
+
+/// Header of a certificate chunk record. `len` bytes of DER follow it directly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CertChunkHeader {
+    /// Always [`kind::CERT`].
+    pub kind: u32,
+    /// Offset of this chunk in the certificate.
+    pub offset: u32,
+    /// `CLOCK_MONOTONIC` of the `d2i_X509` call: with `pid_tgid`, it names the certificate.
+    pub ts_ns: u64,
+    /// The calling thread.
+    pub pid_tgid: u64,
+    /// Cookie of the TLS socket the thread last opened a handshake on (0 if unknown).
+    pub cookie: u64,
+    /// Bytes of the certificate captured (at most [`MAX_CERT_LEN`]).
+    pub total_len: u32,
+    /// Bytes in this chunk.
+    pub len: u32,
+    /// The DER's full length, as `d2i_X509` was given it.
+    pub der_len: u64,
+}
+
+/// Size of [`CertChunkHeader`] in bytes.
+pub const CERT_CHUNK_HEADER_LEN: usize = core::mem::size_of::<CertChunkHeader>();
 
 /// Task name length (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
@@ -278,10 +324,11 @@ impl Default for TapConfig {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all four are #[repr(C)], contain only integers and byte arrays, and every bit
+    // SAFETY: all five are #[repr(C)], contain only integers and byte arrays, and every bit
     // pattern is a valid value.
     unsafe impl aya::Pod for super::SegmentHeader {}
     unsafe impl aya::Pod for super::SocketEvent {}
+    unsafe impl aya::Pod for super::CertChunkHeader {}
     unsafe impl aya::Pod for super::FlowState {}
     unsafe impl aya::Pod for super::TapConfig {}
 }

@@ -11,6 +11,8 @@
 mod attribution;
 #[cfg(target_arch = "bpf")]
 mod tap;
+#[cfg(target_arch = "bpf")]
+mod uprobe;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -26,7 +26,7 @@ use aya_ebpf::{
         bpf_sk_storage_get, bpf_skb_cgroup_id, bpf_skb_load_bytes,
     },
     macros::{cgroup_skb, map},
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::SkBuffContext,
 };
 use sensor_common::{
@@ -104,6 +104,15 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 /// Tunables, written by userspace before attaching.
 #[map]
 pub static CONFIG: Array<TapConfig> = Array::with_max_entries(1, 0);
+
+/// The socket each thread last opened a TLS (or CONNECT/STARTTLS) flow on, by pid_tgid: the
+/// `d2i_X509` uprobe ties the certificates a thread parses to that socket.
+#[map]
+pub static THREAD_SOCKET: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Client sockets in the middle of a handshake, by cookie.
+#[map]
+pub static HANDSHAKING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65_536, 0);
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -283,6 +292,7 @@ fn note_close(c: &Ctx, seg: &Segment, state: &mut FlowState) {
     }
     if !closed_before && (state.fin == 3 || state.fin & 4 != 0) {
         bump(counter::FLOWS_CLOSED, 1);
+        let _ = HANDSHAKING.remove(&c.cookie);
     }
 }
 
@@ -314,6 +324,11 @@ fn start_flow(c: &Ctx, seg: &Segment) {
         return;
     };
     bump(counter::FLOWS_TRACKED, 1);
+    if c.dir == direction::EGRESS {
+        // A client socket (its first payload goes out), sent from the connecting thread.
+        let _ = THREAD_SOCKET.insert(&bpf_get_current_pid_tgid(), &c.cookie, 0);
+        let _ = HANDSHAKING.insert(&c.cookie, &1, 0);
+    }
     // SAFETY: the socket's own storage, just created.
     track(c, seg, unsafe { &mut *state }, true);
 }
@@ -405,6 +420,7 @@ fn track(c: &Ctx, seg: &Segment, state: &mut FlowState, first: bool) {
             state.state = flow_state::DONE;
             flags |= segment_flags::HANDSHAKE_DONE;
             bump(counter::HANDSHAKES_DONE, 1);
+            let _ = HANDSHAKING.remove(&c.cookie);
         }
     }
 

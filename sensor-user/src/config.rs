@@ -24,6 +24,25 @@ pub struct Config {
     pub export: ExportConfig,
     pub metrics: MetricsConfig,
     pub probe: ProbeConfig,
+    pub uprobe: UprobeConfig,
+}
+
+/// Uprobes on OpenSSL: the chains its clients parse, TLS 1.3 included.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UprobeConfig {
+    pub enabled: bool,
+    /// More libssl/libcrypto files, or folders holding them, besides the system's.
+    pub libraries: Vec<PathBuf>,
+}
+
+impl Default for UprobeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            libraries: Vec::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -37,6 +56,7 @@ impl Default for Config {
             export: ExportConfig::default(),
             metrics: MetricsConfig::default(),
             probe: ProbeConfig::default(),
+            uprobe: UprobeConfig::default(),
         }
     }
 }

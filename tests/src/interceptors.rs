@@ -244,3 +244,83 @@ pub fn squid_bump(dir: &Path) -> Interceptor {
         ca: ca.cert,
     }
 }
+
+/// mitmproxy in transparent mode, listening on every address of the host namespace. Traffic
+/// reaches it through a [`Redirect`]; it finds the original destination with
+/// `SO_ORIGINAL_DST` and does not check the origin's certificate (a test root).
+pub fn mitmproxy_transparent(dir: &Path) -> Interceptor {
+    let confdir = dir.join("mitmproxy-transparent");
+    std::fs::create_dir_all(&confdir).unwrap();
+    let port = free_port();
+    let proc = Proc::spawn(
+        "mitmdump transparent",
+        Command::new(mitmdump())
+            .args(["--mode", "transparent", "--listen-port"])
+            .arg(port.to_string())
+            .args(["--set", "ssl_insecure=true", "--set"])
+            .arg(format!("confdir={}", confdir.display()))
+            .args(["-q"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(60));
+    let ca = confdir.join("mitmproxy-ca-cert.pem");
+    for _ in 0..100 {
+        if ca.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ca.exists(), "mitmproxy made no CA in {}", confdir.display());
+    Interceptor { proc, port, ca }
+}
+
+/// An iptables NAT rule that sends TCP arriving on `iface` for `dport` to a local port, as a
+/// transparent interception appliance's redirect would. Removed on drop.
+pub struct Redirect {
+    rule: Vec<String>,
+}
+
+impl Redirect {
+    pub fn new(iface: &str, dport: u16, to_port: u16) -> Self {
+        let rule: Vec<String> = [
+            "PREROUTING",
+            "-i",
+            iface,
+            "-p",
+            "tcp",
+            "--dport",
+            &dport.to_string(),
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &to_port.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = Command::new("iptables")
+            .args(["-t", "nat", "-A"])
+            .args(&rule)
+            .output()
+            .expect("iptables");
+        assert!(
+            out.status.success(),
+            "iptables -t nat -A {}: {}",
+            rule.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { rule }
+    }
+}
+
+impl Drop for Redirect {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables")
+            .args(["-t", "nat", "-D"])
+            .args(&self.rule)
+            .stderr(Stdio::null())
+            .status();
+    }
+}

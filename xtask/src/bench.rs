@@ -606,3 +606,20 @@ pub fn daemon(ws: &Workspace, rate: u32, seconds: u64) -> anyhow::Result<()> {
             &seconds.to_string(),
         ]))
 }
+
+/// `cargo xtask bench tls13`: curl's TLS 1.3 handshake latency with and without the uprobes.
+pub fn tls13(ws: &Workspace, rounds: usize, runs: usize) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the TLS 1.3 benchmark loads eBPF programs: run it as root");
+    }
+    say("building release binaries");
+    for (package, bin) in [("sensor-user", "sensord"), ("sensor-tests", "tls13-bench")] {
+        run(ws
+            .cargo()
+            .args(["build", "--release", "-p", package, "--bin", bin]))?;
+    }
+    run(Command::new(ws.root.join("target/release/tls13-bench"))
+        .arg("--sensord")
+        .arg(ws.root.join("target/release/sensord"))
+        .args(["--rounds", &rounds.to_string(), "--runs", &runs.to_string()]))
+}

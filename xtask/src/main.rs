@@ -98,6 +98,16 @@ enum BenchCmd {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// What the OpenSSL uprobes cost a client: curl TLS 1.3 handshake latency with and
+    /// without them, sensord running both times.
+    Tls13 {
+        /// Rounds per configuration (they alternate).
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
+        /// curl runs per round.
+        #[arg(long, default_value_t = 150)]
+        runs: usize,
+    },
     /// `sensorctl analyze` on a large capture, against tshark on the same file.
     Analyze {
         /// Handshakes in the generated capture.
@@ -173,6 +183,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 BenchCmd::Analyze { handshakes } => bench::analyze(&ws, handshakes),
                 BenchCmd::Verdict => bench::verdict(&ws),
                 BenchCmd::Daemon { rate, seconds } => bench::daemon(&ws, rate, seconds),
+                BenchCmd::Tls13 { rounds, runs } => bench::tls13(&ws, rounds, runs),
             }
         }
     }

@@ -15,8 +15,8 @@ use aya::{
     programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
 };
 use sensor_common::{
-    COMM_LEN, SEGMENT_HEADER_LEN, SOCKET_EVENT_LEN, SegmentHeader, SocketEvent, TapConfig, counter,
-    direction, family, kind, segment_flags,
+    CERT_CHUNK_HEADER_LEN, COMM_LEN, CertChunkHeader, SEGMENT_HEADER_LEN, SOCKET_EVENT_LEN,
+    SegmentHeader, SocketEvent, TapConfig, counter, direction, family, kind, segment_flags,
 };
 
 use super::{Attribution, Segment};
@@ -66,6 +66,9 @@ pub struct TapSettings {
     /// Ring buffer size in bytes (a power of two multiple of the page size); `None` keeps the
     /// object's 16 MiB.
     pub ring_bytes: Option<u32>,
+    /// Attach the OpenSSL uprobes, to the system's libraries and these (files or folders).
+    /// `None`: do not.
+    pub uprobes: Option<Vec<PathBuf>>,
 }
 
 /// Whether a hook attached.
@@ -157,6 +160,9 @@ impl KernelTap {
             });
         }
         hooks.push(attach_sock_state(&mut ebpf));
+        if let Some(extra) = &settings.uprobes {
+            hooks.extend(super::uprobes::attach_all(&mut ebpf, extra));
+        }
         Ok(Self { ebpf, hooks })
     }
 
@@ -328,6 +334,8 @@ pub struct SocketOwner {
 pub enum Record<'a> {
     Segment(Segment<'a>),
     Socket(SocketOwner),
+    /// A chunk of a certificate from the `d2i_X509` uprobe.
+    Cert(super::certs::CertChunk<'a>),
     /// A record this version does not understand, or a malformed one.
     Unknown,
 }
@@ -352,6 +360,23 @@ pub fn decode(record: &[u8], clock: ClockOffset) -> Record<'_> {
             gid: (ev.uid_gid >> 32) as u32,
             comm: String::from_utf8_lossy(&ev.comm[..comm_len]).into_owned(),
             cgroup_id: ev.cgroup_id,
+        });
+    }
+    if record_kind == kind::CERT && record.len() >= CERT_CHUNK_HEADER_LEN {
+        // SAFETY: the record holds a whole CertChunkHeader, plain old data, read unaligned.
+        let h: CertChunkHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+        let Some(data) = record.get(CERT_CHUNK_HEADER_LEN..CERT_CHUNK_HEADER_LEN + h.len as usize)
+        else {
+            return Record::Unknown;
+        };
+        return Record::Cert(super::certs::CertChunk {
+            ts_ns: h.ts_ns,
+            pid_tgid: h.pid_tgid,
+            cookie: h.cookie,
+            offset: h.offset,
+            total_len: h.total_len,
+            der_len: h.der_len,
+            data,
         });
     }
     if record_kind != kind::SEGMENT || record.len() < SEGMENT_HEADER_LEN {

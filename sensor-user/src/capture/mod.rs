@@ -3,10 +3,12 @@
 //! Both turn what they read into [`Segment`]s for the analysis [`engine`](crate::engine), which
 //! never learns where a segment came from.
 
+pub mod certs;
 pub mod cgroup;
 pub mod kernel;
 pub mod packet;
 pub mod pcap;
+pub mod uprobes;
 
 use std::net::SocketAddr;
 

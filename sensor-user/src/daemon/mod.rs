@@ -9,6 +9,7 @@
 //!   behind.
 
 mod journal_writer;
+mod probing;
 
 use std::{
     io::Write as _,
@@ -26,7 +27,10 @@ use tokio::{
 
 use crate::{
     api::{server, service::SensorService, status::Shared},
-    capture::kernel::{self, ClockOffset, KernelTap, Record, TapSettings},
+    capture::{
+        certs::CertAssembler,
+        kernel::{self, ClockOffset, KernelTap, Record, TapSettings},
+    },
     config::Config,
     engine::{Engine, EngineLimits},
     event::{self, Handshake},
@@ -160,6 +164,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut tap = KernelTap::start(&TapSettings {
         cgroup: cfg.tap.cgroup.clone(),
         ring_bytes: Some(cfg.tap.ring_buffer_mb << 20),
+        uprobes: cfg.uprobe.enabled.then(|| cfg.uprobe.libraries.clone()),
         config: sensor_common::TapConfig {
             byte_budget: cfg.tap.byte_budget,
             self_tgid: std::process::id(),
@@ -212,9 +217,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         ))
     });
 
+    let (mut prober, mut probe_rx) = probing::Prober::new(&cfg.probe);
+    if cfg.probe.enabled {
+        tracing::info!("active probe on: TLS 1.3 handshakes whose chain is hidden are checked");
+    }
     let clock = ClockOffset::now();
     let mut engine = Engine::new(EngineLimits::default());
     let mut resolver = Resolver::new();
+    let mut certs = CertAssembler::default();
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -240,28 +250,32 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
-                drain_ring(guard.get_inner_mut(), clock, &mut engine, &mut resolver);
+                drain_ring(guard.get_inner_mut(), clock, &mut engine, &mut resolver, &mut certs);
                 guard.clear_ready();
-                out.emit(&mut engine, &mut resolver, &mut verdicts);
+                out.emit(&mut engine, &mut resolver, &mut verdicts, &mut prober);
             }
             _ = drain.tick() => {
-                drain_ring(ring.get_mut(), clock, &mut engine, &mut resolver);
-                out.emit(&mut engine, &mut resolver, &mut verdicts);
+                drain_ring(ring.get_mut(), clock, &mut engine, &mut resolver, &mut certs);
+                out.emit(&mut engine, &mut resolver, &mut verdicts, &mut prober);
             }
             _ = tick.tick() => {
                 engine.advance(now_epoch_ns());
-                out.emit(&mut engine, &mut resolver, &mut verdicts);
-                snapshot(&shared, ring.get_ref(), &tap, &engine, &verdicts, &mut rate);
+                out.emit(&mut engine, &mut resolver, &mut verdicts, &mut prober);
+                snapshot(&shared, ring.get_ref(), &tap, &engine, &verdicts, &prober, &mut rate);
                 if last_baseline_save.elapsed() > Duration::from_secs(60) {
                     let _ = journal_tx.try_send(JournalMsg::SaveBaseline(verdicts.baseline.export()));
                     last_baseline_save = Instant::now();
                 }
             }
+            Some((key, outcome)) = probe_rx.recv() => {
+                let done = prober.complete(&key, outcome, now_epoch_ns());
+                out.finish_all(done, &mut verdicts);
+            }
             _ = sighup.recv() => {
-                let _ = reload(&opts, &mut generation, &mut verdicts, &shared, &journal_tx);
+                let _ = reload(&opts, &mut generation, &mut verdicts, &mut prober, &shared, &journal_tx);
             }
             Some(reply) = reload_rx.recv() => {
-                let _ = reply.send(reload(&opts, &mut generation, &mut verdicts, &shared, &journal_tx));
+                let _ = reply.send(reload(&opts, &mut generation, &mut verdicts, &mut prober, &shared, &journal_tx));
             }
             ended = &mut api => {
                 let why = match ended {
@@ -279,9 +293,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping");
-    drain_ring(ring.get_mut(), clock, &mut engine, &mut resolver);
+    drain_ring(
+        ring.get_mut(),
+        clock,
+        &mut engine,
+        &mut resolver,
+        &mut certs,
+    );
     engine.finish();
-    out.emit(&mut engine, &mut resolver, &mut verdicts);
+    out.emit(&mut engine, &mut resolver, &mut verdicts, &mut prober);
+    let abandoned = prober.abandon();
+    out.finish_all(abandoned, &mut verdicts);
     match tap.counters() {
         Ok(counters) => {
             let text: Vec<String> = counters.iter().map(|(n, v)| format!("{n}={v}")).collect();
@@ -332,6 +354,7 @@ fn reload(
     opts: &Options,
     generation: &mut u64,
     verdicts: &mut VerdictEngine,
+    prober: &mut probing::Prober,
     shared: &Shared,
     journal: &std::sync::mpsc::SyncSender<JournalMsg>,
 ) -> Result<u64, String> {
@@ -344,6 +367,7 @@ fn reload(
         Ok((cfg, trust)) => {
             *generation += 1;
             verdicts.set_trust(Arc::new(trust));
+            prober.reconfigure(&cfg.probe);
             set_files(shared, opts, verdicts.trust());
             shared
                 .trust_generation
@@ -386,6 +410,7 @@ fn snapshot(
     tap: &KernelTap,
     engine: &Engine,
     verdicts: &VerdictEngine,
+    prober: &probing::Prober,
     rate: &mut (Instant, u64),
 ) {
     if let Ok(c) = tap.counters()
@@ -410,6 +435,11 @@ fn snapshot(
             .unwrap_or_default();
         list.push(("verdicts".into(), vs.verdicts));
         list.push(("verdict_cache_hits".into(), vs.cache_hits));
+        let ps = prober.stats();
+        list.push(("probes_started".into(), ps.started));
+        list.push(("probes_failed".into(), ps.failed));
+        list.push(("probe_cache_hits".into(), ps.cached));
+        list.push(("probes_rate_limited".into(), ps.rate_limited));
         *e = list;
     }
     shared
@@ -434,11 +464,17 @@ fn drain_ring(
     clock: ClockOffset,
     engine: &mut Engine,
     resolver: &mut Resolver,
+    certs: &mut CertAssembler,
 ) {
     while let Some(item) = ring.next() {
         match kernel::decode(&item, clock) {
             Record::Segment(seg) => engine.push(&seg),
             Record::Socket(owner) => resolver.on_socket(owner),
+            Record::Cert(chunk) => {
+                if let Some(cert) = certs.push(&chunk) {
+                    engine.push_cert(cert.cookie, cert.der);
+                }
+            }
             Record::Unknown => {}
         }
     }
@@ -459,12 +495,32 @@ struct Outputs {
 }
 
 impl Outputs {
-    fn emit(&mut self, engine: &mut Engine, resolver: &mut Resolver, verdicts: &mut VerdictEngine) {
+    /// Take what the engine finished: attribute it, then judge it now, or after its probe.
+    fn emit(
+        &mut self,
+        engine: &mut Engine,
+        resolver: &mut Resolver,
+        verdicts: &mut VerdictEngine,
+        prober: &mut probing::Prober,
+    ) {
         let now = now_epoch_ns();
-        let mut stdout = self.print.map(|_| std::io::stdout().lock());
+        let mut ready = Vec::new();
         for mut hs in engine.drain() {
             attribute(resolver, &mut hs, now);
+            ready.extend(prober.submit(hs, now));
+        }
+        self.finish_all(ready, verdicts);
+    }
+
+    /// Judge handshakes and hand them to stdout and the journal.
+    fn finish_all(&mut self, done: Vec<(Handshake, probing::Note)>, verdicts: &mut VerdictEngine) {
+        if done.is_empty() {
+            return;
+        }
+        let mut stdout = self.print.map(|_| std::io::stdout().lock());
+        for (mut hs, note) in done {
             verdicts.apply(&mut hs);
+            note.apply(&mut hs);
             self.shared.count_verdict(hs.verdict);
             if let (Some(fmt), Some(out)) = (self.print, stdout.as_mut()) {
                 let line = match fmt {

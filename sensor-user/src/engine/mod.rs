@@ -80,6 +80,11 @@ pub struct EngineStats {
     /// Certificate summaries served from the cache, and made anew.
     pub cert_cache_hits: u64,
     pub cert_cache_misses: u64,
+    /// Certificates from the OpenSSL uprobe: taken, and handshakes they gave a chain to.
+    pub uprobe_certs: u64,
+    pub uprobe_chains: u64,
+    /// Uprobe certificates dropped: no socket to tie them to, or over the bounds.
+    pub uprobe_certs_dropped: u64,
 }
 
 /// Both endpoints of a flow, lower first, so that both directions map to one key.
@@ -120,8 +125,19 @@ pub struct Engine {
     certs: crate::x509::SummaryCache,
     /// Fingerprints of hello shapes seen lately.
     fingerprints: crate::tls::fingerprint::FingerprintCache,
+    /// Certificates OpenSSL clients parsed (uprobe), by the client socket's cookie, until the
+    /// socket's handshake is reported.
+    uprobe_certs: hashlink::LruCache<u64, Vec<Vec<u8>>>,
+    uprobe_bytes: usize,
     now: u64,
 }
+
+/// Sockets with uprobe certificates waiting, at most.
+const UPROBE_SOCKETS: usize = 4096;
+/// Certificates waiting per socket, at most (a chain, and the odd trust anchor OpenSSL read).
+const UPROBE_CERTS_PER_SOCKET: usize = 10;
+/// Bytes of uprobe certificates waiting, at most.
+const UPROBE_BYTES: usize = 8 << 20;
 
 impl Engine {
     pub fn new(limits: EngineLimits) -> Self {
@@ -134,6 +150,8 @@ impl Engine {
             half_closed: VecDeque::new(),
             certs: crate::x509::SummaryCache::new(1024),
             fingerprints: crate::tls::fingerprint::FingerprintCache::new(1024),
+            uprobe_certs: hashlink::LruCache::new(UPROBE_SOCKETS),
+            uprobe_bytes: 0,
             now: 0,
         }
     }
@@ -159,6 +177,35 @@ impl Engine {
     /// Take the handshakes reported so far.
     pub fn drain(&mut self) -> impl Iterator<Item = Handshake> + '_ {
         self.out.drain(..)
+    }
+
+    /// Take a certificate an OpenSSL client parsed during the handshake on socket `cookie`
+    /// (from the uprobe). It becomes the chain of that socket's handshake when the chain was
+    /// not seen in clear.
+    pub fn push_cert(&mut self, cookie: u64, der: Vec<u8>) {
+        self.stats.uprobe_certs += 1;
+        if cookie == 0 || self.uprobe_bytes + der.len() > UPROBE_BYTES {
+            self.stats.uprobe_certs_dropped += 1;
+            return;
+        }
+        if !self.uprobe_certs.contains_key(&cookie) {
+            if self.uprobe_certs.len() >= UPROBE_SOCKETS
+                && let Some((_, old)) = self.uprobe_certs.remove_lru()
+            {
+                self.uprobe_bytes -= old.iter().map(Vec::len).sum::<usize>();
+                self.stats.uprobe_certs_dropped += old.len() as u64;
+            }
+            self.uprobe_certs.insert(cookie, Vec::new());
+        }
+        let Some(list) = self.uprobe_certs.get_mut(&cookie) else {
+            return;
+        };
+        if list.len() >= UPROBE_CERTS_PER_SOCKET || list.contains(&der) {
+            self.stats.uprobe_certs_dropped += u64::from(list.len() >= UPROBE_CERTS_PER_SOCKET);
+            return;
+        }
+        self.uprobe_bytes += der.len();
+        list.push(der);
     }
 
     /// Take one segment.
@@ -312,8 +359,22 @@ impl Engine {
             self.stats.flows_malformed += 1;
         }
         match reported {
-            Some(hs) => {
+            Some(mut hs) => {
                 self.stats.handshakes += 1;
+                if let Some(ders) = hs.socket_cookie.and_then(|c| self.uprobe_certs.remove(&c)) {
+                    self.uprobe_bytes -= ders.iter().map(Vec::len).sum::<usize>();
+                    if hs.chain.is_empty() {
+                        // The chain its client parsed, since it was not seen in clear.
+                        hs.chain = ders
+                            .iter()
+                            .filter_map(|d| self.certs.summarize(d).ok())
+                            .collect();
+                        if !hs.chain.is_empty() {
+                            hs.chain_source = Some("uprobe");
+                            self.stats.uprobe_chains += 1;
+                        }
+                    }
+                }
                 self.out.push_back(hs);
             }
             None if not_tls => self.stats.flows_not_tls += 1,

@@ -114,6 +114,10 @@ pub struct Process {
     pub container_id: Option<String>,
     /// `client` or `server`: which end of the flow this process is.
     pub role: Option<&'static str>,
+    /// The process's network namespace, when it is not sensord's (for the probe; not
+    /// reported).
+    #[serde(skip)]
+    pub netns: Option<crate::process::Netns>,
 }
 
 /// A known interception product.

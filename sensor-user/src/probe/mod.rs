@@ -6,6 +6,7 @@
 //! must still prove it holds the leaf's key (the handshake signature is checked), so what is
 //! recorded is what a real client would have been shown.
 
+pub mod schedule;
 mod target;
 
 use std::{
@@ -39,6 +40,10 @@ pub struct ProbeOptions {
     pub timeout: Duration,
     /// ALPN protocols to offer.
     pub alpn: Vec<Vec<u8>>,
+    /// Connect from this network namespace (that of the client whose handshake is checked),
+    /// so that the probe takes the client's path. Entering it needs CAP_SYS_ADMIN; without it
+    /// the probe fails with a clear cause.
+    pub netns: Option<crate::process::Netns>,
 }
 
 impl Default for ProbeOptions {
@@ -48,6 +53,7 @@ impl Default for ProbeOptions {
             proxy: None,
             timeout: Duration::from_secs(10),
             alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            netns: None,
         }
     }
 }
@@ -90,6 +96,28 @@ pub enum ProbeError {
     Handshake { addr: SocketAddr, reason: String },
     #[error("TLS setup: {0}")]
     Setup(String),
+    #[error("cannot enter the client's network namespace (net:[{inode}]): {error}")]
+    Netns { inode: u64, error: std::io::Error },
+}
+
+impl ProbeError {
+    /// The cause in a word, for a `probe_failed:<cause>` reason.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Self::Resolve { .. } | Self::NoAddress { .. } => "dns",
+            Self::Connect { error, .. } => match error.kind() {
+                std::io::ErrorKind::ConnectionRefused => "refused",
+                std::io::ErrorKind::TimedOut => "timeout",
+                _ => "unreachable",
+            },
+            Self::Proxy { .. } => "proxy",
+            Self::Timeout(_) => "timeout",
+            Self::BadName(_) => "bad_name",
+            Self::Handshake { .. } => "handshake",
+            Self::Setup(_) => "setup",
+            Self::Netns { .. } => "netns",
+        }
+    }
 }
 
 /// Connect and record the chain.
@@ -113,13 +141,14 @@ async fn probe_inner(target: &Target, opts: &ProbeOptions) -> Result<Probed, Pro
             None => return Err(ProbeError::BadName(target.to_string())),
         },
     };
+    let netns = opts.netns.as_ref();
     let (tcp, peer) = match &opts.proxy {
         Some(proxy) => {
-            let (mut tcp, peer) = connect(&proxy.host, proxy.port).await?;
+            let (mut tcp, peer) = connect(&proxy.host, proxy.port, netns, opts.timeout).await?;
             connect_through(&mut tcp, proxy, target).await?;
             (tcp, peer)
         }
-        None => connect(&target.host, target.port).await?,
+        None => connect(&target.host, target.port, netns, opts.timeout).await?,
     };
     let _ = tcp.set_nodelay(true);
 
@@ -186,8 +215,23 @@ async fn probe_inner(target: &Target, opts: &ProbeOptions) -> Result<Probed, Pro
     }
 }
 
-/// Resolve and connect to the first address that answers.
-async fn connect(host: &str, port: u16) -> Result<(TcpStream, SocketAddr), ProbeError> {
+/// Resolve and connect to the first address that answers, from `netns` if given.
+async fn connect(
+    host: &str,
+    port: u16,
+    netns: Option<&crate::process::Netns>,
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), ProbeError> {
+    if let Some(ns) = netns {
+        // The name must be an address here: no DNS from inside another namespace.
+        let ip: std::net::IpAddr = host
+            .parse()
+            .map_err(|_| ProbeError::BadName(host.to_owned()))?;
+        let addr = SocketAddr::new(ip, port);
+        return connect_in_netns(ns.clone(), addr, timeout)
+            .await
+            .map(|s| (s, addr));
+    }
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|error| ProbeError::Resolve {
@@ -211,6 +255,56 @@ async fn connect(host: &str, port: u16) -> Result<(TcpStream, SocketAddr), Probe
             host: host.to_owned(),
         }),
     }
+}
+
+/// Connect from another network namespace: a thread of its own enters it (setns affects only
+/// the calling thread), creates and connects the socket, and ends; the socket stays in that
+/// namespace for its life.
+async fn connect_in_netns(
+    ns: crate::process::Netns,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ProbeError> {
+    use std::os::fd::AsRawFd as _;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("probe-netns".into())
+        .spawn(move || {
+            let result = (|| {
+                // SAFETY: setns with a valid namespace descriptor, on this thread only.
+                if unsafe { libc::setns(ns.fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(ProbeError::Netns {
+                        inode: ns.inode,
+                        error: std::io::Error::last_os_error(),
+                    });
+                }
+                let s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|error| {
+                    ProbeError::Connect {
+                        addr: addr.to_string(),
+                        error,
+                    }
+                })?;
+                s.set_nonblocking(true)
+                    .map_err(|error| ProbeError::Connect {
+                        addr: addr.to_string(),
+                        error,
+                    })?;
+                Ok(s)
+            })();
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        return Err(ProbeError::Setup(format!(
+            "a thread for the namespace: {e}"
+        )));
+    }
+    let std_stream = rx
+        .await
+        .map_err(|_| ProbeError::Setup("the namespace thread ended".into()))??;
+    TcpStream::from_std(std_stream).map_err(|error| ProbeError::Connect {
+        addr: addr.to_string(),
+        error,
+    })
 }
 
 /// The most of a proxy's response headers read.

@@ -15,6 +15,23 @@ use hashlink::LruCache;
 
 use crate::{capture::kernel::SocketOwner, event::Process};
 
+/// A network namespace other than sensord's, held open: a process's namespace outlives the
+/// process for as long as this handle lives, so a probe can still take the client's path
+/// after a short-lived client exits. Equal by namespace inode.
+#[derive(Clone, Debug)]
+pub struct Netns {
+    pub inode: u64,
+    pub fd: std::sync::Arc<std::os::fd::OwnedFd>,
+}
+
+impl PartialEq for Netns {
+    fn eq(&self, other: &Self) -> bool {
+        self.inode == other.inode
+    }
+}
+
+impl Eq for Netns {}
+
 /// Recent socket owners by cookie, bounded.
 pub struct Owners {
     cache: LruCache<u64, SocketOwner>,

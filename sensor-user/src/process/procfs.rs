@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use hashlink::LruCache;
 use procfs::process::FDTarget;
 
+use super::Netns;
 use crate::event::Process;
 
 /// What /proc tells about a pid, cached.
@@ -15,25 +16,78 @@ struct ProcInfo {
     uid: Option<u32>,
     cgroup: Option<String>,
     container_id: Option<String>,
+    netns: Option<Netns>,
 }
 
 /// pid -> details, bounded. A pid's details are read once; a reused pid may show stale details
 /// until it falls out of the cache, which is acceptable for attribution.
 pub struct ProcCache {
     cache: LruCache<u32, ProcInfo>,
+    namespaces: Namespaces,
+}
+
+/// Network namespaces other than ours, open, shared by the processes in them (bounded).
+struct Namespaces {
+    own: Option<u64>,
+    open: LruCache<u64, Netns>,
+}
+
+impl Namespaces {
+    const CAPACITY: usize = 256;
+
+    fn new() -> Self {
+        Self {
+            own: inode("/proc/self/ns/net"),
+            open: LruCache::new(Self::CAPACITY),
+        }
+    }
+
+    /// The namespace of `pid` if it is not ours. Opened while the process lives.
+    fn of(&mut self, pid: u32) -> Option<Netns> {
+        let path = format!("/proc/{pid}/ns/net");
+        let ino = inode(&path)?;
+        if Some(ino) == self.own {
+            return None;
+        }
+        if let Some(ns) = self.open.get(&ino) {
+            return Some(ns.clone());
+        }
+        let file = std::fs::File::open(&path).ok()?;
+        // The namespace may have changed between the stat and the open.
+        let opened = file
+            .metadata()
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        if opened != Some(ino) {
+            return None;
+        }
+        let ns = Netns {
+            inode: ino,
+            fd: std::sync::Arc::new(file.into()),
+        };
+        self.open.insert(ino, ns.clone());
+        Some(ns)
+    }
+}
+
+fn inode(path: &str) -> Option<u64> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
 }
 
 impl ProcCache {
     pub fn new(capacity: usize) -> Self {
         Self {
             cache: LruCache::new(capacity.max(1)),
+            namespaces: Namespaces::new(),
         }
     }
 
     /// Read and cache a pid's details now, if they are not cached yet.
     pub fn warm(&mut self, pid: u32) {
         if self.cache.get(&pid).is_none() {
-            let info = read(pid);
+            let info = self.read(pid);
             if info.exe.is_some() {
                 self.cache.insert(pid, info);
             }
@@ -49,7 +103,7 @@ impl ProcCache {
         let info = match self.cache.get(&pid) {
             Some(info) => info.clone(),
             None => {
-                let info = read(pid);
+                let info = self.read(pid);
                 if info.exe.is_some() {
                     self.cache.insert(pid, info.clone());
                 }
@@ -61,6 +115,15 @@ impl ProcCache {
         p.uid = p.uid.or(info.uid);
         p.cgroup = p.cgroup.take().or(info.cgroup);
         p.container_id = p.container_id.take().or(info.container_id);
+        p.netns = p.netns.take().or(info.netns);
+    }
+
+    fn read(&mut self, pid: u32) -> ProcInfo {
+        let mut info = read(pid);
+        if info.exe.is_some() {
+            info.netns = self.namespaces.of(pid);
+        }
+        info
     }
 }
 
@@ -80,6 +143,7 @@ fn read(pid: u32) -> ProcInfo {
         uid: proc.uid().ok(),
         container_id: cgroup.as_deref().and_then(container_id),
         cgroup,
+        netns: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! Trust on first use: what each destination showed before.
 //!
-//! For each (SNI, destination address, port) the baseline remembers the issuers and the
-//! ServerHello fingerprints seen, and the leaf's identity (subject and names). A new issuer or
+//! For each server name and port the baseline remembers the issuers and the ServerHello
+//! fingerprints seen, the leaf's identity (subject and names), and the sizes of TLS 1.3
+//! encrypted server flights. (Keys written by older versions also carry an address.) A new issuer or
 //! fingerprint is a signal, not a verdict: a server may change CA. Pure and bounded; the daemon
 //! persists it through the journal.
 

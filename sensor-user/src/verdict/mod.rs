@@ -222,20 +222,34 @@ impl VerdictEngine {
             names.sort();
             format!("{}|{}", c.subject, names.join(","))
         });
+        // The ServerHello's parameters: JA3S (version, cipher, extensions), and JA4S when built.
+        #[cfg(feature = "ja4plus")]
+        let ja4s = &hs.ja4s;
+        #[cfg(not(feature = "ja4plus"))]
+        let ja4s: &Option<String> = &None;
+        let server_fingerprint = match (&hs.ja3s, ja4s) {
+            (Some(a), Some(b)) => Some(format!("{a}|{b}")),
+            (Some(a), None) => Some(a.clone()),
+            (None, Some(b)) => Some(b.clone()),
+            (None, None) => None,
+        };
+        // Per server name and port: a name's addresses change (DNS, CDNs), its server does not.
         let signal = match &hs.server_name {
-            Some(sni) if !hs.chain.is_empty() || hs.ja3s.is_some() => self.baseline.observe(
-                baseline::Key {
-                    sni: sni.clone(),
-                    addr: hs.dst_addr,
-                    port: hs.dst_port,
-                },
-                &baseline::Observation {
-                    issuer: if hs.chain.is_empty() { None } else { issuer },
-                    server_fingerprint: hs.ja3s.as_deref(),
-                    identity: identity.as_deref(),
-                    flight_size: hs.server_encrypted_flight_bytes,
-                },
-            ),
+            Some(sni) if !hs.chain.is_empty() || server_fingerprint.is_some() => {
+                self.baseline.observe(
+                    baseline::Key {
+                        sni: sni.clone(),
+                        addr: None,
+                        port: hs.dst_port,
+                    },
+                    &baseline::Observation {
+                        issuer: if hs.chain.is_empty() { None } else { issuer },
+                        server_fingerprint: server_fingerprint.as_deref(),
+                        identity: identity.as_deref(),
+                        flight_size: hs.server_encrypted_flight_bytes,
+                    },
+                )
+            }
             _ => baseline::Signal::default(),
         };
         let process = hs.process.as_ref();
@@ -544,6 +558,17 @@ fn join_sentences(a: String, b: String) -> String {
     if b.is_empty() { a } else { format!("{a} {b}") }
 }
 
+/// The server answered differently from before: its ServerHello, or the size of its TLS 1.3
+/// encrypted flight (which carries the certificate). Signals, not verdicts.
+fn push_server_changes(reasons: &mut Vec<String>, b: &baseline::Signal) {
+    if b.server_fingerprint_changed {
+        reasons.push("server_fingerprint_changed".into());
+    }
+    if b.flight_size_changed {
+        reasons.push("server_flight_size_changed".into());
+    }
+}
+
 /// No chain: TLS 1.3 (or a handshake that never got that far).
 fn unverified(f: &Facts<'_>) -> Verdict {
     let mut reasons = vec!["certificate_not_visible".to_owned()];
@@ -552,13 +577,42 @@ fn unverified(f: &Facts<'_>) -> Verdict {
         reasons.push(format!("client_rejected:{}", a.description()));
         severity = Severity::Medium;
     }
-    let explanation = join_sentences(
+    push_server_changes(&mut reasons, &f.baseline);
+    let changes = [
+        f.baseline.server_fingerprint_changed,
+        f.baseline.flight_size_changed,
+    ]
+    .iter()
+    .filter(|c| **c)
+    .count();
+    if changes > 0 {
+        severity = severity.max(if changes == 2 {
+            Severity::Medium
+        } else {
+            Severity::Low
+        });
+    }
+    let mut explanation = join_sentences(
         format!(
             "{}: the certificate is not visible to a passive observer (TLS 1.3 encrypts it).",
             target(f)
         ),
         client_phrase(f),
     );
+    if changes > 0 {
+        let what = match (
+            f.baseline.server_fingerprint_changed,
+            f.baseline.flight_size_changed,
+        ) {
+            (true, true) => "its ServerHello and the size of its encrypted certificate flight",
+            (true, false) => "its ServerHello",
+            _ => "the size of its encrypted certificate flight",
+        };
+        explanation.push_str(&format!(
+            " The server answered unlike before ({what} changed), as a different TLS stack, \
+             such as an interceptor's, would."
+        ));
+    }
     Verdict {
         kind: Kind::Unverified,
         reasons,
@@ -714,12 +768,13 @@ fn decide(trust: &TrustContext, a: &Assessment, f: &Facts<'_>) -> Verdict {
         reasons.push("client_accepted_untrusted".into());
         severity = Severity::Critical;
     }
-    if f.baseline.issuer_changed || f.baseline.server_fingerprint_changed {
+    if f.baseline.issuer_changed {
         reasons.push("baseline_changed".into());
         if kind == Kind::Clean {
             severity = severity.max(Severity::Low);
         }
     }
+    push_server_changes(&mut reasons, &f.baseline);
     let mut explanation = join_sentences(explanation, client_phrase(f));
     if kind == Kind::Untrusted && f.client_outcome == ClientOutcome::Completed {
         explanation.push_str(" That client does not check certificates.");

@@ -527,6 +527,56 @@ fn a_new_issuer_for_a_known_server_is_a_baseline_change() {
 }
 
 #[test]
+fn tls13_server_changes_are_reasons_without_a_chain() {
+    let mut engine = VerdictEngine::new(Arc::new(context(&[], &[])));
+    let hs = |addr: &str, ja3s: &str, flight: u64| Handshake {
+        time: Timestamp(NOW as u64 * 1_000_000_000),
+        server_name: Some("tls13.example.test".into()),
+        dst_addr: Some(addr.parse().unwrap()),
+        dst_port: 443,
+        tls_version: Some("1.3"),
+        ja3s: Some(ja3s.into()),
+        server_encrypted_flight_bytes: Some(flight),
+        client_outcome: ClientOutcome::Completed,
+        ..Handshake::default()
+    };
+    let mut first = hs("192.0.2.1", "aaaa", 4200);
+    engine.apply(&mut first);
+    assert_eq!(first.reasons, ["certificate_not_visible"]);
+    // Another address of the same name, the same server: nothing new.
+    let mut same = hs("192.0.2.2", "aaaa", 4300);
+    engine.apply(&mut same);
+    assert_eq!(same.reasons, ["certificate_not_visible"]);
+    assert_eq!(same.severity, Some("info"));
+    // A flight a third smaller.
+    let mut smaller = hs("192.0.2.1", "aaaa", 2900);
+    engine.apply(&mut smaller);
+    assert_eq!(
+        smaller.reasons,
+        ["certificate_not_visible", "server_flight_size_changed"]
+    );
+    assert_eq!(smaller.severity, Some("low"));
+    // Another ServerHello and another size: both.
+    let mut both = hs("192.0.2.1", "bbbb", 9000);
+    engine.apply(&mut both);
+    assert_eq!(
+        both.reasons,
+        [
+            "certificate_not_visible",
+            "server_fingerprint_changed",
+            "server_flight_size_changed"
+        ]
+    );
+    assert_eq!(both.severity, Some("medium"));
+    assert!(
+        both.explanation
+            .as_deref()
+            .unwrap()
+            .contains("answered unlike before")
+    );
+}
+
+#[test]
 fn a_repeated_chain_is_a_cache_hit_with_the_same_verdict() {
     let p = public();
     let c = chain(&[&p.leaf, &p.inter.der]);

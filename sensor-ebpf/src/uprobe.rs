@@ -1,0 +1,175 @@
+//! Certificates an OpenSSL client parses during a handshake, TLS 1.3 included.
+//!
+//! `d2i_X509` (libcrypto, a public API stable across OpenSSL 1.1 and 3.x) turns DER into an
+//! X509; a client calls it for each certificate the server sent. Outside handshakes it also
+//! parses trust stores, so a call counts only while the thread is in one:
+//! - inside `SSL_do_handshake` or `SSL_connect` (uprobe and uretprobe on libssl), or
+//! - while the TLS socket the thread last sent a ClientHello on is still mid-handshake (the
+//!   tap keeps that map); clients such as `openssl s_client` drive the handshake from
+//!   `SSL_read`/`SSL_write` instead.
+//!
+//! Only DER that sits in a TLS Certificate message counts (its 24-bit length precedes it),
+//! not certificates a trust store lookup loads while the handshake verifies.
+//!
+//! The DER is read from user memory in chunks of at most `CERT_CHUNK_CAP` bytes straight into
+//! ring buffer records, with the socket cookie that ties it to the flow.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    macros::{map, uprobe, uretprobe},
+    maps::LruHashMap,
+    programs::{ProbeContext, RetProbeContext},
+};
+use sensor_common::{
+    CERT_CHUNK_CAP, CertChunkHeader, MAX_CERT_CHUNKS, MAX_CERT_LEN, counter, kind,
+};
+
+use crate::tap::{EVENTS, HANDSHAKING, THREAD_SOCKET, bump, wakeup_flags};
+
+/// Threads inside `SSL_do_handshake`/`SSL_connect`, with the nesting depth.
+#[map]
+static IN_SSL_HANDSHAKE: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16_384, 0);
+
+#[repr(C)]
+struct CertChunk {
+    header: CertChunkHeader,
+    data: [u8; CERT_CHUNK_CAP],
+}
+
+#[uprobe]
+pub fn ssl_handshake_enter(_ctx: ProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: plain read of a map value.
+    let depth = unsafe { IN_SSL_HANDSHAKE.get(&id) }.copied().unwrap_or(0);
+    let _ = IN_SSL_HANDSHAKE.insert(&id, &depth.saturating_add(1), 0);
+    0
+}
+
+#[uretprobe]
+pub fn ssl_handshake_exit(_ctx: RetProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: plain read of a map value.
+    match unsafe { IN_SSL_HANDSHAKE.get(&id) }.copied() {
+        Some(d) if d > 1 => {
+            let _ = IN_SSL_HANDSHAKE.insert(&id, &(d - 1), 0);
+        }
+        Some(_) => {
+            let _ = IN_SSL_HANDSHAKE.remove(&id);
+        }
+        None => {}
+    }
+    0
+}
+
+/// `X509 *d2i_X509(X509 **a, const unsigned char **pp, long length)`.
+#[uprobe]
+pub fn d2i_x509(ctx: ProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: plain reads of map values. Each lookup becomes a plain flag through a volatile
+    // read: LLVM would otherwise OR the two map pointers together, which the verifier refuses.
+    let in_ssl: u8 = unsafe { IN_SSL_HANDSHAKE.get(&id) }.map_or(0, |_| 1);
+    let in_ssl = unsafe { core::ptr::read_volatile(&in_ssl) };
+    let cookie = unsafe { THREAD_SOCKET.get(&id) }.copied().unwrap_or(0);
+    let mut socket_in_handshake: u8 = 0;
+    if cookie != 0 {
+        socket_in_handshake = unsafe { HANDSHAKING.get(&cookie) }.map_or(0, |_| 1);
+    }
+    let socket_in_handshake = unsafe { core::ptr::read_volatile(&socket_in_handshake) };
+    if in_ssl == 0 && socket_in_handshake == 0 {
+        return 0;
+    }
+    let (Some(pp), Some(length)) = (ctx.arg::<*const *const u8>(1), ctx.arg::<i64>(2)) else {
+        return 0;
+    };
+    if pp.is_null() || length <= 0 {
+        return 0;
+    }
+    // SAFETY: a read of user memory through the helper, which fails cleanly on a bad address.
+    let Ok(der) = (unsafe { bpf_probe_read_user(pp) }) else {
+        bump(counter::UPROBE_READ_ERRORS, 1);
+        return 0;
+    };
+    if der.is_null() || length >= 1 << 24 {
+        return 0;
+    }
+    // A certificate from a TLS Certificate message (1.2 or 1.3) sits right after its own
+    // 24-bit length, which the parser hands to `d2i_X509`. Certificates a trust store lookup
+    // loads during the handshake (a hashed directory, a CA file) come from PEM-decoded
+    // buffers and do not: they are not what the server sent.
+    // SAFETY: a read of user memory through the helper, which fails cleanly on a bad address.
+    let Ok(prefix) = (unsafe { bpf_probe_read_user(der.wrapping_sub(3) as *const [u8; 3]) }) else {
+        return 0;
+    };
+    let framed = (prefix[0] as i64) << 16 | (prefix[1] as i64) << 8 | prefix[2] as i64;
+    if framed != length {
+        return 0;
+    }
+    let mut total = length as u64;
+    if total > MAX_CERT_LEN as u64 {
+        total = MAX_CERT_LEN as u64;
+        bump(counter::UPROBE_CERTS_TRUNCATED, 1);
+    }
+    let header = CertChunkHeader {
+        kind: kind::CERT,
+        offset: 0,
+        // SAFETY: a helper available to every program type.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        pid_tgid: id,
+        cookie,
+        total_len: total as u32,
+        len: 0,
+        der_len: length as u64,
+    };
+    for i in 0..MAX_CERT_CHUNKS as u32 {
+        let off = i * CERT_CHUNK_CAP as u32;
+        if off as u64 >= total {
+            break;
+        }
+        if !chunk(&header, der, off, total as u32) {
+            return 0;
+        }
+    }
+    bump(counter::UPROBE_CERTS, 1);
+    0
+}
+
+/// One chunk of the certificate into the ring buffer. False when it could not be.
+#[inline(always)]
+fn chunk(header: &CertChunkHeader, der: *const u8, off: u32, total: u32) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<CertChunk>(0) else {
+        bump(counter::RINGBUF_DROPS, 1);
+        return false;
+    };
+    let mut n = total - off;
+    if n > CERT_CHUNK_CAP as u32 {
+        n = CERT_CHUNK_CAP as u32;
+    }
+    // The verifier must see n in [1, CERT_CHUNK_CAP] at the helper call (see tap::emit).
+    // SAFETY: reading a local.
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    if n == 0 || n > CERT_CHUNK_CAP as u32 {
+        entry.discard(0);
+        return false;
+    }
+    let record = entry.as_mut_ptr();
+    // SAFETY: the reservation is a CertChunk-sized region owned by this program until submit
+    // or discard; `data` holds CERT_CHUNK_CAP >= n bytes; the helper checks the user address.
+    let ret = unsafe {
+        let mut h = *header;
+        h.offset = off;
+        h.len = n;
+        core::ptr::addr_of_mut!((*record).header).write(h);
+        generated::bpf_probe_read_user(
+            core::ptr::addr_of_mut!((*record).data) as *mut _,
+            n,
+            der.add(off as usize) as *const _,
+        )
+    };
+    if ret != 0 {
+        entry.discard(0);
+        bump(counter::UPROBE_READ_ERRORS, 1);
+        return false;
+    }
+    entry.submit(wakeup_flags());
+    true
+}

@@ -1,0 +1,529 @@
+//! TLS 1.3 hides the certificate from the wire. sensord sees it anyway, two ways: an active
+//! probe from this host along the client's path (its namespace, its proxy), and uprobes on
+//! OpenSSL that catch the DER the client parses. Each test runs the real daemon with one way
+//! switched off, real clients (curl, openssl s_client, Python) and real interceptors
+//! (mitmproxy explicit and transparent, sslsplit).
+//!
+//! The tests run one at a time: each daemon sees every socket on the host, and its probes are
+//! connections the other daemons would see.
+
+use std::{
+    io::Write as _,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::Mutex,
+    time::Duration,
+};
+
+use sensor_tests::{
+    Daemon, Proc,
+    interceptors::{self, Interceptor, Origin, Redirect},
+    netns::Netns,
+    pki::{self, Key},
+    wait_listening,
+};
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How the daemon gets the chain a TLS 1.3 client was given.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Way {
+    Probe,
+    Uprobe,
+}
+
+impl Way {
+    fn source(self) -> &'static str {
+        match self {
+            Way::Probe => "probe",
+            Way::Uprobe => "uprobe",
+        }
+    }
+
+    /// A config file that leaves only this way on.
+    fn config(self, dir: &Path) -> PathBuf {
+        let path = dir.join(format!("sensord-{}.toml", self.source()));
+        let text = match self {
+            Way::Probe => "[uprobe]\nenabled = false\n",
+            Way::Uprobe => "[probe]\nenabled = false\n",
+        };
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Client {
+    Curl,
+    OpenSsl,
+    Python,
+}
+
+impl Client {
+    const ALL: [Client; 3] = [Client::Curl, Client::OpenSsl, Client::Python];
+
+    fn comm(self) -> &'static str {
+        match self {
+            Client::Curl => "curl",
+            Client::OpenSsl => "openssl",
+            Client::Python => "python3",
+        }
+    }
+}
+
+/// One TLS 1.3 connection: to `addr:port` for `sni`, trusting `ca`, through an explicit proxy
+/// if given, from a namespace if given. Returns whether the client completed and was happy.
+struct Conn<'a> {
+    addr: String,
+    port: u16,
+    sni: &'a str,
+    ca: &'a Path,
+    proxy: Option<u16>,
+    netns: Option<&'a Netns>,
+}
+
+const PY_CLIENT: &str = r#"
+import socket, ssl, sys
+addr, port, sni, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+proxy = sys.argv[5] if len(sys.argv) > 5 else None
+ctx = ssl.create_default_context(cafile=ca)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+if proxy:
+    host, pport = proxy.rsplit(":", 1)
+    s = socket.create_connection((host, int(pport)), timeout=10)
+    s.sendall(f"CONNECT {addr}:{port} HTTP/1.1\r\nHost: {addr}:{port}\r\n\r\n".encode())
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = s.recv(1024)
+        if not chunk:
+            sys.exit("the proxy closed the connection")
+        reply += chunk
+    if b" 200 " not in reply.split(b"\r\n")[0] + b" ":
+        sys.exit(f"the proxy refused: {reply!r}")
+else:
+    s = socket.create_connection((addr, port), timeout=10)
+t = ctx.wrap_socket(s, server_hostname=sni)
+assert t.version() == "TLSv1.3", t.version()
+t.sendall(b"GET / HTTP/1.0\r\nHost: " + sni.encode() + b"\r\n\r\n")
+t.recv(100)
+t.close()
+"#;
+
+impl Conn<'_> {
+    fn run(&self, client: Client) -> bool {
+        let program = match client {
+            Client::Curl => "curl",
+            Client::OpenSsl => "openssl",
+            Client::Python => "python3",
+        };
+        let mut cmd = match self.netns {
+            Some(ns) => ns.command(program),
+            None => Command::new(program),
+        };
+        let target = format!("{}:{}", self.addr, self.port);
+        let proxy = self.proxy.map(|p| format!("127.0.0.1:{p}"));
+        match client {
+            Client::Curl => {
+                cmd.args(["-sS", "--tlsv1.3", "-o", "/dev/null", "--max-time", "20"])
+                    .arg("--cacert")
+                    .arg(self.ca)
+                    .arg("--connect-to")
+                    .arg(format!("{}:{}:{target}", self.sni, self.port));
+                if let Some(p) = &proxy {
+                    cmd.arg("-x").arg(format!("http://{p}"));
+                }
+                cmd.arg(format!("https://{}:{}/", self.sni, self.port));
+            }
+            Client::OpenSsl => {
+                cmd.args(["s_client", "-tls1_3", "-verify_return_error", "-connect"])
+                    .arg(&target)
+                    .args(["-servername", self.sni, "-CAfile"])
+                    .arg(self.ca);
+                if let Some(p) = &proxy {
+                    cmd.arg("-proxy").arg(p);
+                }
+            }
+            Client::Python => {
+                cmd.args([
+                    "-c",
+                    PY_CLIENT,
+                    &self.addr,
+                    &self.port.to_string(),
+                    self.sni,
+                ])
+                .arg(self.ca);
+                if let Some(p) = &proxy {
+                    cmd.arg(p);
+                }
+            }
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(b"GET / HTTP/1.0\r\n\r\n");
+        }
+        child.wait().unwrap().success()
+    }
+}
+
+fn reasons(ev: &Value) -> Vec<String> {
+    ev["reasons"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The event of `client`'s handshake for `sni` to `port`.
+fn client_event(daemon: &mut Daemon, client: Client, sni: &str, port: u16) -> Value {
+    daemon
+        .event(Duration::from_secs(30), |e| {
+            e["server_name"] == sni
+                && e["dst_port"] == port
+                && e["process"]["comm"] == client.comm()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no event for {} to {sni}:{port}; seen:\n{}\nlog:\n{}",
+                client.comm(),
+                daemon.events.seen.join("\n"),
+                daemon.log.seen.join("\n")
+            )
+        })
+}
+
+/// The daemon, trusting the origin's root as public and `host_ca` (an interceptor's CA, which
+/// IT "pushed") as this host's, with only `way` on.
+fn daemon(dir: &Path, origin: &Origin, host_ca: Option<&Path>, way: Way) -> Daemon {
+    let config = way.config(dir);
+    let mut args = vec![
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--public-roots".to_owned(),
+        origin.root.cert.display().to_string(),
+    ];
+    if let Some(ca) = host_ca {
+        args.push("--host-roots".into());
+        args.push(ca.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Daemon::start(&args)
+}
+
+/// Every client through `conn`, with the daemon on `way`: each is intercepted, its chain came
+/// `way`, and the chain is the interceptor's.
+fn expect_intercepted(
+    dir: &Path,
+    origin: &Origin,
+    icpt: &Interceptor,
+    conn: &Conn<'_>,
+    event_port: u16,
+    way: Way,
+) {
+    let mut daemon = daemon(dir, origin, Some(&icpt.ca), way);
+    for client in Client::ALL {
+        assert!(
+            conn.run(client),
+            "{client:?} through the interceptor failed"
+        );
+        let ev = client_event(&mut daemon, client, &origin.name, event_port);
+        assert_eq!(ev["tls_version"], "1.3", "{client:?} {way:?}: {ev}");
+        assert_eq!(ev["chain_source"], way.source(), "{client:?} {way:?}: {ev}");
+        assert_eq!(ev["verdict"], "intercepted", "{client:?} {way:?}: {ev}");
+        assert!(
+            reasons(&ev).contains(&"local_root".to_owned()),
+            "{client:?} {way:?}: {ev}"
+        );
+        assert_ne!(
+            ev["chain"][0]["sha256"].as_str(),
+            Some(origin.leaf.sha256().as_str()),
+            "{client:?} {way:?}: the origin's own leaf: {ev}"
+        );
+    }
+    assert!(daemon.interrupt().is_some_and(|s| s.success()));
+}
+
+#[test]
+fn clean_tls13_is_clean_through_the_probe_and_the_uprobes() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(dir.path(), "clean13.test", Ipv4Addr::LOCALHOST);
+    let conn = Conn {
+        addr: "127.0.0.1".into(),
+        port: origin.port,
+        sni: &origin.name,
+        ca: &origin.root.cert,
+        proxy: None,
+        netns: None,
+    };
+    for way in [Way::Probe, Way::Uprobe] {
+        let mut daemon = daemon(dir.path(), &origin, None, way);
+        for client in Client::ALL {
+            assert!(conn.run(client), "{client:?} to the origin failed");
+            let ev = client_event(&mut daemon, client, &origin.name, origin.port);
+            assert_eq!(ev["tls_version"], "1.3", "{ev}");
+            assert_eq!(ev["chain_source"], way.source(), "{client:?}: {ev}");
+            assert_eq!(ev["verdict"], "clean", "{client:?} {way:?}: {ev}");
+            assert_eq!(
+                ev["chain"][0]["sha256"].as_str(),
+                Some(origin.leaf.sha256().as_str()),
+                "{ev}"
+            );
+        }
+        // No echo: the daemon's probes are not handshakes of their own, so each client's
+        // handshake is the only one for the name.
+        let _ = daemon.event(Duration::from_secs(2), |_| false);
+        let for_name: Vec<&String> = daemon
+            .events
+            .seen
+            .iter()
+            .filter(|l| l.contains(&format!("\"server_name\":\"{}\"", origin.name)))
+            .collect();
+        assert_eq!(for_name.len(), Client::ALL.len(), "{way:?}: {for_name:#?}");
+        assert!(
+            !for_name.iter().any(|l| l.contains("\"comm\":\"sensord\"")),
+            "{for_name:#?}"
+        );
+        assert!(daemon.interrupt().is_some_and(|s| s.success()));
+    }
+}
+
+#[test]
+fn mitmproxy_explicit_tls13_is_intercepted() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(dir.path(), "mitm13.test", Ipv4Addr::LOCALHOST);
+    let mitm = interceptors::mitmproxy_explicit(dir.path());
+    let conn = Conn {
+        addr: "127.0.0.1".into(),
+        port: origin.port,
+        sni: &origin.name,
+        ca: &mitm.ca,
+        proxy: Some(mitm.port),
+        netns: None,
+    };
+    for way in [Way::Probe, Way::Uprobe] {
+        expect_intercepted(dir.path(), &origin, &mitm, &conn, mitm.port, way);
+    }
+}
+
+#[test]
+fn mitmproxy_transparent_tls13_is_intercepted() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // The client lives in a namespace behind a veth pair; the host redirects its HTTPS to
+    // mitmproxy, as an inspection gateway would. Only the client's path is intercepted, so
+    // the probe must leave from the client's namespace to see it.
+    let ns = Netns::new("t13", 1500);
+    let origin = Origin::start(
+        dir.path(),
+        "transparent13.test",
+        ns.host_ip.parse().unwrap(),
+    );
+    let mitm = interceptors::mitmproxy_transparent(dir.path());
+    let _redirect = Redirect::new(&ns.host_if, origin.port, mitm.port);
+    let conn = Conn {
+        addr: ns.host_ip.clone(),
+        port: origin.port,
+        sni: &origin.name,
+        ca: &mitm.ca,
+        proxy: None,
+        netns: Some(&ns),
+    };
+    for way in [Way::Probe, Way::Uprobe] {
+        expect_intercepted(dir.path(), &origin, &mitm, &conn, origin.port, way);
+    }
+    // From the host itself the path is clean: the probe's answer depended on the namespace.
+    let direct = Conn {
+        netns: None,
+        ca: &origin.root.cert,
+        ..conn
+    };
+    assert!(direct.run(Client::Curl), "curl from the host to the origin");
+}
+
+#[test]
+fn sslsplit_tls13_is_intercepted() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(dir.path(), "split13.test", Ipv4Addr::LOCALHOST);
+    let split = interceptors::sslsplit(dir.path(), &origin);
+    let conn = Conn {
+        addr: "127.0.0.1".into(),
+        port: split.port,
+        sni: &origin.name,
+        ca: &split.ca,
+        proxy: None,
+        netns: None,
+    };
+    for way in [Way::Probe, Way::Uprobe] {
+        expect_intercepted(dir.path(), &origin, &split, &conn, split.port, way);
+    }
+}
+
+#[test]
+fn an_unreachable_destination_fails_the_probe_with_its_cause() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let root = pki::root(dir.path(), "Gone Root", Key::P256);
+    let name = "gone13.test";
+    let leaf = pki::issue(dir.path(), &root, name, Key::P256, false, &[name]);
+    let port = sensor_tests::free_port();
+    let config = Way::Probe.config(dir.path());
+    let mut daemon = Daemon::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--public-roots",
+        root.cert.to_str().unwrap(),
+    ]);
+    // A server that answers one connection and is gone before the probe comes.
+    let mut server = Proc::spawn(
+        "one-shot s_server",
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-naccept", "1", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&leaf.cert)
+            .arg("-key")
+            .arg(&leaf.key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    // Wait for the port without connecting (a connection would use up the one accept).
+    for _ in 0..100 {
+        let out = Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .unwrap();
+        if !out.stdout.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let conn = Conn {
+        addr: "127.0.0.1".into(),
+        port,
+        sni: name,
+        ca: &root.cert,
+        proxy: None,
+        netns: None,
+    };
+    assert!(conn.run(Client::Curl));
+    assert!(server.wait_timeout(Duration::from_secs(10)).is_some());
+    let ev = client_event(&mut daemon, Client::Curl, name, port);
+    assert_eq!(ev["tls_version"], "1.3", "{ev}");
+    assert!(ev["chain"].as_array().is_none_or(Vec::is_empty), "{ev}");
+    assert!(
+        reasons(&ev).contains(&"probe_failed:refused".to_owned()),
+        "{ev}"
+    );
+    let text = ev["explanation"].as_str().unwrap_or_default();
+    assert!(text.contains("refused"), "{text}");
+    assert!(daemon.interrupt().is_some_and(|s| s.success()));
+}
+
+#[test]
+fn a_changed_tls13_server_is_a_signal_without_any_chain() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let root = pki::root(dir.path(), "Passive Root", Key::Rsa(2048));
+    let name = "passive13.test";
+    let inter = pki::issue(
+        dir.path(),
+        &root,
+        "Passive Issuing CA",
+        Key::Rsa(2048),
+        true,
+        &[],
+    );
+    let leaf = pki::issue(dir.path(), &inter, name, Key::Rsa(2048), false, &[name]);
+    let chain = pki::bundle(dir.path(), "passive.chain.pem", &[&inter]);
+    let small = pki::issue(dir.path(), &root, name, Key::P256, false, &[name]);
+    let port = sensor_tests::free_port();
+    // Neither the probe nor the uprobes: only what the wire shows.
+    let config = dir.path().join("passive.toml");
+    std::fs::write(
+        &config,
+        "[probe]\nenabled = false\n[uprobe]\nenabled = false\n",
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--public-roots",
+        root.cert.to_str().unwrap(),
+    ]);
+    let conn = Conn {
+        addr: "127.0.0.1".into(),
+        port,
+        sni: name,
+        ca: &root.cert,
+        proxy: None,
+        netns: None,
+    };
+    let serve = |cert: &Path, key: &Path, extra: &[&str]| {
+        let mut args = vec!["-ciphersuites", "TLS_AES_128_GCM_SHA256"];
+        args.extend_from_slice(extra);
+        let p = sensor_tests::openssl_server(port, cert, key, &args);
+        wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(5));
+        p
+    };
+    let chain_arg = chain.display().to_string();
+    // The usual server, twice: a baseline and no change.
+    let mut usual = serve(&leaf.cert, &leaf.key, &["-cert_chain", &chain_arg]);
+    for _ in 0..2 {
+        assert!(conn.run(Client::Curl));
+        let ev = client_event(&mut daemon, Client::Curl, name, port);
+        assert!(ev["chain"].as_array().is_none_or(Vec::is_empty), "{ev}");
+        let r = reasons(&ev);
+        assert!(
+            !r.iter().any(|r| r.starts_with("server_")),
+            "the same server: {ev}"
+        );
+    }
+    usual.stop();
+    // Something else answers with a smaller certificate flight: a size change only.
+    let mut other = serve(&small.cert, &small.key, &[]);
+    assert!(conn.run(Client::Curl));
+    let ev = client_event(&mut daemon, Client::Curl, name, port);
+    let r = reasons(&ev);
+    assert!(r.contains(&"server_flight_size_changed".to_owned()), "{ev}");
+    assert!(
+        !r.contains(&"server_fingerprint_changed".to_owned()),
+        "{ev}"
+    );
+    assert_ne!(ev["verdict"], "clean", "{ev}");
+    other.stop();
+    // And one that picks another cipher suite: its ServerHello changed too.
+    let _third = sensor_tests::openssl_server(
+        port,
+        &small.cert,
+        &small.key,
+        &["-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"],
+    );
+    assert!(conn.run(Client::Curl));
+    let ev = client_event(&mut daemon, Client::Curl, name, port);
+    let r = reasons(&ev);
+    assert!(r.contains(&"server_fingerprint_changed".to_owned()), "{ev}");
+    assert!(
+        ev["explanation"]
+            .as_str()
+            .is_some_and(|t| t.contains("answered unlike before")),
+        "{ev}"
+    );
+    assert!(daemon.interrupt().is_some_and(|s| s.success()));
+}
