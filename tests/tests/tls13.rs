@@ -374,6 +374,24 @@ fn sslsplit_tls13_is_intercepted() {
     }
 }
 
+const ONE_SHOT_SERVER: &str = r#"
+import socket, ssl, sys
+cert, key, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", port))
+listener.listen(1)
+print("ready", flush=True)
+conn, _ = listener.accept()
+listener.close()
+tls = ctx.wrap_socket(conn, server_side=True)
+tls.recv(1024)
+tls.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+tls.close()
+"#;
+
 #[test]
 fn an_unreachable_destination_fails_the_probe_with_its_cause() {
     let _serial = serial();
@@ -389,31 +407,25 @@ fn an_unreachable_destination_fails_the_probe_with_its_cause() {
         "--public-roots",
         root.cert.to_str().unwrap(),
     ]);
-    // A server that answers one connection and is gone before the probe comes.
+    // A server that stops listening as soon as it accepts its one connection: the client's
+    // handshake completes, and the probe that follows finds nobody.
     let mut server = Proc::spawn(
-        "one-shot s_server",
-        Command::new("openssl")
-            .args(["s_server", "-quiet", "-naccept", "1", "-www", "-accept"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("-cert")
+        "one-shot TLS server",
+        Command::new("python3")
+            .args(["-c", ONE_SHOT_SERVER])
             .arg(&leaf.cert)
-            .arg("-key")
             .arg(&leaf.key)
+            .arg(port.to_string())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null()),
     );
-    // Wait for the port without connecting (a connection would use up the one accept).
-    for _ in 0..100 {
-        let out = Command::new("ss")
-            .args(["-Hltn", &format!("sport = :{port}")])
-            .output()
-            .unwrap();
-        if !out.stdout.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut ready = sensor_tests::Lines::new(server.child.stdout.take().unwrap());
+    assert!(
+        ready
+            .wait_for(Duration::from_secs(10), |l| l == "ready")
+            .is_some()
+    );
     let conn = Conn {
         addr: "127.0.0.1".into(),
         port,
