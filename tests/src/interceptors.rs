@@ -1,6 +1,7 @@
 //! Real TLS interceptors, started for a test: mitmproxy (from PyPI, in target/venv), sslsplit
-//! and squid's ssl-bump (from Debian), and an origin server behind them. Each lives in the
-//! test's own temporary folder and stops (by PID) when dropped.
+//! and squid's ssl-bump (from Debian), and an origin server behind them. Each runs on the host's
+//! loopback or in a lab namespace ([`Site`]), lives in the test's own temporary folder and stops
+//! (by PID) when dropped.
 //!
 //! How they behave is recorded in shared/notes/interceptors.md.
 
@@ -8,14 +9,76 @@ use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Duration,
+    sync::atomic::{AtomicU16, Ordering},
+    time::{Duration, Instant},
 };
 
 use crate::{
     Proc, free_port,
+    netns::Namespace,
     pki::{self, Issued, Key},
     wait_listening, workspace_root,
 };
+
+/// Where a server runs: the host namespace, or a lab namespace, listening on `addr`.
+#[derive(Clone, Copy)]
+pub struct Site<'a> {
+    pub ns: Option<&'a Namespace>,
+    pub addr: &'a str,
+}
+
+impl Site<'_> {
+    /// The host's loopback.
+    pub const LOOPBACK: Site<'static> = Site {
+        ns: None,
+        addr: "127.0.0.1",
+    };
+
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match self.ns {
+            Some(ns) => {
+                let mut c = ns.command("env");
+                c.arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// A port nobody listens on there.
+    pub fn port(&self) -> u16 {
+        static NEXT: AtomicU16 = AtomicU16::new(20_000);
+        match self.ns {
+            // A lab namespace is the test's own: any port is free.
+            Some(_) => NEXT.fetch_add(1, Ordering::SeqCst),
+            None => free_port(),
+        }
+    }
+
+    /// Wait until something listens on `port` there (without connecting inside a namespace:
+    /// a connection would count as a client).
+    pub fn wait(&self, port: u16, timeout: Duration) {
+        let Some(ns) = self.ns else {
+            return wait_listening(&format!("{}:{port}", self.addr), timeout);
+        };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let out = ns
+                .command("ss")
+                .args(["-Hltn", &format!("sport = :{port}")])
+                .output()
+                .expect("ss");
+            if !out.stdout.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "nothing listens on {}:{port} in {} after {timeout:?}",
+            self.addr, ns.name
+        );
+    }
+}
 
 /// An HTTPS origin with a chain from its own "public" root.
 pub struct Origin {
@@ -25,11 +88,25 @@ pub struct Origin {
     pub root: Issued,
     pub leaf: Issued,
     pub name: String,
+    chain: PathBuf,
 }
 
 impl Origin {
     /// `openssl s_server -www` on `addr` (a free port), for `name`, chain leaf + intermediate.
     pub fn start(dir: &Path, name: &str, addr: Ipv4Addr) -> Self {
+        let addr_text = addr.to_string();
+        Self::start_at(
+            dir,
+            name,
+            Site {
+                ns: None,
+                addr: &addr_text,
+            },
+        )
+    }
+
+    /// The same, at `site`.
+    pub fn start_at(dir: &Path, name: &str, site: Site<'_>) -> Self {
         let root = pki::root(dir, &format!("{name} Public Root"), Key::Rsa(2048));
         let inter = pki::issue(
             dir,
@@ -41,32 +118,36 @@ impl Origin {
         );
         let leaf = pki::issue(dir, &inter, name, Key::P256, false, &[name]);
         let chain = pki::bundle(dir, &format!("{name}.chain.pem"), &[&inter]);
-        let port = free_port();
-        let proc = Proc::spawn(
-            "origin s_server",
-            Command::new("openssl")
-                .args(["s_server", "-quiet", "-www", "-accept"])
-                .arg(format!("{addr}:{port}"))
-                .arg("-cert")
-                .arg(&leaf.cert)
-                .arg("-key")
-                .arg(&leaf.key)
-                .arg("-cert_chain")
-                .arg(&chain)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        wait_listening(&format!("{addr}:{port}"), Duration::from_secs(10));
+        let port = site.port();
+        let proc = serve(site, port, &leaf, &chain);
         Self {
             proc,
             port,
-            addr,
+            addr: site.addr.parse().expect("an IPv4 address"),
             root,
             leaf,
             name: name.to_owned(),
+            chain,
         }
     }
+
+    /// One more listener with the same chain, at `site` on `port`.
+    pub fn also_serve(&self, site: Site<'_>, port: u16) -> Proc {
+        serve(site, port, &self.leaf, &self.chain)
+    }
+}
+
+fn serve(site: Site<'_>, port: u16, leaf: &Issued, chain: &Path) -> Proc {
+    let proc = crate::spawn_s_server(
+        site.command("openssl"),
+        &format!("{}:{port}", site.addr),
+        &leaf.cert,
+        &leaf.key,
+        Some(chain),
+        &[],
+    );
+    site.wait(port, Duration::from_secs(10));
+    proc
 }
 
 /// A running interceptor and the CA it signs with.
@@ -89,22 +170,42 @@ pub fn mitmdump() -> PathBuf {
     path
 }
 
-/// mitmproxy as an explicit (CONNECT) proxy on 127.0.0.1. It does not check the origin's
-/// certificate (`ssl_insecure`): the origin's root is a test root.
+/// How mitmproxy takes its traffic.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MitmMode {
+    /// An explicit proxy: clients send CONNECT.
+    Regular,
+    /// Behind a NAT redirect, finding the original destination with `SO_ORIGINAL_DST`;
+    /// listens on every address.
+    Transparent,
+}
+
+/// mitmproxy as an explicit (CONNECT) proxy on 127.0.0.1.
 pub fn mitmproxy_explicit(dir: &Path) -> Interceptor {
+    mitmproxy(dir, MitmMode::Regular, Site::LOOPBACK)
+}
+
+/// mitmproxy in transparent mode in the host namespace. Traffic reaches it through a
+/// [`Redirect`].
+pub fn mitmproxy_transparent(dir: &Path) -> Interceptor {
+    mitmproxy(dir, MitmMode::Transparent, Site::LOOPBACK)
+}
+
+/// mitmproxy at `site`. It does not check the origin's certificate (`ssl_insecure`): the
+/// origin's root is a test root. Instances started with the same `dir` share one CA (start
+/// them one after the other).
+pub fn mitmproxy(dir: &Path, mode: MitmMode, site: Site<'_>) -> Interceptor {
     let confdir = dir.join("mitmproxy");
     std::fs::create_dir_all(&confdir).unwrap();
-    let port = free_port();
+    let port = site.port();
+    let mut cmd = site.command(mitmdump());
+    match mode {
+        MitmMode::Regular => cmd.args(["--mode", "regular", "--listen-host", site.addr]),
+        MitmMode::Transparent => cmd.args(["--mode", "transparent"]),
+    };
     let proc = Proc::spawn(
-        "mitmdump",
-        Command::new(mitmdump())
-            .args([
-                "--mode",
-                "regular",
-                "--listen-host",
-                "127.0.0.1",
-                "--listen-port",
-            ])
+        &format!("mitmdump {mode:?}"),
+        cmd.arg("--listen-port")
             .arg(port.to_string())
             .args(["--set", "ssl_insecure=true", "--set"])
             .arg(format!("confdir={}", confdir.display()))
@@ -113,7 +214,7 @@ pub fn mitmproxy_explicit(dir: &Path) -> Interceptor {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(60));
+    site.wait(port, Duration::from_secs(60));
     let ca = confdir.join("mitmproxy-ca-cert.pem");
     for _ in 0..100 {
         if ca.exists() {
@@ -132,24 +233,36 @@ fn own_ca(dir: &Path, name: &str) -> Issued {
 
 /// sslsplit forwarding 127.0.0.1:port to the origin, forging with a CA of our own.
 pub fn sslsplit(dir: &Path, origin: &Origin) -> Interceptor {
+    let target = (origin.addr.to_string(), origin.port);
+    sslsplit_at(dir, Site::LOOPBACK, Some(&target))
+}
+
+/// sslsplit at `site`: forwarding to `target`, or, without one, transparent behind a NAT
+/// redirect (its netfilter engine finds the original destination).
+pub fn sslsplit_at(dir: &Path, site: Site<'_>, target: Option<&(String, u16)>) -> Interceptor {
     let ca = own_ca(dir, "sslsplit Test CA");
-    let port = free_port();
+    let port = site.port();
+    let mut cmd = site.command("sslsplit");
+    cmd.arg("-k")
+        .arg(&ca.key)
+        .arg("-c")
+        .arg(&ca.cert)
+        .args(["-u", "root", "ssl"]);
+    match target {
+        Some((addr, tport)) => cmd
+            .arg(site.addr)
+            .arg(port.to_string())
+            .arg(addr)
+            .arg(tport.to_string()),
+        None => cmd.arg("0.0.0.0").arg(port.to_string()),
+    };
     let proc = Proc::spawn(
         "sslsplit",
-        Command::new("sslsplit")
-            .arg("-k")
-            .arg(&ca.key)
-            .arg("-c")
-            .arg(&ca.cert)
-            .args(["-u", "root", "ssl", "127.0.0.1"])
-            .arg(port.to_string())
-            .arg(origin.addr.to_string())
-            .arg(origin.port.to_string())
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(20));
+    site.wait(port, Duration::from_secs(20));
     Interceptor {
         proc,
         port,
@@ -163,6 +276,11 @@ pub fn sslsplit(dir: &Path, origin: &Origin) -> Interceptor {
 /// that user. A service name of its own (`-n`) keeps its shared memory apart from other
 /// squids.
 pub fn squid_bump(dir: &Path) -> Interceptor {
+    squid_bump_at(dir, Site::LOOPBACK)
+}
+
+/// squid's ssl-bump as an explicit proxy at `site`.
+pub fn squid_bump_at(dir: &Path, site: Site<'_>) -> Interceptor {
     use std::os::unix::fs::PermissionsExt as _;
     let ca = own_ca(dir, "Squid Bump Test CA");
     let work = dir.join("squid");
@@ -186,12 +304,12 @@ pub fn squid_bump(dir: &Path) -> Interceptor {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let port = free_port();
+    let port = site.port();
     let conf = work.join("squid.conf");
     std::fs::write(
         &conf,
         format!(
-            "http_port 127.0.0.1:{port} ssl-bump tls-cert={ca} generate-host-certificates=on dynamic_cert_mem_cache_size=4MB\n\
+            "http_port {addr}:{port} ssl-bump tls-cert={ca} generate-host-certificates=on dynamic_cert_mem_cache_size=4MB\n\
              sslcrtd_program {certgen} -s {db} -M 4MB\n\
              sslcrtd_children 2 startup=1 idle=1\n\
              acl step1 at_step SslBump1\n\
@@ -208,6 +326,7 @@ pub fn squid_bump(dir: &Path) -> Interceptor {
              memory_cache_shared off\n\
              collapsed_forwarding_shared_entries_limit 0\n\
              shutdown_lifetime 1 seconds\n",
+            addr = site.addr,
             ca = ca_both.display(),
             db = ssl_db.display(),
             log = work.join("cache.log").display(),
@@ -230,14 +349,14 @@ pub fn squid_bump(dir: &Path) -> Interceptor {
     );
     let proc = Proc::spawn(
         "squid",
-        Command::new("squid")
+        site.command("squid")
             .args(["-N", "-n", &service, "-f"])
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(30));
+    site.wait(port, Duration::from_secs(30));
     Interceptor {
         proc,
         port,
@@ -245,82 +364,95 @@ pub fn squid_bump(dir: &Path) -> Interceptor {
     }
 }
 
-/// mitmproxy in transparent mode, listening on every address of the host namespace. Traffic
-/// reaches it through a [`Redirect`]; it finds the original destination with
-/// `SO_ORIGINAL_DST` and does not check the origin's certificate (a test root).
-pub fn mitmproxy_transparent(dir: &Path) -> Interceptor {
-    let confdir = dir.join("mitmproxy-transparent");
-    std::fs::create_dir_all(&confdir).unwrap();
-    let port = free_port();
-    let proc = Proc::spawn(
-        "mitmdump transparent",
-        Command::new(mitmdump())
-            .args(["--mode", "transparent", "--listen-port"])
-            .arg(port.to_string())
-            .args(["--set", "ssl_insecure=true", "--set"])
-            .arg(format!("confdir={}", confdir.display()))
-            .args(["-q"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(60));
-    let ca = confdir.join("mitmproxy-ca-cert.pem");
-    for _ in 0..100 {
-        if ca.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(ca.exists(), "mitmproxy made no CA in {}", confdir.display());
-    Interceptor { proc, port, ca }
+/// A NAT rule that sends TCP arriving on `iface` for `dport` to a local port, as a transparent
+/// interception gateway's redirect would: iptables REDIRECT, or nft redirect. Removed on drop.
+pub struct Redirect {
+    ns: Option<String>,
+    undo: Vec<String>,
 }
 
-/// An iptables NAT rule that sends TCP arriving on `iface` for `dport` to a local port, as a
-/// transparent interception appliance's redirect would. Removed on drop.
-pub struct Redirect {
-    rule: Vec<String>,
+/// Which netfilter front end writes the rule.
+#[derive(Clone, Copy, Debug)]
+pub enum Netfilter {
+    Iptables,
+    Nft,
+}
+
+fn run_at(ns: Option<&str>, args: &[String]) -> std::process::Output {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]);
+            c.arg(&args[0]);
+            c
+        }
+        None => Command::new(&args[0]),
+    };
+    cmd.args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .expect("netfilter command")
 }
 
 impl Redirect {
+    /// An iptables rule in the host namespace.
     pub fn new(iface: &str, dport: u16, to_port: u16) -> Self {
-        let rule: Vec<String> = [
-            "PREROUTING",
-            "-i",
-            iface,
-            "-p",
-            "tcp",
-            "--dport",
-            &dport.to_string(),
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            &to_port.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let out = Command::new("iptables")
-            .args(["-t", "nat", "-A"])
-            .args(&rule)
-            .output()
-            .expect("iptables");
-        assert!(
-            out.status.success(),
-            "iptables -t nat -A {}: {}",
-            rule.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self { rule }
+        Self::at(None, Netfilter::Iptables, iface, dport, to_port)
+    }
+
+    /// A rule in `ns` (or the host namespace).
+    pub fn at(
+        ns: Option<&Namespace>,
+        with: Netfilter,
+        iface: &str,
+        dport: u16,
+        to_port: u16,
+    ) -> Self {
+        let ns = ns.map(|n| n.name.clone());
+        let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        let (steps, undo) = match with {
+            Netfilter::Iptables => {
+                let rule = format!(
+                    "PREROUTING -i {iface} -p tcp --dport {dport} -j REDIRECT --to-ports {to_port}"
+                );
+                (
+                    vec![words(&format!("iptables -t nat -A {rule}"))],
+                    words(&format!("iptables -t nat -D {rule}")),
+                )
+            }
+            Netfilter::Nft => {
+                // A table of its own, named for the ports: deleting it undoes everything.
+                let table = format!("sensortest_{dport}_{to_port}");
+                (
+                    vec![
+                        words(&format!("nft add table ip {table}")),
+                        words(&format!(
+                            "nft add chain ip {table} pre {{ type nat hook prerouting priority -100 ; }}"
+                        )),
+                        words(&format!(
+                            "nft add rule ip {table} pre iifname {iface} tcp dport {dport} redirect to :{to_port}"
+                        )),
+                    ],
+                    words(&format!("nft delete table ip {table}")),
+                )
+            }
+        };
+        let redirect = Self { ns, undo };
+        for step in steps {
+            let out = run_at(redirect.ns.as_deref(), &step);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                step.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        redirect
     }
 }
 
 impl Drop for Redirect {
     fn drop(&mut self) {
-        let _ = Command::new("iptables")
-            .args(["-t", "nat", "-D"])
-            .args(&self.rule)
-            .stderr(Stdio::null())
-            .status();
+        let _ = run_at(self.ns.as_deref(), &self.undo);
     }
 }

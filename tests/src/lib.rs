@@ -7,6 +7,7 @@ pub mod capture;
 pub mod cgroup;
 pub mod client;
 pub mod interceptors;
+pub mod lab;
 pub mod mtls;
 pub mod netns;
 pub mod pki;
@@ -294,23 +295,40 @@ pub fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// `openssl s_server` on 127.0.0.1:`port`, answering with a small page (`-www`).
-pub fn openssl_server(port: u16, cert: &Path, key: &Path, extra: &[&str]) -> Proc {
-    let p = Proc::spawn(
-        "openssl s_server",
-        Command::new("openssl")
-            .args(["s_server", "-quiet", "-www", "-accept"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("-cert")
-            .arg(cert)
-            .arg("-key")
-            .arg(key)
+/// `openssl s_server -www` (a small page) run by `openssl` (a command for the openssl binary,
+/// perhaps inside a namespace), listening on `listen` (`addr:port`), with a certificate, its
+/// key, the rest of its chain and more arguments; output closed. The caller waits for it.
+pub fn spawn_s_server(
+    mut openssl: Command,
+    listen: &str,
+    cert: &Path,
+    key: &Path,
+    chain: Option<&Path>,
+    extra: &[&str],
+) -> Proc {
+    openssl
+        .args(["s_server", "-quiet", "-www", "-accept", listen, "-cert"])
+        .arg(cert)
+        .arg("-key")
+        .arg(key);
+    if let Some(chain) = chain {
+        openssl.arg("-cert_chain").arg(chain);
+    }
+    Proc::spawn(
+        &format!("openssl s_server on {listen}"),
+        openssl
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
-    );
-    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
+    )
+}
+
+/// `openssl s_server` on 127.0.0.1:`port`, answering with a small page (`-www`).
+pub fn openssl_server(port: u16, cert: &Path, key: &Path, extra: &[&str]) -> Proc {
+    let listen = format!("127.0.0.1:{port}");
+    let p = spawn_s_server(Command::new("openssl"), &listen, cert, key, None, extra);
+    wait_listening(&listen, Duration::from_secs(10));
     p
 }
 

@@ -4,15 +4,84 @@
 //! namespaces and veth pairs: traffic never leaves the machine.
 
 use std::{
+    path::PathBuf,
     process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
 };
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// A bare network namespace with its loopback up, deleted on drop (with its `/etc/netns`
+/// folder, whose files `ip netns exec` mounts over `/etc`).
+pub struct Namespace {
+    pub name: String,
+}
+
+impl Namespace {
+    pub fn new(name: String) -> Self {
+        crate::require_root();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        ip(&["netns", "add", &name]);
+        let ns = Self { name };
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Run a command inside the namespace; panic unless it succeeds.
+    pub fn exec_ok(&self, args: &[&str]) {
+        let out = self
+            .command(args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .output()
+            .expect("ip netns exec");
+        assert!(
+            out.status.success(),
+            "in {}: {}: {}",
+            self.name,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn etc(&self) -> PathBuf {
+        PathBuf::from("/etc/netns").join(&self.name)
+    }
+
+    /// `/etc/hosts` as the namespace's programs see it: localhost and these.
+    pub fn hosts(&self, entries: &[(&str, &str)]) {
+        let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+        for (addr, name) in entries {
+            text.push_str(&format!("{addr} {name}\n"));
+        }
+        std::fs::create_dir_all(self.etc()).expect("/etc/netns folder");
+        std::fs::write(self.etc().join("hosts"), text).expect("/etc/netns hosts");
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(self.etc());
+    }
+}
+
 /// A network namespace joined to the host namespace by a veth pair. Deleted on drop.
 pub struct Netns {
-    pub name: String,
+    ns: Namespace,
     /// The host end of the veth pair.
     pub host_if: String,
     /// Address of the host end.
@@ -24,7 +93,7 @@ pub struct Netns {
     pub ns_ip6: String,
 }
 
-fn ip(args: &[&str]) {
+pub(crate) fn ip(args: &[&str]) {
     let out = Command::new("ip")
         .args(args)
         .stdin(Stdio::null())
@@ -55,13 +124,8 @@ impl Netns {
         let ns_ip = format!("10.77.{subnet}.{}", (third % 60) * 4 + 2);
         let host_ip6 = format!("fd77:{subnet:x}:{third:x}::1");
         let ns_ip6 = format!("fd77:{subnet:x}:{third:x}::2");
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        ip(&["netns", "add", &name]);
         let ns = Self {
-            name,
+            ns: Namespace::new(name),
             host_if,
             host_ip,
             ns_ip,
@@ -88,7 +152,6 @@ impl Netns {
             "dev",
             &ns.host_if,
         ]);
-        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
         ns.exec_ok(&["ip", "link", "set", &ns_if, "mtu", &mtu, "up"]);
         ns.exec_ok(&[
             "ip",
@@ -107,38 +170,19 @@ impl Netns {
         }
         ns
     }
+}
 
-    /// A command that runs inside the namespace.
-    pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
+impl std::ops::Deref for Netns {
+    type Target = Namespace;
 
-    /// Run a command inside the namespace; panic unless it succeeds.
-    pub fn exec_ok(&self, args: &[&str]) {
-        let out = self
-            .command(args[0])
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .output()
-            .expect("ip netns exec");
-        assert!(
-            out.status.success(),
-            "in {}: {}: {}",
-            self.name,
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    fn deref(&self) -> &Namespace {
+        &self.ns
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
+        // The namespace goes with `self.ns`; the host end of the veth pair may outlive it.
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])
             .stderr(Stdio::null())

@@ -99,18 +99,13 @@ fn curl_over_ipv6_tls12_and_tls13() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path(), "localhost");
     let port = free_port();
-    let _server = Proc::spawn(
-        "openssl s_server (IPv6)",
-        Command::new("openssl")
-            .args(["s_server", "-quiet", "-www", "-accept"])
-            .arg(format!("[::1]:{port}"))
-            .arg("-cert")
-            .arg(&cert)
-            .arg("-key")
-            .arg(&key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    let _server = sensor_tests::spawn_s_server(
+        Command::new("openssl"),
+        &format!("[::1]:{port}"),
+        &cert,
+        &key,
+        None,
+        &[],
     );
     wait_listening(&format!("[::1]:{port}"), Duration::from_secs(10));
 
@@ -153,22 +148,15 @@ fn a_4096_bit_chain_over_small_segments_from_another_namespace() {
     let leaf = pki::issue(d, &inter, &sni, Key::Rsa(4096), false, &[&sni]);
     let extra = pki::bundle(d, "extra.pem", &[&inter, &root]);
     let port = free_port();
-    let _server = Proc::spawn(
-        "openssl s_server in netns",
-        ns.command("openssl")
-            .args(["s_server", "-quiet", "-www", "-accept"])
-            .arg(format!("{}:{port}", ns.ns_ip))
-            .arg("-cert")
-            .arg(&leaf.cert)
-            .arg("-key")
-            .arg(&leaf.key)
-            .arg("-cert_chain")
-            .arg(&extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
     let addr = format!("{}:{port}", ns.ns_ip);
+    let _server = sensor_tests::spawn_s_server(
+        ns.command("openssl"),
+        &addr,
+        &leaf.cert,
+        &leaf.key,
+        Some(&extra),
+        &[],
+    );
     wait_listening(&addr, Duration::from_secs(10));
 
     s_client(&addr, &sni, &["-tls1_2"]);

@@ -33,8 +33,12 @@ enum Cmd {
         #[arg(last = true)]
         sensord_args: Vec<String>,
     },
-    /// Set up, then run every check: fmt, clippy, unit, integration and end-to-end tests.
+    /// Set up, then run every check: fmt, clippy, unit, integration and end-to-end tests, the
+    /// interception lab, and a short fuzz run.
     Test,
+    /// The interception lab (as root): real interceptors and clients in network namespaces;
+    /// prints the matrix and writes target/lab/results.json; fails if any row does.
+    Lab,
     /// Run the fuzz targets (cargo fuzz, on the pinned nightly), each for a while.
     Fuzz {
         /// Seconds per target.
@@ -134,6 +138,11 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Setup => setup::setup(&ws),
         Cmd::Run { json, sensord_args } => run_sensord(&ws, json, &sensord_args),
         Cmd::Test => test(&ws),
+        Cmd::Lab => {
+            setup::setup(&ws)?;
+            run(ws.cargo().args(["build", "--bins"]))?;
+            lab(&ws)
+        }
         Cmd::Fuzz { seconds, target } => {
             setup::setup(&ws)?;
             fuzz::fuzz(&ws, seconds, target.as_deref())
@@ -234,6 +243,14 @@ fn ignore_sigint() {
     }
 }
 
+/// `cargo xtask lab`: the interception matrix, from the debug binaries.
+fn lab(ws: &Workspace) -> anyhow::Result<()> {
+    run(Command::new(ws.root.join("target/debug/lab"))
+        .current_dir(&ws.root)
+        .arg("--out")
+        .arg(ws.root.join("target/lab/results.json")))
+}
+
 /// `cargo xtask test`: what CI runs.
 fn test(ws: &Workspace) -> anyhow::Result<()> {
     setup::setup(ws)?;
@@ -246,7 +263,12 @@ fn test(ws: &Workspace) -> anyhow::Result<()> {
     say("building the binaries the tests start");
     run(ws.cargo().args(["build", "--bins"]))?;
     say("cargo test");
-    run(ws.cargo().args(["test", "--no-fail-fast"]))?;
+    let tests = run(ws.cargo().args(["test", "--no-fail-fast"]));
+    // The lab runs even when a test failed: its table says more about what broke.
+    say("the interception lab");
+    let lab = lab(ws);
+    tests?;
+    lab?;
     say("a short run of every fuzz target");
     fuzz::fuzz(ws, 30, None)?;
     say("all checks passed");

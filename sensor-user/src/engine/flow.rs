@@ -428,6 +428,16 @@ impl Flow {
         if completed {
             return ClientOutcome::Completed;
         }
+        // TLS 1.3 encrypts a client's alert too (OpenSSL sends it in clear, GnuTLS does not):
+        // one encrypted record of an alert's size (2 bytes, the inner content type, a 16- or
+        // 8-byte tag) instead of a Finished (at least 53), and then the client closed.
+        if seen.is_tls13()
+            && client_app == 1
+            && matches!(seen.client_flight_bytes, 19 | 11)
+            && (client.closed || final_)
+        {
+            return ClientOutcome::Rejected;
+        }
         if final_ && seen.server_hello.is_some() && client.closed {
             return ClientOutcome::Aborted;
         }

@@ -243,3 +243,56 @@ fn a_close_reports_at_once() {
     let events: Vec<_> = e.drain().collect();
     assert_eq!(events.len(), 1);
 }
+
+/// A TLS 1.3 ServerHello (supported_versions 0x0304) choosing TLS_AES_128_GCM_SHA256.
+fn server_hello_tls13() -> Vec<u8> {
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[9; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0x13, 0x01, 0]);
+    let ext = [0x00, 0x2b, 0, 2, 3, 4];
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut msg = vec![2];
+    msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// A TLS 1.3 exchange in which the client's only encrypted record is `client_record` long,
+/// and then it closes.
+fn tls13_client_answers_with(client_record: usize) -> Handshake {
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 0, SYN, &[], 1));
+    e.push(&seg(false, 0, SYN | ACK, &[], 2));
+    let ch = record(22, &client_hello("hidden-alert.test"));
+    e.push(&seg(true, 1, ACK | PSH, &ch, 3));
+    let mut server = record(22, &server_hello_tls13());
+    server.extend_from_slice(&record(20, &[1]));
+    server.extend_from_slice(&record(23, &[0x55; 900]));
+    e.push(&seg(false, 1, ACK | PSH, &server, 4));
+    let mut seq = 1 + ch.len() as u32;
+    let ccs = record(20, &[1]);
+    let answer = record(23, &vec![0xaa; client_record]);
+    for p in [&ccs, &answer] {
+        e.push(&seg(true, seq, ACK | PSH, p, 5));
+        seq += p.len() as u32;
+    }
+    e.push(&seg(true, seq, FIN | ACK, &[], 6));
+    e.finish();
+    let mut events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    events.remove(0)
+}
+
+#[test]
+fn a_tls13_client_that_answers_with_an_encrypted_alert_rejected_the_server() {
+    // GnuTLS encrypts its bad_certificate alert: 2 bytes, the content type and a 16-byte tag.
+    let ev = tls13_client_answers_with(19);
+    assert_eq!(ev.tls_version, Some("1.3"));
+    assert_eq!(ev.client_outcome, ClientOutcome::Rejected);
+    assert!(ev.alert.is_none());
+    // A Finished (here for SHA-256: 4 + 32 + 1 + 16 bytes) and a close is not a rejection.
+    let ev = tls13_client_answers_with(53);
+    assert_ne!(ev.client_outcome, ClientOutcome::Rejected);
+}

@@ -537,9 +537,23 @@ fn assess(trust: &TrustContext, f: &Facts<'_>, pin_index: Option<usize>) -> Asse
     }
 }
 
+/// `client_rejected:<alert>`, or `client_rejected:encrypted` when the client refused with an
+/// alert that TLS 1.3 encrypted.
+fn rejection(f: &Facts<'_>) -> Option<String> {
+    match (f.client_outcome, f.client_alert) {
+        (_, Some(a)) if a.is_fatal() => Some(format!("client_rejected:{}", a.description())),
+        (ClientOutcome::Rejected, _) => Some("client_rejected:encrypted".into()),
+        _ => None,
+    }
+}
+
 fn client_phrase(f: &Facts<'_>) -> String {
     match (f.client_outcome, f.client_alert) {
         (_, Some(a)) if a.is_fatal() => format!("The client rejected it ({}).", a.description()),
+        (ClientOutcome::Rejected, _) => {
+            "The client rejected it (with an alert TLS 1.3 encrypts, so which one is not visible)."
+                .into()
+        }
         (ClientOutcome::Completed, _) => "The client completed the handshake.".into(),
         (ClientOutcome::Aborted, _) => "The client closed the connection without finishing.".into(),
         _ => String::new(),
@@ -573,8 +587,8 @@ fn push_server_changes(reasons: &mut Vec<String>, b: &baseline::Signal) {
 fn unverified(f: &Facts<'_>) -> Verdict {
     let mut reasons = vec!["certificate_not_visible".to_owned()];
     let mut severity = Severity::Info;
-    if let Some(a) = f.client_alert.filter(Alert::is_fatal) {
-        reasons.push(format!("client_rejected:{}", a.description()));
+    if let Some(r) = rejection(f) {
+        reasons.push(r);
         severity = Severity::Medium;
     }
     push_server_changes(&mut reasons, &f.baseline);
@@ -761,8 +775,8 @@ fn decide(trust: &TrustContext, a: &Assessment, f: &Facts<'_>) -> Verdict {
         };
         explanation = format!("{who}: the certificate was issued by {issuer}, and {why}.");
     }
-    if let Some(al) = f.client_alert.filter(Alert::is_fatal) {
-        reasons.push(format!("client_rejected:{}", al.description()));
+    if let Some(r) = rejection(f) {
+        reasons.push(r);
     }
     if kind == Kind::Untrusted && f.client_outcome == ClientOutcome::Completed {
         reasons.push("client_accepted_untrusted".into());

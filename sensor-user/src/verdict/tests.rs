@@ -590,3 +590,24 @@ fn a_repeated_chain_is_a_cache_hit_with_the_same_verdict() {
     engine.judge(&facts(&c, "other.test"));
     assert_eq!(engine.stats().cache_hits, 1);
 }
+
+#[test]
+fn a_rejection_with_an_encrypted_alert_is_named_as_such() {
+    let mut engine = VerdictEngine::new(Arc::new(context(&[], &[])));
+    let mut hs = Handshake {
+        time: Timestamp(NOW as u64 * 1_000_000_000),
+        server_name: Some("hidden-alert.example.test".into()),
+        dst_port: 443,
+        tls_version: Some("1.3"),
+        client_outcome: ClientOutcome::Rejected,
+        ..Handshake::default()
+    };
+    engine.apply(&mut hs);
+    assert_eq!(
+        hs.reasons,
+        ["certificate_not_visible", "client_rejected:encrypted"]
+    );
+    assert_eq!(hs.severity, Some("medium"));
+    let text = hs.explanation.unwrap_or_default();
+    assert!(text.contains("TLS 1.3 encrypts"), "{text}");
+}

@@ -15,7 +15,6 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use pcap_parser::{PcapBlockOwned, PcapError, create_reader};
 use sensor_tests::{
-    Proc,
     capture::Capture,
     free_port,
     pki::{self, Key},
@@ -75,22 +74,16 @@ fn record(
     flags: &[&str],
 ) -> anyhow::Result<Vec<Frame>> {
     let port = free_port();
-    let _srv = Proc::spawn(
-        "openssl s_server",
-        Command::new("openssl")
-            .args(["s_server", "-quiet", "-www", "-accept"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("-cert")
-            .arg(&leaf.cert)
-            .arg("-key")
-            .arg(&leaf.key)
-            .arg("-cert_chain")
-            .arg(chain)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    let listen = format!("127.0.0.1:{port}");
+    let _srv = sensor_tests::spawn_s_server(
+        Command::new("openssl"),
+        &listen,
+        &leaf.cert,
+        &leaf.key,
+        Some(chain),
+        &[],
     );
-    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
+    wait_listening(&listen, Duration::from_secs(10));
     let path = dir.join(format!("{name}.pcap"));
     let cap = Capture::tcpdump("lo", &path, &format!("tcp port {port}"), &[]);
     let mut client = Command::new("openssl")

@@ -71,23 +71,16 @@ impl Pki {
 }
 
 fn s_server(port: u16, leaf: &Issued, chain: &Path, extra: &[&str]) -> Proc {
-    let p = Proc::spawn(
-        "openssl s_server",
-        Command::new("openssl")
-            .args(["s_server", "-quiet", "-www", "-accept"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("-cert")
-            .arg(&leaf.cert)
-            .arg("-key")
-            .arg(&leaf.key)
-            .arg("-cert_chain")
-            .arg(chain)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    let listen = format!("127.0.0.1:{port}");
+    let p = sensor_tests::spawn_s_server(
+        Command::new("openssl"),
+        &listen,
+        &leaf.cert,
+        &leaf.key,
+        Some(chain),
+        extra,
     );
-    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
+    wait_listening(&listen, Duration::from_secs(10));
     p
 }
 
@@ -494,20 +487,13 @@ fn chain_over_segments(c: &Ctx) -> anyhow::Result<()> {
     let extra = pki::bundle(d, "bigchain.extra.pem", &[&inter, &root]);
     std::fs::copy(&root.cert, c.out.join("bigchain-root.pem"))?;
     let port = free_port();
-    let _srv = Proc::spawn(
-        "openssl s_server in the namespace",
-        ns.command("openssl")
-            .args(["s_server", "-quiet", "-www", "-accept"])
-            .arg(format!("{}:{port}", ns.ns_ip))
-            .arg("-cert")
-            .arg(&leaf.cert)
-            .arg("-key")
-            .arg(&leaf.key)
-            .arg("-cert_chain")
-            .arg(&extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    let _srv = sensor_tests::spawn_s_server(
+        ns.command("openssl"),
+        &format!("{}:{port}", ns.ns_ip),
+        &leaf.cert,
+        &leaf.key,
+        Some(&extra),
+        &[],
     );
     let addr = format!("{}:{port}", ns.ns_ip);
     wait_listening(&addr, Duration::from_secs(10));

@@ -1,0 +1,575 @@
+//! The interception lab: real interceptors and real clients in network namespaces, the real
+//! sensord in the host namespace watching them.
+//!
+//! ```text
+//!  client ns                      middlebox ns                          origin ns
+//!  curl, openssl s_client,  ───►  mitmproxy (explicit; transparent ───► openssl s_server
+//!  Python urllib, gnutls-cli      behind iptables REDIRECT), sslsplit    (a chain from a
+//!                                 (transparent behind nft redirect),     "public" test root)
+//!                                 squid ssl-bump (explicit)
+//! ```
+//!
+//! The matrix is {clean, each interceptor} × {the client trusts the interceptors' CAs, it does
+//! not} × {TLS 1.2, TLS 1.3} × {each client}. sensord treats the origin's root as public and
+//! the interceptors' CAs as this host's own store (IT pushed them). [`run`] plays every row and
+//! judges the event the client's handshake produced (found by the client's pid).
+
+pub mod topology;
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{
+    Daemon, Proc,
+    interceptors::{self, Interceptor, MitmMode, Netfilter, Origin, Redirect, Site},
+    pki,
+};
+use topology::Topology;
+
+/// Who stands between the client and the origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interception {
+    Clean,
+    MitmproxyExplicit,
+    MitmproxyTransparent,
+    SslsplitTransparent,
+    SquidBump,
+}
+
+impl Interception {
+    pub const ALL: [Interception; 5] = [
+        Interception::Clean,
+        Interception::MitmproxyExplicit,
+        Interception::MitmproxyTransparent,
+        Interception::SslsplitTransparent,
+        Interception::SquidBump,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Clean => "clean",
+            Self::MitmproxyExplicit => "mitmproxy-explicit",
+            Self::MitmproxyTransparent => "mitmproxy-transparent",
+            Self::SslsplitTransparent => "sslsplit-transparent",
+            Self::SquidBump => "squid-bump",
+        }
+    }
+
+    fn is_mitmproxy(self) -> bool {
+        matches!(self, Self::MitmproxyExplicit | Self::MitmproxyTransparent)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    Curl,
+    OpenSsl,
+    Python,
+    Gnutls,
+}
+
+impl Client {
+    pub const ALL: [Client; 4] = [
+        Client::Curl,
+        Client::OpenSsl,
+        Client::Python,
+        Client::Gnutls,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Curl => "curl",
+            Self::OpenSsl => "openssl-s_client",
+            Self::Python => "python-urllib",
+            Self::Gnutls => "gnutls-cli",
+        }
+    }
+
+    /// Linked against the system's OpenSSL, so the uprobes see its chain.
+    fn uses_openssl(self) -> bool {
+        !matches!(self, Self::Gnutls)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls {
+    V12,
+    V13,
+}
+
+impl Tls {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V12 => "1.2",
+            Self::V13 => "1.3",
+        }
+    }
+}
+
+/// One row of the matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    pub path: Interception,
+    /// The client trusts the interceptors' CAs (besides the origin's root).
+    pub trusts: bool,
+    pub tls: Tls,
+    pub client: Client,
+}
+
+impl Scenario {
+    pub fn all() -> Vec<Scenario> {
+        let mut rows = Vec::new();
+        for path in Interception::ALL {
+            for trusts in [true, false] {
+                for tls in [Tls::V12, Tls::V13] {
+                    for client in Client::ALL {
+                        rows.push(Scenario {
+                            path,
+                            trusts,
+                            tls,
+                            client,
+                        });
+                    }
+                }
+            }
+        }
+        rows
+    }
+
+    pub fn name(&self) -> String {
+        format!(
+            "{} / {} / TLS {} / {}",
+            self.path.name(),
+            if self.trusts {
+                "client trusts CA"
+            } else {
+                "client does not"
+            },
+            self.tls.name(),
+            self.client.name()
+        )
+    }
+
+    /// What the event must show.
+    pub fn expected(&self) -> Expected {
+        let source = match (self.tls, self.client.uses_openssl()) {
+            (Tls::V12, _) => "passive",
+            (Tls::V13, true) => "uprobe",
+            (Tls::V13, false) => "probe",
+        };
+        if self.path == Interception::Clean {
+            return Expected {
+                verdicts: vec!["clean"],
+                reasons: vec!["public_root".into()],
+                source,
+                completes: true,
+            };
+        }
+        if self.trusts {
+            let mut reasons = vec!["local_root".to_owned()];
+            if self.path.is_mitmproxy() {
+                reasons.push("known_interceptor:mitmproxy".into());
+            }
+            Expected {
+                verdicts: vec!["intercepted"],
+                reasons,
+                source,
+                completes: true,
+            }
+        } else {
+            let alert = match (self.client, self.tls) {
+                // GnuTLS encrypts its TLS 1.3 alert (OpenSSL sends it in clear): the sensor
+                // sees a refusal, not which alert.
+                (Client::Gnutls, Tls::V13) => "client_rejected:encrypted",
+                (Client::Gnutls, Tls::V12) => "client_rejected:bad_certificate",
+                _ => "client_rejected:unknown_ca",
+            };
+            Expected {
+                verdicts: vec!["untrusted", "intercepted"],
+                reasons: vec![alert.into()],
+                source,
+                completes: false,
+            }
+        }
+    }
+}
+
+/// The verdict (one of), the reasons (all of), where the chain came from, and whether the
+/// client completed its request.
+#[derive(Clone, Debug)]
+pub struct Expected {
+    pub verdicts: Vec<&'static str>,
+    pub reasons: Vec<String>,
+    pub source: &'static str,
+    pub completes: bool,
+}
+
+impl Expected {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} [{}] via {}; client {}",
+            self.verdicts.join("|"),
+            self.reasons.join(", "),
+            self.source,
+            if self.completes {
+                "completes"
+            } else {
+                "refuses"
+            }
+        )
+    }
+}
+
+/// What a row produced.
+#[derive(Clone, Debug)]
+pub struct Got {
+    pub verdict: String,
+    pub reasons: Vec<String>,
+    pub source: String,
+    pub completed: bool,
+}
+
+impl Got {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} [{}] via {}; client {}",
+            self.verdict,
+            self.reasons.join(", "),
+            self.source,
+            if self.completed {
+                "completed"
+            } else {
+                "refused"
+            }
+        )
+    }
+
+    pub fn meets(&self, e: &Expected) -> bool {
+        e.verdicts.contains(&self.verdict.as_str())
+            && e.reasons.iter().all(|r| self.reasons.contains(r))
+            && self.source == e.source
+            && self.completed == e.completes
+    }
+}
+
+/// One row's result, as `results.json` holds it.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub scenario: String,
+    pub expected: String,
+    pub got: String,
+    pub pass: bool,
+}
+
+impl Row {
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "scenario": self.scenario,
+            "expected": self.expected,
+            "got": self.got,
+            "pass": self.pass,
+        })
+    }
+}
+
+const PY_CLIENT: &str = r#"
+import ssl, sys, urllib.request
+url, ca, version = sys.argv[1], sys.argv[2], sys.argv[3]
+proxy = sys.argv[4] if len(sys.argv) > 4 else None
+ctx = ssl.create_default_context(cafile=ca)
+v = ssl.TLSVersion.TLSv1_3 if version == "1.3" else ssl.TLSVersion.TLSv1_2
+ctx.minimum_version = v
+ctx.maximum_version = v
+opener = urllib.request.build_opener(
+    urllib.request.ProxyHandler({"https": proxy} if proxy else {}),
+    urllib.request.HTTPSHandler(context=ctx),
+)
+opener.open(url, timeout=15).read()
+"#;
+
+/// Everything the rows run against.
+pub struct Lab {
+    pub topo: Topology,
+    pub origin: Origin,
+    /// The origin's extra listeners (the transparent interceptors' ports).
+    _origin_more: Vec<Proc>,
+    transparent_mitm_port: u16,
+    sslsplit_port: u16,
+    mitm_explicit: Interceptor,
+    _mitm_transparent: Interceptor,
+    _sslsplit: Interceptor,
+    squid: Interceptor,
+    _redirects: Vec<Redirect>,
+    /// Local CONNECT relays for gnutls-cli, which speaks no HTTP proxy: (proxy port, relay).
+    relays: Vec<(u16, u16, Proc)>,
+    /// The origin's root alone, and with every interceptor's CA.
+    ca_origin_only: PathBuf,
+    ca_with_interceptors: PathBuf,
+    dir: PathBuf,
+    pub daemon: Daemon,
+}
+
+impl Lab {
+    pub fn start(dir: &Path) -> Self {
+        let topo = Topology::new("origin.lab.test");
+        let origin_site = Site {
+            ns: Some(&topo.origin),
+            addr: &topo.origin_ip,
+        };
+        let origin = Origin::start_at(dir, &topo.origin_name, origin_site);
+        let transparent_mitm_port = origin_site.port();
+        let sslsplit_port = origin_site.port();
+        let origin_more = vec![
+            origin.also_serve(origin_site, transparent_mitm_port),
+            origin.also_serve(origin_site, sslsplit_port),
+        ];
+        let mbox = Site {
+            ns: Some(&topo.middlebox),
+            addr: &topo.middlebox_ip,
+        };
+        let mitm_explicit = interceptors::mitmproxy(dir, MitmMode::Regular, mbox);
+        let mitm_transparent = interceptors::mitmproxy(dir, MitmMode::Transparent, mbox);
+        let sslsplit = interceptors::sslsplit_at(dir, mbox, None);
+        let squid = interceptors::squid_bump_at(dir, mbox);
+        let redirects = vec![
+            Redirect::at(
+                Some(&topo.middlebox),
+                Netfilter::Iptables,
+                &topo.middlebox_client_if,
+                transparent_mitm_port,
+                mitm_transparent.port,
+            ),
+            Redirect::at(
+                Some(&topo.middlebox),
+                Netfilter::Nft,
+                &topo.middlebox_client_if,
+                sslsplit_port,
+                sslsplit.port,
+            ),
+        ];
+        let client_site = Site {
+            ns: Some(&topo.client),
+            addr: "127.0.0.1",
+        };
+        let mut relays = Vec::new();
+        for proxy in [mitm_explicit.port, squid.port] {
+            let port = client_site.port();
+            let relay = Proc::spawn(
+                "socat CONNECT relay",
+                client_site
+                    .command("socat")
+                    .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+                    .arg(format!(
+                        "PROXY:{}:{}:{},proxyport={proxy}",
+                        topo.middlebox_ip, topo.origin_name, origin.port
+                    ))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
+            client_site.wait(port, Duration::from_secs(10));
+            relays.push((proxy, port, relay));
+        }
+        let ca_origin_only = pki::bundle(dir, "trust-origin.pem", &[&origin.root]);
+        let ca_with_interceptors = dir.join("trust-all.pem");
+        let mut pem = std::fs::read_to_string(&origin.root.cert).unwrap();
+        for ca in [&mitm_explicit.ca, &sslsplit.ca, &squid.ca] {
+            pem.push_str(&std::fs::read_to_string(ca).unwrap());
+        }
+        std::fs::write(&ca_with_interceptors, pem).unwrap();
+
+        let root = origin.root.cert.display().to_string();
+        let cas: Vec<String> = [&mitm_explicit.ca, &sslsplit.ca, &squid.ca]
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let mut args = vec!["--public-roots", root.as_str()];
+        for ca in &cas {
+            args.extend(["--host-roots", ca.as_str()]);
+        }
+        let daemon = Daemon::start(&args);
+        Self {
+            topo,
+            origin,
+            _origin_more: origin_more,
+            transparent_mitm_port,
+            sslsplit_port,
+            mitm_explicit,
+            _mitm_transparent: mitm_transparent,
+            _sslsplit: sslsplit,
+            squid,
+            _redirects: redirects,
+            relays,
+            ca_origin_only,
+            ca_with_interceptors,
+            dir: dir.to_path_buf(),
+            daemon,
+        }
+    }
+
+    /// The origin port the client asks for, and the explicit proxy it goes through.
+    fn route(&self, path: Interception) -> (u16, Option<u16>) {
+        match path {
+            Interception::Clean => (self.origin.port, None),
+            Interception::MitmproxyExplicit => (self.origin.port, Some(self.mitm_explicit.port)),
+            Interception::SquidBump => (self.origin.port, Some(self.squid.port)),
+            Interception::MitmproxyTransparent => (self.transparent_mitm_port, None),
+            Interception::SslsplitTransparent => (self.sslsplit_port, None),
+        }
+    }
+
+    /// Run the client of a row; its pid, and whether it completed.
+    fn run_client(&self, s: &Scenario) -> (u32, bool) {
+        let (port, proxy) = self.route(s.path);
+        let name = &self.topo.origin_name;
+        let ca = if s.trusts {
+            &self.ca_with_interceptors
+        } else {
+            &self.ca_origin_only
+        };
+        let proxy_addr = proxy.map(|p| format!("{}:{p}", self.topo.middlebox_ip));
+        let ns = &self.topo.client;
+        let mut cmd = match s.client {
+            Client::Curl => {
+                let mut c = ns.command("curl");
+                c.args(["-sS", "-o", "/dev/null", "--max-time", "15", "--cacert"])
+                    .arg(ca);
+                match s.tls {
+                    Tls::V12 => c.args(["--tlsv1.2", "--tls-max", "1.2"]),
+                    Tls::V13 => c.arg("--tlsv1.3"),
+                };
+                if let Some(p) = &proxy_addr {
+                    c.arg("-x").arg(format!("http://{p}"));
+                }
+                c.arg(format!("https://{name}:{port}/"));
+                c
+            }
+            Client::OpenSsl => {
+                let mut c = ns.command("openssl");
+                c.args(["s_client", "-verify_return_error", "-connect"])
+                    .arg(format!("{name}:{port}"))
+                    .args(["-servername", name, "-CAfile"])
+                    .arg(ca)
+                    .arg(match s.tls {
+                        Tls::V12 => "-tls1_2",
+                        Tls::V13 => "-tls1_3",
+                    });
+                if let Some(p) = &proxy_addr {
+                    c.arg("-proxy").arg(p);
+                }
+                c
+            }
+            Client::Python => {
+                let mut c = ns.command("python3");
+                c.args(["-c", PY_CLIENT])
+                    .arg(format!("https://{name}:{port}/"))
+                    .arg(ca)
+                    .arg(s.tls.name());
+                if let Some(p) = &proxy_addr {
+                    c.arg(format!("http://{p}"));
+                }
+                c
+            }
+            Client::Gnutls => {
+                let mut c = ns.command("gnutls-cli");
+                c.arg("--x509cafile").arg(ca).arg(format!(
+                    "--priority=NORMAL:-VERS-ALL:+VERS-TLS{}",
+                    s.tls.name()
+                ));
+                // No HTTP proxy support: a local relay sends the CONNECT.
+                match proxy.and_then(|p| self.relays.iter().find(|r| r.0 == p)) {
+                    Some((_, relay, _)) => c
+                        .args(["--sni-hostname", name, "--verify-hostname", name, "-p"])
+                        .arg(relay.to_string())
+                        .arg("127.0.0.1"),
+                    None => c.arg("-p").arg(port.to_string()).arg(name),
+                };
+                c
+            }
+        };
+        // gnutls-cli may exit non-zero after a good handshake when the peer closes abruptly:
+        // its own report says whether the handshake completed.
+        let report = self.dir.join("client.out");
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&report).expect("client output file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the client");
+        let pid = child.id();
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(format!("GET / HTTP/1.0\r\nHost: {name}\r\n\r\n").as_bytes());
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ok = loop {
+            match child.try_wait() {
+                Ok(Some(status)) if s.client == Client::Gnutls => {
+                    let _ = status;
+                    break std::fs::read_to_string(&report)
+                        .is_ok_and(|o| o.contains("- Handshake was completed"));
+                }
+                Ok(Some(status)) => break status.success(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break false;
+                }
+            }
+        };
+        (pid, ok)
+    }
+
+    /// Play one row.
+    pub fn play(&mut self, s: &Scenario) -> Row {
+        let expected = s.expected();
+        let (pid, completed) = self.run_client(s);
+        let name = self.topo.origin_name.clone();
+        let event = self.daemon.event(Duration::from_secs(20), |e| {
+            e["process"]["pid"] == pid && e["server_name"] == name.as_str()
+        });
+        let got = match event {
+            Some(e) => Got {
+                verdict: e["verdict"].as_str().unwrap_or("?").to_owned(),
+                reasons: e["reasons"]
+                    .as_array()
+                    .map(|r| {
+                        r.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                source: e["chain_source"].as_str().unwrap_or("none").to_owned(),
+                completed,
+            },
+            None => Got {
+                verdict: "no event".into(),
+                reasons: Vec::new(),
+                source: "none".into(),
+                completed,
+            },
+        };
+        Row {
+            scenario: s.name(),
+            expected: expected.describe(),
+            got: got.describe(),
+            pass: got.meets(&expected),
+        }
+    }
+}
+
+/// Start the lab, play every row, stop everything.
+pub fn run(dir: &Path) -> Vec<Row> {
+    let mut lab = Lab::start(dir);
+    let rows = Scenario::all().iter().map(|s| lab.play(s)).collect();
+    let _ = lab.daemon.interrupt();
+    rows
+}
