@@ -83,6 +83,8 @@ pub struct EngineStats {
     /// Certificates from the OpenSSL uprobe: taken, and handshakes they gave a chain to.
     pub uprobe_certs: u64,
     pub uprobe_chains: u64,
+    /// Uprobe chains not taken: their leaf names other hosts than the handshake's SNI.
+    pub uprobe_chains_mismatched: u64,
     /// Uprobe certificates dropped: no socket to tie them to, or over the bounds.
     pub uprobe_certs_dropped: u64,
 }
@@ -365,11 +367,23 @@ impl Engine {
                     self.uprobe_bytes -= ders.iter().map(Vec::len).sum::<usize>();
                     if hs.chain.is_empty() {
                         // The chain its client parsed, since it was not seen in clear.
-                        hs.chain = ders
+                        let chain: Vec<_> = ders
                             .iter()
                             .filter_map(|d| self.certs.summarize(d).ok())
                             .collect();
-                        if !hs.chain.is_empty() {
+                        // A thread that interleaves handshakes (an event loop) may have parsed
+                        // another socket's chain: a leaf that names other hosts than the one
+                        // asked for is not taken (the probe checks that handshake instead).
+                        let other_name = match (&hs.server_name, chain.first()) {
+                            (Some(sni), Some(leaf)) => {
+                                !leaf.san.is_empty() && !crate::x509::names_host(&leaf.san, sni)
+                            }
+                            _ => false,
+                        };
+                        if other_name {
+                            self.stats.uprobe_chains_mismatched += 1;
+                        } else if !chain.is_empty() {
+                            hs.chain = chain;
                             hs.chain_source = Some("uprobe");
                             self.stats.uprobe_chains += 1;
                         }

@@ -296,3 +296,46 @@ fn a_tls13_client_that_answers_with_an_encrypted_alert_rejected_the_server() {
     let ev = tls13_client_answers_with(53);
     assert_ne!(ev.client_outcome, ClientOutcome::Rejected);
 }
+
+/// A client's ClientHello for `sni` on local socket `cookie`, with `cert` from the uprobe.
+fn uprobe_chain_for(sni: &str, cert_names: &[&str]) -> (Handshake, EngineStats) {
+    let cert = rcgen::generate_simple_self_signed(
+        cert_names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut e = Engine::new(EngineLimits::default());
+    e.push_cert(77, cert.cert.der().to_vec());
+    let ch = record(22, &client_hello(sni));
+    let mut s = seg(true, 1, ACK | PSH, &ch, 2);
+    s.attribution = Some(crate::capture::Attribution {
+        cookie: 77,
+        local_is_src: true,
+        pid: Some(4242),
+        cgroup_id: 0,
+        netns_cookie: 0,
+        first_on_socket: true,
+    });
+    e.push(&seg(true, 0, SYN, &[], 1));
+    e.push(&s);
+    e.finish();
+    let mut events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    (events.remove(0), e.stats())
+}
+
+#[test]
+fn an_uprobe_chain_becomes_the_chain_of_its_socket() {
+    let (ev, stats) = uprobe_chain_for("api.example.test", &["*.example.test"]);
+    assert_eq!(ev.chain_source, Some("uprobe"));
+    assert_eq!(ev.chain.len(), 1);
+    assert_eq!(stats.uprobe_chains, 1);
+}
+
+#[test]
+fn an_uprobe_chain_for_another_name_is_not_taken() {
+    // An event loop's thread parsed another socket's chain: the leaf names another host.
+    let (ev, stats) = uprobe_chain_for("api.example.test", &["elsewhere.test"]);
+    assert!(ev.chain.is_empty());
+    assert_eq!(ev.chain_source, None);
+    assert_eq!(stats.uprobe_chains_mismatched, 1);
+}

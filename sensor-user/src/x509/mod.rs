@@ -51,6 +51,22 @@ pub struct CertSummary {
 #[error("certificate does not parse: {0}")]
 pub struct CertError(String);
 
+/// Whether one of `san` (DNS names, `*.` wildcards for one label, IP addresses) names
+/// `host`, ignoring case and a trailing dot. A loose match, for pairing a chain with a
+/// handshake, not for validation (rustls-webpki does that).
+pub fn names_host(san: &[String], host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    san.iter().any(|name| {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        match name.strip_prefix("*.") {
+            Some(suffix) => host
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+            None => name == host,
+        }
+    })
+}
+
 /// Hex SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
@@ -180,6 +196,21 @@ fn ip_to_string(ip: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn names_host_takes_exact_names_and_one_label_wildcards() {
+        let san = [
+            "api.example.test".to_owned(),
+            "*.cdn.example.test".into(),
+            "192.0.2.7".into(),
+        ];
+        assert!(super::names_host(&san, "API.example.test."));
+        assert!(super::names_host(&san, "a.cdn.example.test"));
+        assert!(!super::names_host(&san, "a.b.cdn.example.test"));
+        assert!(!super::names_host(&san, "cdn.example.test"));
+        assert!(super::names_host(&san, "192.0.2.7"));
+        assert!(!super::names_host(&san, "other.example.test"));
+    }
+
     use super::*;
 
     #[test]

@@ -294,8 +294,9 @@ opener.open(url, timeout=15).read()
 "#;
 
 /// Everything the rows run against.
+/// Fields drop in order: the daemon and the processes first, the namespaces last.
 pub struct Lab {
-    pub topo: Topology,
+    pub daemon: Daemon,
     pub origin: Origin,
     /// The origin's extra listeners (the transparent interceptors' ports).
     _origin_more: Vec<Proc>,
@@ -312,7 +313,7 @@ pub struct Lab {
     ca_origin_only: PathBuf,
     ca_with_interceptors: PathBuf,
     dir: PathBuf,
-    pub daemon: Daemon,
+    pub topo: Topology,
 }
 
 impl Lab {
