@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use crate::util::{Workspace, say};
 
 /// The targets in fuzz/fuzz_targets.
-pub const TARGETS: &[&str] = &["engine", "capture", "x509"];
+pub const TARGETS: &[&str] = &["engine", "capture", "x509", "uprobe"];
 
 /// Run each target (or the one named) for `seconds`. The capture target's corpus starts from
 /// the fixture captures.

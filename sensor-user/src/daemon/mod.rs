@@ -261,7 +261,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 engine.advance(now_epoch_ns());
                 out.emit(&mut engine, &mut resolver, &mut verdicts, &mut prober);
-                snapshot(&shared, ring.get_ref(), &tap, &engine, &verdicts, &prober, &mut rate);
+                snapshot(&shared, &certs.stats, &tap, &engine, &verdicts, &prober, &mut rate);
                 if last_baseline_save.elapsed() > Duration::from_secs(60) {
                     let _ = journal_tx.try_send(JournalMsg::SaveBaseline(verdicts.baseline.export()));
                     last_baseline_save = Instant::now();
@@ -406,7 +406,7 @@ fn set_files(shared: &Shared, opts: &Options, trust: &crate::trust::TrustContext
 /// Refresh the shared status (every second).
 fn snapshot(
     shared: &Shared,
-    _ring: &aya::maps::RingBuf<aya::maps::MapData>,
+    assembled: &crate::capture::certs::AssemblyStats,
     tap: &KernelTap,
     engine: &Engine,
     verdicts: &VerdictEngine,
@@ -440,6 +440,9 @@ fn snapshot(
         list.push(("probes_failed".into(), ps.failed));
         list.push(("probe_cache_hits".into(), ps.cached));
         list.push(("probes_rate_limited".into(), ps.rate_limited));
+        list.push(("uprobe_certs_assembled".into(), assembled.certs));
+        list.push(("uprobe_certs_unusable".into(), assembled.truncated));
+        list.push(("uprobe_certs_abandoned".into(), assembled.abandoned));
         *e = list;
     }
     shared
