@@ -53,6 +53,9 @@ pub fn one_line(h: &Handshake) -> String {
     }
     if let Some(issuer) = h.chain.first().map(|c| &c.issuer) {
         let _ = write!(s, " issuer=\"{issuer}\"");
+        if let Some(source @ ("uprobe" | "probe")) = h.chain_source {
+            let _ = write!(s, " chain={source}");
+        }
     }
     if !h.reasons.is_empty() {
         let _ = write!(s, " reasons={}", h.reasons.join(","));

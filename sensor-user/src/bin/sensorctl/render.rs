@@ -134,6 +134,16 @@ pub fn main_reason(w: &Words<'_>) -> String {
     if has("baseline_changed") {
         s.push_str("; the issuer changed since first seen");
     }
+    if has("server_fingerprint_changed") || has("server_flight_size_changed") {
+        s.push_str("; the server answers unlike before");
+    }
+    if let Some(cause) = w
+        .reasons
+        .iter()
+        .find_map(|r| r.strip_prefix("probe_failed:"))
+    {
+        let _ = write!(s, "; sensord's own check failed ({cause})");
+    }
     s
 }
 
@@ -196,6 +206,10 @@ pub fn event_line(ev: &pb::Event, palette: Palette) -> String {
     let _ = write!(s, " {} → {}", process(ev), destination(ev));
     if !ev.tls_version.is_empty() {
         let _ = write!(s, " TLS{}", ev.tls_version);
+    }
+    // TLS 1.3 hides the chain: say who saw it.
+    if matches!(ev.chain_source.as_str(), "uprobe" | "probe") {
+        let _ = write!(s, " (chain via {})", ev.chain_source);
     }
     s.push(' ');
     s.push_str(&palette.paint(style, &event_words(ev)));
@@ -274,6 +288,14 @@ mod tests {
             "2023-11-14T22:13:20Z INTERCEPTED curl[4121] → example.com:443 TLS1.2 issuer \
              \"FortiGate CA\" (Fortinet SSL inspection), trusted only by this host"
         );
+        let mut tls13 = event();
+        tls13.tls_version = "1.3".into();
+        tls13.chain_source = "uprobe".into();
+        assert_eq!(
+            event_line(&tls13, plain),
+            "2023-11-14T22:13:20Z INTERCEPTED curl[4121] → example.com:443 TLS1.3 (chain via \
+             uprobe) issuer \"FortiGate CA\" (Fortinet SSL inspection), trusted only by this host"
+        );
         let coloured = event_line(&event(), Palette { enabled: true });
         assert!(
             coloured.contains("\u{1b}[1m\u{1b}[31mINTERCEPTED"),
@@ -308,6 +330,22 @@ mod tests {
             product: None,
         };
         assert_eq!(main_reason(&w), "certificate not visible (TLS 1.3)");
+        let r = reasons(&[
+            "certificate_not_visible",
+            "server_flight_size_changed",
+            "probe_failed:refused",
+        ]);
+        let w = Words {
+            verdict: "unverified",
+            reasons: &r,
+            issuer: None,
+            product: None,
+        };
+        assert_eq!(
+            main_reason(&w),
+            "certificate not visible (TLS 1.3); the server answers unlike before; sensord's own \
+             check failed (refused)"
+        );
     }
 
     #[test]
