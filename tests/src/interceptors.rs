@@ -36,11 +36,7 @@ impl Site<'_> {
 
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         match self.ns {
-            Some(ns) => {
-                let mut c = ns.command("env");
-                c.arg(program);
-                c
-            }
+            Some(ns) => ns.command(program),
             None => Command::new(program),
         }
     }

@@ -332,6 +332,108 @@ pub fn openssl_server(port: u16, cert: &Path, key: &Path, extra: &[&str]) -> Pro
     p
 }
 
+/// A self-signed `localhost` server on loopback, and TLS 1.2 handshakes to it (whose chains
+/// are visible) with a chosen SNI.
+pub struct LocalServer {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+    pub connect: String,
+}
+
+impl LocalServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = self_signed(dir.path(), "localhost");
+        let port = free_port();
+        let proc = openssl_server(port, &cert, &key, &[]);
+        Self {
+            _proc: proc,
+            _dir: dir,
+            connect: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    /// One `openssl s_client -tls1_2` handshake; its pid.
+    pub fn handshake(&self, sni: &str) -> u32 {
+        openssl_client(&self.connect, sni, &["-tls1_2"])
+    }
+}
+
+/// tinyproxy, an HTTP CONNECT proxy, on 127.0.0.1 (a free port), its files in `dir`.
+pub fn tinyproxy(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let conf = dir.join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 16\nAllow 127.0.0.1\n\
+             LogLevel Error\nPidFile \"{}\"\n",
+            dir.join("tinyproxy.pid").display()
+        ),
+    )
+    .expect("tinyproxy.conf");
+    let proc = Proc::spawn(
+        "tinyproxy",
+        Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
+    (proc, port)
+}
+
+/// `sensorctl analyze -o json CAPTURE ARGS...` (the debug build): its events. Panics unless it
+/// succeeds.
+pub fn analyze<S: AsRef<std::ffi::OsStr>>(capture: &Path, args: &[S]) -> Vec<serde_json::Value> {
+    let out = Command::new(bin("sensorctl"))
+        .args(["analyze", "-o", "json"])
+        .arg(capture)
+        .args(args)
+        .output()
+        .expect("running sensorctl");
+    assert!(
+        out.status.success(),
+        "sensorctl analyze {}: {}",
+        capture.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// A rustls server with a fresh self-signed certificate for `name`, and a client that trusts
+/// it, both limited to `version` (the load generators' handshakes).
+pub fn rustls_configs(
+    name: &str,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> anyhow::Result<(
+    std::sync::Arc<rustls::ServerConfig>,
+    std::sync::Arc<rustls::ClientConfig>,
+)> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()])?;
+    let der = CertificateDer::from(cert.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[version])?
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der)?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((std::sync::Arc::new(server), std::sync::Arc::new(client)))
+}
+
 /// A name unique to this test process, for SNI values that no other test uses.
 pub fn unique_name(label: &str) -> String {
     let nanos = std::time::SystemTime::now()

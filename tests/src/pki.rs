@@ -148,10 +148,6 @@ fn issue_inner(
     dns: &[&str],
     x509_args: &[&str],
 ) -> Issued {
-    let k = genkey(dir, name, key);
-    let csr = dir.join(format!("{name}.csr"));
-    let cert = dir.join(format!("{name}.crt"));
-    let ext = dir.join(format!("{name}.ext"));
     let mut text = if ca {
         "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n".to_string()
     } else {
@@ -170,26 +166,42 @@ fn issue_inner(
             .collect();
         text.push_str(&format!("subjectAltName={}\n", names.join(",")));
     }
-    std::fs::write(&ext, text).expect("writing the extension file");
-    openssl(
-        &[
-            "req",
-            "-new",
-            "-key",
-            &k.to_string_lossy(),
-            "-subj",
-            &format!("/CN={name}"),
-            "-out",
-            &csr.to_string_lossy(),
-        ],
-        dir,
-    );
-    let (csr_s, ca_s, cakey_s, ext_s, cert_s) = (
+    sign(dir, issuer, name, key, &text, x509_args)
+}
+
+/// A client certificate (clientAuth) issued by `issuer`.
+pub fn issue_client(dir: &Path, issuer: &Issued, name: &str) -> Issued {
+    let ext = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n";
+    sign(dir, issuer, name, Key::P256, ext, &[])
+}
+
+/// A new key for `name`, and a certificate for it with the extensions `ext` (openssl's
+/// extension file syntax), signed by `issuer`.
+fn sign(
+    dir: &Path,
+    issuer: &Issued,
+    name: &str,
+    key: Key,
+    ext_text: &str,
+    x509_args: &[&str],
+) -> Issued {
+    let k = genkey(dir, name, key);
+    let csr = dir.join(format!("{name}.csr"));
+    let cert = dir.join(format!("{name}.crt"));
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(&ext, ext_text).expect("writing the extension file");
+    let (k_s, csr_s, ca_s, cakey_s, ext_s, cert_s) = (
+        k.to_string_lossy(),
         csr.to_string_lossy(),
         issuer.cert.to_string_lossy(),
         issuer.key.to_string_lossy(),
         ext.to_string_lossy(),
         cert.to_string_lossy(),
+    );
+    let subj = format!("/CN={name}");
+    openssl(
+        &["req", "-new", "-key", &k_s, "-subj", &subj, "-out", &csr_s],
+        dir,
     );
     let mut args = vec![
         "x509",
@@ -210,53 +222,6 @@ fn issue_inner(
     ];
     args.extend_from_slice(x509_args);
     openssl(&args, dir);
-    Issued { cert, key: k }
-}
-
-/// A client certificate (clientAuth) issued by `issuer`.
-pub fn issue_client(dir: &Path, issuer: &Issued, name: &str) -> Issued {
-    let k = genkey(dir, name, Key::P256);
-    let csr = dir.join(format!("{name}.csr"));
-    let cert = dir.join(format!("{name}.crt"));
-    let ext = dir.join(format!("{name}.ext"));
-    std::fs::write(
-        &ext,
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
-    )
-    .expect("writing the extension file");
-    let (k_s, csr_s, ca_s, cakey_s, ext_s, cert_s) = (
-        k.to_string_lossy(),
-        csr.to_string_lossy(),
-        issuer.cert.to_string_lossy(),
-        issuer.key.to_string_lossy(),
-        ext.to_string_lossy(),
-        cert.to_string_lossy(),
-    );
-    let subj = format!("/CN={name}");
-    openssl(
-        &["req", "-new", "-key", &k_s, "-subj", &subj, "-out", &csr_s],
-        dir,
-    );
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr_s,
-            "-CA",
-            &ca_s,
-            "-CAkey",
-            &cakey_s,
-            "-CAcreateserial",
-            "-days",
-            "20",
-            "-extfile",
-            &ext_s,
-            "-out",
-            &cert_s,
-        ],
-        dir,
-    );
     Issued { cert, key: k }
 }
 

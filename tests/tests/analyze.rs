@@ -29,21 +29,7 @@ fn fixtures() -> Vec<(PathBuf, Value)> {
 }
 
 fn analyze(capture: &Path) -> Vec<Value> {
-    let out = Command::new(bin("sensorctl"))
-        .args(["analyze", "-o", "json"])
-        .arg(capture)
-        .output()
-        .expect("sensorctl");
-    assert!(
-        out.status.success(),
-        "sensorctl analyze {}: {}",
-        capture.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
+    sensor_tests::analyze::<&str>(capture, &[])
 }
 
 #[test]

@@ -7,37 +7,12 @@ use std::{
 
 use sensor_proto::v1::{self as pb, sensor_client::SensorClient};
 use sensor_tests::{
-    Daemon, client, free_port,
+    Daemon, LocalServer, client, free_port,
     mtls::{Mtls, mtls},
-    openssl_client, openssl_server, pki, self_signed, unique_name, workspace_root,
+    pki, unique_name, workspace_root,
 };
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
-
-/// A local TLS server and a way to make handshakes with a chosen SNI.
-struct Server {
-    _proc: sensor_tests::Proc,
-    _dir: tempfile::TempDir,
-    connect: String,
-}
-
-impl Server {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = self_signed(dir.path(), "localhost");
-        let port = free_port();
-        let proc = openssl_server(port, &cert, &key, &[]);
-        Self {
-            _proc: proc,
-            _dir: dir,
-            connect: format!("127.0.0.1:{port}"),
-        }
-    }
-
-    fn handshake(&self, sni: &str) {
-        openssl_client(&self.connect, sni, &["-tls1_2"]);
-    }
-}
 
 /// The next event from a Watch stream whose SNI satisfies `pred`, within `timeout`.
 async fn next_event(
@@ -68,7 +43,7 @@ fn watch(filter: Option<pb::Filter>, since_seq: u64) -> pb::WatchRequest {
 #[test]
 fn watch_with_filters_list_certificates_and_status() {
     let daemon = Daemon::start(&[]);
-    let server = Server::start();
+    let server = LocalServer::start();
     let keep = unique_name("keep");
     let drop_name = unique_name("drop");
     let rt = client::runtime();
@@ -158,7 +133,7 @@ fn watch_with_filters_list_certificates_and_status() {
 #[test]
 fn resuming_after_a_disconnect_has_no_gap_and_no_duplicate() {
     let daemon = Daemon::start(&[]);
-    let server = Server::start();
+    let server = LocalServer::start();
     let names: Vec<String> = (0..6).map(|i| unique_name(&format!("resume{i}"))).collect();
     let rt = client::runtime();
     rt.block_on(async {
@@ -209,7 +184,7 @@ fn a_stalled_subscriber_blocks_nobody_and_catches_up_from_the_journal() {
     std::fs::write(&config, "[api]\nbuffer_events = 16\n").unwrap();
     let state = tempfile::tempdir().unwrap();
     let daemon = Daemon::start_in(state, &["--config", config.to_str().unwrap()]);
-    let server = Server::start();
+    let server = LocalServer::start();
     let names: Vec<String> = (0..40).map(|i| unique_name(&format!("stall{i}"))).collect();
     let rt = client::runtime();
     rt.block_on(async {
@@ -252,7 +227,7 @@ fn kill_9_then_a_restart_keeps_the_journal() {
     let state = tempfile::tempdir().unwrap();
     let state_path = state.path().to_path_buf();
     let mut daemon = Daemon::start_in(state, &[]);
-    let server = Server::start();
+    let server = LocalServer::start();
     let before = unique_name("before-kill");
     server.handshake(&before);
     let rt = client::runtime();
@@ -323,7 +298,7 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
         refused.contains(&format!("{}:2", config.display())),
         "{refused}"
     );
-    let server = Server::start();
+    let server = LocalServer::start();
     let name = unique_name("after-hup");
     server.handshake(&name);
     let rt = client::runtime();
@@ -454,7 +429,7 @@ fn jsonl_export_and_metrics() {
         tempfile::tempdir().unwrap(),
         &["--config", config.to_str().unwrap()],
     );
-    let server = Server::start();
+    let server = LocalServer::start();
     let name = unique_name("export");
     let other = unique_name("noexport");
     server.handshake(&other);
@@ -543,7 +518,7 @@ fn the_units_capabilities_are_enough() {
         0,
         "CAP_SYS_ADMIN is out of sensord's bounding set"
     );
-    let server = Server::start();
+    let server = LocalServer::start();
     let sni = unique_name("caps");
     server.handshake(&sni);
     let ev = daemon

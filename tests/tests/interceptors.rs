@@ -10,7 +10,7 @@ use std::{
 };
 
 use sensor_tests::{
-    bin,
+    analyze,
     capture::Capture,
     interceptors::{self, Origin},
 };
@@ -39,24 +39,6 @@ fn client(connect: &str, sni: &str, extra: &[&str]) -> bool {
         .take()
         .map(|mut i| i.write_all(b"GET / HTTP/1.0\r\n\r\n"));
     c.wait().unwrap().success()
-}
-
-fn analyze(capture: &Path, args: &[String]) -> Vec<Value> {
-    let out = Command::new(bin("sensorctl"))
-        .args(["analyze", "-o", "json"])
-        .arg(capture)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn reasons(ev: &Value) -> Vec<&str> {

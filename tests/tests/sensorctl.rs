@@ -12,12 +12,12 @@ use std::{
 
 use assert_cmd::Command;
 use sensor_tests::{
-    Daemon, bin, free_port,
+    Daemon, LocalServer, bin, free_port,
     interceptors::{Origin, mitmproxy_explicit},
     mtls::mtls,
     openssl_client, openssl_server,
     pki::{self, Key},
-    self_signed, unique_name,
+    unique_name,
 };
 use serde_json::Value;
 
@@ -68,31 +68,6 @@ fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
-}
-
-/// A self-signed `localhost` server and TLS 1.2 handshakes to it (whose chains are visible).
-struct Server {
-    _proc: sensor_tests::Proc,
-    _dir: tempfile::TempDir,
-    connect: String,
-}
-
-impl Server {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = self_signed(dir.path(), "localhost");
-        let port = free_port();
-        let proc = openssl_server(port, &cert, &key, &[]);
-        Self {
-            _proc: proc,
-            _dir: dir,
-            connect: format!("127.0.0.1:{port}"),
-        }
-    }
-
-    fn handshake(&self, sni: &str) -> u32 {
-        openssl_client(&self.connect, sni, &["-tls1_2"])
-    }
 }
 
 #[test]
@@ -172,7 +147,7 @@ fn errors_are_one_line_that_say_what_to_do() {
 fn events_watch_status_and_cert_against_a_real_daemon() {
     let daemon = Daemon::start(&[]);
     let socket = daemon.socket();
-    let server = Server::start();
+    let server = LocalServer::start();
     let tag = unique_name("ctl");
     let (a, b) = (format!("a-{tag}"), format!("b-{tag}"));
     let pid_a = server.handshake(&a);
@@ -290,7 +265,7 @@ fn watch_reconnects_after_a_restart_and_resumes_without_gaps() {
     let state = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start_in(state, &[]);
     let socket = daemon.socket();
-    let server = Server::start();
+    let server = LocalServer::start();
     let before = unique_name("resume-before");
     let after = unique_name("resume-after");
     let mut watch = std::process::Command::new(bin("sensorctl"))
@@ -594,7 +569,7 @@ fn on_a_terminal(socket: &Path, args: &[&str], no_color: bool) -> String {
 #[test]
 fn watch_on_a_terminal_is_coloured_by_severity() {
     let daemon = Daemon::start(&[]);
-    let server = Server::start();
+    let server = LocalServer::start();
     let name = unique_name("pty");
     let pid = server.handshake(&name);
     let args = ["watch", "--since", "0", "--count", "1", "--sni", &name];

@@ -3,7 +3,6 @@
 //! clean detach.
 
 use std::{
-    io::Write as _,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -13,34 +12,12 @@ use sensor_tests::{
     cgroup::TestCgroup,
     free_port,
     netns::Netns,
-    openssl_server,
+    openssl_client, openssl_server,
     pki::{self, Key},
     self_signed, unique_name, wait_listening,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Run `openssl s_client` to completion, sending one HTTP request; returns its pid.
-fn s_client(connect: &str, sni: &str, extra: &[&str]) -> u32 {
-    let mut client = Command::new("openssl")
-        .args(["s_client", "-connect", connect, "-servername", sni])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_client");
-    let pid = client.id();
-    client
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"GET / HTTP/1.0\r\n\r\n")
-        .unwrap();
-    let status = client.wait().unwrap();
-    assert!(status.success(), "openssl s_client {connect}: {status}");
-    pid
-}
 
 fn event_for(daemon: &mut Daemon, sni: &str) -> serde_json::Value {
     daemon
@@ -65,7 +42,7 @@ fn tls12_and_tls13_with_openssl_over_ipv4_and_the_client_process() {
 
     for (flag, version) in [("-tls1_2", "1.2"), ("-tls1_3", "1.3")] {
         let sni = unique_name(&format!("v{version}"));
-        let pid = s_client(&connect, &sni, &[flag]);
+        let pid = openssl_client(&connect, &sni, &[flag]);
         let ev = event_for(&mut daemon, &sni);
         assert_eq!(ev["tls_version"], version, "{ev}");
         assert_eq!(ev["client_outcome"], "completed", "{ev}");
@@ -161,7 +138,7 @@ fn a_4096_bit_chain_over_small_segments_from_another_namespace() {
     );
     wait_listening(&addr, Duration::from_secs(10));
 
-    s_client(&addr, &sni, &["-tls1_2"]);
+    openssl_client(&addr, &sni, &["-tls1_2"]);
     let ev = event_for(&mut daemon, &sni);
     let chain = ev["chain"].as_array().cloned().unwrap_or_default();
     let got: Vec<&str> = chain.iter().filter_map(|c| c["sha256"].as_str()).collect();
@@ -177,7 +154,7 @@ fn a_4096_bit_chain_over_small_segments_from_another_namespace() {
 
     // TLS 1.3 to the same server: no chain on the wire, the encrypted flight is measured.
     let sni13 = unique_name("chain13");
-    s_client(&addr, &sni13, &["-tls1_3"]);
+    openssl_client(&addr, &sni13, &["-tls1_3"]);
     let ev = event_for(&mut daemon, &sni13);
     assert_eq!(ev["tls_version"], "1.3", "{ev}");
     let flight = ev["server_encrypted_flight_bytes"].as_u64().unwrap_or(0);
@@ -194,32 +171,11 @@ fn a_handshake_through_a_connect_proxy() {
     let (cert, key) = self_signed(dir.path(), "localhost");
     let port = free_port();
     let _server = openssl_server(port, &cert, &key, &[]);
-    let proxy_port = free_port();
-    let conf = dir.path().join("tinyproxy.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {proxy_port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 16\nAllow 127.0.0.1\n\
-             LogLevel Error\nPidFile \"{}\"\n",
-            dir.path().join("tinyproxy.pid").display()
-        ),
-    )
-    .unwrap();
-    let _proxy = Proc::spawn(
-        "tinyproxy",
-        Command::new("tinyproxy")
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_listening(&format!("127.0.0.1:{proxy_port}"), Duration::from_secs(10));
+    let (_proxy, proxy_port) = sensor_tests::tinyproxy(dir.path());
 
     let sni = unique_name("proxied");
     let proxy = format!("127.0.0.1:{proxy_port}");
-    let pid = s_client(
+    let pid = openssl_client(
         &format!("127.0.0.1:{port}"),
         &sni,
         &["-tls1_2", "-proxy", &proxy],
@@ -273,7 +229,7 @@ fn an_accepted_socket_is_attributed_to_the_local_server() {
     let mut daemon = Daemon::start(&["--cgroup", &cg_path]);
 
     let sni = unique_name("accepted");
-    s_client(&format!("127.0.0.1:{port}"), &sni, &["-tls1_2"]);
+    openssl_client(&format!("127.0.0.1:{port}"), &sni, &["-tls1_2"]);
     let ev = event_for(&mut daemon, &sni);
     assert_eq!(ev["process"]["role"], "server", "{ev}");
     assert_eq!(ev["process"]["pid"], server.pid(), "{ev}");

@@ -115,7 +115,19 @@ t.recv(100)
 t.close()
 "#;
 
-impl Conn<'_> {
+impl<'a> Conn<'a> {
+    /// Straight to `127.0.0.1:port`, no proxy, from the host.
+    fn local(port: u16, sni: &'a str, ca: &'a Path) -> Self {
+        Self {
+            addr: "127.0.0.1".into(),
+            port,
+            sni,
+            ca,
+            proxy: None,
+            netns: None,
+        }
+    }
+
     fn run(&self, client: Client) -> bool {
         let program = match client {
             Client::Curl => "curl",
@@ -261,14 +273,7 @@ fn clean_tls13_is_clean_through_the_probe_and_the_uprobes() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::start(dir.path(), "clean13.test", Ipv4Addr::LOCALHOST);
-    let conn = Conn {
-        addr: "127.0.0.1".into(),
-        port: origin.port,
-        sni: &origin.name,
-        ca: &origin.root.cert,
-        proxy: None,
-        netns: None,
-    };
+    let conn = Conn::local(origin.port, &origin.name, &origin.root.cert);
     for way in [Way::Probe, Way::Uprobe] {
         let mut daemon = daemon(dir.path(), &origin, None, way);
         for client in Client::ALL {
@@ -308,12 +313,8 @@ fn mitmproxy_explicit_tls13_is_intercepted() {
     let origin = Origin::start(dir.path(), "mitm13.test", Ipv4Addr::LOCALHOST);
     let mitm = interceptors::mitmproxy_explicit(dir.path());
     let conn = Conn {
-        addr: "127.0.0.1".into(),
-        port: origin.port,
-        sni: &origin.name,
-        ca: &mitm.ca,
         proxy: Some(mitm.port),
-        netns: None,
+        ..Conn::local(origin.port, &origin.name, &mitm.ca)
     };
     for way in [Way::Probe, Way::Uprobe] {
         expect_intercepted(dir.path(), &origin, &mitm, &conn, mitm.port, way);
@@ -361,14 +362,7 @@ fn sslsplit_tls13_is_intercepted() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::start(dir.path(), "split13.test", Ipv4Addr::LOCALHOST);
     let split = interceptors::sslsplit(dir.path(), &origin);
-    let conn = Conn {
-        addr: "127.0.0.1".into(),
-        port: split.port,
-        sni: &origin.name,
-        ca: &split.ca,
-        proxy: None,
-        netns: None,
-    };
+    let conn = Conn::local(split.port, &origin.name, &split.ca);
     for way in [Way::Probe, Way::Uprobe] {
         expect_intercepted(dir.path(), &origin, &split, &conn, split.port, way);
     }
@@ -426,14 +420,7 @@ fn an_unreachable_destination_fails_the_probe_with_its_cause() {
             .wait_for(Duration::from_secs(10), |l| l == "ready")
             .is_some()
     );
-    let conn = Conn {
-        addr: "127.0.0.1".into(),
-        port,
-        sni: name,
-        ca: &root.cert,
-        proxy: None,
-        netns: None,
-    };
+    let conn = Conn::local(port, name, &root.cert);
     assert!(conn.run(Client::Curl));
     assert!(server.wait_timeout(Duration::from_secs(10)).is_some());
     let ev = client_event(&mut daemon, Client::Curl, name, port);
@@ -479,14 +466,7 @@ fn a_changed_tls13_server_is_a_signal_without_any_chain() {
         "--public-roots",
         root.cert.to_str().unwrap(),
     ]);
-    let conn = Conn {
-        addr: "127.0.0.1".into(),
-        port,
-        sni: name,
-        ca: &root.cert,
-        proxy: None,
-        netns: None,
-    };
+    let conn = Conn::local(port, name, &root.cert);
     let serve = |cert: &Path, key: &Path, extra: &[&str]| {
         let mut args = vec!["-ciphersuites", "TLS_AES_128_GCM_SHA256"];
         args.extend_from_slice(extra);

@@ -7,7 +7,7 @@ use std::{
 };
 
 use sensor_tests::{
-    bin,
+    analyze, bin,
     pki::{self, Key},
     workspace_root,
 };
@@ -15,25 +15,6 @@ use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
     workspace_root().join("tests/fixtures").join(name)
-}
-
-/// `sensorctl analyze -o json FILE ARGS...`: the events.
-fn analyze(capture: &Path, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(bin("sensorctl"))
-        .args(["analyze", "-o", "json"])
-        .arg(capture)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn by_sni<'a>(events: &'a [Value], sni: &str) -> &'a Value {
@@ -88,7 +69,7 @@ fn a_capture_is_clean_against_its_public_root_and_intercepted_against_a_local_on
 
 #[test]
 fn rejections_are_reported_with_the_alert_and_tls13_is_unverified() {
-    let events = analyze(&fixture("alerts.pcap"), &[]);
+    let events = analyze::<&str>(&fixture("alerts.pcap"), &[]);
     let tls12 = by_sni(&events, "openssl2.reject.fixture.test");
     assert_eq!(tls12["verdict"], "untrusted");
     let r = reasons(tls12);
@@ -105,7 +86,7 @@ fn rejections_are_reported_with_the_alert_and_tls13_is_unverified() {
         reasons(tls13),
         ["certificate_not_visible", "client_rejected:unknown_ca"]
     );
-    let events = analyze(&fixture("tls13-curl-sll2.pcap"), &[]);
+    let events = analyze::<&str>(&fixture("tls13-curl-sll2.pcap"), &[]);
     assert_eq!(events[0]["verdict"], "unverified");
     assert_eq!(reasons(&events[0]), ["certificate_not_visible"]);
 }

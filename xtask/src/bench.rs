@@ -232,6 +232,26 @@ impl Drop for BpfStats {
     }
 }
 
+/// A benchmark's preamble: it needs root (`why_root` says why), then the release build of
+/// `sensor-user`'s binary `user_bin` and of the benchmark's helper from `sensor-tests`.
+fn release_binaries(
+    ws: &Workspace,
+    why_root: &str,
+    user_bin: &str,
+    helper: &str,
+) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("{why_root}");
+    }
+    say("building release binaries");
+    for (package, bin) in [("sensor-user", user_bin), ("sensor-tests", helper)] {
+        run(ws
+            .cargo()
+            .args(["build", "--release", "-p", package, "--bin", bin]))?;
+    }
+    Ok(())
+}
+
 /// Options of `cargo xtask bench tap`.
 pub struct TapBench {
     pub rounds: usize,
@@ -241,26 +261,12 @@ pub struct TapBench {
 
 /// `cargo xtask bench tap`.
 pub fn tap(ws: &Workspace, opts: &TapBench) -> anyhow::Result<()> {
-    if !is_root() {
-        bail!("the tap benchmark loads eBPF programs: run it as root");
-    }
-    say("building release binaries");
-    run(ws.cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "sensor-user",
-        "--bin",
+    release_binaries(
+        ws,
+        "the tap benchmark loads eBPF programs: run it as root",
         "sensord",
-    ]))?;
-    run(ws.cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "sensor-tests",
-        "--bin",
         "tls-storm",
-    ]))?;
+    )?;
     let sensord = ws.root.join("target/release/sensord");
     let storm_bin = ws.root.join("target/release/tls-storm");
     let state = tempdir(ws)?;
@@ -463,26 +469,12 @@ fn measured(cmd: &mut Command, keep_stdout: bool) -> anyhow::Result<(Duration, u
 
 /// `cargo xtask bench analyze`.
 pub fn analyze(ws: &Workspace, handshakes: u32) -> anyhow::Result<()> {
-    if !is_root() {
-        bail!("the analyze benchmark records its templates with tcpdump: run it as root");
-    }
-    say("building release binaries");
-    run(ws.cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "sensor-user",
-        "--bin",
+    release_binaries(
+        ws,
+        "the analyze benchmark records its templates with tcpdump: run it as root",
         "sensorctl",
-    ]))?;
-    run(ws.cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "sensor-tests",
-        "--bin",
         "bench-capture",
-    ]))?;
+    )?;
     let dir = tempdir(ws)?;
     let capture = dir.join("bench.pcap");
     say(&format!("writing a capture of {handshakes} handshakes"));
@@ -576,26 +568,12 @@ pub fn verdict(ws: &Workspace) -> anyhow::Result<()> {
 
 /// `cargo xtask bench daemon`: event latency, journal rate and daemon memory.
 pub fn daemon(ws: &Workspace, rate: u32, seconds: u64) -> anyhow::Result<()> {
-    if !is_root() {
-        bail!("the daemon benchmark loads eBPF programs: run it as root");
-    }
-    say("building release binaries");
-    run(ws.cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "sensor-user",
-        "--bin",
+    release_binaries(
+        ws,
+        "the daemon benchmark loads eBPF programs: run it as root",
         "sensord",
-    ]))?;
-    run(ws.cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "sensor-tests",
-        "--bin",
         "daemon-bench",
-    ]))?;
+    )?;
     run(Command::new(ws.root.join("target/release/daemon-bench"))
         .arg("--sensord")
         .arg(ws.root.join("target/release/sensord"))
@@ -609,15 +587,12 @@ pub fn daemon(ws: &Workspace, rate: u32, seconds: u64) -> anyhow::Result<()> {
 
 /// `cargo xtask bench tls13`: curl's TLS 1.3 handshake latency with and without the uprobes.
 pub fn tls13(ws: &Workspace, rounds: usize, runs: usize) -> anyhow::Result<()> {
-    if !is_root() {
-        bail!("the TLS 1.3 benchmark loads eBPF programs: run it as root");
-    }
-    say("building release binaries");
-    for (package, bin) in [("sensor-user", "sensord"), ("sensor-tests", "tls13-bench")] {
-        run(ws
-            .cargo()
-            .args(["build", "--release", "-p", package, "--bin", bin]))?;
-    }
+    release_binaries(
+        ws,
+        "the TLS 1.3 benchmark loads eBPF programs: run it as root",
+        "sensord",
+        "tls13-bench",
+    )?;
     run(Command::new(ws.root.join("target/release/tls13-bench"))
         .arg("--sensord")
         .arg(ws.root.join("target/release/sensord"))

@@ -64,6 +64,14 @@ impl Drop for Subscribed {
 }
 
 /// Folds identical events within a window into one with a count.
+/// What to send for a record now: itself, or through the aggregator (which may hold it).
+fn fold(agg: &mut Option<Aggregator>, r: Arc<Record>) -> Option<(Arc<Record>, u64)> {
+    match agg {
+        Some(a) => a.add(r),
+        None => Some((r, 1)),
+    }
+}
+
 struct Aggregator {
     window: Duration,
     /// key -> (window end, latest record, events folded into it and not sent yet).
@@ -154,17 +162,11 @@ async fn subscriber(
             }
             for r in batch {
                 next = r.seq + 1;
-                if filter.matches(&r.meta) {
-                    let r = Arc::new(r);
-                    let out = match agg.as_mut() {
-                        Some(a) => a.add(r),
-                        None => Some((r, 1)),
-                    };
-                    if let Some((r, n)) = out
-                        && !send(r, n).await
-                    {
-                        return;
-                    }
+                if filter.matches(&r.meta)
+                    && let Some((r, n)) = fold(&mut agg, Arc::new(r))
+                    && !send(r, n).await
+                {
+                    return;
                 }
             }
         }
@@ -181,16 +183,11 @@ async fn subscriber(
                             break;
                         }
                         next = r.seq + 1;
-                        if filter.matches(&r.meta) {
-                            let out = match agg.as_mut() {
-                                Some(a) => a.add(r),
-                                None => Some((r, 1)),
-                            };
-                            if let Some((r, n)) = out
-                                && !send(r, n).await
-                            {
-                                return;
-                            }
+                        if filter.matches(&r.meta)
+                            && let Some((r, n)) = fold(&mut agg, r)
+                            && !send(r, n).await
+                        {
+                            return;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => break,

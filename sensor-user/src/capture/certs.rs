@@ -57,7 +57,11 @@ impl CertAssembler {
     pub fn push(&mut self, c: &CertChunk<'_>) -> Option<UprobeCert> {
         let key = (c.pid_tgid, c.ts_ns);
         if c.offset == 0 {
-            if u64::from(c.total_len) < c.der_len {
+            // The kernel never sends more than MAX_CERT_LEN; a record that says so is not
+            // believed (64 partial certificates of at most 32 KiB bound the memory).
+            if u64::from(c.total_len) < c.der_len
+                || c.total_len as usize > sensor_common::MAX_CERT_LEN
+            {
                 // Cut by the kernel: the chunks come, but the certificate is not whole.
                 self.stats.truncated += 1;
                 return None;

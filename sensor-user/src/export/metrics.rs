@@ -51,53 +51,28 @@ pub fn render(s: &Shared) -> String {
         run_time,
     );
     reg.register("kernel_program_run_count", "Kernel program runs", run_count);
-    let gauge = |reg: &mut Registry, name: &str, help: &str, v: u64| {
+    let gauges = [
+        ("flows_tracked", "Flows the engine tracks", &s.flows_tracked),
+        (
+            "journal_lag",
+            "Events waiting to be journaled",
+            &s.journal_lag,
+        ),
+        (
+            "journal_queue_drops",
+            "Events lost because the journal queue was full",
+            &s.journal_queue_drops,
+        ),
+        ("journal_events", "Events in the journal", &s.journal_events),
+        ("journal_bytes", "Journal size on disk", &s.journal_bytes),
+        ("subscribers", "gRPC Watch subscribers", &s.subscribers),
+        ("last_seq", "Last journal sequence number", &s.last_seq),
+    ];
+    for (name, help, value) in gauges {
         let g = Gauge::<i64>::default();
-        g.set(v as i64);
+        g.set(value.load(Ordering::Relaxed) as i64);
         reg.register(name, help, g);
-    };
-    gauge(
-        &mut reg,
-        "flows_tracked",
-        "Flows the engine tracks",
-        s.flows_tracked.load(Ordering::Relaxed),
-    );
-    gauge(
-        &mut reg,
-        "journal_lag",
-        "Events waiting to be journaled",
-        s.journal_lag.load(Ordering::Relaxed),
-    );
-    gauge(
-        &mut reg,
-        "journal_queue_drops",
-        "Events lost because the journal queue was full",
-        s.journal_queue_drops.load(Ordering::Relaxed),
-    );
-    gauge(
-        &mut reg,
-        "journal_events",
-        "Events in the journal",
-        s.journal_events.load(Ordering::Relaxed),
-    );
-    gauge(
-        &mut reg,
-        "journal_bytes",
-        "Journal size on disk",
-        s.journal_bytes.load(Ordering::Relaxed),
-    );
-    gauge(
-        &mut reg,
-        "subscribers",
-        "gRPC Watch subscribers",
-        s.subscribers.load(Ordering::Relaxed),
-    );
-    gauge(
-        &mut reg,
-        "last_seq",
-        "Last journal sequence number",
-        s.last_seq.load(Ordering::Relaxed),
-    );
+    }
     let mut out = String::new();
     let _ = encode(&mut out, &reg);
     out

@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Parser;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use sensor_proto::v1::WatchRequest;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -219,21 +219,7 @@ fn journal_bench() -> anyhow::Result<f64> {
 
 /// A rustls server and the client and server configurations.
 fn tls_configs() -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cert = rcgen::generate_simple_self_signed(vec!["latency.test".to_owned()])?;
-    let der = CertificateDer::from(cert.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(vec![der.clone()], key)?;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der)?;
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok((Arc::new(server), Arc::new(client)))
+    sensor_tests::rustls_configs("latency.test", &rustls::version::TLS12)
 }
 
 /// Handshakes at `rate` per second; a subscriber measures capture-to-subscriber latency.

@@ -331,25 +331,7 @@ fn connect_proxy(c: &Ctx) -> anyhow::Result<()> {
     let (leaf, chain) = c.pki.leaf(sni);
     let port = free_port();
     let _srv = s_server(port, &leaf, &chain, &[]);
-    let proxy_port = free_port();
-    let conf = c.pki.dir.join("tinyproxy.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {proxy_port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nLogLevel Error\n"
-        ),
-    )?;
-    let _proxy = Proc::spawn(
-        "tinyproxy",
-        Command::new("tinyproxy")
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_listening(&format!("127.0.0.1:{proxy_port}"), Duration::from_secs(10));
+    let (_proxy, proxy_port) = sensor_tests::tinyproxy(&c.pki.dir);
     let cap = Capture::tcpdump(
         "lo",
         &c.cap("connect-proxy.pcap"),

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Parser;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
@@ -51,32 +51,18 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn storm(args: Args) -> anyhow::Result<()> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cert = rcgen::generate_simple_self_signed(vec![args.sni.clone()])?;
-    let cert_der = CertificateDer::from(cert.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-
-    let versions: &[&rustls::SupportedProtocolVersion] = if args.tls12 {
-        &[&rustls::version::TLS12]
+    let version = if args.tls12 {
+        &rustls::version::TLS12
     } else {
-        &[&rustls::version::TLS13]
+        &rustls::version::TLS13
     };
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert_der.clone()], key)?;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert_der)?;
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let (server, client) = sensor_tests::rustls_configs(&args.sni, version)?;
 
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let acceptor = TlsAcceptor::from(Arc::new(server));
+    let acceptor = TlsAcceptor::from(server);
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -95,7 +81,7 @@ async fn storm(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    let connector = TlsConnector::from(Arc::new(client));
+    let connector = TlsConnector::from(client);
     let name = ServerName::try_from(args.sni.clone())?;
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));

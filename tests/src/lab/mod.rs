@@ -510,8 +510,7 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(20);
         let ok = loop {
             match child.try_wait() {
-                Ok(Some(status)) if s.client == Client::Gnutls => {
-                    let _ = status;
+                Ok(Some(_)) if s.client == Client::Gnutls => {
                     break std::fs::read_to_string(&report)
                         .is_ok_and(|o| o.contains("- Handshake was completed"));
                 }

@@ -13,7 +13,7 @@ use sensor::{
 use crate::{
     filter,
     offline::trust_engine,
-    render::{self, Palette, Words},
+    render::{self, Palette},
 };
 
 #[derive(Debug, clap::Args)]
@@ -112,10 +112,9 @@ pub fn run(args: &CheckArgs, palette: Palette) -> anyhow::Result<ExitCode> {
         time_ns: filter::now_ns(),
         ..Facts::default()
     });
-    let product = v.product.as_ref().map(|(_, name)| name.as_str());
     match args.output {
         sensor::analyze::Output::Json => {
-            let json = serde_json::json!({
+            let mut json = serde_json::json!({
                 "target": args.target.to_string(),
                 "server_name": probed.server_name,
                 "connected_to": probed.peer.to_string(),
@@ -125,26 +124,14 @@ pub fn run(args: &CheckArgs, palette: Palette) -> anyhow::Result<ExitCode> {
                 "alpn": probed.alpn,
                 "handshake_error": probed.handshake_error,
                 "chain_source": "probe",
-                "verdict": v.kind.as_str(),
-                "reasons": v.reasons,
-                "severity": v.severity.as_str(),
-                "explanation": v.explanation,
-                "interceptor": v.product.as_ref().map(|(id, name)| serde_json::json!({"id": id, "name": name})),
-                "chain": chain,
             });
+            if let Some(map) = json.as_object_mut() {
+                map.extend(render::verdict_json(&v, &chain));
+            }
             println!("{json}");
         }
         sensor::analyze::Output::Text => {
-            let severity = i32::from(sensor::api::filter::severity_number(Some(
-                v.severity.as_str(),
-            )));
-            let style = Palette::severity_style(severity);
-            let words = render::main_reason(&Words {
-                verdict: v.kind.as_str(),
-                reasons: &v.reasons,
-                issuer: chain.first().map(|c| c.issuer.as_str()),
-                product,
-            });
+            let (style, words) = render::verdict_words(&v, &chain);
             println!(
                 "{} {} {}",
                 palette.paint(style.bold(), &v.kind.as_str().to_uppercase()),

@@ -9,7 +9,7 @@ use sensor::{
     x509,
 };
 
-use crate::render::{self, Palette, Words};
+use crate::render::{self, Palette};
 
 /// Load the trust context the flags describe, or say why not.
 pub fn trust_engine(trust: &TrustArgs) -> Result<VerdictEngine, ExitCode> {
@@ -108,39 +108,22 @@ pub fn run_check_chain(
             }
         }
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let v = engine.judge(&Facts {
         chain: &chain,
         server_name: name,
         dst_addr: addr,
-        time_ns: now,
+        time_ns: crate::filter::now_ns(),
         ..Facts::default()
     });
     match output {
         Output::Json => {
-            let json = serde_json::json!({
-                "verdict": v.kind.as_str(),
-                "reasons": v.reasons,
-                "severity": v.severity.as_str(),
-                "explanation": v.explanation,
-                "interceptor": v.product.as_ref().map(|(id, name)| serde_json::json!({"id": id, "name": name})),
-                "chain": chain,
-            });
-            println!("{json}");
+            println!(
+                "{}",
+                serde_json::Value::Object(render::verdict_json(&v, &chain))
+            );
         }
         Output::Text => {
-            let severity = i32::from(sensor::api::filter::severity_number(Some(
-                v.severity.as_str(),
-            )));
-            let style = Palette::severity_style(severity);
-            let words = render::main_reason(&Words {
-                verdict: v.kind.as_str(),
-                reasons: &v.reasons,
-                issuer: chain.first().map(|c| c.issuer.as_str()),
-                product: v.product.as_ref().map(|(_, n)| n.as_str()),
-            });
+            let (style, words) = render::verdict_words(&v, &chain);
             println!(
                 "{} ({}) {}",
                 palette.paint(style.bold(), &v.kind.as_str().to_uppercase()),

@@ -147,6 +147,42 @@ pub fn main_reason(w: &Words<'_>) -> String {
     s
 }
 
+/// A local verdict (`check`, `check-chain`): its JSON fields, to which a command adds its own.
+pub fn verdict_json(
+    v: &sensor::verdict::Verdict,
+    chain: &[impl serde::Serialize],
+) -> serde_json::Map<String, serde_json::Value> {
+    let json = serde_json::json!({
+        "verdict": v.kind.as_str(),
+        "reasons": v.reasons,
+        "severity": v.severity.as_str(),
+        "explanation": v.explanation,
+        "interceptor": v.product.as_ref().map(|(id, name)| serde_json::json!({"id": id, "name": name})),
+        "chain": chain,
+    });
+    match json {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// A local verdict's style (by severity) and its main reason in words.
+pub fn verdict_words(
+    v: &sensor::verdict::Verdict,
+    chain: &[impl AsRef<CertSummary>],
+) -> (Style, String) {
+    let severity = i32::from(sensor::api::filter::severity_number(Some(
+        v.severity.as_str(),
+    )));
+    let words = main_reason(&Words {
+        verdict: v.kind.as_str(),
+        reasons: &v.reasons,
+        issuer: chain.first().map(|c| c.as_ref().issuer.as_str()),
+        product: v.product.as_ref().map(|(_, n)| n.as_str()),
+    });
+    (Palette::severity_style(severity), words)
+}
+
 /// The destination as people know it: `name:port`, else `address:port`.
 pub fn destination(ev: &pb::Event) -> String {
     if !ev.server_name.is_empty() {
