@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::{
+use sensor_core::{
     capture::pcap::CaptureReader,
     engine::{Engine, EngineLimits},
 };

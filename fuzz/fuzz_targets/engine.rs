@@ -3,9 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::{
+use sensor_core::{
     capture::Segment,
     engine::{Engine, EngineLimits},
+    event::Event,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -50,6 +51,8 @@ fuzz_target!(|data: &[u8]| {
     engine.advance(ts + 120_000_000_000);
     engine.finish();
     for hs in engine.drain() {
-        let _ = serde_json::to_string(&hs);
+        // The JSON contract, and reading it back as the journal does.
+        let json = Event::observed(hs).to_json();
+        let _ = serde_json::from_str::<Event>(&json);
     }
 });

@@ -5,12 +5,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::{
+use sensor_core::{
     capture::{
         Attribution, Segment,
         certs::{CertAssembler, CertChunk},
     },
     engine::{Engine, EngineLimits},
+    event::Event,
 };
 
 /// A TLS 1.3 ClientHello record for `fuzz.test`.
@@ -78,14 +79,14 @@ fuzz_target!(|data: &[u8]| {
                 cookie,
                 local_is_src: true,
                 pid: Some(42),
-                cgroup_id: 0,
-                netns_cookie: 0,
                 first_on_socket: true,
             }),
         });
     }
     engine.finish();
     for hs in engine.drain() {
-        let _ = serde_json::to_string(&hs);
+        // The JSON contract, and reading it back as the journal does.
+        let json = Event::observed(hs).to_json();
+        let _ = serde_json::from_str::<Event>(&json);
     }
 });

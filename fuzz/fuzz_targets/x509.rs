@@ -4,8 +4,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(summary) = sensor::x509::summarize(data) {
+    if let Ok(summary) = sensor_core::x509::summarize(data) {
         let _ = serde_json::to_string(&summary);
     }
-    let _ = sensor::tls::fingerprint::ja4x(data);
+    let _ = sensor_core::tls::fingerprint::ja4x(data);
 });

@@ -145,14 +145,10 @@ pub struct SegmentHeader {
     pub ts_ns: u64,
     /// Socket cookie of the local socket.
     pub cookie: u64,
-    /// cgroup v2 id of the socket.
-    pub cgroup_id: u64,
     /// `bpf_get_current_pid_tgid()`, meaningful only with [`segment_flags::HAS_PID`].
     pub pid_tgid: u64,
     /// TCP sequence number of the first payload byte in this record.
     pub seq: u32,
-    /// TCP acknowledgement number.
-    pub ack: u32,
     /// Payload bytes that follow this header.
     pub payload_len: u32,
     /// TCP payload length of the whole segment.
@@ -165,10 +161,6 @@ pub struct SegmentHeader {
     pub sport: u16,
     /// Destination port, host byte order.
     pub dport: u16,
-    /// Interface index the kernel saw the packet on (0 if unknown).
-    pub ifindex: u32,
-    /// Network namespace cookie of the socket (0 if the kernel cannot tell).
-    pub netns_cookie: u64,
 }
 
 /// Size of [`SegmentHeader`] in bytes.
@@ -219,9 +211,7 @@ pub struct SocketEvent {
     pub kind: u32,
     /// TCP state the socket moved to.
     pub new_state: u32,
-    pub ts_ns: u64,
     pub cookie: u64,
-    pub cgroup_id: u64,
     pub pid_tgid: u64,
     pub uid_gid: u64,
     pub comm: [u8; COMM_LEN],
@@ -322,13 +312,94 @@ impl Default for TapConfig {
     }
 }
 
+/// Types that cross the ring buffer or a map as raw bytes.
+///
+/// # Safety
+///
+/// Implementors are `#[repr(C)]`, made only of integers and arrays of integers, with no
+/// padding (the layout assertions below check every field's offset), so that every bit pattern
+/// is a valid value and every byte of a value is initialised.
+pub unsafe trait Wire: Copy {}
+
+// SAFETY: integers.
+unsafe impl Wire for u32 {}
+// SAFETY: see the layout assertions.
+unsafe impl Wire for SegmentHeader {}
+// SAFETY: see the layout assertions.
+unsafe impl Wire for SocketEvent {}
+// SAFETY: see the layout assertions.
+unsafe impl Wire for CertChunkHeader {}
+
+/// Read a wire value from the start of `bytes`, at any alignment; `None` when it is too short.
+/// The one place userspace turns record bytes into a header.
+pub fn read_wire<T: Wire>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < core::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: `bytes` holds at least size_of::<T>() bytes; T: Wire accepts any bit pattern;
+    // read_unaligned copes with any alignment.
+    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// The bytes of a wire value, as the kernel writes them (for tests and fuzzers).
+pub fn write_wire<T: Wire>(value: &T) -> &[u8] {
+    // SAFETY: T: Wire has no padding, so all size_of::<T>() bytes are initialised.
+    unsafe {
+        core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
+    }
+}
+
+/// The wire layouts, checked at compile time on both halves: every field at its offset, no
+/// padding anywhere (a hole would make [`write_wire`] read uninitialised bytes and would differ
+/// between compilers).
+mod layout {
+    use core::mem::{offset_of, size_of};
+
+    use super::*;
+
+    macro_rules! assert_layout {
+        ($t:ty, $size:expr, { $($field:ident: $ft:ty = $off:expr),+ $(,)? }) => {
+            const _: () = {
+                assert!(size_of::<$t>() == $size);
+                $(assert!(offset_of!($t, $field) == $off);)+
+                assert!(0 $(+ size_of::<$ft>())+ == $size, "padding in the layout");
+            };
+        };
+    }
+
+    assert_layout!(SegmentHeader, 80, {
+        kind: u32 = 0, flags: u8 = 4, direction: u8 = 5, family: u8 = 6, tcp_flags: u8 = 7,
+        ts_ns: u64 = 8, cookie: u64 = 16, pid_tgid: u64 = 24, seq: u32 = 32,
+        payload_len: u32 = 36, segment_len: u32 = 40, saddr: [u8; 16] = 44,
+        daddr: [u8; 16] = 60, sport: u16 = 76, dport: u16 = 78,
+    });
+    assert_layout!(SocketEvent, 48, {
+        kind: u32 = 0, new_state: u32 = 4, cookie: u64 = 8, pid_tgid: u64 = 16,
+        uid_gid: u64 = 24, comm: [u8; COMM_LEN] = 32,
+    });
+    assert_layout!(CertChunkHeader, 48, {
+        kind: u32 = 0, offset: u32 = 4, ts_ns: u64 = 8, pid_tgid: u64 = 16, cookie: u64 = 24,
+        total_len: u32 = 32, len: u32 = 36, der_len: u64 = 40,
+    });
+    assert_layout!(FlowState, 40, {
+        state: u8 = 0, client_dir: u8 = 1, fin: u8 = 2, _pad: u8 = 3, forwarded: u32 = 4,
+        prefix_scanned: u32 = 8, _pad2: u32 = 12, dirs: [DirTrack; 2] = 16,
+    });
+    assert_layout!(DirTrack, 12, {
+        next_hdr_seq: u32 = 0, sync: u8 = 4, partial_len: u8 = 5, app_records: u8 = 6,
+        app_after_peer: u8 = 7, partial: [u8; 4] = 8,
+    });
+    assert_layout!(TapConfig, 16, {
+        byte_budget: u32 = 0, prefix_budget: u32 = 4, self_tgid: u32 = 8,
+        skip_lo_ingress: u32 = 12,
+    });
+}
+
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all five are #[repr(C)], contain only integers and byte arrays, and every bit
+    // SAFETY: #[repr(C)], integers and byte arrays only, no padding (see `layout`): every bit
     // pattern is a valid value.
-    unsafe impl aya::Pod for super::SegmentHeader {}
-    unsafe impl aya::Pod for super::SocketEvent {}
-    unsafe impl aya::Pod for super::CertChunkHeader {}
     unsafe impl aya::Pod for super::FlowState {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::TapConfig {}
 }

@@ -9,8 +9,8 @@
 use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_get_socket_cookie, bpf_ktime_get_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_get_socket_cookie, bpf_ktime_get_ns,
     },
     macros::{btf_tracepoint, map},
     maps::LruHashMap,
@@ -48,10 +48,8 @@ pub fn sock_state(ctx: BtfTracePointContext) -> i32 {
     let ev = SocketEvent {
         kind: kind::SOCKET,
         new_state: new_state as u32,
-        // SAFETY: helpers available to tracing programs; sk is the tracepoint's socket.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        // SAFETY: a helper available to tracing programs; sk is the tracepoint's socket.
         cookie: unsafe { bpf_get_socket_cookie(sk) },
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         pid_tgid,
         uid_gid: bpf_get_current_uid_gid(),
         comm: bpf_get_current_comm().unwrap_or_default(),
@@ -60,7 +58,8 @@ pub fn sock_state(ctx: BtfTracePointContext) -> i32 {
     // A process not seen lately: wake the reader now, so that it reads the process's details
     // from /proc while the process is still alive. Otherwise the usual batching applies.
     let tgid = (pid_tgid >> 32) as u32;
-    let now = ev.ts_ns;
+    // SAFETY: a helper available to every program type.
+    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: plain read of a map value.
     let fresh = unsafe { RECENT_TGIDS.get(&tgid) }.is_none_or(|&t| now.wrapping_sub(t) > RECENT_NS);
     if fresh {

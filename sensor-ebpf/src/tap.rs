@@ -22,8 +22,8 @@ use aya_ebpf::{
         BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type,
     },
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns,
-        bpf_sk_storage_get, bpf_skb_cgroup_id, bpf_skb_load_bytes,
+        bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_sk_storage_get,
+        bpf_skb_load_bytes,
     },
     macros::{cgroup_skb, map},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -162,7 +162,6 @@ struct Segment {
     sport: u16,
     dport: u16,
     seq: u32,
-    ack: u32,
     tcp_flags: u8,
     payload_off: u32,
     payload_len: u32,
@@ -175,7 +174,6 @@ struct Ctx<'a> {
     sk: *mut c_void,
     cookie: u64,
     dir: u8,
-    ifindex: u32,
     /// False for ingress on loopback: the sender's egress forwards these bytes.
     emit: bool,
 }
@@ -226,7 +224,6 @@ fn tap(ctx: &SkBuffContext, dir: u8) {
         sk,
         cookie,
         dir,
-        ifindex,
         emit: !(skip_lo_ingress && dir == direction::INGRESS && ifindex == LOOPBACK_IFINDEX),
     };
     let Some(state) = state else {
@@ -564,20 +561,14 @@ fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8) {
         // SAFETY: helpers available to every program type.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         cookie: c.cookie,
-        // SAFETY: the helper accepts the skb context of cgroup_skb programs.
-        cgroup_id: unsafe { bpf_skb_cgroup_id(c.skb) },
         pid_tgid: 0,
         seq: seg.seq,
-        ack: seg.ack,
         payload_len: 0,
         segment_len: seg.payload_len,
         saddr: seg.saddr,
         daddr: seg.daddr,
         sport: seg.sport,
         dport: seg.dport,
-        ifindex: c.ifindex,
-        // SAFETY: the helper accepts the skb context of cgroup_skb programs.
-        netns_cookie: unsafe { bpf_get_netns_cookie(c.skb as *mut _) },
     };
     if c.dir == direction::EGRESS {
         header.pid_tgid = bpf_get_current_pid_tgid();
@@ -656,7 +647,6 @@ fn parse_headers(ctx: &SkBuffContext, protocol: u16, skb_len: u32) -> Option<Seg
         sport: 0,
         dport: 0,
         seq: 0,
-        ack: 0,
         tcp_flags: 0,
         payload_off: 0,
         payload_len: 0,
@@ -701,7 +691,6 @@ fn parse_headers(ctx: &SkBuffContext, protocol: u16, skb_len: u32) -> Option<Seg
     seg.sport = u16::from_be_bytes([ports[0], ports[1]]);
     seg.dport = u16::from_be_bytes([ports[2], ports[3]]);
     seg.seq = u32::from_be(ctx.load(l4_off as usize + 4).ok()?);
-    seg.ack = u32::from_be(ctx.load(l4_off as usize + 8).ok()?);
     let off_flags: [u8; 2] = ctx.load(l4_off as usize + 12).ok()?;
     let doff = ((off_flags[0] >> 4) as u32) * 4;
     if doff < 20 {

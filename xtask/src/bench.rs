@@ -232,8 +232,9 @@ impl Drop for BpfStats {
     }
 }
 
-/// A benchmark's preamble: it needs root (`why_root` says why), then the release build of
-/// `sensor-user`'s binary `user_bin` and of the benchmark's helper from `sensor-tests`.
+/// A benchmark's preamble: it needs root (`why_root` says why), then the release build of the
+/// binary `user_bin` (sensord or sensorctl, from the package of that name) and of the
+/// benchmark's helper from `sensor-tests`.
 fn release_binaries(
     ws: &Workspace,
     why_root: &str,
@@ -244,7 +245,7 @@ fn release_binaries(
         bail!("{why_root}");
     }
     say("building release binaries");
-    for (package, bin) in [("sensor-user", user_bin), ("sensor-tests", helper)] {
+    for (package, bin) in [(user_bin, user_bin), ("sensor-tests", helper)] {
         run(ws
             .cargo()
             .args(["build", "--release", "-p", package, "--bin", bin]))?;
@@ -545,7 +546,7 @@ pub fn analyze(ws: &Workspace, handshakes: u32) -> anyhow::Result<()> {
 pub fn verdict(ws: &Workspace) -> anyhow::Result<()> {
     run(ws
         .cargo()
-        .args(["bench", "-p", "sensor-user", "--bench", "verdict"]))?;
+        .args(["bench", "-p", "sensor-core", "--bench", "verdict"]))?;
     for (name, target) in [
         ("verdict_new_chain", "verdict_new_chain_median_us"),
         ("verdict_cached", "verdict_cached_median_us"),

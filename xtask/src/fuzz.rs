@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use crate::util::{Workspace, say};
 
 /// The targets in fuzz/fuzz_targets.
-pub const TARGETS: &[&str] = &["engine", "capture", "x509", "uprobe"];
+pub const TARGETS: &[&str] = &["engine", "capture", "x509", "uprobe", "ring"];
 
 /// Run each target (or the one named) for `seconds`. The capture target's corpus starts from
 /// the fixture captures.
@@ -35,7 +35,6 @@ pub fn fuzz(ws: &Workspace, seconds: u64, only: Option<&str>) -> anyhow::Result<
         let log = std::fs::File::create(&log_path)?;
         let status = Command::new("cargo")
             .current_dir(&fuzz_dir)
-            .env("AYA_BUILD_SKIP", "1")
             .args([&toolchain, "fuzz", "run", "-O", target, "--"])
             .arg(format!("-max_total_time={seconds}"))
             .args(["-rss_limit_mb=4096", "-print_final_stats=1"])

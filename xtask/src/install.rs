@@ -46,16 +46,9 @@ pub fn install(ws: &Workspace, layout: &Layout, build: bool) -> anyhow::Result<(
     if build {
         crate::setup::build_tools(ws)?;
         say("building release binaries");
-        run(ws.cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "sensor-user",
-            "--bin",
-            "sensord",
-            "--bin",
-            "sensorctl",
-        ]))?;
+        run(ws
+            .cargo()
+            .args(["build", "--release", "-p", "sensord", "-p", "sensorctl"]))?;
     }
     let generated = ws.root.join("target/release/generated");
     generate_docs(&ws.root.join("target/release/sensorctl"), &generated)?;

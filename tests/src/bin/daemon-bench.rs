@@ -184,30 +184,37 @@ fn hold_server() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Events per second the journal commits, in batches of 512.
+/// Events per second the journal commits, in batches of 512 events of about 1.5 KB with a
+/// certificate each.
 fn journal_bench() -> anyhow::Result<f64> {
-    use sensor::{
-        api::filter::EventMeta,
-        journal::{Journal, NewEvent},
-    };
+    use sensor_core::event::{Event, Handshake, Judgement, Reason, Severity, Timestamp, Verdict};
+    use sensord::journal::{self, Journal, NewEvent};
     let dir = tempfile::tempdir()?;
-    let mut j = Journal::open(&sensor::journal::path_in(dir.path()))?;
-    let json = format!("{{\"pad\":\"{}\"}}", "x".repeat(1500));
+    let mut j = Journal::open(&journal::path_in(dir.path()))?;
     let batch: Vec<NewEvent> = (0..512)
-        .map(|i| NewEvent {
-            meta: EventMeta {
-                time_ns: i,
-                verdict: "clean".into(),
-                severity: 1,
-                sni: Some(format!("host{i}.example.com")),
-                comm: Some("curl".into()),
-                dst_port: 443,
-                ..EventMeta::default()
-            },
-            json: json.clone(),
-            certs: vec![(format!("{:064x}", i % 16), vec![7u8; 1200])],
+        .map(|i| {
+            let mut e = NewEvent::of(Event {
+                handshake: Handshake {
+                    time: Timestamp(i),
+                    server_name: Some(format!("host{i}.example.com")),
+                    dst_port: 443,
+                    ..Handshake::default()
+                },
+                process: None,
+                judgement: Some(Judgement {
+                    verdict: Verdict::Clean,
+                    reasons: vec![Reason::PublicRoot],
+                    severity: Severity::Info,
+                    explanation: "x".repeat(600),
+                    interceptor: None,
+                }),
+            });
+            e.certs = vec![(format!("{:064x}", i % 16), vec![7u8; 1200])];
+            e
         })
         .collect();
+    let bytes = batch[0].json.len();
+    assert!((1_300..1_700).contains(&bytes), "an event of {bytes} bytes");
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < Duration::from_secs(5) {

@@ -1,0 +1,53 @@
+//! What sources of TCP segments produce, and the pure parsers behind them: capture files
+//! ([`pcap`], [`packet`]), the kernel tap's ring records ([`ring`]) and the uprobe's
+//! certificate chunks ([`certs`]).
+//!
+//! Every source turns what it reads into [`Segment`]s for the analysis
+//! [`engine`](crate::engine), which never learns where a segment came from.
+
+pub mod certs;
+pub mod packet;
+pub mod pcap;
+pub mod ring;
+
+use std::net::SocketAddr;
+
+/// The local socket a segment was seen on, as far as the source knows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Attribution {
+    /// Socket cookie of the local socket the kernel saw the segment on.
+    pub cookie: u64,
+    /// True when that socket sent the segment (egress): it is the `src` endpoint's socket.
+    /// False when it received it (ingress): it is the `dst` endpoint's.
+    pub local_is_src: bool,
+    /// Process id (tgid) of the sender, when the kernel saw it in process context (egress).
+    pub pid: Option<u32>,
+    /// The first segment the kernel forwarded for this socket: a new connection.
+    pub first_on_socket: bool,
+}
+
+/// One TCP segment, or the part of it the source captured.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment<'a> {
+    /// Nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// Sequence number of the first byte of `payload`.
+    pub seq: u32,
+    /// TCP flags (`sensor_common::tcp_flags`).
+    pub tcp_flags: u8,
+    pub payload: &'a [u8],
+    /// Payload bytes that followed `payload` in the segment but were not captured.
+    pub missing: u32,
+    /// Present for segments from the kernel tap.
+    pub attribution: Option<Attribution>,
+}
+
+/// One local socket of a flow, as the capture saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalSocket {
+    pub cookie: u64,
+    /// The pid the tap saw on this socket's first egress segment.
+    pub pid_hint: Option<u32>,
+}

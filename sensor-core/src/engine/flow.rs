@@ -1,0 +1,546 @@
+//! One TCP flow: two reassembled directions, their TLS record readers, and what the handshake
+//! showed so far.
+
+use std::net::SocketAddr;
+
+use crate::{
+    capture::{LocalSocket, Segment},
+    event::{
+        Alert, ByDirection, ChainSource, ClientOutcome, Handshake, LocalSockets, Malformed,
+        OcspStaple, Side, SideAlert, Timestamp, TlsVersion,
+    },
+    reassembly::{Chunk, Stream, StreamStats},
+    tls::{
+        fingerprint,
+        hello::{self, ClientHello, ServerHello},
+        record::{RecordReader, TlsEvent},
+    },
+    x509,
+};
+
+use super::EngineLimits;
+
+/// Handshake message types the engine looks at.
+mod msg {
+    pub const CLIENT_HELLO: u8 = 1;
+    pub const SERVER_HELLO: u8 = 2;
+    pub const CERTIFICATE: u8 = 11;
+    pub const SERVER_KEY_EXCHANGE: u8 = 12;
+    pub const CERTIFICATE_STATUS: u8 = 22;
+}
+
+/// Certificates kept from one Certificate message at most.
+const MAX_CHAIN_LEN: usize = 16;
+
+/// One direction of a flow: traffic sent by one endpoint.
+#[derive(Debug)]
+struct Direction {
+    stream: Stream,
+    reader: RecordReader,
+    closed: bool,
+}
+
+impl Direction {
+    fn new(limits: &EngineLimits) -> Self {
+        Self {
+            stream: Stream::new(),
+            reader: RecordReader::new(limits.reader),
+            closed: false,
+        }
+    }
+}
+
+/// What the handshake showed, filled in as events arrive.
+#[derive(Debug, Default)]
+struct Observed {
+    /// Index (0 or 1) of the client's endpoint, once known.
+    client: Option<usize>,
+    client_hello: Option<ClientHello>,
+    client_hello_ts: u64,
+    server_hello: Option<ServerHello>,
+    hello_retry_request: bool,
+    /// A ServerHello or HelloRetryRequest chose TLS 1.3.
+    tls13_negotiated: bool,
+    /// DER certificates of the server's Certificate message (TLS <= 1.2), leaf first.
+    chain: Vec<Vec<u8>>,
+    /// The client sent a certificate (mutual TLS).
+    client_certificate: bool,
+    /// Named group or DH size from ServerKeyExchange (TLS <= 1.2).
+    server_key_exchange: Option<String>,
+    /// A stapled OCSP response: its length and SHA-256.
+    ocsp: Option<OcspStaple>,
+    alerts: Vec<SideAlert>,
+    client_fatal: Option<Alert>,
+    proxy_connect: Option<String>,
+    /// The first plaintext line of the flow, in either direction.
+    saw_prefix: bool,
+    not_tls: bool,
+    malformed: Vec<Malformed>,
+    /// application_data records per direction index.
+    app_records: [u32; 2],
+    /// Server application_data records sent after the client's first one (TLS 1.3).
+    server_records_after_client_finished: u32,
+    server_flight_bytes: u64,
+    /// Bytes of the client's first application_data record (TLS 1.3: its Finished).
+    client_flight_bytes: u64,
+    /// ChangeCipherSpec seen, per direction index.
+    ccs: [bool; 2],
+    /// When each direction sent its first application_data record.
+    first_app_ts: [Option<u64>; 2],
+    /// Encrypted alert records per direction index.
+    encrypted_alerts: [u32; 2],
+}
+
+impl Observed {
+    fn side(&self, idx: usize) -> Side {
+        match self.client {
+            Some(c) if c != idx => Side::Server,
+            _ => Side::Client,
+        }
+    }
+
+    fn is_tls13(&self) -> bool {
+        self.server_hello
+            .as_ref()
+            .is_some_and(|sh| sh.selected_version == 0x0304)
+    }
+
+    fn note_malformed(&mut self, m: Malformed) {
+        if !self.malformed.contains(&m) && self.malformed.len() < 16 {
+            self.malformed.push(m);
+        }
+    }
+
+    /// Interpret one event of direction `idx`.
+    fn on_event(&mut self, idx: usize, ev: TlsEvent<'_>, ts: u64) {
+        match ev {
+            TlsEvent::PrefixLine(line) => self.on_prefix_line(idx, line),
+            TlsEvent::Handshake(m) => self.on_handshake(idx, m, ts),
+            TlsEvent::Alert { level, description } => {
+                let alert = Alert::from_wire(level, description);
+                let from = self.side(idx);
+                if self.alerts.len() < 16 {
+                    self.alerts.push(SideAlert { from, alert });
+                }
+                if from == Side::Client && alert.is_fatal() && self.client_fatal.is_none() {
+                    self.client_fatal = Some(alert);
+                }
+            }
+            TlsEvent::ApplicationData { len } => {
+                let other = 1 - idx;
+                self.first_app_ts[idx].get_or_insert(ts);
+                if self.side(idx) == Side::Client && self.app_records[idx] == 0 {
+                    self.client_flight_bytes = len as u64;
+                }
+                self.app_records[idx] = self.app_records[idx].saturating_add(1);
+                if self.side(idx) == Side::Server {
+                    if self.app_records[other] == 0 {
+                        self.server_flight_bytes += len as u64;
+                    } else {
+                        self.server_records_after_client_finished += 1;
+                    }
+                }
+            }
+            TlsEvent::Malformed(m) => self.note_malformed(m),
+            TlsEvent::ChangeCipherSpec => self.ccs[idx] = true,
+            TlsEvent::EncryptedAlert { .. } => {
+                self.encrypted_alerts[idx] = self.encrypted_alerts[idx].saturating_add(1);
+            }
+            TlsEvent::EncryptedHandshake { .. } | TlsEvent::Heartbeat => {}
+        }
+    }
+
+    fn on_prefix_line(&mut self, idx: usize, line: &[u8]) {
+        if !self.saw_prefix {
+            self.saw_prefix = true;
+            if !opens_tls_capable_protocol(line) {
+                self.not_tls = true;
+                return;
+            }
+        }
+        if let Some(target) = line.strip_prefix(b"CONNECT ") {
+            if self.client.is_none() {
+                self.client = Some(idx);
+            }
+            let target = target.split(|&b| b == b' ').next().unwrap_or_default();
+            self.proxy_connect = Some(String::from_utf8_lossy(target).into_owned());
+        }
+    }
+
+    fn on_handshake(&mut self, idx: usize, m: &[u8], ts: u64) {
+        match m[0] {
+            msg::CLIENT_HELLO => match hello::parse_client_hello(m) {
+                Ok(ch) => {
+                    if self.client_hello.is_none() {
+                        self.client = Some(idx);
+                        self.client_hello = Some(ch);
+                        self.client_hello_ts = ts;
+                    }
+                    if ch_bad(self.client_hello.as_ref()) {
+                        self.note_malformed(Malformed::BadExtensions);
+                    }
+                    if self.client_hello.as_ref().is_some_and(|c| c.trailing_data) {
+                        self.note_malformed(Malformed::HelloTrailingData);
+                    }
+                }
+                Err(_) => self.note_malformed(Malformed::BadHandshakeMessage),
+            },
+            msg::SERVER_HELLO => match hello::parse_server_hello(m) {
+                Ok(sh) if sh.hello_retry_request => {
+                    self.hello_retry_request = true;
+                    self.tls13_negotiated |= sh.selected_version == 0x0304;
+                }
+                Ok(sh) => {
+                    self.tls13_negotiated |= sh.selected_version == 0x0304;
+                    if self.server_hello.is_none() {
+                        self.server_hello = Some(sh);
+                    }
+                }
+                Err(_) => self.note_malformed(Malformed::BadHandshakeMessage),
+            },
+            msg::CERTIFICATE => self.on_certificate(idx, m),
+            msg::SERVER_KEY_EXCHANGE if self.side(idx) == Side::Server => {
+                if let Some(sh) = &self.server_hello {
+                    self.server_key_exchange = hello::server_key_exchange(sh.cipher, m);
+                }
+            }
+            msg::CERTIFICATE_STATUS if self.side(idx) == Side::Server => self.on_ocsp(m),
+            _ => {}
+        }
+    }
+
+    fn on_ocsp(&mut self, m: &[u8]) {
+        use tls_parser::{TlsMessage, TlsMessageHandshake, parse_tls_message_handshake};
+        match parse_tls_message_handshake(m) {
+            Ok((_, TlsMessage::Handshake(TlsMessageHandshake::CertificateStatus(st)))) => {
+                // tls-parser has already taken off the OCSPResponse's u24 length.
+                let response = st.blob;
+                self.ocsp = Some(OcspStaple {
+                    status_type: st.status_type,
+                    len: response.len(),
+                    sha256: x509::sha256_hex(response),
+                });
+            }
+            _ => self.note_malformed(Malformed::BadHandshakeMessage),
+        }
+    }
+
+    fn on_certificate(&mut self, idx: usize, m: &[u8]) {
+        use tls_parser::{TlsMessage, TlsMessageHandshake, parse_tls_message_handshake};
+        if self.side(idx) == Side::Client {
+            self.client_certificate = true;
+            return;
+        }
+        if !self.chain.is_empty() {
+            return;
+        }
+        match parse_tls_message_handshake(m) {
+            Ok((_, TlsMessage::Handshake(TlsMessageHandshake::Certificate(c)))) => {
+                if c.cert_chain.len() > MAX_CHAIN_LEN {
+                    self.note_malformed(Malformed::ChainTooLong);
+                }
+                self.chain = c
+                    .cert_chain
+                    .iter()
+                    .take(MAX_CHAIN_LEN)
+                    .map(|cert| cert.data.to_vec())
+                    .collect();
+            }
+            _ => self.note_malformed(Malformed::BadHandshakeMessage),
+        }
+    }
+}
+
+fn ch_bad(ch: Option<&ClientHello>) -> bool {
+    ch.is_some_and(|c| c.bad_extensions)
+}
+
+/// First lines after which TLS may start on the same connection: an HTTP proxy tunnel, or a
+/// STARTTLS-capable protocol's greeting or first command.
+fn opens_tls_capable_protocol(line: &[u8]) -> bool {
+    const OPENINGS: [&[u8]; 8] = [
+        b"CONNECT ",
+        b"220 ",
+        b"220-",
+        b"* OK",
+        b"+OK",
+        b"EHLO ",
+        b"HELO ",
+        b"HTTP/1.",
+    ];
+    OPENINGS.iter().any(|o| line.starts_with(o))
+}
+
+/// A flow the engine tracks.
+#[derive(Debug)]
+pub(super) struct Flow {
+    /// The two endpoints; index 0 is the lower address.
+    ends: [SocketAddr; 2],
+    dirs: [Direction; 2],
+    /// The local socket of each endpoint, when the capture saw one.
+    sockets: [Option<LocalSocket>; 2],
+    seen: Observed,
+    /// A RST was seen: nothing more will come.
+    reset: bool,
+    /// Already waiting in the engine's half-closed queue.
+    pub(super) half_close_queued: bool,
+    pub(super) last_ts: u64,
+}
+
+/// Where a flow stands after a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Progress {
+    /// The handshake may still go on.
+    Open,
+    /// One side closed; the other may still send a little (a NewSessionTicket, an alert).
+    HalfClosed,
+    /// The outcome is known or nothing more will come: report the flow now.
+    Decided,
+}
+
+impl Flow {
+    pub(super) fn new(ends: [SocketAddr; 2], limits: &EngineLimits) -> Self {
+        Self {
+            ends,
+            dirs: [Direction::new(limits), Direction::new(limits)],
+            sockets: [None, None],
+            seen: Observed::default(),
+            reset: false,
+            half_close_queued: false,
+            last_ts: 0,
+        }
+    }
+
+    /// Bytes this flow holds in buffers.
+    pub(super) fn buffered(&self) -> usize {
+        self.dirs
+            .iter()
+            .map(|d| d.stream.pending_bytes() + d.reader.buffered())
+            .sum()
+    }
+
+    pub(super) fn stream_stats(&self) -> [StreamStats; 2] {
+        [self.dirs[0].stream.stats(), self.dirs[1].stream.stats()]
+    }
+
+    /// Whether the flow turned out not to carry TLS, or carries nothing parseable any more
+    /// before a ClientHello was seen.
+    pub(super) fn is_not_tls(&self) -> bool {
+        self.seen.not_tls
+            || (self.seen.client_hello.is_none() && self.dirs.iter().any(|d| d.reader.is_stopped()))
+    }
+
+    pub(super) fn has_client_hello(&self) -> bool {
+        self.seen.client_hello.is_some()
+    }
+
+    pub(super) fn malformed(&self) -> &[Malformed] {
+        &self.seen.malformed
+    }
+
+    /// Take one segment of this flow, and say where the flow stands.
+    pub(super) fn push(&mut self, seg: &Segment<'_>, limits: &EngineLimits) -> Progress {
+        use sensor_common::tcp_flags::{ACK, FIN, RST, SYN};
+        let idx = usize::from(seg.src != self.ends[0]);
+        self.last_ts = self.last_ts.max(seg.ts_ns);
+        let ts = seg.ts_ns;
+        if let Some(a) = seg.attribution {
+            let owner = if a.local_is_src { idx } else { 1 - idx };
+            let sock = self.sockets[owner].get_or_insert(LocalSocket {
+                cookie: a.cookie,
+                pid_hint: None,
+            });
+            if a.local_is_src && sock.pid_hint.is_none() {
+                sock.pid_hint = a.pid;
+            }
+        }
+        let Self { dirs, seen, .. } = self;
+        let dir = &mut dirs[idx];
+        if seg.tcp_flags & SYN != 0 {
+            dir.stream.syn(seg.seq);
+            if seg.tcp_flags & ACK == 0 && seen.client.is_none() {
+                seen.client = Some(idx);
+            }
+        }
+        let fin = seg.tcp_flags & FIN != 0;
+        if !seg.payload.is_empty() || fin || seg.missing > 0 {
+            let Direction { stream, reader, .. } = dir;
+            if seen.tls13_negotiated {
+                reader.set_tls13();
+            }
+            stream.push(
+                seg.seq,
+                seg.payload,
+                seg.missing,
+                fin,
+                &limits.stream,
+                &mut |chunk| match chunk {
+                    Chunk::Data(d) => reader.feed(d, &mut |ev| seen.on_event(idx, ev, ts)),
+                    Chunk::Gap(_) => reader.gap(&mut |ev| seen.on_event(idx, ev, ts)),
+                },
+            );
+        }
+        if seg.tcp_flags & RST != 0 {
+            dir.closed = true;
+            self.reset = true;
+        } else if fin {
+            dir.closed = true;
+        }
+        if self.reset || self.dirs.iter().all(|d| d.closed) {
+            return Progress::Decided;
+        }
+        match self.outcome(false) {
+            ClientOutcome::Completed | ClientOutcome::Rejected => Progress::Decided,
+            _ if self.dirs.iter().any(|d| d.closed) => Progress::HalfClosed,
+            _ => Progress::Open,
+        }
+    }
+
+    /// The client's outcome from what was seen. `final_` once nothing more will arrive.
+    fn outcome(&self, final_: bool) -> ClientOutcome {
+        let seen = &self.seen;
+        if seen.client_fatal.is_some() {
+            return ClientOutcome::Rejected;
+        }
+        let Some(c) = seen.client else {
+            return ClientOutcome::Unknown;
+        };
+        let s = 1 - c;
+        let (client, server) = (&self.dirs[c], &self.dirs[s]);
+        let (client_app, server_app) = (seen.app_records[c], seen.app_records[s]);
+        let completed = if seen.is_tls13() {
+            // The client's first encrypted record is its Finished (a client that rejects the
+            // server sends an alert instead, and nothing after it). A second encrypted record
+            // from the client, or the server answering the first (NewSessionTicket,
+            // application data), means the handshake completed.
+            client_app >= 2 || (client_app >= 1 && seen.server_records_after_client_finished >= 1)
+        } else {
+            (client_app >= 1 && server_app >= 1)
+                || (final_
+                    && client.reader.is_encrypted()
+                    && server.reader.is_encrypted()
+                    && seen.server_hello.is_some())
+        };
+        if completed {
+            return ClientOutcome::Completed;
+        }
+        // TLS 1.3 encrypts a client's alert too (OpenSSL sends it in clear, GnuTLS does not):
+        // one encrypted record of an alert's size (2 bytes, the inner content type, a 16- or
+        // 8-byte tag) instead of a Finished (at least 53), and then the client closed.
+        if seen.is_tls13()
+            && client_app == 1
+            && matches!(seen.client_flight_bytes, 19 | 11)
+            && (client.closed || final_)
+        {
+            return ClientOutcome::Rejected;
+        }
+        if final_ && seen.server_hello.is_some() && client.closed {
+            return ClientOutcome::Aborted;
+        }
+        ClientOutcome::Unknown
+    }
+
+    /// Give up on holes, decide, and build the event. Call once, when the flow is reported.
+    pub(super) fn finish(
+        &mut self,
+        now: u64,
+        certs: &mut x509::SummaryCache,
+        fingerprints: &mut fingerprint::FingerprintCache,
+    ) -> Option<Handshake> {
+        let Self { dirs, seen, .. } = self;
+        for (idx, dir) in dirs.iter_mut().enumerate() {
+            let Direction { stream, reader, .. } = dir;
+            stream.flush(&mut |chunk| match chunk {
+                Chunk::Data(d) => reader.feed(d, &mut |ev| seen.on_event(idx, ev, now)),
+                Chunk::Gap(_) => reader.gap(&mut |ev| seen.on_event(idx, ev, now)),
+            });
+        }
+        self.seen.client_hello.as_ref()?;
+        let mut chain = Vec::with_capacity(self.seen.chain.len());
+        let mut bad_certificate = false;
+        for der in &self.seen.chain {
+            match certs.summarize(der) {
+                Ok(summary) => chain.push(summary),
+                Err(_) => bad_certificate = true,
+            }
+        }
+        if bad_certificate {
+            self.seen.note_malformed(Malformed::BadCertificate);
+        }
+        let ch = self.seen.client_hello.as_ref()?;
+        let c = self.seen.client.unwrap_or(0);
+        let s = 1 - c;
+        let (src, dst) = (self.ends[c], self.ends[s]);
+        let sh = self.seen.server_hello.as_ref();
+        let offered_max = ch
+            .supported_versions
+            .iter()
+            .copied()
+            .filter(|v| !hello::is_grease(*v))
+            .max()
+            .unwrap_or(ch.version);
+        let version = sh.map_or(offered_max, |sh| sh.selected_version);
+        let local_sockets = LocalSockets {
+            client: self.sockets[c],
+            server: self.sockets[s],
+        };
+        let client_fp = fingerprints.client(ch);
+        let server_fp = sh.map(|sh| fingerprints.server(sh));
+        Some(Handshake {
+            time: Timestamp(self.seen.client_hello_ts),
+            end_time: Timestamp(now.max(self.seen.client_hello_ts)),
+            src_addr: Some(src.ip()),
+            src_port: src.port(),
+            dst_addr: Some(dst.ip()),
+            dst_port: dst.port(),
+            server_name: ch.server_name.clone(),
+            tls_version: TlsVersion::from_wire(version),
+            alpn: sh.and_then(|sh| sh.alpn.clone()),
+            client_alpn: ch.alpn.clone(),
+            cipher: sh.map(|sh| hello::cipher_name(sh.cipher)),
+            key_exchange: self
+                .seen
+                .server_key_exchange
+                .clone()
+                .or_else(|| sh.and_then(|sh| sh.key_share_group).map(hello::group_name)),
+            ja3: Some(client_fp.ja3),
+            ja3_string: Some(client_fp.ja3_string),
+            ja4: Some(client_fp.ja4),
+            #[cfg(feature = "ja4plus")]
+            ja4s: server_fp.as_ref().map(|s| s.ja4s.clone()),
+            ja3s: server_fp.map(|s| s.ja3s),
+            ocsp_staple: self.seen.ocsp.clone(),
+            hello_retry_request: self.seen.hello_retry_request,
+            chain_source: (!chain.is_empty()).then_some(ChainSource::Passive),
+            chain,
+            client_certificate: self.seen.client_certificate,
+            resumption_offered: ch.session_ticket || ch.psk,
+            client_outcome: self.outcome(true),
+            alert: self.seen.client_fatal,
+            alerts: self.seen.alerts.clone(),
+            proxy_connect: self.seen.proxy_connect.clone(),
+            server_encrypted_flight_bytes: (self.seen.is_tls13()
+                && self.seen.server_flight_bytes > 0)
+                .then_some(self.seen.server_flight_bytes),
+            client_encrypted_flight_bytes: (self.seen.is_tls13()
+                && self.seen.client_flight_bytes > 0)
+                .then_some(self.seen.client_flight_bytes),
+            change_cipher_spec: ByDirection {
+                client: self.seen.ccs[c],
+                server: self.seen.ccs[s],
+            },
+            first_application_data: ByDirection {
+                client: self.seen.first_app_ts[c].map(Timestamp),
+                server: self.seen.first_app_ts[s].map(Timestamp),
+            },
+            encrypted_alerts: ByDirection {
+                client: self.seen.encrypted_alerts[c],
+                server: self.seen.encrypted_alerts[s],
+            },
+            socket_cookie: local_sockets.client.map(|l| l.cookie),
+            server_socket_cookie: local_sockets.server.map(|l| l.cookie),
+            local_sockets,
+            malformed: self.seen.malformed.clone(),
+        })
+    }
+}

@@ -1,0 +1,402 @@
+//! The analysis engine: segments in, handshake events out.
+//!
+//! Pure and deterministic: no I/O, no clock reads, no async. Time comes from the segments'
+//! timestamps and from [`Engine::advance`]. Memory is bounded by [`EngineLimits`], and every
+//! bound that is hit shows in [`EngineStats`].
+//!
+//! Flows are keyed by their two endpoints, so the two copies of a loopback segment (the
+//! sender's egress and the receiver's ingress) and retransmissions fold into one stream.
+
+mod flow;
+#[cfg(test)]
+mod tests;
+
+use std::{collections::VecDeque, net::SocketAddr};
+
+use hashlink::LinkedHashMap;
+use serde::Serialize;
+
+use crate::{
+    capture::Segment,
+    event::{ChainSource, Handshake},
+    reassembly::StreamLimits,
+    tls::record::ReaderLimits,
+};
+
+use flow::{Flow, Progress};
+use sensor_common::tcp_flags::{ACK, FIN, RST, SYN};
+
+/// Bounds of the engine.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineLimits {
+    /// Flows tracked at once; the least recently active is evicted beyond it.
+    pub max_flows: usize,
+    /// Bytes buffered across all flows; least recently active flows are evicted beyond it.
+    pub max_buffered_bytes: usize,
+    /// A flow silent for this long is reported (if it had a ClientHello) and forgotten.
+    pub idle_timeout_ns: u64,
+    /// A flow with one side closed is reported this long after the close, unless the other
+    /// side closes first.
+    pub half_close_timeout_ns: u64,
+    pub stream: StreamLimits,
+    pub reader: ReaderLimits,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        Self {
+            max_flows: 65_536,
+            max_buffered_bytes: 64 << 20,
+            idle_timeout_ns: 60_000_000_000,
+            half_close_timeout_ns: 2_000_000_000,
+            stream: StreamLimits::default(),
+            reader: ReaderLimits::default(),
+        }
+    }
+}
+
+/// Counters of the engine. Every limit hit has one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    pub segments: u64,
+    pub payload_bytes: u64,
+    pub flows_created: u64,
+    /// Flows evicted because `max_flows` was reached.
+    pub flows_evicted: u64,
+    /// Flows evicted because `max_buffered_bytes` was reached.
+    pub flows_evicted_memory: u64,
+    /// Flows forgotten after `idle_timeout_ns` of silence.
+    pub flows_expired: u64,
+    /// Flows that turned out not to be TLS.
+    pub flows_not_tls: u64,
+    /// Flows that ended without a ClientHello seen.
+    pub flows_without_client_hello: u64,
+    /// Flows with malformed TLS, with or without a reported handshake.
+    pub flows_malformed: u64,
+    pub handshakes: u64,
+    /// New connections on a 4-tuple whose previous connection the engine still remembered.
+    pub tuples_reused: u64,
+    pub duplicate_bytes: u64,
+    pub out_of_order_segments: u64,
+    pub dropped_segments: u64,
+    pub gaps: u64,
+    /// Certificate summaries served from the cache, and made anew.
+    pub cert_cache_hits: u64,
+    pub cert_cache_misses: u64,
+    /// Certificates from the OpenSSL uprobe: taken, and handshakes they gave a chain to.
+    pub uprobe_certs: u64,
+    pub uprobe_chains: u64,
+    /// Uprobe chains not taken: their leaf names other hosts than the handshake's SNI.
+    pub uprobe_chains_mismatched: u64,
+    /// Uprobe certificates dropped: no socket to tie them to, or over the bounds.
+    pub uprobe_certs_dropped: u64,
+}
+
+/// Both endpoints of a flow, lower first, so that both directions map to one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FlowKey([SocketAddr; 2]);
+
+impl FlowKey {
+    fn of(a: SocketAddr, b: SocketAddr) -> Self {
+        if a <= b { Self([a, b]) } else { Self([b, a]) }
+    }
+}
+
+/// A flow in the table: live, or reported and kept only to ignore what still arrives.
+enum Slot {
+    Live(Box<Flow>),
+    Done { last_ts: u64 },
+}
+
+impl Slot {
+    fn last_ts(&self) -> u64 {
+        match self {
+            Slot::Live(f) => f.last_ts,
+            Slot::Done { last_ts } => *last_ts,
+        }
+    }
+}
+
+/// Reassembles, parses and reports TLS handshakes.
+pub struct Engine {
+    limits: EngineLimits,
+    flows: LinkedHashMap<FlowKey, Slot>,
+    buffered: usize,
+    stats: EngineStats,
+    out: VecDeque<Handshake>,
+    /// Half-closed flows by the time they are due to be reported.
+    half_closed: VecDeque<(u64, FlowKey)>,
+    /// Certificate summaries seen lately.
+    certs: crate::x509::SummaryCache,
+    /// Fingerprints of hello shapes seen lately.
+    fingerprints: crate::tls::fingerprint::FingerprintCache,
+    /// Certificates OpenSSL clients parsed (uprobe), by the client socket's cookie, until the
+    /// socket's handshake is reported.
+    uprobe_certs: hashlink::LruCache<u64, Vec<Vec<u8>>>,
+    uprobe_bytes: usize,
+    now: u64,
+}
+
+/// Sockets with uprobe certificates waiting, at most.
+const UPROBE_SOCKETS: usize = 4096;
+/// Certificates waiting per socket, at most (a chain, and the odd trust anchor OpenSSL read).
+const UPROBE_CERTS_PER_SOCKET: usize = 10;
+/// Bytes of uprobe certificates waiting, at most.
+const UPROBE_BYTES: usize = 8 << 20;
+
+impl Engine {
+    pub fn new(limits: EngineLimits) -> Self {
+        Self {
+            limits,
+            flows: LinkedHashMap::new(),
+            buffered: 0,
+            stats: EngineStats::default(),
+            out: VecDeque::new(),
+            half_closed: VecDeque::new(),
+            certs: crate::x509::SummaryCache::new(1024),
+            fingerprints: crate::tls::fingerprint::FingerprintCache::new(1024),
+            uprobe_certs: hashlink::LruCache::new(UPROBE_SOCKETS),
+            uprobe_bytes: 0,
+            now: 0,
+        }
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            cert_cache_hits: self.certs.hits,
+            cert_cache_misses: self.certs.misses,
+            ..self.stats
+        }
+    }
+
+    /// Flows tracked now, live or recently reported.
+    pub fn flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Bytes buffered across flows.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
+    /// Take the handshakes reported so far.
+    pub fn drain(&mut self) -> impl Iterator<Item = Handshake> + '_ {
+        self.out.drain(..)
+    }
+
+    /// Take a certificate an OpenSSL client parsed during the handshake on socket `cookie`
+    /// (from the uprobe). It becomes the chain of that socket's handshake when the chain was
+    /// not seen in clear.
+    pub fn push_cert(&mut self, cookie: u64, der: Vec<u8>) {
+        self.stats.uprobe_certs += 1;
+        if cookie == 0 || self.uprobe_bytes + der.len() > UPROBE_BYTES {
+            self.stats.uprobe_certs_dropped += 1;
+            return;
+        }
+        if !self.uprobe_certs.contains_key(&cookie) {
+            if self.uprobe_certs.len() >= UPROBE_SOCKETS
+                && let Some((_, old)) = self.uprobe_certs.remove_lru()
+            {
+                self.uprobe_bytes -= old.iter().map(Vec::len).sum::<usize>();
+                self.stats.uprobe_certs_dropped += old.len() as u64;
+            }
+            self.uprobe_certs.insert(cookie, Vec::new());
+        }
+        let Some(list) = self.uprobe_certs.get_mut(&cookie) else {
+            return;
+        };
+        if list.len() >= UPROBE_CERTS_PER_SOCKET || list.contains(&der) {
+            self.stats.uprobe_certs_dropped += u64::from(list.len() >= UPROBE_CERTS_PER_SOCKET);
+            return;
+        }
+        self.uprobe_bytes += der.len();
+        list.push(der);
+    }
+
+    /// Take one segment.
+    pub fn push(&mut self, seg: &Segment<'_>) {
+        self.stats.segments += 1;
+        self.stats.payload_bytes += seg.payload.len() as u64;
+        self.now = self.now.max(seg.ts_ns);
+        let key = FlowKey::of(seg.src, seg.dst);
+        // A new connection on a 4-tuple that was used before (ports are reused quickly on
+        // loopback): a SYN, or the first segment the kernel saw on a socket, after the old
+        // connection's flow was reported.
+        let syn_only = seg.tcp_flags & (SYN | ACK) == SYN;
+        let first_on_socket = seg.attribution.is_some_and(|a| a.first_on_socket);
+        let reuse = match self.flows.to_back(&key) {
+            Some(Slot::Done { last_ts }) => {
+                if !(syn_only || first_on_socket) {
+                    *last_ts = (*last_ts).max(seg.ts_ns);
+                    return;
+                }
+                true
+            }
+            Some(Slot::Live(_)) => syn_only,
+            None => false,
+        };
+        if reuse {
+            self.close(&key);
+            self.flows.remove(&key);
+            self.stats.tuples_reused += 1;
+        }
+        let flow = match self.flows.get_mut(&key) {
+            Some(Slot::Live(flow)) => flow,
+            Some(Slot::Done { .. }) => return,
+            None => {
+                let opens = seg.tcp_flags & SYN != 0
+                    || (!seg.payload.is_empty() && seg.tcp_flags & (FIN | RST) == 0);
+                if !opens {
+                    return;
+                }
+                self.make_room();
+                self.stats.flows_created += 1;
+                self.flows
+                    .insert(key, Slot::Live(Box::new(Flow::new(key.0, &self.limits))));
+                match self.flows.get_mut(&key) {
+                    Some(Slot::Live(flow)) => flow,
+                    _ => return,
+                }
+            }
+        };
+        let before = flow.buffered();
+        let progress = flow.push(seg, &self.limits);
+        let after = flow.buffered();
+        let not_tls = flow.is_not_tls();
+        self.buffered = (self.buffered + after).saturating_sub(before);
+        if progress == Progress::Decided || not_tls {
+            self.close(&key);
+        } else if progress == Progress::HalfClosed && !flow.half_close_queued {
+            flow.half_close_queued = true;
+            let due = seg.ts_ns.saturating_add(self.limits.half_close_timeout_ns);
+            self.half_closed.push_back((due, key));
+        }
+        self.expire_half_closed();
+        while self.buffered > self.limits.max_buffered_bytes {
+            if !self.evict_oldest() {
+                break;
+            }
+            self.stats.flows_evicted_memory += 1;
+        }
+    }
+
+    /// Time has moved on to `now_ns`: report and forget flows idle for longer than the timeout.
+    pub fn advance(&mut self, now_ns: u64) {
+        self.now = self.now.max(now_ns);
+        self.expire_half_closed();
+        let deadline = self.now.saturating_sub(self.limits.idle_timeout_ns);
+        while let Some((key, slot)) = self.flows.front() {
+            if slot.last_ts() > deadline {
+                break;
+            }
+            let key = *key;
+            if matches!(slot, Slot::Live(_)) {
+                self.stats.flows_expired += 1;
+            }
+            self.close(&key);
+            self.flows.remove(&key);
+        }
+    }
+
+    /// Report half-closed flows whose grace period is over.
+    fn expire_half_closed(&mut self) {
+        while let Some(&(due, key)) = self.half_closed.front() {
+            if due > self.now {
+                break;
+            }
+            self.half_closed.pop_front();
+            self.close(&key);
+        }
+    }
+
+    /// The input is over: report every flow that had a ClientHello.
+    pub fn finish(&mut self) {
+        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        for key in keys {
+            self.close(&key);
+        }
+        self.flows.clear();
+        self.half_closed.clear();
+        self.buffered = 0;
+    }
+
+    /// Keep the table under `max_flows`.
+    fn make_room(&mut self) {
+        while self.flows.len() >= self.limits.max_flows {
+            if !self.evict_oldest() {
+                break;
+            }
+            self.stats.flows_evicted += 1;
+        }
+    }
+
+    /// Report and drop the least recently active flow. False when there is none.
+    fn evict_oldest(&mut self) -> bool {
+        let Some((key, _)) = self.flows.front() else {
+            return false;
+        };
+        let key = *key;
+        self.close(&key);
+        self.flows.remove(&key);
+        true
+    }
+
+    /// Report a live flow (if it had a ClientHello) and leave a tombstone in its place.
+    fn close(&mut self, key: &FlowKey) {
+        let Some(slot) = self.flows.get_mut(key) else {
+            return;
+        };
+        let Slot::Live(flow) = slot else {
+            return;
+        };
+        let last_ts = flow.last_ts;
+        self.buffered = self.buffered.saturating_sub(flow.buffered());
+        for s in flow.stream_stats() {
+            self.stats.duplicate_bytes += s.duplicate_bytes;
+            self.stats.out_of_order_segments += s.out_of_order_segments;
+            self.stats.dropped_segments += s.dropped_segments;
+            self.stats.gaps += s.gaps;
+        }
+        let had_hello = flow.has_client_hello();
+        let not_tls = flow.is_not_tls() && !had_hello;
+        let reported = flow.finish(self.now, &mut self.certs, &mut self.fingerprints);
+        if !flow.malformed().is_empty() {
+            self.stats.flows_malformed += 1;
+        }
+        match reported {
+            Some(mut hs) => {
+                self.stats.handshakes += 1;
+                if let Some(ders) = hs.socket_cookie.and_then(|c| self.uprobe_certs.remove(&c)) {
+                    self.uprobe_bytes -= ders.iter().map(Vec::len).sum::<usize>();
+                    if hs.chain.is_empty() {
+                        // The chain its client parsed, since it was not seen in clear.
+                        let chain: Vec<_> = ders
+                            .iter()
+                            .filter_map(|d| self.certs.summarize(d).ok())
+                            .collect();
+                        // A thread that interleaves handshakes (an event loop) may have parsed
+                        // another socket's chain: a leaf that names other hosts than the one
+                        // asked for is not taken (the probe checks that handshake instead).
+                        let other_name = match (&hs.server_name, chain.first()) {
+                            (Some(sni), Some(leaf)) => {
+                                !leaf.san.is_empty() && !crate::x509::names_host(&leaf.san, sni)
+                            }
+                            _ => false,
+                        };
+                        if other_name {
+                            self.stats.uprobe_chains_mismatched += 1;
+                        } else if !chain.is_empty() {
+                            hs.chain = chain;
+                            hs.chain_source = Some(ChainSource::Uprobe);
+                            self.stats.uprobe_chains += 1;
+                        }
+                    }
+                }
+                self.out.push_back(hs);
+            }
+            None if not_tls => self.stats.flows_not_tls += 1,
+            None => self.stats.flows_without_client_hello += 1,
+        }
+        *slot = Slot::Done { last_ts };
+    }
+}

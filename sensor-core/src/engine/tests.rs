@@ -1,0 +1,342 @@
+//! The engine on hostile input: every case ends with counters or a `malformed` reason,
+//! bounded memory, and no panic; the rest of the table keeps working.
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::{
+    capture::Segment,
+    event::{ChainSource, ClientOutcome, Malformed, TlsVersion},
+};
+use sensor_common::tcp_flags::{ACK, FIN, PSH, SYN};
+
+const CLIENT: &str = "10.1.0.1:40000";
+const SERVER: &str = "10.1.0.2:443";
+
+fn seg<'a>(from_client: bool, seq: u32, flags: u8, payload: &'a [u8], ts: u64) -> Segment<'a> {
+    let (c, s): (SocketAddr, SocketAddr) = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+    let (src, dst) = if from_client { (c, s) } else { (s, c) };
+    Segment {
+        ts_ns: ts,
+        src,
+        dst,
+        seq,
+        tcp_flags: flags,
+        payload,
+        missing: 0,
+        attribution: None,
+    }
+}
+
+fn record(ty: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![ty, 3, 3];
+    v.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// A minimal, well-formed ClientHello with an SNI.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let mut sni_ext = Vec::new();
+    let name = sni.as_bytes();
+    sni_ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+    sni_ext.push(0);
+    sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni_ext.extend_from_slice(name);
+    let mut ext = vec![0, 0];
+    ext.extend_from_slice(&(sni_ext.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&sni_ext);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut msg = vec![1];
+    msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// Run a client payload stream through a fresh engine, then finish; returns the events.
+fn run_client(payloads: &[Vec<u8>]) -> (Vec<Handshake>, EngineStats, Engine) {
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 999, SYN, &[], 1));
+    let mut seq = 1000u32;
+    for (i, p) in payloads.iter().enumerate() {
+        e.push(&seg(true, seq, ACK | PSH, p, 2 + i as u64));
+        seq = seq.wrapping_add(p.len() as u32);
+    }
+    e.finish();
+    let out = e.drain().collect();
+    let stats = e.stats();
+    (out, stats, e)
+}
+
+#[test]
+fn a_clean_client_hello_is_reported() {
+    let (events, stats, _) = run_client(&[record(22, &client_hello("ok.test"))]);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].server_name.as_deref(), Some("ok.test"));
+    assert!(events[0].malformed.is_empty());
+    assert_eq!(stats.handshakes, 1);
+}
+
+#[test]
+fn truncated_records_and_huge_lengths() {
+    // A handshake message that claims 2^24 - 1 bytes, inside a sane record.
+    let huge = record(22, &[1, 0xff, 0xff, 0xff, 0, 0]);
+    let (events, stats, _) = run_client(&[huge]);
+    assert!(events.is_empty());
+    assert_eq!(stats.flows_not_tls, 1);
+    assert_eq!(stats.flows_malformed, 1);
+
+    // A ClientHello cut in the middle of its record: the flow ends unfinished.
+    let full = record(22, &client_hello("cut.test"));
+    let (events, _, _) = run_client(&[full[..full.len() / 2].to_vec()]);
+    assert!(events.is_empty());
+
+    // A record length over 2^14 + 2048.
+    let (events, stats, _) = run_client(&[vec![22, 3, 3, 0xff, 0xff, 1, 2, 3]]);
+    assert!(events.is_empty());
+    assert_eq!(stats.flows_malformed, 1);
+}
+
+#[test]
+fn a_valid_hello_followed_by_garbage_is_reported_with_a_reason() {
+    let mut stream = record(22, &client_hello("garbage.test"));
+    stream.extend_from_slice(&[0x99; 64]);
+    let (events, _, _) = run_client(&[stream]);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].server_name.as_deref(), Some("garbage.test"));
+    assert_eq!(events[0].malformed, vec![Malformed::BadRecordHeader]);
+}
+
+#[test]
+fn nested_garbage_inside_the_hello_is_a_malformed_reason() {
+    // A ClientHello whose extensions block lies about its length.
+    let mut ch = client_hello("nested.test");
+    let len = ch.len();
+    ch[len - 1] ^= 0xff;
+    ch.extend_from_slice(&[0, 9, 0xff, 0xff]);
+    let body_len = (ch.len() - 4) as u32;
+    ch[1..4].copy_from_slice(&body_len.to_be_bytes()[1..]);
+    let (events, _, _) = run_client(&[record(22, &ch)]);
+    // Either the hello still parses (with bad_extensions) or the message is reported bad;
+    // never a panic, never silence.
+    let stats_ok = events.is_empty() || !events[0].malformed.is_empty();
+    assert!(stats_ok, "{events:?}");
+}
+
+#[test]
+fn sslv2_hellos_are_counted() {
+    let sslv2 = vec![
+        0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10,
+    ];
+    let (events, stats, _) = run_client(&[sslv2]);
+    assert!(events.is_empty());
+    assert_eq!(stats.flows_malformed, 1, "{stats:?}");
+    assert_eq!(stats.flows_not_tls, 1, "{stats:?}");
+}
+
+#[test]
+fn zero_length_records_and_thousands_of_tiny_records() {
+    let ch = client_hello("tiny.test");
+    let mut stream = record(22, &[]);
+    for b in &ch {
+        stream.extend(record(22, &[*b]));
+    }
+    let (events, _, _) = run_client(&[stream]);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].server_name.as_deref(), Some("tiny.test"));
+    assert_eq!(events[0].malformed, vec![Malformed::EmptyRecord]);
+}
+
+#[test]
+fn ten_thousand_overlapping_segments_stay_bounded() {
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 0, SYN, &[], 1));
+    let first = record(22, &client_hello("overlap.test"));
+    e.push(&seg(true, 1, ACK, &first, 2));
+    let junk = vec![0x42u8; 1400];
+    for i in 0..10_000u32 {
+        // Every one ahead of a hole, overlapping its neighbours.
+        let seq = 1 + first.len() as u32 + 10 + (i % 4000) * 97;
+        e.push(&seg(true, seq, ACK, &junk, 3 + u64::from(i)));
+        assert!(e.buffered_bytes() <= 2 * EngineLimits::default().stream.max_pending_bytes);
+    }
+    e.finish();
+    let stats = e.stats();
+    assert!(stats.gaps > 0, "{stats:?}");
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0].malformed.contains(&Malformed::Gap),
+        "{:?}",
+        events[0].malformed
+    );
+}
+
+#[test]
+fn a_flow_that_never_finishes_is_reported_when_idle_and_forgotten() {
+    let limits = EngineLimits::default();
+    let mut e = Engine::new(limits);
+    e.push(&seg(true, 0, SYN, &[], 1));
+    e.push(&seg(
+        true,
+        1,
+        ACK,
+        &record(22, &client_hello("idle.test")),
+        2,
+    ));
+    e.advance(limits.idle_timeout_ns - 1);
+    assert_eq!(e.drain().count(), 0, "not idle yet");
+    e.advance(limits.idle_timeout_ns + 10);
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].client_outcome, ClientOutcome::Unknown);
+    assert_eq!(e.stats().flows_expired, 1);
+    e.advance(2 * limits.idle_timeout_ns + 20);
+    assert_eq!(e.flows(), 0, "the tombstone is forgotten too");
+}
+
+#[test]
+fn the_flow_table_and_its_memory_are_bounded() {
+    let limits = EngineLimits {
+        max_flows: 100,
+        max_buffered_bytes: 64 * 1024,
+        ..EngineLimits::default()
+    };
+    let mut e = Engine::new(limits);
+    let half = record(22, &client_hello("many.test"));
+    let half = &half[..half.len() - 3];
+    for i in 0..1000u32 {
+        let src: SocketAddr = format!("10.2.{}.{}:1000", i / 250, i % 250 + 1)
+            .parse()
+            .unwrap();
+        let s = Segment {
+            ts_ns: u64::from(i),
+            src,
+            dst: SERVER.parse().unwrap(),
+            seq: 1,
+            tcp_flags: ACK,
+            payload: half,
+            missing: 0,
+            attribution: None,
+        };
+        e.push(&s);
+        assert!(e.flows() <= 100);
+        assert!(e.buffered_bytes() <= 64 * 1024 + 8192);
+    }
+    let stats = e.stats();
+    assert!(
+        stats.flows_evicted + stats.flows_evicted_memory >= 900,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_close_reports_at_once() {
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 0, SYN, &[], 1));
+    let ch = record(22, &client_hello("close.test"));
+    e.push(&seg(true, 1, ACK, &ch, 2));
+    e.push(&seg(true, 1 + ch.len() as u32, FIN | ACK, &[], 3));
+    e.push(&seg(false, 0, FIN | ACK, &[], 4));
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+}
+
+/// A TLS 1.3 ServerHello (supported_versions 0x0304) choosing TLS_AES_128_GCM_SHA256.
+fn server_hello_tls13() -> Vec<u8> {
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[9; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0x13, 0x01, 0]);
+    let ext = [0x00, 0x2b, 0, 2, 3, 4];
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut msg = vec![2];
+    msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// A TLS 1.3 exchange in which the client's only encrypted record is `client_record` long,
+/// and then it closes.
+fn tls13_client_answers_with(client_record: usize) -> Handshake {
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 0, SYN, &[], 1));
+    e.push(&seg(false, 0, SYN | ACK, &[], 2));
+    let ch = record(22, &client_hello("hidden-alert.test"));
+    e.push(&seg(true, 1, ACK | PSH, &ch, 3));
+    let mut server = record(22, &server_hello_tls13());
+    server.extend_from_slice(&record(20, &[1]));
+    server.extend_from_slice(&record(23, &[0x55; 900]));
+    e.push(&seg(false, 1, ACK | PSH, &server, 4));
+    let mut seq = 1 + ch.len() as u32;
+    let ccs = record(20, &[1]);
+    let answer = record(23, &vec![0xaa; client_record]);
+    for p in [&ccs, &answer] {
+        e.push(&seg(true, seq, ACK | PSH, p, 5));
+        seq += p.len() as u32;
+    }
+    e.push(&seg(true, seq, FIN | ACK, &[], 6));
+    e.finish();
+    let mut events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    events.remove(0)
+}
+
+#[test]
+fn a_tls13_client_that_answers_with_an_encrypted_alert_rejected_the_server() {
+    // GnuTLS encrypts its bad_certificate alert: 2 bytes, the content type and a 16-byte tag.
+    let ev = tls13_client_answers_with(19);
+    assert_eq!(ev.tls_version, Some(TlsVersion::Tls13));
+    assert_eq!(ev.client_outcome, ClientOutcome::Rejected);
+    assert!(ev.alert.is_none());
+    // A Finished (here for SHA-256: 4 + 32 + 1 + 16 bytes) and a close is not a rejection.
+    let ev = tls13_client_answers_with(53);
+    assert_ne!(ev.client_outcome, ClientOutcome::Rejected);
+}
+
+/// A client's ClientHello for `sni` on local socket `cookie`, with `cert` from the uprobe.
+fn uprobe_chain_for(sni: &str, cert_names: &[&str]) -> (Handshake, EngineStats) {
+    let cert = rcgen::generate_simple_self_signed(
+        cert_names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut e = Engine::new(EngineLimits::default());
+    e.push_cert(77, cert.cert.der().to_vec());
+    let ch = record(22, &client_hello(sni));
+    let mut s = seg(true, 1, ACK | PSH, &ch, 2);
+    s.attribution = Some(crate::capture::Attribution {
+        cookie: 77,
+        local_is_src: true,
+        pid: Some(4242),
+        first_on_socket: true,
+    });
+    e.push(&seg(true, 0, SYN, &[], 1));
+    e.push(&s);
+    e.finish();
+    let mut events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    (events.remove(0), e.stats())
+}
+
+#[test]
+fn an_uprobe_chain_becomes_the_chain_of_its_socket() {
+    let (ev, stats) = uprobe_chain_for("api.example.test", &["*.example.test"]);
+    assert_eq!(ev.chain_source, Some(ChainSource::Uprobe));
+    assert_eq!(ev.chain.len(), 1);
+    assert_eq!(stats.uprobe_chains, 1);
+}
+
+#[test]
+fn an_uprobe_chain_for_another_name_is_not_taken() {
+    // An event loop's thread parsed another socket's chain: the leaf names another host.
+    let (ev, stats) = uprobe_chain_for("api.example.test", &["elsewhere.test"]);
+    assert!(ev.chain.is_empty());
+    assert_eq!(ev.chain_source, None);
+    assert_eq!(stats.uprobe_chains_mismatched, 1);
+}

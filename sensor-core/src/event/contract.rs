@@ -1,0 +1,242 @@
+//! The JSON contract: one flat object per event, its fields in this order. This is the form
+//! `sensorctl analyze -o json`, `sensord --print json`, the JSON-lines export, the API's `json`
+//! field and the journal all carry. Field names and their order are stable (the golden test over
+//! the fixtures checks it byte for byte); new fields are added, never renamed.
+//!
+//! Reading it back ([`Deserialize`]) is for the journal, which stores events in this form.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeStruct};
+
+use super::{Event, Handshake, Interceptor, Judgement, Process, Reason, Severity, Verdict};
+
+/// Fields of the contract (the JA4+ ones only with that feature).
+const FIELDS: usize = 40 + if cfg!(feature = "ja4plus") { 1 } else { 0 };
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let h = &self.handshake;
+        let j = self.judgement.as_ref();
+        let mut m = s.serialize_struct("Event", FIELDS)?;
+        m.serialize_field("time", &h.time)?;
+        m.serialize_field("end_time", &h.end_time)?;
+        m.serialize_field("src_addr", &h.src_addr)?;
+        m.serialize_field("src_port", &h.src_port)?;
+        m.serialize_field("dst_addr", &h.dst_addr)?;
+        m.serialize_field("dst_port", &h.dst_port)?;
+        m.serialize_field("server_name", &h.server_name)?;
+        m.serialize_field("tls_version", &h.tls_version)?;
+        m.serialize_field("alpn", &h.alpn)?;
+        m.serialize_field("client_alpn", &h.client_alpn)?;
+        m.serialize_field("cipher", &h.cipher)?;
+        m.serialize_field("key_exchange", &h.key_exchange)?;
+        m.serialize_field("ja3", &h.ja3)?;
+        m.serialize_field("ja3_string", &h.ja3_string)?;
+        m.serialize_field("ja3s", &h.ja3s)?;
+        m.serialize_field("ja4", &h.ja4)?;
+        #[cfg(feature = "ja4plus")]
+        m.serialize_field("ja4s", &h.ja4s)?;
+        m.serialize_field("ocsp_staple", &h.ocsp_staple)?;
+        m.serialize_field("hello_retry_request", &h.hello_retry_request)?;
+        m.serialize_field("chain", &h.chain)?;
+        m.serialize_field("chain_source", &h.chain_source)?;
+        m.serialize_field("client_certificate", &h.client_certificate)?;
+        m.serialize_field("resumption_offered", &h.resumption_offered)?;
+        m.serialize_field("client_outcome", &h.client_outcome)?;
+        m.serialize_field("alert", &h.alert)?;
+        m.serialize_field("alerts", &h.alerts)?;
+        m.serialize_field("proxy_connect", &h.proxy_connect)?;
+        m.serialize_field(
+            "server_encrypted_flight_bytes",
+            &h.server_encrypted_flight_bytes,
+        )?;
+        m.serialize_field(
+            "client_encrypted_flight_bytes",
+            &h.client_encrypted_flight_bytes,
+        )?;
+        m.serialize_field("change_cipher_spec", &h.change_cipher_spec)?;
+        m.serialize_field("first_application_data", &h.first_application_data)?;
+        m.serialize_field("encrypted_alerts", &h.encrypted_alerts)?;
+        m.serialize_field("verdict", &j.map(|j| j.verdict))?;
+        m.serialize_field("reasons", j.map_or(&[][..], |j| &j.reasons))?;
+        m.serialize_field("severity", &j.map(|j| j.severity))?;
+        m.serialize_field("explanation", &j.map(|j| &j.explanation))?;
+        m.serialize_field("interceptor", &j.and_then(|j| j.interceptor.as_ref()))?;
+        m.serialize_field("process", &self.process)?;
+        m.serialize_field("socket_cookie", &h.socket_cookie)?;
+        m.serialize_field("server_socket_cookie", &h.server_socket_cookie)?;
+        m.serialize_field("malformed", &h.malformed)?;
+        m.end()
+    }
+}
+
+/// The contract's fields, read back in any order.
+#[derive(Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    handshake: Handshake,
+    verdict: Option<Verdict>,
+    #[serde(default)]
+    reasons: Vec<Reason>,
+    severity: Option<Severity>,
+    explanation: Option<String>,
+    interceptor: Option<Interceptor>,
+    process: Option<Process>,
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Stored::deserialize(d)?;
+        let judgement = match (s.verdict, s.severity) {
+            (Some(verdict), Some(severity)) => Some(Judgement {
+                verdict,
+                reasons: s.reasons,
+                severity,
+                explanation: s.explanation.unwrap_or_default(),
+                interceptor: s.interceptor,
+            }),
+            _ => None,
+        };
+        Ok(Event {
+            handshake: s.handshake,
+            process: s.process,
+            judgement,
+        })
+    }
+}
+
+impl Event {
+    /// The JSON contract of this event, on one line.
+    pub fn to_json(&self) -> String {
+        // Serialising these types cannot fail: every map key is a string.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(all(test, not(feature = "ja4plus")))]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::event::{
+        Alert, ByDirection, ChainSource, ClientOutcome, Malformed, OcspStaple, ProbeFailure,
+        Rejection, Role, Side, SideAlert, Timestamp, TlsVersion,
+    };
+
+    /// Every field filled in, as the version before the typed event serialised it (recorded
+    /// from that version): the order and spelling of every field, nested ones included.
+    const RECORDED: &str = r#"{"time":"2023-11-14T22:13:20.123456789Z","end_time":"2023-11-14T22:13:21Z","src_addr":"10.0.0.1","src_port":40000,"dst_addr":"2001:db8::1","dst_port":443,"server_name":"a.test","tls_version":"1.3","alpn":"h2","client_alpn":["h2","http/1.1"],"cipher":"TLS_AES_128_GCM_SHA256","key_exchange":"x25519","ja3":"j3","ja3_string":"771,1-2","ja3s":"j3s","ja4":"t13d","ocsp_staple":{"status_type":1,"len":5,"sha256":"ab"},"hello_retry_request":true,"chain":[],"chain_source":"probe","client_certificate":true,"resumption_offered":true,"client_outcome":"rejected","alert":{"level":"fatal","description":"unknown_ca","code":48},"alerts":[{"from":"client","level":"fatal","description":"unknown_ca","code":48},{"from":"server","level":"warning","description":"close_notify","code":0}],"proxy_connect":"a.test:443","server_encrypted_flight_bytes":4000,"client_encrypted_flight_bytes":74,"change_cipher_spec":{"client":true,"server":false},"first_application_data":{"client":null,"server":"2023-11-14T22:13:20.5Z"},"encrypted_alerts":{"client":1,"server":0},"verdict":"intercepted","reasons":["local_root","known_interceptor:mitmproxy","client_rejected:unknown_ca","probe_failed:timeout"],"severity":"high","explanation":"a \"quoted\" explanation","interceptor":{"id":"mitmproxy","name":"mitmproxy"},"process":{"pid":42,"comm":"curl","uid":1000,"exe":"/usr/bin/curl","cgroup":"/user.slice","container_id":"abc","role":"client"},"socket_cookie":7,"server_socket_cookie":8,"malformed":["record_too_long"]}"#;
+
+    fn full() -> Event {
+        let fatal = Alert::from_wire(2, 48);
+        Event {
+            handshake: Handshake {
+                time: Timestamp(1_700_000_000_123_456_789),
+                end_time: Timestamp(1_700_000_001_000_000_000),
+                src_addr: Some("10.0.0.1".parse().unwrap()),
+                src_port: 40000,
+                dst_addr: Some("2001:db8::1".parse().unwrap()),
+                dst_port: 443,
+                server_name: Some("a.test".into()),
+                tls_version: Some(TlsVersion::Tls13),
+                alpn: Some("h2".into()),
+                client_alpn: vec!["h2".into(), "http/1.1".into()],
+                cipher: Some("TLS_AES_128_GCM_SHA256".into()),
+                key_exchange: Some("x25519".into()),
+                ja3: Some("j3".into()),
+                ja3_string: Some("771,1-2".into()),
+                ja3s: Some("j3s".into()),
+                ja4: Some("t13d".into()),
+                ocsp_staple: Some(OcspStaple {
+                    status_type: 1,
+                    len: 5,
+                    sha256: "ab".into(),
+                }),
+                hello_retry_request: true,
+                chain: Vec::<Arc<_>>::new(),
+                chain_source: Some(ChainSource::Probe),
+                client_certificate: true,
+                resumption_offered: true,
+                client_outcome: ClientOutcome::Rejected,
+                alert: Some(fatal),
+                alerts: vec![
+                    SideAlert {
+                        from: Side::Client,
+                        alert: fatal,
+                    },
+                    SideAlert {
+                        from: Side::Server,
+                        alert: Alert::from_wire(1, 0),
+                    },
+                ],
+                proxy_connect: Some("a.test:443".into()),
+                server_encrypted_flight_bytes: Some(4000),
+                client_encrypted_flight_bytes: Some(74),
+                change_cipher_spec: ByDirection {
+                    client: true,
+                    server: false,
+                },
+                first_application_data: ByDirection {
+                    client: None,
+                    server: Some(Timestamp(1_700_000_000_500_000_000)),
+                },
+                encrypted_alerts: ByDirection {
+                    client: 1,
+                    server: 0,
+                },
+                socket_cookie: Some(7),
+                server_socket_cookie: Some(8),
+                malformed: vec![Malformed::HandshakeTooLarge],
+                ..Handshake::default()
+            },
+            process: Some(Process {
+                pid: Some(42),
+                comm: Some("curl".into()),
+                uid: Some(1000),
+                exe: Some("/usr/bin/curl".into()),
+                cgroup: Some("/user.slice".into()),
+                container_id: Some("abc".into()),
+                role: Role::Client,
+            }),
+            judgement: Some(Judgement {
+                verdict: Verdict::Intercepted,
+                reasons: vec![
+                    Reason::LocalRoot,
+                    Reason::KnownInterceptor("mitmproxy".into()),
+                    Reason::ClientRejected(Rejection::Alert(48)),
+                    Reason::ProbeFailed(ProbeFailure::Timeout),
+                ],
+                severity: Severity::High,
+                explanation: "a \"quoted\" explanation".into(),
+                interceptor: Some(Interceptor {
+                    id: "mitmproxy".into(),
+                    name: "mitmproxy".into(),
+                }),
+            }),
+        }
+    }
+
+    #[test]
+    fn every_field_is_where_the_contract_puts_it() {
+        // The recorded line used a malformed name the engine never produced; the contract's
+        // names are the enum's now.
+        let recorded = RECORDED.replace("record_too_long", "handshake_too_large");
+        assert_eq!(full().to_json(), recorded);
+    }
+
+    #[test]
+    fn the_journal_reads_back_what_it_wrote() {
+        let e = full();
+        let back: Event = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(back, e);
+        let bare = Event::observed(Handshake {
+            dst_port: 443,
+            ..Handshake::default()
+        });
+        let json = bare.to_json();
+        assert!(
+            json.contains(r#""verdict":null,"reasons":[],"severity":null"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), bare);
+    }
+}

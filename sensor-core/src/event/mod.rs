@@ -1,0 +1,472 @@
+//! The event: one TLS session, typed end to end.
+//!
+//! An [`Event`] is composed of the parts each stage owns: the [`Handshake`] the engine
+//! observed, the local [`Process`] the daemon attributed, and the [`Judgement`] the verdict
+//! engine made. A stage that has not run leaves its part `None`. Every value with a fixed set
+//! of names is an enum ([`Verdict`], [`Severity`], [`Reason`], [`ChainSource`], [`TlsVersion`],
+//! [`Role`], [`ClientOutcome`], [`Malformed`]); JSON, protobuf, ECS and text are produced from
+//! these types at the edges, never parsed back into them.
+//!
+//! The JSON form is a contract (see README and [`contract`]): add fields, never rename them.
+
+pub mod contract;
+mod reason;
+
+use std::{net::IpAddr, sync::Arc};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use reason::{ProbeFailure, ProbeSkip, Reason, Rejection};
+
+use crate::{capture::LocalSocket, tls::alert, x509::CertSummary};
+
+/// Nanoseconds since the Unix epoch; RFC 3339 on every output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// RFC 3339 with nanoseconds, in UTC.
+    pub fn rfc3339(self) -> String {
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0))
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    }
+
+    /// The time an RFC 3339 text names (times before 1970 are not represented).
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .ok()?;
+        u64::try_from(t.unix_timestamp_nanos()).ok().map(Self)
+    }
+
+    /// Whole seconds and the nanoseconds beyond them.
+    pub fn seconds_nanos(self) -> (i64, i32) {
+        (
+            i64::try_from(self.0 / 1_000_000_000).unwrap_or(i64::MAX),
+            (self.0 % 1_000_000_000) as i32,
+        )
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse_rfc3339(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {text:?}")))
+    }
+}
+
+named_enum! {
+    /// Did something other than the real server end this TLS session?
+    #[derive(PartialOrd, Ord)]
+    pub enum Verdict {
+        /// The chain is valid in the public Web PKI for this name.
+        Clean => "clean",
+        /// A CA only this host trusts issued the chain: someone in the middle re-signs.
+        Intercepted => "intercepted",
+        /// Nobody here trusts the chain.
+        Untrusted => "untrusted",
+        /// A publicly valid chain that does not match a configured pin.
+        PinMismatch => "pin_mismatch",
+        /// No chain to judge.
+        Unverified => "unverified",
+    }
+}
+
+named_enum! {
+    /// How much an event matters.
+    #[derive(PartialOrd, Ord)]
+    pub enum Severity {
+        Info => "info",
+        Low => "low",
+        Medium => "medium",
+        High => "high",
+        Critical => "critical",
+    }
+}
+
+impl Severity {
+    /// The API's number: 1 (info) to 5 (critical); 0 means none.
+    pub fn number(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// The severity of an API number, if it names one.
+    pub fn from_number(n: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(n).checked_sub(1)?).copied()
+    }
+}
+
+named_enum! {
+    /// Where an event's chain came from.
+    pub enum ChainSource {
+        /// Seen in clear on the wire (TLS 1.2 and older).
+        Passive => "passive",
+        /// Parsed by the client's own TLS library, read by a uprobe.
+        Uprobe => "uprobe",
+        /// Shown to sensord's own connection along the client's path.
+        Probe => "probe",
+    }
+}
+
+named_enum! {
+    /// A protocol version, as the JSON contract spells it.
+    #[derive(PartialOrd, Ord)]
+    pub enum TlsVersion {
+        Ssl3 => "ssl3",
+        Tls10 => "1.0",
+        Tls11 => "1.1",
+        Tls12 => "1.2",
+        Tls13 => "1.3",
+    }
+}
+
+impl TlsVersion {
+    /// The version of a wire value (0x0300 to 0x0304).
+    pub fn from_wire(v: u16) -> Option<Self> {
+        Some(match v {
+            0x0300 => Self::Ssl3,
+            0x0301 => Self::Tls10,
+            0x0302 => Self::Tls11,
+            0x0303 => Self::Tls12,
+            0x0304 => Self::Tls13,
+            _ => return None,
+        })
+    }
+}
+
+named_enum! {
+    /// Which end of a flow a local process is.
+    pub enum Role {
+        Client => "client",
+        Server => "server",
+    }
+}
+
+named_enum! {
+    /// How the client ended its part of the handshake.
+    #[derive(Default)]
+    pub enum ClientOutcome {
+        /// Application data flowed both ways, or both sides finished the handshake and closed
+        /// cleanly.
+        Completed => "completed",
+        /// The client sent a fatal alert.
+        Rejected => "rejected",
+        /// The client closed or reset after the server's flight without finishing.
+        Aborted => "aborted",
+        #[default]
+        Unknown => "unknown",
+    }
+}
+
+named_enum! {
+    /// What was wrong with a flow's bytes.
+    pub enum Malformed {
+        /// A record header with an unknown content type, a bad version or an impossible length.
+        BadRecordHeader => "bad_record_header",
+        /// An SSL 2.0 compatible ClientHello.
+        Sslv2Hello => "sslv2_hello",
+        /// A handshake message longer than the reader holds.
+        HandshakeTooLarge => "handshake_too_large",
+        /// A handshake message that tls-parser could not parse.
+        BadHandshakeMessage => "bad_handshake_message",
+        /// A plaintext prefix that did not turn into TLS within the prefix budget.
+        PrefixTooLong => "prefix_too_long",
+        /// Bytes missing from the stream (a hole the reassembler gave up on, or a cut segment).
+        Gap => "gap",
+        /// An empty handshake or alert record, which the protocol forbids.
+        EmptyRecord => "empty_record",
+        /// An alert record whose length is not 2.
+        BadAlert => "bad_alert",
+        /// A ClientHello whose extensions repeat or do not parse.
+        BadExtensions => "bad_extensions",
+        /// Bytes after a ClientHello's extensions.
+        HelloTrailingData => "hello_trailing_data",
+        /// A Certificate message with more certificates than the engine keeps.
+        ChainTooLong => "chain_too_long",
+        /// A certificate in the chain that does not parse.
+        BadCertificate => "bad_certificate",
+    }
+}
+
+named_enum! {
+    /// Which side of the flow sent something.
+    pub enum Side {
+        Client => "client",
+        Server => "server",
+    }
+}
+
+named_enum! {
+    /// An alert's level.
+    pub enum AlertLevel {
+        Warning => "warning",
+        Fatal => "fatal",
+        Unknown => "unknown",
+    }
+}
+
+impl AlertLevel {
+    pub fn from_wire(level: u8) -> Self {
+        match level {
+            1 => Self::Warning,
+            2 => Self::Fatal,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// An alert seen in clear. Its JSON form names the level and the description and gives the
+/// description's code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct Alert {
+    pub level: AlertLevel,
+    /// The description's wire value (48: unknown_ca).
+    pub code: u8,
+}
+
+impl Alert {
+    /// The alert of a record's two bytes.
+    pub fn from_wire(level: u8, code: u8) -> Self {
+        Self {
+            level: AlertLevel::from_wire(level),
+            code,
+        }
+    }
+
+    pub fn is_fatal(&self) -> bool {
+        self.level == AlertLevel::Fatal
+    }
+
+    /// The RFC name of the description, such as `unknown_ca`.
+    pub fn description(&self) -> &'static str {
+        alert::description_name(self.code)
+    }
+}
+
+impl Serialize for Alert {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Alert", 3)?;
+        st.serialize_field("level", &self.level)?;
+        st.serialize_field("description", self.description())?;
+        st.serialize_field("code", &self.code)?;
+        st.end()
+    }
+}
+
+/// An alert with the side that sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideAlert {
+    pub from: Side,
+    #[serde(flatten)]
+    pub alert: Alert,
+}
+
+/// The local process behind a flow: the client's when the client is on this host, else the
+/// local server's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub uid: Option<u32>,
+    pub exe: Option<String>,
+    /// cgroup v2 path.
+    pub cgroup: Option<String>,
+    pub container_id: Option<String>,
+    /// Which end of the flow this process is.
+    pub role: Role,
+}
+
+impl Process {
+    /// A process known only by its role so far.
+    pub fn new(role: Role) -> Self {
+        Self {
+            pid: None,
+            comm: None,
+            uid: None,
+            exe: None,
+            cgroup: None,
+            container_id: None,
+            role,
+        }
+    }
+}
+
+/// A known interception product.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interceptor {
+    pub id: String,
+    pub name: String,
+}
+
+/// One value for each side of the flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByDirection<T> {
+    pub client: T,
+    pub server: T,
+}
+
+/// A stapled OCSP response.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OcspStaple {
+    /// 1: a single OCSP response.
+    pub status_type: u8,
+    pub len: usize,
+    /// Hex SHA-256 of the OCSPResponse.
+    pub sha256: String,
+}
+
+/// The local sockets of a flow (client's, server's), when the capture saw them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalSockets {
+    pub client: Option<LocalSocket>,
+    pub server: Option<LocalSocket>,
+}
+
+/// One TLS session's handshake, as the engine observed it (and, for the chain, as a uprobe or
+/// the probe completed it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Handshake {
+    /// When the ClientHello was seen.
+    pub time: Timestamp,
+    /// When the engine reported the handshake.
+    pub end_time: Timestamp,
+    /// The client side.
+    pub src_addr: Option<IpAddr>,
+    pub src_port: u16,
+    /// The server side.
+    pub dst_addr: Option<IpAddr>,
+    pub dst_port: u16,
+    pub server_name: Option<String>,
+    /// Negotiated version, or the highest offered when no ServerHello was seen.
+    pub tls_version: Option<TlsVersion>,
+    /// Negotiated application protocol.
+    pub alpn: Option<String>,
+    /// Application protocols the client offered.
+    pub client_alpn: Vec<String>,
+    /// Negotiated cipher suite (IANA name).
+    pub cipher: Option<String>,
+    /// Key exchange: the named group (ServerKeyExchange or TLS 1.3 key_share), or `dheNNNN`.
+    pub key_exchange: Option<String>,
+    pub ja3: Option<String>,
+    /// The string JA3 hashes.
+    pub ja3_string: Option<String>,
+    pub ja3s: Option<String>,
+    pub ja4: Option<String>,
+    /// JA4S (FoxIO License 1.1; only with the `ja4plus` feature).
+    #[cfg(feature = "ja4plus")]
+    pub ja4s: Option<String>,
+    /// A stapled OCSP response (CertificateStatus), when the server sent one in clear.
+    pub ocsp_staple: Option<OcspStaple>,
+    /// The server answered with a HelloRetryRequest first.
+    pub hello_retry_request: bool,
+    /// The server's certificates, leaf first, when seen.
+    pub chain: Vec<Arc<CertSummary>>,
+    /// Where the chain came from.
+    pub chain_source: Option<ChainSource>,
+    /// The client sent a certificate (mutual TLS).
+    pub client_certificate: bool,
+    /// The client offered to resume a session (ticket or PSK).
+    pub resumption_offered: bool,
+    pub client_outcome: ClientOutcome,
+    /// The client's fatal alert, if it sent one in clear.
+    pub alert: Option<Alert>,
+    /// Every alert seen in clear, from either side.
+    pub alerts: Vec<SideAlert>,
+    /// The target of an HTTP CONNECT that preceded the handshake.
+    pub proxy_connect: Option<String>,
+    /// Bytes of the server's encrypted TLS 1.3 handshake flight (its application_data
+    /// records before the client's first).
+    pub server_encrypted_flight_bytes: Option<u64>,
+    /// Bytes of the client's first encrypted TLS 1.3 record (its Finished, with its
+    /// certificate flight when it authenticates).
+    pub client_encrypted_flight_bytes: Option<u64>,
+    /// ChangeCipherSpec seen from each side.
+    pub change_cipher_spec: ByDirection<bool>,
+    /// When each side sent its first application_data record.
+    pub first_application_data: ByDirection<Option<Timestamp>>,
+    /// Alerts each side sent encrypted (their content cannot be seen).
+    pub encrypted_alerts: ByDirection<u32>,
+    /// Socket cookie of the client's socket, when the kernel tap saw it.
+    pub socket_cookie: Option<u64>,
+    /// Socket cookie of the server's socket, when it is local and the tap saw it.
+    pub server_socket_cookie: Option<u64>,
+    /// The flow's local sockets as the capture saw them, for process attribution.
+    #[serde(skip)]
+    pub local_sockets: LocalSockets,
+    /// What was wrong with the bytes, if anything.
+    pub malformed: Vec<Malformed>,
+}
+
+/// What the verdict engine decided about an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    /// Why, most important first; later stages (the probe) may add to them.
+    pub reasons: Vec<Reason>,
+    pub severity: Severity,
+    /// One or two plain sentences.
+    pub explanation: String,
+    /// The interception product the catalogue names, if any.
+    pub interceptor: Option<Interceptor>,
+}
+
+impl Judgement {
+    pub fn has(&self, reason: &Reason) -> bool {
+        self.reasons.contains(reason)
+    }
+}
+
+/// One TLS session, as far as the stages that ran have filled it in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub handshake: Handshake,
+    /// The local process, once the daemon attributed it (never offline).
+    pub process: Option<Process>,
+    /// The verdict, once judged.
+    pub judgement: Option<Judgement>,
+}
+
+impl Event {
+    /// An event the engine just reported.
+    pub fn observed(handshake: Handshake) -> Self {
+        Self {
+            handshake,
+            process: None,
+            judgement: None,
+        }
+    }
+
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.judgement.as_ref().map(|j| j.verdict)
+    }
+
+    pub fn severity(&self) -> Option<Severity> {
+        self.judgement.as_ref().map(|j| j.severity)
+    }
+
+    /// The reasons, empty before judgement.
+    pub fn reasons(&self) -> &[Reason] {
+        self.judgement.as_ref().map_or(&[], |j| &j.reasons)
+    }
+
+    /// The leaf's issuer, when the chain is known.
+    pub fn issuer(&self) -> Option<&str> {
+        self.handshake.chain.first().map(|c| c.issuer.as_str())
+    }
+}
+
+impl From<Handshake> for Event {
+    fn from(handshake: Handshake) -> Self {
+        Self::observed(handshake)
+    }
+}

@@ -1,0 +1,257 @@
+//! Event filters: the same allow- and deny-lists for gRPC streams, ListEvents and file exports,
+//! over the few fields of an event the journal keeps as columns ([`EventMeta`]). Pure. Globs
+//! are compiled once, when the filter is made.
+
+use std::{fmt, net::IpAddr};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use wildmatch::WildMatch;
+
+use crate::event::{Event, Severity, Verdict};
+
+/// What a filter looks at, for one event. Kept with each event in the journal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventMeta {
+    pub time_ns: u64,
+    /// `None` only for an event that was never judged.
+    pub verdict: Option<Verdict>,
+    pub severity: Option<Severity>,
+    pub sni: Option<String>,
+    pub comm: Option<String>,
+    pub exe: Option<String>,
+    pub pid: Option<u32>,
+    pub dst_addr: Option<IpAddr>,
+    pub dst_port: u16,
+    /// The leaf's issuer, for aggregation.
+    pub issuer: Option<String>,
+}
+
+impl EventMeta {
+    pub fn of(e: &Event) -> Self {
+        let h = &e.handshake;
+        let p = e.process.as_ref();
+        Self {
+            time_ns: h.time.0,
+            verdict: e.verdict(),
+            severity: e.severity(),
+            sni: h.server_name.clone(),
+            comm: p.and_then(|p| p.comm.clone()),
+            exe: p.and_then(|p| p.exe.clone()),
+            pid: p.and_then(|p| p.pid),
+            dst_addr: h.dst_addr,
+            dst_port: h.dst_port,
+            issuer: e.issuer().map(str::to_owned),
+        }
+    }
+
+    /// The API's severity number: 0 (none) to 5 (critical).
+    pub fn severity_number(&self) -> u8 {
+        self.severity.map_or(0, Severity::number)
+    }
+}
+
+/// A case-insensitive glob (`*.example.com`), compiled once.
+#[derive(Clone)]
+pub struct Glob {
+    pattern: String,
+    matcher: WildMatch,
+}
+
+impl Glob {
+    pub fn new(pattern: &str) -> Self {
+        Self {
+            pattern: pattern.to_owned(),
+            matcher: WildMatch::new(&pattern.to_ascii_lowercase()),
+        }
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        self.matcher.matches(&value.to_ascii_lowercase())
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+}
+
+impl fmt::Debug for Glob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.pattern)
+    }
+}
+
+impl PartialEq for Glob {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for Glob {}
+
+impl From<&str> for Glob {
+    fn from(pattern: &str) -> Self {
+        Self::new(pattern)
+    }
+}
+
+impl Serialize for Glob {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.pattern)
+    }
+}
+
+impl<'de> Deserialize<'de> for Glob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::new(&String::deserialize(d)?))
+    }
+}
+
+/// Allow-lists (empty: everything) and deny-lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filter {
+    pub verdicts: Vec<Verdict>,
+    /// 0 to 5; events below are dropped.
+    pub min_severity: u8,
+    /// Globs such as `*.example.com`.
+    pub sni: Vec<Glob>,
+    pub comm: Vec<Glob>,
+    pub exe: Vec<Glob>,
+    pub pid: Vec<u32>,
+    /// `ip`, `ip:port`, `[ipv6]:port` or `:port`.
+    pub destination: Vec<String>,
+    pub exclude_verdicts: Vec<Verdict>,
+    pub exclude_sni: Vec<Glob>,
+    pub exclude_comm: Vec<Glob>,
+    pub exclude_exe: Vec<Glob>,
+    pub exclude_destination: Vec<String>,
+}
+
+fn glob_any(patterns: &[Glob], value: Option<&str>) -> bool {
+    value.is_some_and(|v| patterns.iter().any(|p| p.matches(v)))
+}
+
+/// `ip`, `ip:port`, `[v6]:port`, `:port` against a destination.
+fn destination_matches(pattern: &str, addr: Option<IpAddr>, port: u16) -> bool {
+    if let Some(p) = pattern.strip_prefix(':') {
+        return p.parse::<u16>().is_ok_and(|p| p == port);
+    }
+    if let Ok(ip) = pattern.parse::<IpAddr>() {
+        return addr == Some(ip);
+    }
+    if let Ok(sa) = pattern.parse::<std::net::SocketAddr>() {
+        return addr == Some(sa.ip()) && port == sa.port();
+    }
+    false
+}
+
+impl Filter {
+    /// Whether an event passes.
+    pub fn matches(&self, m: &EventMeta) -> bool {
+        if !self.verdicts.is_empty() && !m.verdict.is_some_and(|v| self.verdicts.contains(&v)) {
+            return false;
+        }
+        if m.severity_number() < self.min_severity {
+            return false;
+        }
+        if !self.sni.is_empty() && !glob_any(&self.sni, m.sni.as_deref()) {
+            return false;
+        }
+        if !self.comm.is_empty() && !glob_any(&self.comm, m.comm.as_deref()) {
+            return false;
+        }
+        if !self.exe.is_empty() && !glob_any(&self.exe, m.exe.as_deref()) {
+            return false;
+        }
+        if !self.pid.is_empty() && !m.pid.is_some_and(|p| self.pid.contains(&p)) {
+            return false;
+        }
+        if !self.destination.is_empty()
+            && !self
+                .destination
+                .iter()
+                .any(|d| destination_matches(d, m.dst_addr, m.dst_port))
+        {
+            return false;
+        }
+        if m.verdict
+            .is_some_and(|v| self.exclude_verdicts.contains(&v))
+            || glob_any(&self.exclude_sni, m.sni.as_deref())
+            || glob_any(&self.exclude_comm, m.comm.as_deref())
+            || glob_any(&self.exclude_exe, m.exe.as_deref())
+            || self
+                .exclude_destination
+                .iter()
+                .any(|d| destination_matches(d, m.dst_addr, m.dst_port))
+        {
+            return false;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> EventMeta {
+        EventMeta {
+            verdict: Some(Verdict::Intercepted),
+            severity: Some(Severity::High),
+            sni: Some("api.example.com".into()),
+            comm: Some("curl".into()),
+            exe: Some("/usr/bin/curl".into()),
+            pid: Some(42),
+            dst_addr: Some("192.0.2.1".parse().unwrap()),
+            dst_port: 443,
+            ..EventMeta::default()
+        }
+    }
+
+    #[test]
+    fn allow_and_deny_lists() {
+        let m = meta();
+        assert!(Filter::default().matches(&m));
+        let f = |f: Filter| f.matches(&m);
+        assert!(f(Filter {
+            sni: vec!["*.EXAMPLE.com".into()],
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            sni: vec!["*.example.org".into()],
+            ..Filter::default()
+        }));
+        assert!(f(Filter {
+            verdicts: vec![Verdict::Intercepted, Verdict::Untrusted],
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            min_severity: 5,
+            ..Filter::default()
+        }));
+        assert!(f(Filter {
+            destination: vec![":443".into()],
+            ..Filter::default()
+        }));
+        assert!(f(Filter {
+            destination: vec!["192.0.2.1:443".into()],
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            destination: vec!["192.0.2.1:8443".into()],
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            exclude_comm: vec!["cur*".into()],
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            pid: vec![7],
+            ..Filter::default()
+        }));
+        assert!(f(Filter {
+            exe: vec!["/usr/bin/*".into()],
+            ..Filter::default()
+        }));
+    }
+}

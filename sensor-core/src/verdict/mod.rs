@@ -1,0 +1,761 @@
+//! The verdict engine: did something other than the real server end this TLS session, and why
+//! does the sensor think so. Pure: the chain, the handshake's facts and a [`TrustContext`] in,
+//! a [`Verdict`] out; the handshake's time is its own clock.
+//!
+//! Path building and signatures are rustls-webpki's, against each store. The sensor's own
+//! checks add what webpki does not say: which store trusts the chain, weak keys and signatures,
+//! a self-signed leaf, traits of a forged leaf, missing SCTs, pins, approved inspection CAs, the
+//! catalogue of known interception products, and the baseline.
+//!
+//! Chain-level results are cached by (chain, name, pin, trust generation) while the handshake's
+//! time lies inside the chain's validity, so a repeated handshake costs a lookup.
+
+pub mod baseline;
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use hashlink::LruCache;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::Serialize;
+use webpki::{EndEntityCert, KeyUsage};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::{
+    event::{
+        Alert, ClientOutcome, Event, Interceptor, Judgement, Reason, Rejection, Severity, Verdict,
+    },
+    trust::{Store, TrustContext},
+    x509::CertSummary,
+};
+
+/// The facts of one handshake the verdict looks at.
+#[derive(Clone, Debug, Default)]
+pub struct Facts<'a> {
+    pub chain: &'a [Arc<CertSummary>],
+    pub server_name: Option<&'a str>,
+    pub dst_addr: Option<IpAddr>,
+    /// Nanoseconds since the Unix epoch: the handshake's time.
+    pub time_ns: u64,
+    pub client_outcome: ClientOutcome,
+    pub client_alert: Option<Alert>,
+    pub exe: Option<&'a str>,
+    pub comm: Option<&'a str>,
+    pub baseline: baseline::Signal,
+}
+
+/// Why a store did not validate a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PathFailure {
+    UnknownIssuer,
+    Expired,
+    NotYetValid,
+    NoServerAuthEku,
+    Signature,
+    Other(String),
+}
+
+/// What does not change from one handshake of the same chain to the next.
+#[derive(Clone, Debug)]
+struct Assessment {
+    public: Result<(), PathFailure>,
+    host: Result<(), PathFailure>,
+    /// The anchor the host store validated with: (subject, SPKI pin).
+    host_anchor: Option<(String, String)>,
+    name_ok: bool,
+    expired: bool,
+    not_yet_valid: bool,
+    weak_key: bool,
+    weak_signature: bool,
+    self_signed: bool,
+    key_reuse: bool,
+    backdated: bool,
+    missing_sct: bool,
+    product: Option<(String, String)>,
+    approved: bool,
+    /// Pin: (matched, report only, where it is written).
+    pin: Option<(bool, bool, String)>,
+    /// Who issued the leaf, for people: CN, else the whole name.
+    issuer: String,
+    /// The chain's validity window, inside which this assessment holds.
+    window: (u64, u64),
+}
+
+/// Counters of the engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VerdictStats {
+    pub verdicts: u64,
+    pub cache_hits: u64,
+}
+
+/// Decides verdicts against one trust context, with a cache and the baseline.
+pub struct VerdictEngine {
+    trust: Arc<TrustContext>,
+    cache: LruCache<String, Arc<Assessment>>,
+    pub baseline: baseline::Baseline,
+    stats: VerdictStats,
+}
+
+const DAY_NS: u64 = 86_400 * 1_000_000_000;
+const OID_SCT_LIST: &str = "1.3.6.1.4.1.11129.2.4.2";
+
+impl VerdictEngine {
+    pub fn new(trust: Arc<TrustContext>) -> Self {
+        Self {
+            trust,
+            cache: LruCache::new(4096),
+            baseline: baseline::Baseline::new(65_536),
+            stats: VerdictStats::default(),
+        }
+    }
+
+    pub fn trust(&self) -> &Arc<TrustContext> {
+        &self.trust
+    }
+
+    /// Use a new trust context (a reload); cached results of the old one are dropped.
+    pub fn set_trust(&mut self, trust: Arc<TrustContext>) {
+        self.trust = trust;
+        self.cache.clear();
+    }
+
+    pub fn stats(&self) -> VerdictStats {
+        self.stats
+    }
+
+    /// Judge a handshake's facts.
+    pub fn judge(&mut self, f: &Facts<'_>) -> Judgement {
+        self.stats.verdicts += 1;
+        if f.chain.is_empty() {
+            return unverified(f);
+        }
+        let pin_index = self.trust.pins.find(f.server_name, f.exe, f.comm);
+        let mut key = String::with_capacity(80 * f.chain.len() + 64);
+        for c in f.chain {
+            key.push_str(&c.sha256);
+        }
+        key.push('|');
+        key.push_str(f.server_name.unwrap_or(""));
+        if f.server_name.is_none()
+            && let Some(a) = f.dst_addr
+        {
+            key.push_str(&a.to_string());
+        }
+        key.push_str(&format!("|{pin_index:?}|{}", self.trust.generation));
+        let assessment = match self.cache.get(&key) {
+            Some(a) if a.window.0 <= f.time_ns && f.time_ns <= a.window.1 => {
+                self.stats.cache_hits += 1;
+                a.clone()
+            }
+            _ => {
+                let a = Arc::new(assess(&self.trust, f, pin_index));
+                self.cache.insert(key, a.clone());
+                a
+            }
+        };
+        decide(&self.trust, &assessment, f)
+    }
+
+    /// Judge an event, updating the baseline with what it showed.
+    pub fn apply(&mut self, event: &mut Event) {
+        let hs = &event.handshake;
+        let issuer = hs
+            .chain
+            .get(1)
+            .map(|c| c.spki_sha256.as_str())
+            .or_else(|| hs.chain.first().map(|c| c.issuer.as_str()));
+        let identity = hs.chain.first().map(|c| {
+            let mut names = c.san.clone();
+            names.sort();
+            format!("{}|{}", c.subject, names.join(","))
+        });
+        // The ServerHello's parameters: JA3S (version, cipher, extensions), and JA4S when built.
+        #[cfg(feature = "ja4plus")]
+        let ja4s = &hs.ja4s;
+        #[cfg(not(feature = "ja4plus"))]
+        let ja4s: &Option<String> = &None;
+        let server_fingerprint = match (&hs.ja3s, ja4s) {
+            (Some(a), Some(b)) => Some(format!("{a}|{b}")),
+            (Some(a), None) => Some(a.clone()),
+            (None, Some(b)) => Some(b.clone()),
+            (None, None) => None,
+        };
+        // Per server name and port: a name's addresses change (DNS, CDNs), its server does not.
+        let signal = match &hs.server_name {
+            Some(sni) if !hs.chain.is_empty() || server_fingerprint.is_some() => {
+                self.baseline.observe(
+                    baseline::Key {
+                        sni: sni.clone(),
+                        addr: None,
+                        port: hs.dst_port,
+                    },
+                    &baseline::Observation {
+                        issuer: if hs.chain.is_empty() { None } else { issuer },
+                        server_fingerprint: server_fingerprint.as_deref(),
+                        identity: identity.as_deref(),
+                        flight_size: hs.server_encrypted_flight_bytes,
+                    },
+                )
+            }
+            _ => baseline::Signal::default(),
+        };
+        let process = event.process.as_ref();
+        let facts = Facts {
+            chain: &hs.chain,
+            server_name: hs.server_name.as_deref(),
+            dst_addr: hs.dst_addr,
+            time_ns: hs.time.0,
+            client_outcome: hs.client_outcome,
+            client_alert: hs.alert,
+            exe: process.and_then(|p| p.exe.as_deref()),
+            comm: process.and_then(|p| p.comm.as_deref()),
+            baseline: signal,
+        };
+        let judgement = self.judge(&facts);
+        event.judgement = Some(judgement);
+    }
+}
+
+/// The anchor a validation ended at, as an index into its store.
+type AnchorIndex = usize;
+
+/// Validate against one store: Ok (with the anchor used), or why not.
+fn validate(
+    store: &Store,
+    ee: &EndEntityCert<'_>,
+    intermediates: &[CertificateDer<'_>],
+    time: UnixTime,
+) -> Result<AnchorIndex, PathFailure> {
+    let result = ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &store.anchors,
+        intermediates,
+        time,
+        KeyUsage::server_auth(),
+        None,
+        None,
+    );
+    match result {
+        Ok(path) => {
+            let anchor = path.anchor();
+            Ok(store
+                .anchors
+                .iter()
+                .position(|a| {
+                    a.subject_public_key_info == anchor.subject_public_key_info
+                        && a.subject == anchor.subject
+                })
+                .unwrap_or(0))
+        }
+        Err(e) => Err(failure(&e)),
+    }
+}
+
+/// Public result, host result, and the host anchor used: (subject, SPKI pin).
+type Validations = (
+    Result<(), PathFailure>,
+    Result<(), PathFailure>,
+    Option<(String, String)>,
+);
+
+/// Validate against the public store, then the host store. A path webpki built to a public
+/// anchor that the host store holds too is valid there as well: that validation is not done
+/// twice.
+fn validate_both(
+    trust: &TrustContext,
+    ee: &EndEntityCert<'_>,
+    intermediates: &[CertificateDer<'_>],
+    time: UnixTime,
+) -> Validations {
+    let public = validate(&trust.public, ee, intermediates, time);
+    let shared = public.as_ref().ok().and_then(|&i| {
+        let a = trust.public.anchors.get(i)?;
+        trust.host.anchors.iter().position(|h| {
+            h.subject == a.subject && h.subject_public_key_info == a.subject_public_key_info
+        })
+    });
+    let host = match shared {
+        Some(i) => Ok(i),
+        None => validate(&trust.host, ee, intermediates, time),
+    };
+    let host_anchor = host
+        .as_ref()
+        .ok()
+        .and_then(|&i| trust.host.info.get(i))
+        .map(|i| (i.subject.clone(), i.spki_sha256.clone()));
+    (public.map(|_| ()), host.map(|_| ()), host_anchor)
+}
+
+fn failure(e: &webpki::Error) -> PathFailure {
+    use webpki::Error as E;
+    match e {
+        E::UnknownIssuer => PathFailure::UnknownIssuer,
+        E::CertExpired { .. } => PathFailure::Expired,
+        E::CertNotValidYet { .. } => PathFailure::NotYetValid,
+        E::RequiredEkuNotFoundContext(_) => PathFailure::NoServerAuthEku,
+        E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+        | E::InvalidSignatureForPublicKey => PathFailure::Signature,
+        #[allow(deprecated)]
+        E::RequiredEkuNotFound => PathFailure::NoServerAuthEku,
+        #[allow(deprecated)]
+        E::UnsupportedSignatureAlgorithm | E::UnsupportedSignatureAlgorithmForPublicKey => {
+            PathFailure::Signature
+        }
+        other => PathFailure::Other(format!("{other:?}").chars().take(60).collect()),
+    }
+}
+
+/// The chain-level checks.
+fn assess(trust: &TrustContext, f: &Facts<'_>, pin_index: Option<usize>) -> Assessment {
+    let leaf = &f.chain[0];
+    let time = UnixTime::since_unix_epoch(Duration::from_nanos(f.time_ns));
+    let leaf_der = CertificateDer::from(leaf.der.as_slice());
+    let intermediates: Vec<CertificateDer<'_>> = f.chain[1..]
+        .iter()
+        .map(|c| CertificateDer::from(c.der.as_slice()))
+        .collect();
+    let parsed_leaf = X509Certificate::from_der(&leaf.der).ok().map(|(_, c)| c);
+    let (public, host, host_anchor, name_ok) = match EndEntityCert::try_from(&leaf_der) {
+        Ok(ee) => {
+            let (public, host, host_anchor) = validate_both(trust, &ee, &intermediates, time);
+            let name_ok = match (f.server_name, f.dst_addr) {
+                (Some(sni), _) => ServerName::try_from(sni)
+                    .is_ok_and(|n| ee.verify_is_valid_for_subject_name(&n).is_ok()),
+                (None, Some(ip)) => ee
+                    .verify_is_valid_for_subject_name(&ServerName::IpAddress(ip.into()))
+                    .is_ok(),
+                (None, None) => false,
+            };
+            (public, host, host_anchor, name_ok)
+        }
+        Err(e) => (Err(failure(&e)), Err(failure(&e)), None, false),
+    };
+
+    // Checks over every certificate sent.
+    let weak_key = f.chain.iter().any(|c| match c.key_type.as_str() {
+        "rsa" | "dsa" => c.key_bits > 0 && c.key_bits < 2048,
+        "ec" => c.key_bits > 0 && c.key_bits < 224,
+        _ => false,
+    });
+    let weak_signature = f
+        .chain
+        .iter()
+        .filter(|c| !c.self_issued || f.chain.len() == 1)
+        .any(|c| {
+            let s = c.signature_algorithm.to_ascii_lowercase();
+            s.contains("md5") || s.contains("sha1") || s.contains("sha-1") || s.contains("md2")
+        });
+    let self_signed = leaf.self_issued;
+
+    // The issuer's name and key: the next certificate sent, or an anchor with that name.
+    let (issuer_raw, issuer_cn, issuer_o) = parsed_leaf
+        .as_ref()
+        .map(|c| {
+            let cn = c
+                .issuer()
+                .iter_common_name()
+                .next()
+                .and_then(|a| a.as_str().ok())
+                .map(str::to_owned);
+            let o = c
+                .issuer()
+                .iter_organization()
+                .next()
+                .and_then(|a| a.as_str().ok())
+                .map(str::to_owned);
+            (c.issuer().as_raw().to_vec(), cn, o)
+        })
+        .unwrap_or_default();
+    let issuer_spkis: Vec<&str> = f.chain[1..]
+        .iter()
+        .filter(|c| c.subject == leaf.issuer)
+        .map(|c| c.spki_sha256.as_str())
+        .chain(
+            trust
+                .host
+                .by_subject(&issuer_raw)
+                .map(|i| i.spki_sha256.as_str()),
+        )
+        .chain(
+            trust
+                .public
+                .by_subject(&issuer_raw)
+                .map(|i| i.spki_sha256.as_str()),
+        )
+        .collect();
+    let key_reuse = !leaf.self_issued && issuer_spkis.contains(&leaf.spki_sha256.as_str());
+    let age = f.time_ns.saturating_sub(leaf.not_before.0);
+    let backdated = (DAY_NS..=3 * DAY_NS).contains(&age);
+    let has_sct = parsed_leaf.as_ref().is_some_and(|c| {
+        c.extensions()
+            .iter()
+            .any(|e| e.oid.to_id_string() == OID_SCT_LIST)
+    });
+    let missing_sct = public.is_ok() && trust.public.expects_sct && !has_sct;
+
+    // Known products: the leaf's issuer, and every CA sent.
+    let mut product = trust
+        .catalogue
+        .find(issuer_cn.as_deref(), issuer_o.as_deref());
+    if product.is_none() {
+        for c in &f.chain[1..] {
+            if let Ok((_, p)) = X509Certificate::from_der(&c.der) {
+                let cn = p
+                    .subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|a| a.as_str().ok());
+                let o = p
+                    .subject()
+                    .iter_organization()
+                    .next()
+                    .and_then(|a| a.as_str().ok());
+                product = trust.catalogue.find(cn, o);
+                if product.is_some() {
+                    break;
+                }
+            }
+        }
+    }
+    // The catalogue speaks only for chains the public Web PKI does not vouch for: a product
+    // may imitate a public CA's name.
+    let product = product
+        .filter(|_| public.is_err())
+        .map(|p| (p.id.clone(), p.name.clone()));
+
+    let approved = f
+        .chain
+        .iter()
+        .any(|c| c.is_ca && trust.is_approved(&c.spki_sha256, &c.subject))
+        || host_anchor
+            .as_ref()
+            .is_some_and(|(subject, spki)| trust.is_approved(spki, subject))
+        || trust.is_approved("", &leaf.issuer);
+
+    let pin = pin_index.and_then(|i| trust.pins.pins.get(i)).map(|p| {
+        let matched = f
+            .chain
+            .iter()
+            .map(|c| c.spki_sha256.as_str())
+            .chain(host_anchor.as_ref().map(|(_, s)| s.as_str()))
+            .any(|s| p.spki.iter().any(|pin| pin == s));
+        let at = format!(
+            "{}:{}",
+            trust.pins.source.as_deref().unwrap_or("pins"),
+            p.line
+        );
+        (matched, p.report_only, at)
+    });
+
+    let window = f.chain.iter().fold((0u64, u64::MAX), |(lo, hi), c| {
+        (lo.max(c.not_before.0), hi.min(c.not_after.0))
+    });
+    let in_window = window.0 <= f.time_ns && f.time_ns <= window.1;
+    Assessment {
+        expired: leaf.not_after.0 < f.time_ns,
+        not_yet_valid: leaf.not_before.0 > f.time_ns,
+        public,
+        host,
+        host_anchor,
+        name_ok,
+        weak_key,
+        weak_signature,
+        self_signed,
+        key_reuse,
+        backdated,
+        missing_sct,
+        product,
+        approved,
+        pin,
+        issuer: issuer_cn.unwrap_or_else(|| leaf.issuer.clone()),
+        // Outside the validity window, cache nothing beyond this very handshake's time.
+        window: if in_window {
+            window
+        } else {
+            (f.time_ns, f.time_ns)
+        },
+    }
+}
+
+/// `client_rejected:<alert>`, or `client_rejected:encrypted` when the client refused with an
+/// alert that TLS 1.3 encrypted.
+fn rejection(f: &Facts<'_>) -> Option<Reason> {
+    match (f.client_outcome, f.client_alert) {
+        (_, Some(a)) if a.is_fatal() => Some(Reason::ClientRejected(Rejection::Alert(a.code))),
+        (ClientOutcome::Rejected, _) => Some(Reason::ClientRejected(Rejection::Encrypted)),
+        _ => None,
+    }
+}
+
+fn client_phrase(f: &Facts<'_>) -> String {
+    match (f.client_outcome, f.client_alert) {
+        (_, Some(a)) if a.is_fatal() => format!("The client rejected it ({}).", a.description()),
+        (ClientOutcome::Rejected, _) => {
+            "The client rejected it (with an alert TLS 1.3 encrypts, so which one is not visible)."
+                .into()
+        }
+        (ClientOutcome::Completed, _) => "The client completed the handshake.".into(),
+        (ClientOutcome::Aborted, _) => "The client closed the connection without finishing.".into(),
+        _ => String::new(),
+    }
+}
+
+fn target(f: &Facts<'_>) -> String {
+    match (f.server_name, f.dst_addr) {
+        (Some(s), _) => s.to_owned(),
+        (None, Some(a)) => a.to_string(),
+        _ => "this server".into(),
+    }
+}
+
+fn join_sentences(a: String, b: String) -> String {
+    if b.is_empty() { a } else { format!("{a} {b}") }
+}
+
+/// The server answered differently from before: its ServerHello, or the size of its TLS 1.3
+/// encrypted flight (which carries the certificate). Signals, not verdicts.
+fn push_server_changes(reasons: &mut Vec<Reason>, b: &baseline::Signal) {
+    if b.server_fingerprint_changed {
+        reasons.push(Reason::ServerFingerprintChanged);
+    }
+    if b.flight_size_changed {
+        reasons.push(Reason::ServerFlightSizeChanged);
+    }
+}
+
+/// No chain: TLS 1.3 (or a handshake that never got that far).
+fn unverified(f: &Facts<'_>) -> Judgement {
+    let mut reasons = vec![Reason::CertificateNotVisible];
+    let mut severity = Severity::Info;
+    if let Some(r) = rejection(f) {
+        reasons.push(r);
+        severity = Severity::Medium;
+    }
+    push_server_changes(&mut reasons, &f.baseline);
+    let changes = [
+        f.baseline.server_fingerprint_changed,
+        f.baseline.flight_size_changed,
+    ]
+    .iter()
+    .filter(|c| **c)
+    .count();
+    if changes > 0 {
+        severity = severity.max(if changes == 2 {
+            Severity::Medium
+        } else {
+            Severity::Low
+        });
+    }
+    let mut explanation = join_sentences(
+        format!(
+            "{}: the certificate is not visible to a passive observer (TLS 1.3 encrypts it).",
+            target(f)
+        ),
+        client_phrase(f),
+    );
+    if changes > 0 {
+        let what = match (
+            f.baseline.server_fingerprint_changed,
+            f.baseline.flight_size_changed,
+        ) {
+            (true, true) => "its ServerHello and the size of its encrypted certificate flight",
+            (true, false) => "its ServerHello",
+            _ => "the size of its encrypted certificate flight",
+        };
+        explanation.push_str(&format!(
+            " The server answered unlike before ({what} changed), as a different TLS stack, \
+             such as an interceptor's, would."
+        ));
+    }
+    Judgement {
+        verdict: Verdict::Unverified,
+        reasons,
+        severity,
+        explanation,
+        interceptor: None,
+    }
+}
+
+/// Combine the chain's assessment with this handshake's facts.
+fn decide(trust: &TrustContext, a: &Assessment, f: &Facts<'_>) -> Judgement {
+    let mut reasons: Vec<Reason> = Vec::new();
+    let product_text = a
+        .product
+        .as_ref()
+        .map(|(_, name)| format!(" ({name})"))
+        .unwrap_or_default();
+    let issuer = format!("\"{}\"{product_text}", a.issuer);
+    let who = target(f);
+    let public_ok = a.public.is_ok();
+    let host_ok = a.host.is_ok();
+    let forged = (a.key_reuse || a.backdated || f.baseline.same_identity_new_issuer) && !public_ok;
+    let push_common = |reasons: &mut Vec<Reason>| {
+        if !a.name_ok {
+            reasons.push(Reason::HostnameMismatch);
+        }
+        if a.expired {
+            reasons.push(Reason::Expired);
+        }
+        if a.not_yet_valid {
+            reasons.push(Reason::NotYetValid);
+        }
+        if a.self_signed {
+            reasons.push(Reason::SelfSigned);
+        }
+        if a.weak_key {
+            reasons.push(Reason::WeakKey);
+        }
+        if a.weak_signature {
+            reasons.push(Reason::WeakSignature);
+        }
+        if forged {
+            reasons.push(Reason::ForgedLeafTraits);
+        }
+    };
+
+    let (kind, mut severity, explanation);
+    let pin_failed = a.pin.as_ref().is_some_and(|(ok, _, _)| !ok);
+    if public_ok && a.name_ok {
+        reasons.push(Reason::PublicRoot);
+        if a.missing_sct {
+            reasons.push(Reason::MissingSct);
+        }
+        if pin_failed {
+            let (_, report_only, at) = a.pin.clone().unwrap_or_default();
+            reasons.push(Reason::PinMismatch);
+            if report_only {
+                kind = Verdict::Clean;
+                severity = Severity::Medium;
+                explanation = format!(
+                    "{who}: the chain from {issuer} is valid in the public Web PKI, but none of \
+                     its keys matches the pin set at {at} (report only)."
+                );
+            } else {
+                kind = Verdict::PinMismatch;
+                severity = Severity::Critical;
+                explanation = format!(
+                    "{who}: the chain from {issuer} is valid in the public Web PKI, but none of \
+                     its keys matches the pin set at {at}: someone holds a publicly trusted \
+                     certificate for this name."
+                );
+            }
+        } else {
+            kind = Verdict::Clean;
+            severity = if a.missing_sct {
+                Severity::Low
+            } else {
+                Severity::Info
+            };
+            explanation = format!(
+                "{who}: certificate issued by {issuer}, valid in the public Web PKI ({}).",
+                trust.public.source
+            );
+        }
+    } else if host_ok && a.name_ok {
+        kind = Verdict::Intercepted;
+        reasons.push(Reason::LocalRoot);
+        if let Some((id, _)) = &a.product {
+            reasons.push(Reason::KnownInterceptor(id.clone()));
+        }
+        push_common(&mut reasons);
+        let anchor = a
+            .host_anchor
+            .as_ref()
+            .map(|(s, _)| format!(" (anchor {s})"))
+            .unwrap_or_default();
+        if a.approved {
+            reasons.push(Reason::ApprovedInspection);
+            severity = Severity::Low;
+            explanation = format!(
+                "{who}: the certificate was issued by {issuer}, an inspection CA this \
+                 organisation approved, trusted by this host only{anchor}: the connection is \
+                 inspected as intended."
+            );
+        } else {
+            severity = Severity::High;
+            explanation = format!(
+                "{who}: the certificate was issued by {issuer}, which only this host trusts{anchor}, \
+                 not the public Web PKI: this connection is intercepted."
+            );
+        }
+        if pin_failed {
+            reasons.push(Reason::PinMismatch);
+        }
+    } else {
+        kind = Verdict::Untrusted;
+        if let Some((id, _)) = &a.product {
+            reasons.push(Reason::KnownInterceptor(id.clone()));
+        }
+        let unknown = matches!(a.host, Err(PathFailure::UnknownIssuer))
+            && matches!(a.public, Err(PathFailure::UnknownIssuer));
+        if unknown {
+            reasons.push(Reason::UnknownIssuer);
+        }
+        if matches!(a.host, Err(PathFailure::NoServerAuthEku))
+            || matches!(a.public, Err(PathFailure::NoServerAuthEku))
+        {
+            reasons.push(Reason::NoServerAuthEku);
+        }
+        push_common(&mut reasons);
+        let why = if public_ok || host_ok {
+            "its names do not include this server"
+        } else if a.expired {
+            "it has expired"
+        } else if a.not_yet_valid {
+            "it is not valid yet"
+        } else if unknown {
+            "neither this host nor the public Web PKI trusts its issuer"
+        } else {
+            "it does not validate"
+        };
+        severity = if a.product.is_some() || forged {
+            Severity::High
+        } else {
+            Severity::Medium
+        };
+        explanation = format!("{who}: the certificate was issued by {issuer}, and {why}.");
+    }
+    if let Some(r) = rejection(f) {
+        reasons.push(r);
+    }
+    if kind == Verdict::Untrusted && f.client_outcome == ClientOutcome::Completed {
+        reasons.push(Reason::ClientAcceptedUntrusted);
+        severity = Severity::Critical;
+    }
+    if f.baseline.issuer_changed {
+        reasons.push(Reason::BaselineChanged);
+        if kind == Verdict::Clean {
+            severity = severity.max(Severity::Low);
+        }
+    }
+    push_server_changes(&mut reasons, &f.baseline);
+    let mut explanation = join_sentences(explanation, client_phrase(f));
+    if kind == Verdict::Untrusted && f.client_outcome == ClientOutcome::Completed {
+        explanation.push_str(" That client does not check certificates.");
+    }
+    if forged {
+        let mut traits = Vec::new();
+        if a.key_reuse {
+            traits.push("its key is its issuer's key");
+        }
+        if a.backdated {
+            traits.push("it was made valid from a day or more before the handshake");
+        }
+        if f.baseline.same_identity_new_issuer {
+            traits.push(
+                "it names what an earlier certificate for this server named, under a new issuer",
+            );
+        }
+        explanation.push_str(&format!(" The leaf looks forged: {}.", traits.join("; ")));
+    }
+    Judgement {
+        verdict: kind,
+        reasons,
+        severity,
+        explanation,
+        interceptor: a.product.clone().map(|(id, name)| Interceptor { id, name }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,234 @@
+//! Certificate summaries, parsed with x509-parser. Pure.
+//!
+//! A [`CertSummary`] keeps the DER (for path validation and the journal), its SHA-256 and the
+//! SHA-256 of its SubjectPublicKeyInfo in the HPKP pin format, and the fields people and the
+//! verdict engine look at.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use x509_parser::{
+    certificate::X509Certificate, extensions::GeneralName, prelude::FromDer, public_key::PublicKey,
+};
+
+use crate::event::Timestamp;
+
+/// One certificate of a chain. Its JSON form is part of the event's contract; read back (from
+/// the journal) it has no DER.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertSummary {
+    pub subject: String,
+    pub issuer: String,
+    /// Serial number, hex with colons.
+    pub serial: String,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+    /// Hex SHA-256 of the DER.
+    pub sha256: String,
+    /// Base64 SHA-256 of the SubjectPublicKeyInfo (the HPKP pin format).
+    pub spki_sha256: String,
+    /// `rsa`, `ec`, `ed25519`, `dsa` or the algorithm's OID.
+    pub key_type: String,
+    /// Key size in bits (0 when unknown).
+    pub key_bits: u32,
+    /// Signature algorithm OID name, such as `sha256WithRSAEncryption`.
+    pub signature_algorithm: String,
+    /// DNS names and IP addresses from subjectAltName.
+    pub san: Vec<String>,
+    pub is_ca: bool,
+    /// Subject equals issuer.
+    pub self_issued: bool,
+    /// JA4X (FoxIO License 1.1; only with the `ja4plus` feature).
+    #[cfg(feature = "ja4plus")]
+    pub ja4x: Option<String>,
+    #[serde(skip)]
+    pub der: Vec<u8>,
+}
+
+/// A certificate that did not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("certificate does not parse: {0}")]
+pub struct CertError(String);
+
+/// Whether one of `san` (DNS names, `*.` wildcards for one label, IP addresses) names
+/// `host`, ignoring case and a trailing dot. A loose match, for pairing a chain with a
+/// handshake, not for validation (rustls-webpki does that).
+pub fn names_host(san: &[String], host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    san.iter().any(|name| {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        match name.strip_prefix("*.") {
+            Some(suffix) => host
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+            None => name == host,
+        }
+    })
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Base64 SHA-256, as HPKP pins are written.
+pub fn sha256_b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data))
+}
+
+fn ts(t: &x509_parser::time::ASN1Time) -> Timestamp {
+    let secs = t.timestamp();
+    Timestamp(
+        u64::try_from(secs)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000),
+    )
+}
+
+/// The names of signature algorithm OIDs, built once.
+fn oid_registry() -> &'static x509_parser::oid_registry::OidRegistry<'static> {
+    static REGISTRY: std::sync::OnceLock<x509_parser::oid_registry::OidRegistry<'static>> =
+        std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| x509_parser::oid_registry::OidRegistry::default().with_crypto())
+}
+
+/// Summaries of recently seen certificates, so that a chain seen again costs a hash lookup.
+/// Keyed by a fast hash of the DER; a hit is confirmed by comparing the DER itself.
+pub struct SummaryCache {
+    cache: hashlink::LruCache<u64, Arc<CertSummary>>,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl SummaryCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            cache: hashlink::LruCache::new(capacity.max(1)),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// The summary of `der`, from the cache or freshly made.
+    pub fn summarize(&mut self, der: &[u8]) -> Result<Arc<CertSummary>, CertError> {
+        use std::hash::BuildHasher as _;
+        let key = foldhash::fast::FixedState::with_seed(0x5e50_7ce5).hash_one(der);
+        if let Some(hit) = self.cache.get(&key)
+            && hit.der == der
+        {
+            self.hits += 1;
+            return Ok(hit.clone());
+        }
+        self.misses += 1;
+        let summary = Arc::new(summarize(der)?);
+        self.cache.insert(key, summary.clone());
+        Ok(summary)
+    }
+}
+
+/// Summarise one DER certificate.
+pub fn summarize(der: &[u8]) -> Result<CertSummary, CertError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError(e.to_string()))?;
+    let spki = cert.public_key();
+    let (key_type, key_bits) = match spki.parsed() {
+        Ok(PublicKey::RSA(k)) => ("rsa".to_owned(), k.key_size()),
+        Ok(PublicKey::EC(k)) => ("ec".to_owned(), k.key_size()),
+        Ok(PublicKey::DSA(_)) => ("dsa".to_owned(), 0),
+        _ => {
+            let oid = spki.algorithm.algorithm.to_id_string();
+            if oid == "1.3.101.112" {
+                ("ed25519".to_owned(), 256)
+            } else {
+                (oid, 0)
+            }
+        }
+    };
+    let san = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => ext
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(d) => Some((*d).to_owned()),
+                GeneralName::IPAddress(ip) => ip_to_string(ip),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let sig_oid = &cert.signature_algorithm.algorithm;
+    let signature_algorithm = oid_registry()
+        .get(sig_oid)
+        .map(|e| e.sn().to_owned())
+        .unwrap_or_else(|| sig_oid.to_id_string());
+    Ok(CertSummary {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        serial: cert.raw_serial_as_string(),
+        not_before: ts(&cert.validity().not_before),
+        not_after: ts(&cert.validity().not_after),
+        sha256: sha256_hex(der),
+        spki_sha256: sha256_b64(spki.raw),
+        key_type,
+        key_bits: u32::try_from(key_bits).unwrap_or(0),
+        signature_algorithm,
+        san,
+        is_ca: cert.is_ca(),
+        self_issued: cert.subject().as_raw() == cert.issuer().as_raw(),
+        #[cfg(feature = "ja4plus")]
+        ja4x: crate::tls::fingerprint::ja4x(der),
+        der: der.to_vec(),
+    })
+}
+
+fn ip_to_string(ip: &[u8]) -> Option<String> {
+    match ip.len() {
+        4 => Some(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string()),
+        16 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(ip);
+            Some(std::net::Ipv6Addr::from(b).to_string())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_host_takes_exact_names_and_one_label_wildcards() {
+        let san = [
+            "api.example.test".to_owned(),
+            "*.cdn.example.test".into(),
+            "192.0.2.7".into(),
+        ];
+        assert!(super::names_host(&san, "API.example.test."));
+        assert!(super::names_host(&san, "a.cdn.example.test"));
+        assert!(!super::names_host(&san, "a.b.cdn.example.test"));
+        assert!(!super::names_host(&san, "cdn.example.test"));
+        assert!(super::names_host(&san, "192.0.2.7"));
+        assert!(!super::names_host(&san, "other.example.test"));
+    }
+
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(summarize(b"not a certificate").is_err());
+        assert!(summarize(&[0x30, 0x82, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn digests() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            sha256_b64(b"abc"),
+            "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
+        );
+    }
+}

@@ -1,0 +1,354 @@
+//! sensord's configuration file (TOML). Every key is optional; `dist/sensord.toml` documents
+//! them all with their defaults. [`Config::parse`] is pure: text in, a [`Config`] or an error
+//! that names the file and the line out; [`Config::load`] reads the file.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use sensor_core::{
+    filter::Filter,
+    trust::{Approved, TrustError, line_of},
+};
+
+use crate::trust::TrustConfig;
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the journal and other state live.
+    pub state_dir: PathBuf,
+    pub api: ApiConfig,
+    pub tap: TapConfig,
+    pub trust: TrustSection,
+    pub journal: JournalConfig,
+    pub export: ExportConfig,
+    pub metrics: MetricsConfig,
+    pub probe: ProbeConfig,
+    pub uprobe: UprobeConfig,
+}
+
+/// Uprobes on OpenSSL: the chains its clients parse, TLS 1.3 included.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UprobeConfig {
+    pub enabled: bool,
+    /// More libssl/libcrypto files, or folders holding them, besides the system's.
+    pub libraries: Vec<PathBuf>,
+}
+
+impl Default for UprobeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            libraries: Vec::new(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/sensor"),
+            api: ApiConfig::default(),
+            tap: TapConfig::default(),
+            trust: TrustSection::default(),
+            journal: JournalConfig::default(),
+            export: ExportConfig::default(),
+            metrics: MetricsConfig::default(),
+            probe: ProbeConfig::default(),
+            uprobe: UprobeConfig::default(),
+        }
+    }
+}
+
+/// The gRPC API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// The Unix socket.
+    pub socket: PathBuf,
+    /// Group that owns the socket (its mode is 0660), if any.
+    pub socket_group: Option<String>,
+    /// An optional TCP listener, for remote SIEMs. It requires mTLS.
+    pub tcp_listen: Option<SocketAddr>,
+    /// The server's certificate and key (PEM) for the TCP listener.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// CA that client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
+    /// Allow the TCP listener without TLS. For tests only.
+    pub insecure_tcp: bool,
+    /// Identical events within this many seconds become one, with a count, for subscribers
+    /// that ask for aggregation.
+    pub aggregation_window_secs: u64,
+    /// Events kept in memory for live subscribers; one that falls further behind reads the
+    /// journal.
+    pub buffer_events: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("/run/sensor/sensord.sock"),
+            socket_group: None,
+            tcp_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            insecure_tcp: false,
+            aggregation_window_secs: 60,
+            buffer_events: 4096,
+        }
+    }
+}
+
+/// The kernel tap.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TapConfig {
+    /// Payload bytes forwarded per connection at most.
+    pub byte_budget: u32,
+    /// Attach to this cgroup v2 directory instead of the root.
+    pub cgroup: Option<PathBuf>,
+    /// Size of the kernel-to-daemon ring buffer in MiB: a power of two from 1 to 256.
+    #[serde(deserialize_with = "ring_buffer_mb")]
+    pub ring_buffer_mb: u32,
+}
+
+impl Default for TapConfig {
+    fn default() -> Self {
+        Self {
+            byte_budget: sensor_common::DEFAULT_BYTE_BUDGET,
+            cgroup: None,
+            ring_buffer_mb: 8,
+        }
+    }
+}
+
+fn ring_buffer_mb<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let mb = u32::deserialize(d)?;
+    if !(1..=256).contains(&mb) || !mb.is_power_of_two() {
+        return Err(serde::de::Error::custom(format!(
+            "ring_buffer_mb = {mb}: it must be a power of two from 1 to 256"
+        )));
+    }
+    Ok(mb)
+}
+
+/// Trust inputs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustSection {
+    /// Replace the system store with these PEM files or folders.
+    pub host_roots: Option<Vec<PathBuf>>,
+    /// Add these to the host store.
+    pub extra_host_roots: Vec<PathBuf>,
+    /// Replace Mozilla's roots with these.
+    pub public_roots: Option<Vec<PathBuf>>,
+    pub pins: Option<PathBuf>,
+    pub catalogue: Option<PathBuf>,
+    /// Inspection CAs the organisation runs on purpose: SPKI pins (base64 SHA-256)...
+    pub approved_spki: Vec<String>,
+    /// ...or subjects as the sensor prints them (`CN=..., O=...`).
+    pub approved_subject: Vec<String>,
+}
+
+impl TrustSection {
+    pub fn to_trust_config(&self) -> TrustConfig {
+        let mut approved: Vec<Approved> = self
+            .approved_spki
+            .iter()
+            .cloned()
+            .map(Approved::Spki)
+            .collect();
+        approved.extend(self.approved_subject.iter().cloned().map(Approved::Subject));
+        TrustConfig {
+            host_roots: self.host_roots.clone(),
+            extra_host_roots: self.extra_host_roots.clone(),
+            public_roots: self.public_roots.clone(),
+            pins: self.pins.clone(),
+            catalogue: self.catalogue.clone(),
+            approved,
+        }
+    }
+}
+
+/// The journal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Events older than this are deleted (0: keep forever).
+    pub retention_days: u64,
+    /// The journal is kept under this size by deleting the oldest events (0: no limit).
+    pub max_size_mb: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 30,
+            max_size_mb: 1024,
+        }
+    }
+}
+
+/// File exports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    pub jsonl: Option<JsonlConfig>,
+}
+
+/// JSON lines to a file, for log shippers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonlConfig {
+    pub path: PathBuf,
+    /// Rotate when the file reaches this size.
+    pub max_size_mb: u64,
+    /// Rotated files kept.
+    pub keep: usize,
+    /// Gzip rotated files.
+    pub compress: bool,
+    /// Elastic Common Schema field names instead of the JSON contract's.
+    pub ecs: bool,
+    /// Which events go to the file (the same filter as the API's).
+    pub filter: Filter,
+}
+
+impl Default for JsonlConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/var/log/sensor/events.jsonl"),
+            max_size_mb: 100,
+            keep: 5,
+            compress: true,
+            ecs: false,
+            filter: Filter::default(),
+        }
+    }
+}
+
+/// Prometheus metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve /metrics here, if set.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The active TLS 1.3 probe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    pub enabled: bool,
+    /// Seconds a probe result is reused for the same (SNI, address, port).
+    pub cache_ttl_secs: u64,
+    /// Probes per second at most, overall.
+    pub max_per_second: u32,
+    /// Probes per minute at most, per destination.
+    pub max_per_destination_per_minute: u32,
+    /// Destinations never probed: host globs or addresses.
+    pub exclude: Vec<String>,
+    /// Seconds a probe may take.
+    pub timeout_secs: u64,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cache_ttl_secs: 3600,
+            max_per_second: 10,
+            max_per_destination_per_minute: 2,
+            exclude: Vec::new(),
+            timeout_secs: 5,
+        }
+    }
+}
+
+impl Config {
+    /// Parse a configuration file's text.
+    pub fn parse(text: &str, file: &str) -> Result<Self, TrustError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            TrustError::new(file, line, e.message().to_owned())
+        })
+    }
+
+    /// The settings that differ between `self` and `new`, as `section.key` names (a whole
+    /// section or list counts as one setting when it appears or disappears).
+    pub fn changed_settings(&self, new: &Config) -> Vec<String> {
+        fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+            use serde_json::Value::Object;
+            match (a, b) {
+                (Object(x), Object(y)) => {
+                    let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                    keys.sort();
+                    keys.dedup();
+                    for k in keys {
+                        let name = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        let null = serde_json::Value::Null;
+                        diff(
+                            &name,
+                            x.get(k).unwrap_or(&null),
+                            y.get(k).unwrap_or(&null),
+                            out,
+                        );
+                    }
+                }
+                (a, b) if a != b => out.push(prefix.to_owned()),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        match (serde_json::to_value(self), serde_json::to_value(new)) {
+            (Ok(a), Ok(b)) => diff("", &a, &b, &mut out),
+            _ => out.push("(all)".to_owned()),
+        }
+        out
+    }
+
+    /// Read and parse a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Self, TrustError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TrustError::new(&shown, None, format!("cannot read: {e}")))?;
+        Self::parse(&text, &shown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_parses_and_every_key_is_optional() {
+        let shipped = include_str!("../../dist/sensord.toml");
+        let c = Config::parse(shipped, "dist/sensord.toml").unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/sensor"));
+        let empty = Config::parse("", "empty.toml").unwrap();
+        assert_eq!(empty.api.socket, PathBuf::from("/run/sensor/sensord.sock"));
+        assert_eq!(empty.api.aggregation_window_secs, 60);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err = Config::parse("state_dir = \"/x\"\n[api]\nsocket = 12\n", "s.toml").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        let err = Config::parse("[journal]\nretention = 3\n", "s.toml").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = Config::parse("\n[tap]\nring_buffer_mb = 12\n", "s.toml").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().contains("power of two"), "{err}");
+        let ok = Config::parse("[tap]\nring_buffer_mb = 64\n", "s.toml").unwrap();
+        assert_eq!(ok.tap.ring_buffer_mb, 64);
+    }
+}

@@ -1,0 +1,423 @@
+//! The active check: connect to a server as a client would, with the name the client used, and
+//! record the certificate chain presented, TLS 1.3 included (a passive observer cannot see it
+//! there). An edge: DNS, TCP, an optional HTTP CONNECT proxy, and a rustls handshake.
+//!
+//! The chain is recorded, never trusted: the verdict engine judges it afterwards. The server
+//! must still prove it holds the leaf's key (the handshake signature is checked), so what is
+//! recorded is what a real client would have been shown.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use rustls::{
+    DigitallySignedStruct, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, ServerName, UnixTime},
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
+
+use sensor_core::event::{ProbeFailure, TlsVersion};
+pub use sensor_core::probe::{Proxy, Target, TargetError};
+
+/// A network namespace other than sensord's, held open: a process's namespace outlives the
+/// process for as long as this handle lives, so a probe can still take the client's path
+/// after a short-lived client exits. Equal by namespace inode.
+#[derive(Clone, Debug)]
+pub struct Netns {
+    pub inode: u64,
+    pub fd: Arc<std::os::fd::OwnedFd>,
+}
+
+impl PartialEq for Netns {
+    fn eq(&self, other: &Self) -> bool {
+        self.inode == other.inode
+    }
+}
+
+impl Eq for Netns {}
+
+/// How to reach the server.
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    /// The name to send (SNI) and to judge the chain for; by default the target's host when
+    /// it is a name. An IP target without one sends no SNI, as clients do.
+    pub sni: Option<String>,
+    /// Go through this HTTP proxy with CONNECT, as a client configured with it would.
+    pub proxy: Option<Proxy>,
+    /// For the whole check: resolving, connecting, the proxy and the handshake.
+    pub timeout: Duration,
+    /// ALPN protocols to offer.
+    pub alpn: Vec<Vec<u8>>,
+    /// Connect from this network namespace (that of the client whose handshake is checked),
+    /// so that the probe takes the client's path. Entering it needs CAP_SYS_ADMIN; without it
+    /// the probe fails with a clear cause.
+    pub netns: Option<Netns>,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            sni: None,
+            proxy: None,
+            timeout: Duration::from_secs(10),
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            netns: None,
+        }
+    }
+}
+
+/// What the server (or whatever answered for it) presented.
+#[derive(Clone, Debug)]
+pub struct Probed {
+    /// The address connected to: the server's, or the proxy's.
+    pub peer: SocketAddr,
+    pub via_proxy: bool,
+    /// The name sent in the SNI, if any.
+    pub server_name: Option<String>,
+    /// Leaf first, as presented.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// `None` when the handshake failed after the certificate.
+    pub tls_version: Option<TlsVersion>,
+    pub cipher: Option<String>,
+    pub alpn: Option<String>,
+    /// Why the handshake did not complete after the chain was seen (e.g. the server wanted a
+    /// client certificate).
+    pub handshake_error: Option<String>,
+}
+
+/// Why a check could not see a chain.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot resolve {host}: {error}")]
+    Resolve { host: String, error: std::io::Error },
+    #[error("{host} resolves to no address")]
+    NoAddress { host: String },
+    #[error("cannot connect to {addr}: {error}")]
+    Connect { addr: String, error: std::io::Error },
+    #[error("proxy {proxy}: {reason}")]
+    Proxy { proxy: String, reason: String },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0:?} is not a valid server name")]
+    BadName(String),
+    #[error("TLS handshake with {addr} failed before any certificate: {reason}")]
+    Handshake { addr: SocketAddr, reason: String },
+    #[error("TLS setup: {0}")]
+    Setup(String),
+    #[error("cannot enter the client's network namespace (net:[{inode}]): {error}")]
+    Netns { inode: u64, error: std::io::Error },
+}
+
+impl ProbeError {
+    /// The cause in a word, for a `probe_failed:<cause>` reason.
+    pub fn cause(&self) -> ProbeFailure {
+        match self {
+            Self::Resolve { .. } | Self::NoAddress { .. } => ProbeFailure::Dns,
+            Self::Connect { error, .. } => match error.kind() {
+                std::io::ErrorKind::ConnectionRefused => ProbeFailure::Refused,
+                std::io::ErrorKind::TimedOut => ProbeFailure::Timeout,
+                _ => ProbeFailure::Unreachable,
+            },
+            Self::Proxy { .. } => ProbeFailure::Proxy,
+            Self::Timeout(_) => ProbeFailure::Timeout,
+            Self::BadName(_) => ProbeFailure::BadName,
+            Self::Handshake { .. } => ProbeFailure::Handshake,
+            Self::Setup(_) => ProbeFailure::Setup,
+            Self::Netns { .. } => ProbeFailure::Netns,
+        }
+    }
+}
+
+/// Connect and record the chain.
+pub async fn probe(target: &Target, opts: &ProbeOptions) -> Result<Probed, ProbeError> {
+    tokio::time::timeout(opts.timeout, probe_inner(target, opts))
+        .await
+        .map_err(|_| ProbeError::Timeout(opts.timeout))?
+}
+
+async fn probe_inner(target: &Target, opts: &ProbeOptions) -> Result<Probed, ProbeError> {
+    let sni = opts
+        .sni
+        .clone()
+        .or_else(|| target.name().map(str::to_owned));
+    let server_name = match &sni {
+        Some(name) => {
+            ServerName::try_from(name.clone()).map_err(|_| ProbeError::BadName(name.clone()))?
+        }
+        None => match target.ip() {
+            Some(ip) => ServerName::IpAddress(ip.into()),
+            None => return Err(ProbeError::BadName(target.to_string())),
+        },
+    };
+    let netns = opts.netns.as_ref();
+    let (tcp, peer) = match &opts.proxy {
+        Some(proxy) => {
+            let (mut tcp, peer) = connect(&proxy.host, proxy.port, netns, opts.timeout).await?;
+            connect_through(&mut tcp, proxy, target).await?;
+            (tcp, peer)
+        }
+        None => connect(&target.host, target.port, netns, opts.timeout).await?,
+    };
+    let _ = tcp.set_nodelay(true);
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let recorder = Arc::new(Recorder {
+        provider: provider.clone(),
+        chain: Mutex::new(None),
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ProbeError::Setup(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = opts.alpn.clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let result = connector.connect(server_name, tcp).await;
+    let chain = recorder.chain.lock().ok().and_then(|mut c| c.take());
+    let sni_sent = sni.filter(|_| target.ip().is_none() || opts.sni.is_some());
+    match (result, chain) {
+        (Ok(mut tls), Some(chain)) => {
+            let (_, conn) = tls.get_ref();
+            let tls_version = conn.protocol_version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_3 => TlsVersion::Tls13,
+                _ => TlsVersion::Tls12,
+            });
+            let cipher = conn
+                .negotiated_cipher_suite()
+                .and_then(|c| c.suite().as_str().map(str::to_owned));
+            let alpn = conn
+                .alpn_protocol()
+                .map(|a| String::from_utf8_lossy(a).into_owned());
+            let _ = tls.shutdown().await;
+            Ok(Probed {
+                peer,
+                via_proxy: opts.proxy.is_some(),
+                server_name: sni_sent,
+                chain,
+                tls_version,
+                cipher,
+                alpn,
+                handshake_error: None,
+            })
+        }
+        (Err(e), Some(chain)) => Ok(Probed {
+            peer,
+            via_proxy: opts.proxy.is_some(),
+            server_name: sni_sent,
+            chain,
+            tls_version: None,
+            cipher: None,
+            alpn: None,
+            handshake_error: Some(e.to_string()),
+        }),
+        (Err(e), None) => Err(ProbeError::Handshake {
+            addr: peer,
+            reason: e.to_string(),
+        }),
+        (Ok(_), None) => Err(ProbeError::Handshake {
+            addr: peer,
+            reason: "the server sent no certificate".into(),
+        }),
+    }
+}
+
+/// Resolve and connect to the first address that answers, from `netns` if given.
+async fn connect(
+    host: &str,
+    port: u16,
+    netns: Option<&Netns>,
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), ProbeError> {
+    if let Some(ns) = netns {
+        // The name must be an address here: no DNS from inside another namespace.
+        let ip: std::net::IpAddr = host
+            .parse()
+            .map_err(|_| ProbeError::BadName(host.to_owned()))?;
+        let addr = SocketAddr::new(ip, port);
+        return connect_in_netns(ns.clone(), addr, timeout)
+            .await
+            .map(|s| (s, addr));
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|error| ProbeError::Resolve {
+            host: host.to_owned(),
+            error,
+        })?
+        .collect();
+    let mut last = None;
+    for addr in &addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok((s, *addr)),
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    match last {
+        Some((addr, error)) => Err(ProbeError::Connect {
+            addr: addr.to_string(),
+            error,
+        }),
+        None => Err(ProbeError::NoAddress {
+            host: host.to_owned(),
+        }),
+    }
+}
+
+/// Connect from another network namespace: a thread of its own enters it (setns affects only
+/// the calling thread), creates and connects the socket, and ends; the socket stays in that
+/// namespace for its life.
+async fn connect_in_netns(
+    ns: Netns,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ProbeError> {
+    use std::os::fd::AsRawFd as _;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("probe-netns".into())
+        .spawn(move || {
+            let result = (|| {
+                // SAFETY: setns with a valid namespace descriptor, on this thread only.
+                if unsafe { libc::setns(ns.fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(ProbeError::Netns {
+                        inode: ns.inode,
+                        error: std::io::Error::last_os_error(),
+                    });
+                }
+                let s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|error| {
+                    ProbeError::Connect {
+                        addr: addr.to_string(),
+                        error,
+                    }
+                })?;
+                s.set_nonblocking(true)
+                    .map_err(|error| ProbeError::Connect {
+                        addr: addr.to_string(),
+                        error,
+                    })?;
+                Ok(s)
+            })();
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        return Err(ProbeError::Setup(format!(
+            "a thread for the namespace: {e}"
+        )));
+    }
+    let std_stream = rx
+        .await
+        .map_err(|_| ProbeError::Setup("the namespace thread ended".into()))??;
+    TcpStream::from_std(std_stream).map_err(|error| ProbeError::Connect {
+        addr: addr.to_string(),
+        error,
+    })
+}
+
+/// The most of a proxy's response headers read.
+const PROXY_HEADER_MAX: usize = 16 * 1024;
+
+/// Ask an HTTP proxy for a tunnel to the target.
+async fn connect_through(
+    tcp: &mut TcpStream,
+    proxy: &Proxy,
+    target: &Target,
+) -> Result<(), ProbeError> {
+    let fail = |reason: String| ProbeError::Proxy {
+        proxy: proxy.to_string(),
+        reason,
+    };
+    let authority = target.authority();
+    let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    // Read byte by byte up to the blank line, so no TLS byte after it is consumed.
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= PROXY_HEADER_MAX {
+            return Err(fail("response headers too long".into()));
+        }
+        match tcp.read(&mut byte).await {
+            Ok(0) => return Err(fail("closed the connection".into())),
+            Ok(_) => head.push(byte[0]),
+            Err(e) => return Err(fail(e.to_string())),
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let status_line = text.lines().next().unwrap_or_default();
+    let code = status_line.split_whitespace().nth(1).unwrap_or_default();
+    if code != "200" {
+        return Err(fail(format!("refused the tunnel: {status_line}")));
+    }
+    Ok(())
+}
+
+/// Records the chain and accepts it; the handshake signature is still checked.
+#[derive(Debug)]
+struct Recorder {
+    provider: Arc<CryptoProvider>,
+    chain: Mutex<Option<Vec<CertificateDer<'static>>>>,
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut chain = Vec::with_capacity(1 + intermediates.len());
+        chain.push(end_entity.clone().into_owned());
+        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+        if let Ok(mut slot) = self.chain.lock() {
+            *slot = Some(chain);
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,8 +1,0 @@
-//! The gRPC API (sensor.v1): Watch, ListEvents, GetCertificate, GetStatus, Reload; over a Unix
-//! socket and, with mTLS, TCP. An edge.
-
-pub mod convert;
-pub mod filter;
-pub mod server;
-pub mod service;
-pub mod status;

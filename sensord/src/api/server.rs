@@ -1,0 +1,123 @@
+//! Serving the API: the Unix socket (mode 0660, an optional group), an optional TCP listener
+//! that requires mTLS, the standard health service and server reflection.
+
+use std::{os::unix::fs::PermissionsExt as _, path::Path};
+
+use anyhow::{Context as _, bail};
+use sensor_proto::v1::sensor_server::SensorServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use super::service::SensorService;
+use sensor_host::config::ApiConfig;
+
+/// Bind the Unix socket: remove a stale one, create the folder, set mode and group.
+pub fn bind_unix(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "{} is in use: another sensord is running (stop it, or give this one --socket)",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the old {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    if let Some(group) = group {
+        let gid = group_id(group).with_context(|| format!("no group {group:?}"))?;
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("giving {} to group {group}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getgrnam with a valid C string; the result is read before any other call.
+    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+    // SAFETY: non-null pointer to a group entry from getgrnam.
+    (!gr.is_null()).then(|| unsafe { (*gr).gr_gid })
+}
+
+/// The services every listener serves.
+fn router(service: SensorService) -> anyhow::Result<tonic::transport::server::Router> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sensor_proto::v1::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building server reflection")?;
+    tokio::spawn(async move {
+        health.set_serving::<SensorServer<SensorService>>().await;
+    });
+    Ok(Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(SensorServer::new(service)))
+}
+
+/// Refuse, before anything starts, a TCP listener without mTLS (unless `insecure_tcp`).
+pub fn check(cfg: &ApiConfig) -> anyhow::Result<()> {
+    let complete = cfg.tls_cert.is_some() && cfg.tls_key.is_some() && cfg.client_ca.is_some();
+    if cfg.tcp_listen.is_some() && !complete && !cfg.insecure_tcp {
+        bail!(
+            "api.tcp_listen needs tls_cert, tls_key and client_ca (mTLS); set insecure_tcp = true \
+             only for tests"
+        );
+    }
+    Ok(())
+}
+
+/// Serve the API until `shutdown` resolves. The TCP listener, if configured, needs TLS with a
+/// client CA unless `insecure_tcp` is set.
+pub async fn serve(
+    cfg: &ApiConfig,
+    unix: UnixListener,
+    service: SensorService,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let unix_server = router(service.clone())?
+        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait(shutdown.clone()));
+    let Some(addr) = cfg.tcp_listen else {
+        return unix_server.await.context("serving the Unix socket");
+    };
+    let mut builder = Server::builder();
+    match (&cfg.tls_cert, &cfg.tls_key, &cfg.client_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            let read =
+                |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let tls = ServerTlsConfig::new()
+                .identity(Identity::from_pem(read(cert)?, read(key)?))
+                .client_ca_root(Certificate::from_pem(read(ca)?));
+            builder = builder.tls_config(tls).context("the TCP listener's TLS")?;
+        }
+        _ if cfg.insecure_tcp => {
+            tracing::warn!(%addr, "TCP listener WITHOUT TLS (insecure_tcp = true): for tests only");
+        }
+        _ => bail!(
+            "api.tcp_listen needs tls_cert, tls_key and client_ca (mTLS); set insecure_tcp = true \
+             only for tests"
+        ),
+    }
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<SensorServer<SensorService>>().await;
+    let tcp_server = builder
+        .add_service(health_service)
+        .add_service(SensorServer::new(service))
+        .serve_with_shutdown(addr, wait(shutdown));
+    tracing::info!(%addr, "gRPC API on TCP");
+    let (a, b) = tokio::join!(unix_server, tcp_server);
+    a.context("serving the Unix socket")?;
+    b.context("serving TCP")?;
+    Ok(())
+}

@@ -1,0 +1,510 @@
+//! sensord's run loop: the kernel tap's ring buffer → the [`pipeline::Pipeline`] → the journal
+//! writer → subscribers and exports. An edge: this is where the I/O and the tasks are.
+//!
+//! - The capture loop (this task) drains the ring buffer into the pipeline every 5 ms (or on a
+//!   wakeup), ticks it every second, hands it finished probes and loaded reloads.
+//! - The journal writer (a thread) commits events in small batches and only then publishes
+//!   them, with their sequence numbers, to live subscribers (a broadcast channel).
+//! - The API (tonic) and the exporters follow the journal ([`crate::journal::follow`]).
+//! - Reloads are loaded by their own task ([`reload::loader`]) and applied here.
+
+mod journal_writer;
+pub mod pipeline;
+mod probing;
+pub mod reload;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use sensor_host::{
+    config::Config,
+    trust::{TrustArgs, TrustConfig},
+};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    sync::{broadcast, mpsc, watch},
+};
+
+use crate::{
+    api::{server, service::SensorService},
+    export::{cursor::CursorFile, jsonl::Exporter},
+    journal::{self, Journal},
+    kernel::{self, KernelTap, TapSettings},
+    status::Shared,
+};
+
+use journal_writer::JournalMsg;
+use pipeline::{Outputs, Pipeline};
+use reload::{ReloadReply, ReloadReport};
+
+/// How sensord prints handshakes on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrintFormat {
+    /// One human-readable line per handshake.
+    Text,
+    /// One JSON object per line (the JSON contract).
+    Json,
+}
+
+/// Flags that override the configuration file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub trust: TrustArgs,
+    pub byte_budget: Option<u32>,
+    pub cgroup: Option<PathBuf>,
+}
+
+/// What the daemon is asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The configuration file, re-read on reload.
+    pub config_path: Option<PathBuf>,
+    pub overrides: Overrides,
+    /// Print every handshake on stdout.
+    pub print: Option<PrintFormat>,
+}
+
+impl Options {
+    /// The configuration in force: the file's (or the defaults), with the flags over it.
+    pub fn effective_config(&self) -> anyhow::Result<Config> {
+        let mut cfg = match &self.config_path {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        let o = &self.overrides;
+        if let Some(d) = &o.state_dir {
+            cfg.state_dir = d.clone();
+        }
+        if let Some(s) = &o.socket {
+            cfg.api.socket = s.clone();
+        }
+        if let Some(b) = o.byte_budget {
+            cfg.tap.byte_budget = b;
+        }
+        if o.cgroup.is_some() {
+            cfg.tap.cgroup = o.cgroup.clone();
+        }
+        Ok(cfg)
+    }
+
+    pub(crate) fn trust_config(&self, cfg: &Config) -> TrustConfig {
+        self.overrides.trust.over(cfg.trust.to_trust_config())
+    }
+}
+
+/// Tell systemd, when it is listening.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    let _ = sd_notify::notify(states);
+}
+
+/// Run until SIGINT or SIGTERM. The kernel programs are detached and the journal flushed
+/// before this returns.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let mut cfg = opts.effective_config()?;
+    server::check(&cfg.api)?;
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating the state directory {}", cfg.state_dir.display()))?;
+    // A bad trust input stops the daemon here, before anything is attached.
+    let trust = sensor_host::trust::load(&opts.trust_config(&cfg), 1)
+        .context("loading the trust inputs")?;
+    tracing::info!(
+        host = trust.host.len(),
+        public = trust.public.len(),
+        pins = trust.pins.pins.len(),
+        products = trust.catalogue.products.len(),
+        "trust: host store {}, public store {}",
+        trust.host.source,
+        trust.public.source
+    );
+    let trust = Arc::new(trust);
+
+    let journal_path = journal::path_in(&cfg.state_dir);
+    let journal = Journal::open(&journal_path)?;
+    let shared = Arc::new(Shared::new());
+    set_files(&shared, &opts, &trust);
+    let last_seq = journal.last_seq()?;
+    shared.last_seq.store(last_seq, Ordering::Relaxed);
+    shared
+        .journal_events
+        .store(journal.count()?, Ordering::Relaxed);
+    let baseline = journal.load_baseline()?;
+    tracing::info!(
+        journal = %journal_path.display(),
+        events = journal.count()?,
+        last_seq,
+        baseline = baseline.len(),
+        "journal open"
+    );
+
+    let (live, _) = broadcast::channel(cfg.api.buffer_events.max(16));
+    let (journal_tx, journal_rx) = std::sync::mpsc::sync_channel::<JournalMsg>(65_536);
+    let writer = journal_writer::spawn(
+        journal,
+        journal_rx,
+        live.clone(),
+        shared.clone(),
+        journal_writer::Retention::of(&cfg.journal),
+    );
+    let mut exporter = spawn_exporter(&cfg, &journal_path, &live, &shared)?;
+
+    let mut tap = KernelTap::start(&TapSettings {
+        cgroup: cfg.tap.cgroup.clone(),
+        ring_bytes: Some(cfg.tap.ring_buffer_mb << 20),
+        uprobes: cfg.uprobe.enabled.then(|| cfg.uprobe.libraries.clone()),
+        config: sensor_common::TapConfig {
+            byte_budget: cfg.tap.byte_budget,
+            self_tgid: std::process::id(),
+            ..sensor_common::TapConfig::default()
+        },
+    })
+    .context("starting the kernel tap")?;
+    for hook in tap.hooks() {
+        if hook.attached {
+            let id = hook.program_id.unwrap_or_default();
+            tracing::info!(
+                hook = hook.name,
+                program_id = id,
+                "attached: {}",
+                hook.detail
+            );
+        } else {
+            tracing::warn!(hook = hook.name, "unavailable: {}", hook.detail);
+        }
+    }
+    if let Ok(mut h) = shared.hooks.lock() {
+        *h = tap.hooks().to_vec();
+    }
+    let ring = tap.take_ring().context("opening the ring buffer")?;
+    // SAFETY: the AsyncFd owns the RingBuf, which owns the fd, so the fd outlives the
+    // registration.
+    let mut ring = unsafe { AsyncFd::register(ring) }.context("polling the ring buffer")?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (reload_tx, mut reload_rx) = mpsc::channel(4);
+    let (load_tx, load_rx) = mpsc::channel(4);
+    let (loaded_tx, mut loaded_rx) = mpsc::channel(4);
+    let loader = tokio::spawn(reload::loader(
+        opts.clone(),
+        shared.clone(),
+        load_rx,
+        loaded_tx,
+    ));
+    let unix = server::bind_unix(&cfg.api.socket, cfg.api.socket_group.as_deref())?;
+    let our_socket = socket_id(&cfg.api.socket);
+    let service = SensorService {
+        shared: shared.clone(),
+        journal: journal_path.clone(),
+        live: live.clone(),
+        reload: reload_tx,
+        aggregation_window: Duration::from_secs(cfg.api.aggregation_window_secs),
+        shutdown: shutdown_rx.clone(),
+    };
+    let api_cfg = cfg.api.clone();
+    let api_shutdown = shutdown_rx.clone();
+    let mut api =
+        tokio::spawn(async move { server::serve(&api_cfg, unix, service, api_shutdown).await });
+    let metrics = cfg.metrics.listen.map(|addr| {
+        tokio::spawn(crate::export::metrics::serve(
+            addr,
+            shared.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
+
+    let (prober, mut probe_rx) = pipeline::prober(&cfg.probe);
+    if cfg.probe.enabled {
+        tracing::info!("active probe on: TLS 1.3 handshakes whose chain is hidden are checked");
+    }
+    let mut pipeline = Pipeline::new(
+        trust,
+        prober,
+        kernel::clock_offset(),
+        Outputs {
+            print: opts.print,
+            journal: journal_tx.clone(),
+            shared: shared.clone(),
+        },
+    );
+    pipeline.verdicts().baseline.import(baseline);
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut drain = tokio::time::interval(Duration::from_millis(DRAIN_INTERVAL_MS));
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_baseline_save = Instant::now();
+    let mut failure = None;
+    let mut rate = (Instant::now(), shared.last_seq.load(Ordering::Relaxed));
+    let status = format!("watching; API on {}", cfg.api.socket.display());
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+    tracing::info!("sensord running; waiting for TLS handshakes");
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                drain_ring(guard.get_inner_mut(), &mut pipeline);
+                guard.clear_ready();
+                pipeline.emit(now_epoch_ns());
+            }
+            _ = drain.tick() => {
+                drain_ring(ring.get_mut(), &mut pipeline);
+                pipeline.emit(now_epoch_ns());
+            }
+            _ = tick.tick() => {
+                pipeline.on_tick(now_epoch_ns());
+                pipeline.snapshot(&tap, &mut rate);
+                if last_baseline_save.elapsed() > Duration::from_secs(60) {
+                    let _ = journal_tx.try_send(JournalMsg::SaveBaseline(pipeline.baseline()));
+                    last_baseline_save = Instant::now();
+                }
+            }
+            Some((key, outcome)) = probe_rx.recv() => {
+                pipeline.on_probe_result(&key, outcome, now_epoch_ns());
+            }
+            _ = sighup.recv() => {
+                let _ = load_tx.try_send(None);
+            }
+            Some(reply) = reload_rx.recv() => {
+                if let Err(mpsc::error::TrySendError::Full(Some(reply)) | mpsc::error::TrySendError::Closed(Some(reply))) = load_tx.try_send(Some(reply)) {
+                    let _ = reply.send(ReloadReply::Refused("a reload is already under way".into()));
+                }
+            }
+            Some((loaded, reply)) = loaded_rx.recv() => {
+                let outcome = match loaded {
+                    Ok(loaded) => {
+                        let report = apply_reload(
+                            loaded,
+                            &mut cfg,
+                            &mut pipeline,
+                            &mut tap,
+                            &mut exporter,
+                            Reloaders { journal: &journal_tx, journal_path: &journal_path, live: &live, shared: &shared },
+                        );
+                        set_files(&shared, &opts, pipeline.verdicts().trust());
+                        ReloadReply::Done(report)
+                    }
+                    Err(msg) => {
+                        tracing::error!("reload refused, the running configuration stays: {msg}");
+                        ReloadReply::Refused(msg)
+                    }
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+            ended = &mut api => {
+                let why = match ended {
+                    Ok(Ok(())) => "the API stopped".to_owned(),
+                    Ok(Err(e)) => format!("the API failed: {e:#}"),
+                    Err(e) => format!("the API task failed: {e}"),
+                };
+                tracing::error!("{why}; stopping");
+                failure = Some(why);
+                break;
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopping");
+    loader.abort();
+    drain_ring(ring.get_mut(), &mut pipeline);
+    pipeline.finish(now_epoch_ns());
+    match tap.counters() {
+        Ok(counters) => {
+            let text: Vec<String> = counters.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            tracing::info!("kernel counters: {}", text.join(" "));
+        }
+        Err(err) => tracing::warn!("reading kernel counters: {err}"),
+    }
+    tracing::info!("engine counters: {:?}", pipeline.engine_stats());
+    drop(ring);
+    drop(tap);
+    tracing::info!("kernel programs detached");
+    let _ = journal_tx.send(JournalMsg::SaveBaseline(pipeline.baseline()));
+    drop(pipeline);
+    drop(journal_tx);
+    let _ = shutdown_tx.send(true);
+    if writer.join().is_err() {
+        tracing::error!("the journal writer panicked");
+    }
+    tracing::info!("journal flushed");
+    if failure.is_none() {
+        match tokio::time::timeout(Duration::from_secs(5), api).await {
+            Ok(Ok(Err(e))) => tracing::warn!("API: {e:#}"),
+            Err(_) => tracing::warn!("API did not stop in time"),
+            _ => {}
+        }
+    }
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    // The exporter ends when the last sender of live events is gone, after what was committed.
+    drop(live);
+    if let Some(exporter) = exporter {
+        exporter.join();
+    }
+    // Only our own socket: a sensord started meanwhile may have bound a new one there.
+    if socket_id(&cfg.api.socket) == our_socket {
+        let _ = std::fs::remove_file(&cfg.api.socket);
+    }
+    tracing::info!("sensord stopped");
+    match failure {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
+}
+
+/// Start the JSON-lines exporter, when the configuration has one.
+fn spawn_exporter(
+    cfg: &Config,
+    journal_path: &std::path::Path,
+    live: &broadcast::Sender<Arc<journal::StoredEvent>>,
+    shared: &Shared,
+) -> anyhow::Result<Option<Exporter>> {
+    cfg.export
+        .jsonl
+        .clone()
+        .map(|j| {
+            Exporter::spawn(
+                j,
+                journal_path.to_path_buf(),
+                live,
+                CursorFile::new(&cfg.state_dir, "jsonl"),
+                shared.last_seq.load(Ordering::Relaxed),
+            )
+        })
+        .transpose()
+}
+
+/// What a reload may restart besides the pipeline.
+struct Reloaders<'a> {
+    journal: &'a std::sync::mpsc::SyncSender<JournalMsg>,
+    journal_path: &'a std::path::Path,
+    live: &'a broadcast::Sender<Arc<journal::StoredEvent>>,
+    shared: &'a Shared,
+}
+
+/// Put a loaded reload in force: the trust context always, and every changed setting that
+/// applies while running. The others are reported as needing a restart.
+fn apply_reload(
+    loaded: reload::Loaded,
+    cfg: &mut Config,
+    pipeline: &mut Pipeline,
+    tap: &mut KernelTap,
+    exporter: &mut Option<Exporter>,
+    r: Reloaders<'_>,
+) -> ReloadReport {
+    let new = loaded.config;
+    let generation = loaded.trust.generation;
+    let (mut applied, restart_required) = reload::classify(cfg.changed_settings(&new));
+    pipeline.on_reload(Arc::new(loaded.trust), &new.probe);
+    let _ = r
+        .journal
+        .try_send(JournalMsg::Retention(journal_writer::Retention::of(
+            &new.journal,
+        )));
+    if new.tap.byte_budget != cfg.tap.byte_budget
+        && let Err(e) = tap.set_byte_budget(new.tap.byte_budget)
+    {
+        tracing::warn!("reload: the byte budget stays {}: {e}", cfg.tap.byte_budget);
+        applied.retain(|s| s != "tap.byte_budget");
+    }
+    if new.export != cfg.export {
+        if let Some(old) = exporter.take() {
+            old.stop();
+        }
+        let mut next = cfg.clone();
+        next.export = new.export.clone();
+        match spawn_exporter(&next, r.journal_path, r.live, r.shared) {
+            Ok(e) => *exporter = e,
+            Err(e) => {
+                tracing::error!("reload: the JSON-lines export stopped: {e:#}");
+                applied.retain(|s| !s.starts_with("export"));
+            }
+        }
+    }
+    // What needs a restart stays as it runs; the rest is now in force.
+    let mut running = new;
+    running.state_dir = cfg.state_dir.clone();
+    running.api = cfg.api.clone();
+    running.tap.cgroup = cfg.tap.cgroup.clone();
+    running.tap.ring_buffer_mb = cfg.tap.ring_buffer_mb;
+    running.uprobe = cfg.uprobe.clone();
+    running.metrics = cfg.metrics.clone();
+    *cfg = running;
+    r.shared
+        .trust_generation
+        .store(generation, Ordering::Relaxed);
+    if restart_required.is_empty() {
+        tracing::info!(
+            generation,
+            "reloaded the configuration and trust inputs; changed: {}",
+            list(&applied)
+        );
+    } else {
+        tracing::warn!(
+            generation,
+            "reloaded the configuration and trust inputs; changed: {}; these need a restart \
+             to take effect: {}",
+            list(&applied),
+            restart_required.join(", ")
+        );
+    }
+    ReloadReport {
+        generation,
+        applied,
+        restart_required,
+    }
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "no settings".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The device and inode of a file, to know it again.
+fn socket_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Publish which configuration and pin files are in force.
+fn set_files(shared: &Shared, opts: &Options, trust: &sensor_core::trust::TrustContext) {
+    if let Ok(mut f) = shared.files.lock() {
+        f.config = opts.config_path.as_ref().map(|p| p.display().to_string());
+        f.pins = trust.pins.source.clone();
+    }
+}
+
+/// How often the ring buffer is drained without a wakeup.
+const DRAIN_INTERVAL_MS: u64 = 5;
+
+/// Hand every record waiting in the ring buffer to the pipeline.
+fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline) {
+    while let Some(item) = ring.next() {
+        pipeline.on_ring_record(&item);
+    }
+}
+
+/// Wall-clock time, for idle timeouts.
+fn now_epoch_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

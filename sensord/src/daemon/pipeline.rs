@@ -1,0 +1,277 @@
+//! The capture pipeline: everything between the ring buffer and the journal queue, one method
+//! per input.
+//!
+//! ```text
+//! ring record ─► decode ─┬─ segment ─────► engine ─┐
+//!                        ├─ socket owner ─► resolver (process attribution)
+//!                        └─ cert chunk ──► assembler ─► engine (uprobe chain by cookie)
+//! emit: engine's handshakes ─► attribute ─► prober (now, or parked for a probe)
+//!       ─► verdict ─► probe note ─► stdout (--print) and the journal queue
+//! probe result ─► the handshakes that waited for it ─► verdict ─► ...
+//! tick ─► engine.advance (idle flows end) ─► emit
+//! reload ─► trust, probe limits (the rest is the daemon's: retention, exports, the tap)
+//! ```
+//!
+//! It never waits: the journal queue is bounded and a full one is counted, probes report on
+//! a channel the daemon's loop reads.
+
+use std::{
+    io::Write as _,
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
+
+use sensor_core::{
+    capture::{
+        certs::{CertAssembler, UprobeCert},
+        ring::{self, ClockOffset, RingRecord},
+    },
+    engine::{Engine, EngineLimits},
+    event::Event,
+    probe::schedule::{Outcome, ProbeKey},
+    trust::TrustContext,
+    verdict::VerdictEngine,
+};
+use sensor_host::{
+    config::ProbeConfig,
+    render::{self, Line, Palette},
+};
+
+use super::{
+    PrintFormat,
+    journal_writer::JournalMsg,
+    probing::{self, Note, Pending, Prober},
+};
+use crate::{
+    journal::NewEvent,
+    kernel::KernelTap,
+    process::{Attributed, Resolver},
+    status::Shared,
+};
+
+/// Where finished events go.
+pub struct Outputs {
+    pub print: Option<PrintFormat>,
+    pub journal: std::sync::mpsc::SyncSender<JournalMsg>,
+    pub shared: Arc<Shared>,
+}
+
+/// The capture pipeline's state.
+pub struct Pipeline {
+    engine: Engine,
+    resolver: Resolver,
+    certs: CertAssembler,
+    verdicts: VerdictEngine,
+    prober: Prober,
+    clock: ClockOffset,
+    out: Outputs,
+    /// Ring records this version could not decode.
+    unknown_records: u64,
+}
+
+impl Pipeline {
+    pub fn new(trust: Arc<TrustContext>, prober: Prober, clock: ClockOffset, out: Outputs) -> Self {
+        Self {
+            engine: Engine::new(EngineLimits::default()),
+            resolver: Resolver::new(),
+            certs: CertAssembler::default(),
+            verdicts: VerdictEngine::new(trust),
+            prober,
+            clock,
+            out,
+            unknown_records: 0,
+        }
+    }
+
+    pub fn verdicts(&mut self) -> &mut VerdictEngine {
+        &mut self.verdicts
+    }
+
+    /// One record from the ring buffer. Call [`Pipeline::emit`] after a batch of them.
+    pub fn on_ring_record(&mut self, record: &[u8]) {
+        match ring::decode(record, self.clock) {
+            RingRecord::Segment(seg) => self.engine.push(&seg),
+            RingRecord::Socket(owner) => self.resolver.on_socket(owner),
+            RingRecord::Cert(chunk) => {
+                if let Some(cert) = self.certs.push(&chunk) {
+                    self.on_uprobe_certificate(cert);
+                }
+            }
+            RingRecord::Unknown => self.unknown_records += 1,
+        }
+    }
+
+    /// A whole certificate a client's TLS library parsed (from the uprobe).
+    pub fn on_uprobe_certificate(&mut self, cert: UprobeCert) {
+        self.engine.push_cert(cert.cookie, cert.der);
+    }
+
+    /// Time passed (every second): idle and half-closed flows end.
+    pub fn on_tick(&mut self, now_ns: u64) {
+        self.engine.advance(now_ns);
+        self.emit(now_ns);
+    }
+
+    /// A probe ended: the events that waited for it go on.
+    pub fn on_probe_result(&mut self, key: &ProbeKey, outcome: Outcome, now_ns: u64) {
+        let done = self.prober.complete(key, outcome, now_ns);
+        self.finish_all(done);
+    }
+
+    /// A reload's trust context and probe settings.
+    pub fn on_reload(&mut self, trust: Arc<TrustContext>, probe: &ProbeConfig) {
+        self.verdicts.set_trust(trust);
+        self.prober.reconfigure(probe);
+    }
+
+    /// Take what the engine finished: attribute it, then judge it now, or after its probe.
+    pub fn emit(&mut self, now_ns: u64) {
+        let mut ready = Vec::new();
+        let finished: Vec<_> = self.engine.drain().collect();
+        for hs in finished {
+            let mut pending = Pending {
+                event: Event::observed(hs),
+                netns: None,
+            };
+            let h = &pending.event.handshake;
+            let endpoints = h.src_addr.zip(h.dst_addr).map(|(src, dst)| {
+                (
+                    std::net::SocketAddr::new(dst, h.dst_port),
+                    std::net::SocketAddr::new(src, h.src_port),
+                )
+            });
+            let server = h
+                .local_sockets
+                .server
+                .zip(endpoints)
+                .map(|(sock, (local, remote))| (sock, local, remote));
+            if let Some(Attributed { process, netns }) =
+                self.resolver
+                    .resolve(h.local_sockets.client, server, now_ns)
+            {
+                pending.event.process = Some(process);
+                pending.netns = netns;
+            }
+            ready.extend(self.prober.submit(pending, now_ns));
+        }
+        self.finish_all(ready);
+    }
+
+    /// The input is over (sensord stops): every flow ends, waiting probes are given up.
+    pub fn finish(&mut self, now_ns: u64) {
+        self.engine.finish();
+        self.emit(now_ns);
+        let abandoned = self.prober.abandon();
+        self.finish_all(abandoned);
+    }
+
+    /// Judge events and hand them to stdout and the journal.
+    fn finish_all(&mut self, done: Vec<(Event, Note)>) {
+        if done.is_empty() {
+            return;
+        }
+        let mut stdout = self.out.print.map(|_| std::io::stdout().lock());
+        for (mut event, note) in done {
+            self.verdicts.apply(&mut event);
+            note.apply(&mut event);
+            if let Some(v) = event.verdict() {
+                self.out.shared.count_verdict(v);
+            }
+            if let (Some(fmt), Some(out)) = (self.out.print, stdout.as_mut()) {
+                let line = match fmt {
+                    PrintFormat::Text => render::event_line(&Line::of(&event), Palette::plain()),
+                    PrintFormat::Json => event.to_json(),
+                };
+                let _ = writeln!(out, "{line}");
+            }
+            let shared = &self.out.shared;
+            shared.journal_lag.fetch_add(1, Ordering::Relaxed);
+            let msg = JournalMsg::Event(Box::new(NewEvent::of(event)));
+            if self.out.journal.try_send(msg).is_err() {
+                shared.journal_lag.fetch_sub(1, Ordering::Relaxed);
+                shared.journal_queue_drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(out) = stdout.as_mut() {
+            let _ = out.flush();
+        }
+    }
+
+    /// The baseline, to persist.
+    pub fn baseline(
+        &self,
+    ) -> Vec<(
+        sensor_core::verdict::baseline::Key,
+        sensor_core::verdict::baseline::Entry,
+    )> {
+        self.verdicts.baseline.export()
+    }
+
+    /// Publish counters and state for GetStatus and /metrics (every second).
+    pub fn snapshot(&self, tap: &KernelTap, rate: &mut (Instant, u64)) {
+        let shared = &self.out.shared;
+        if let Ok(c) = tap.counters()
+            && let Ok(mut k) = shared.kernel_counters.lock()
+        {
+            *k = c.into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+        }
+        if let Ok(mut p) = shared.program_stats.lock() {
+            *p = tap.program_stats();
+        }
+        let es = self.engine.stats();
+        let vs = self.verdicts.stats();
+        if let Ok(mut e) = shared.engine_counters.lock() {
+            let v = serde_json::to_value(es).unwrap_or_default();
+            let mut list: Vec<(String, u64)> = v
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ps = self.prober.stats();
+            let assembled = &self.certs.stats;
+            list.extend(
+                [
+                    ("verdicts", vs.verdicts),
+                    ("verdict_cache_hits", vs.cache_hits),
+                    ("probes_started", ps.started),
+                    ("probes_failed", ps.failed),
+                    ("probe_cache_hits", ps.cached),
+                    ("probes_rate_limited", ps.rate_limited),
+                    ("uprobe_certs_assembled", assembled.certs),
+                    ("uprobe_certs_unusable", assembled.truncated),
+                    ("uprobe_certs_abandoned", assembled.abandoned),
+                    ("ring_records_unknown", self.unknown_records),
+                ]
+                .map(|(n, v)| (n.to_owned(), v)),
+            );
+            *e = list;
+        }
+        shared
+            .flows_tracked
+            .store(self.engine.flows() as u64, Ordering::Relaxed);
+        let seq = shared.last_seq.load(Ordering::Relaxed);
+        let elapsed = rate.0.elapsed().as_secs_f64();
+        if elapsed >= 5.0 {
+            if let Ok(mut eps) = shared.events_per_second.lock() {
+                *eps = (seq - rate.1) as f64 / elapsed;
+            }
+            *rate = (Instant::now(), seq);
+        }
+    }
+
+    /// Counters for the log at the end.
+    pub fn engine_stats(&self) -> sensor_core::engine::EngineStats {
+        self.engine.stats()
+    }
+}
+
+/// Where `probing` reports finished probes.
+pub type ProbeResults = tokio::sync::mpsc::UnboundedReceiver<(ProbeKey, Outcome)>;
+
+/// The prober and where its results arrive.
+pub fn prober(cfg: &ProbeConfig) -> (Prober, ProbeResults) {
+    probing::Prober::new(cfg)
+}

@@ -1,0 +1,272 @@
+//! The active probe in the daemon: a TLS 1.3 handshake whose chain nobody saw waits here while
+//! sensord connects to the same destination (same SNI, same ALPN, through the same proxy, from
+//! the client's network namespace) and records the chain it is shown.
+//!
+//! The daemon's own connections are never reported: the kernel tap ignores sockets whose
+//! first segment the daemon's tgid sends, and the connect-time attribution skips them too.
+
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
+
+use sensor_core::{
+    event::{ChainSource, Event, ProbeFailure, ProbeSkip, Reason, Role, TlsVersion},
+    probe::schedule::{Decision, Limits, Outcome, ProbeKey, ScheduleStats, Scheduler},
+    x509::SummaryCache,
+};
+use sensor_host::{
+    config::ProbeConfig,
+    probe::{self, Netns, ProbeOptions, Proxy, Target},
+};
+use tokio::sync::mpsc;
+
+/// An event on its way: judged now, or after its probe.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    pub event: Event,
+    /// The client's network namespace when it is not sensord's, for the probe.
+    pub netns: Option<Netns>,
+}
+
+/// Handshakes waiting for probes, at most.
+const MAX_WAITING: usize = 4096;
+
+/// What happened to a handshake's probe, for its reasons once the verdict is made.
+#[derive(Clone, Debug)]
+pub enum Note {
+    /// Not a handshake the probe is for.
+    None,
+    /// The chain came from a probe (fresh or cached).
+    Chain,
+    Failed {
+        cause: ProbeFailure,
+        detail: String,
+    },
+    Skipped(ProbeSkip),
+}
+
+impl Note {
+    /// Add the note to a judged event.
+    pub fn apply(&self, event: &mut Event) {
+        let Some(j) = event.judgement.as_mut() else {
+            return;
+        };
+        match self {
+            Self::None => {}
+            Self::Chain => j.explanation.push_str(
+                " TLS 1.3 hid the client's certificate; this chain comes from sensord's own \
+                 connection to the same server with the same name.",
+            ),
+            Self::Failed { cause, detail } => {
+                j.reasons.push(Reason::ProbeFailed(*cause));
+                j.explanation.push_str(&format!(
+                    " An active check from this host failed: {detail}."
+                ));
+            }
+            Self::Skipped(why) => j.reasons.push(Reason::ProbeSkipped(*why)),
+        }
+    }
+}
+
+/// One probe to run.
+struct Request {
+    target: Target,
+    opts: ProbeOptions,
+}
+
+/// The daemon's probe state.
+pub struct Prober {
+    enabled: bool,
+    timeout: Duration,
+    scheduler: Scheduler,
+    waiting: HashMap<ProbeKey, Vec<Pending>>,
+    waiting_count: usize,
+    tx: mpsc::UnboundedSender<(ProbeKey, Outcome)>,
+    summaries: SummaryCache,
+}
+
+fn limits(cfg: &ProbeConfig) -> Limits {
+    Limits {
+        ttl_ns: cfg.cache_ttl_secs.saturating_mul(1_000_000_000),
+        max_per_second: cfg.max_per_second,
+        max_per_destination_per_minute: cfg.max_per_destination_per_minute,
+        exclude: cfg.exclude.clone(),
+        cache_entries: 8192,
+    }
+}
+
+impl Prober {
+    /// The prober, and where finished probes report.
+    pub fn new(cfg: &ProbeConfig) -> (Self, mpsc::UnboundedReceiver<(ProbeKey, Outcome)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                enabled: cfg.enabled,
+                timeout: Duration::from_secs(cfg.timeout_secs.max(1)),
+                scheduler: Scheduler::new(limits(cfg)),
+                waiting: HashMap::new(),
+                waiting_count: 0,
+                tx,
+                summaries: SummaryCache::new(1024),
+            },
+            rx,
+        )
+    }
+
+    /// A new configuration (a reload). Probes under way finish; the cache starts afresh.
+    pub fn reconfigure(&mut self, cfg: &ProbeConfig) {
+        self.enabled = cfg.enabled;
+        self.timeout = Duration::from_secs(cfg.timeout_secs.max(1));
+        self.scheduler = Scheduler::new(limits(cfg));
+    }
+
+    pub fn stats(&self) -> ScheduleStats {
+        self.scheduler.stats
+    }
+
+    /// Whether an event wants a probe, and with what.
+    fn request(&self, p: &Pending) -> Option<(ProbeKey, Request)> {
+        let hs = &p.event.handshake;
+        if !self.enabled || hs.tls_version != Some(TlsVersion::Tls13) || !hs.chain.is_empty() {
+            return None;
+        }
+        // A local server answering a remote client: probing ourselves tells nothing.
+        if p.event.process.as_ref().map(|p| p.role) == Some(Role::Server) {
+            return None;
+        }
+        let addr: IpAddr = hs.dst_addr?;
+        let via = hs.proxy_connect.clone();
+        let (target, proxy) = match &via {
+            Some(authority) => (
+                authority.parse::<Target>().ok()?,
+                Some(Proxy {
+                    host: addr.to_string(),
+                    port: hs.dst_port,
+                }),
+            ),
+            None => (
+                Target {
+                    host: addr.to_string(),
+                    port: hs.dst_port,
+                },
+                None,
+            ),
+        };
+        // The client's own namespace when it is not ours (held open since its connect).
+        let netns = p.netns.clone();
+        let key = ProbeKey {
+            sni: hs.server_name.clone(),
+            addr,
+            port: hs.dst_port,
+            via,
+            netns: netns.as_ref().map(|n| n.inode),
+        };
+        let opts = ProbeOptions {
+            sni: hs.server_name.clone(),
+            proxy,
+            timeout: self.timeout,
+            alpn: hs
+                .client_alpn
+                .iter()
+                .map(|a| a.as_bytes().to_vec())
+                .collect(),
+            netns,
+        };
+        Some((key, Request { target, opts }))
+    }
+
+    /// Take an attributed event: it comes back at once (with a chain from the cache, or with
+    /// nothing to probe), or later from [`Prober::complete`].
+    pub fn submit(&mut self, mut p: Pending, now: u64) -> Option<(Event, Note)> {
+        let Some((key, request)) = self.request(&p) else {
+            return Some((p.event, Note::None));
+        };
+        match self.scheduler.decide(&key, now) {
+            Decision::Cached(outcome) => {
+                let note = self.fill(&mut p.event, &outcome);
+                Some((p.event, note))
+            }
+            Decision::Excluded => Some((p.event, Note::None)),
+            Decision::RateLimited => Some((p.event, Note::Skipped(ProbeSkip::RateLimit))),
+            Decision::Wait | Decision::Start if self.waiting_count >= MAX_WAITING => {
+                Some((p.event, Note::Skipped(ProbeSkip::Busy)))
+            }
+            Decision::Wait => {
+                self.park(key, p);
+                None
+            }
+            Decision::Start => {
+                self.park(key.clone(), p);
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let outcome = match probe::probe(&request.target, &request.opts).await {
+                        Ok(p) => Outcome::Chain {
+                            chain: Arc::new(p.chain),
+                            tls_version: p.tls_version,
+                        },
+                        Err(e) => Outcome::Failed {
+                            cause: e.cause(),
+                            detail: e.to_string(),
+                        },
+                    };
+                    let _ = tx.send((key, outcome));
+                });
+                None
+            }
+        }
+    }
+
+    fn park(&mut self, key: ProbeKey, p: Pending) {
+        self.waiting_count += 1;
+        self.waiting.entry(key).or_default().push(p);
+    }
+
+    /// A probe ended: the handshakes that waited for it, with its chain.
+    pub fn complete(&mut self, key: &ProbeKey, outcome: Outcome, now: u64) -> Vec<(Event, Note)> {
+        self.scheduler.finish(key, outcome.clone(), now);
+        let waiting = self.waiting.remove(key).unwrap_or_default();
+        self.waiting_count = self.waiting_count.saturating_sub(waiting.len());
+        waiting
+            .into_iter()
+            .map(|p| {
+                let mut event = p.event;
+                let note = self.fill(&mut event, &outcome);
+                (event, note)
+            })
+            .collect()
+    }
+
+    /// Everything still waiting (sensord is stopping).
+    pub fn abandon(&mut self) -> Vec<(Event, Note)> {
+        self.waiting_count = 0;
+        self.waiting
+            .drain()
+            .flat_map(|(_, v)| v)
+            .map(|p| (p.event, Note::Skipped(ProbeSkip::Shutdown)))
+            .collect()
+    }
+
+    fn fill(&mut self, event: &mut Event, outcome: &Outcome) -> Note {
+        match outcome {
+            Outcome::Chain { chain, .. } => {
+                let mut summaries = Vec::with_capacity(chain.len());
+                for der in chain.iter() {
+                    match self.summaries.summarize(der.as_ref()) {
+                        Ok(s) => summaries.push(s),
+                        Err(e) => {
+                            return Note::Failed {
+                                cause: ProbeFailure::BadCertificate,
+                                detail: format!("the server's certificate does not parse: {e}"),
+                            };
+                        }
+                    }
+                }
+                event.handshake.chain = summaries;
+                event.handshake.chain_source = Some(ChainSource::Probe);
+                Note::Chain
+            }
+            Outcome::Failed { cause, detail } => Note::Failed {
+                cause: *cause,
+                detail: detail.clone(),
+            },
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The kernel programs: load the eBPF object, configure it, attach the tap (cgroup_skb), the
+//! attribution tracepoint and the uprobes, and hand out the ring buffer. The records are
+//! decoded by `sensor_core::capture::ring`.
+//!
+//! Programs detach when [`KernelTap`] is dropped: aya owns every link and closes it on drop.
+
+pub mod cgroup;
+mod hooks;
+pub mod uprobes;
+
+use std::{os::fd::AsFd, path::PathBuf};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+};
+use sensor_common::{TapConfig, counter};
+use sensor_core::capture::ring::ClockOffset;
+
+pub use hooks::HookStatus;
+
+/// The eBPF object built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));
+
+/// Errors of loading and attaching the kernel programs.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error(
+        "this binary was built with AYA_BUILD_SKIP=1 and carries no kernel programs; rebuild without it"
+    )]
+    NoObject,
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("{what}: {error}")]
+    Program {
+        what: String,
+        error: aya::programs::ProgramError,
+    },
+    #[error("{what}: {error}")]
+    Map {
+        what: &'static str,
+        error: aya::maps::MapError,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error("opening the cgroup root {path}: {error}")]
+    OpenCgroup {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// Settings of the tap.
+#[derive(Clone, Debug, Default)]
+pub struct TapSettings {
+    /// Tunables for the kernel programs.
+    pub config: TapConfig,
+    /// Attach here instead of the cgroup v2 root found in /proc/self/mountinfo.
+    pub cgroup: Option<PathBuf>,
+    /// Ring buffer size in bytes (a power of two multiple of the page size); `None` keeps the
+    /// object's 16 MiB.
+    pub ring_bytes: Option<u32>,
+    /// Attach the OpenSSL uprobes, to the system's libraries and these (files or folders).
+    /// `None`: do not.
+    pub uprobes: Option<Vec<PathBuf>>,
+}
+
+/// The loaded and attached kernel programs.
+pub struct KernelTap {
+    ebpf: Ebpf,
+    hooks: Vec<HookStatus>,
+}
+
+impl KernelTap {
+    /// Load the object, configure it, and attach the tap programs to the cgroup v2 root.
+    pub fn start(settings: &TapSettings) -> Result<Self, TapError> {
+        if OBJECT.is_empty() {
+            return Err(TapError::NoObject);
+        }
+        raise_memlock_limit();
+        let mut loader = EbpfLoader::new();
+        if let Some(bytes) = settings.ring_bytes {
+            loader.map_max_entries("EVENTS", bytes);
+        }
+        let mut ebpf = loader.load(OBJECT)?;
+
+        let hierarchy_root = cgroup::cgroup2_root()?;
+        let root = settings
+            .cgroup
+            .clone()
+            .unwrap_or_else(|| hierarchy_root.clone());
+        let mut tap_config = settings.config;
+        tap_config.skip_lo_ingress = u32::from(same_dir(&root, &hierarchy_root));
+        let map = ebpf
+            .map_mut("CONFIG")
+            .ok_or(TapError::MissingMap("CONFIG"))?;
+        let mut config: Array<_, TapConfig> =
+            Array::try_from(map).map_err(|error| TapError::Map {
+                what: "CONFIG",
+                error,
+            })?;
+        config
+            .set(0, &tap_config, 0)
+            .map_err(|error| TapError::Map {
+                what: "CONFIG",
+                error,
+            })?;
+
+        let cgroup = std::fs::File::open(&root).map_err(|error| TapError::OpenCgroup {
+            path: root.clone(),
+            error,
+        })?;
+
+        let mut hooks = Vec::new();
+        for (name, attach_type) in [
+            ("tap_egress", CgroupSkbAttachType::Egress),
+            ("tap_ingress", CgroupSkbAttachType::Ingress),
+        ] {
+            let program: &mut CgroupSkb = ebpf
+                .program_mut(name)
+                .ok_or(TapError::MissingProgram(name))?
+                .try_into()
+                .map_err(|error| TapError::Program {
+                    what: format!("{name} is not a cgroup_skb program"),
+                    error,
+                })?;
+            program.load().map_err(|error| TapError::Program {
+                what: format!("loading {name}"),
+                error,
+            })?;
+            // Single is the right mode: over bpf_link it still coexists with other programs.
+            program
+                .attach(cgroup.as_fd(), attach_type, CgroupAttachMode::Single)
+                .map_err(|error| TapError::Program {
+                    what: format!("attaching {name} to {}", root.display()),
+                    error,
+                })?;
+            hooks.push(HookStatus {
+                name,
+                attached: true,
+                detail: format!("cgroup_skb on {}", root.display()),
+                program_id: program.info().ok().map(|i| i.id()),
+            });
+        }
+        hooks.push(attach_sock_state(&mut ebpf));
+        if let Some(extra) = &settings.uprobes {
+            hooks.extend(uprobes::attach_all(&mut ebpf, extra));
+        }
+        Ok(Self { ebpf, hooks })
+    }
+
+    /// Change the per-flow byte budget of the running programs (a reload). Flows already
+    /// tracked keep counting against the new value.
+    pub fn set_byte_budget(&mut self, byte_budget: u32) -> Result<(), TapError> {
+        let map = self
+            .ebpf
+            .map_mut("CONFIG")
+            .ok_or(TapError::MissingMap("CONFIG"))?;
+        let mut config: Array<_, TapConfig> =
+            Array::try_from(map).map_err(|error| TapError::Map {
+                what: "CONFIG",
+                error,
+            })?;
+        let mut current = config.get(&0, 0).map_err(|error| TapError::Map {
+            what: "CONFIG",
+            error,
+        })?;
+        current.byte_budget = byte_budget;
+        config.set(0, &current, 0).map_err(|error| TapError::Map {
+            what: "CONFIG",
+            error,
+        })
+    }
+
+    /// The hooks and whether each attached.
+    pub fn hooks(&self) -> &[HookStatus] {
+        &self.hooks
+    }
+
+    /// Take the ring buffer the programs write to. Call once.
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, TapError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(TapError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|error| TapError::Map {
+            what: "EVENTS",
+            error,
+        })
+    }
+
+    /// Each program's run time (ns) and run count, as the kernel counts them while
+    /// `kernel.bpf_stats_enabled` is 1 (zeros otherwise).
+    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((
+                    name.to_owned(),
+                    u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                    info.run_count(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The kernel counters, summed over CPUs, with their names. (Per-socket state lives in
+    /// socket storage and goes with its socket: there is nothing to evict.)
+    pub fn counters(&self) -> Result<Vec<(&'static str, u64)>, TapError> {
+        let map = self
+            .ebpf
+            .map("COUNTERS")
+            .ok_or(TapError::MissingMap("COUNTERS"))?;
+        let counters: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|error| TapError::Map {
+                what: "COUNTERS",
+                error,
+            })?;
+        let mut out = Vec::with_capacity(counter::COUNT as usize);
+        for (i, name) in counter::NAMES.iter().enumerate() {
+            let values = counters
+                .get(&(i as u32), 0)
+                .map_err(|error| TapError::Map {
+                    what: "COUNTERS",
+                    error,
+                })?;
+            out.push((*name, values.iter().sum()));
+        }
+        Ok(out)
+    }
+}
+
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// The optional process-attribution hook. Without it the tap still works; connecting processes
+/// are then found from egress segments and /proc, which misses short-lived ones.
+fn attach_sock_state(ebpf: &mut Ebpf) -> HookStatus {
+    const NAME: &str = "sock_state";
+    let result = (|| -> Result<Option<u32>, String> {
+        let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(NAME)
+            .ok_or("missing from the object")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        program
+            .load("inet_sock_set_state", &btf)
+            .map_err(|e| format!("loading: {e}"))?;
+        program.attach().map_err(|e| format!("attaching: {e}"))?;
+        Ok(program.info().ok().map(|i| i.id()))
+    })();
+    match result {
+        Ok(program_id) => HookStatus {
+            name: NAME,
+            attached: true,
+            detail: "tp_btf/inet_sock_set_state (process attribution at connect)".into(),
+            program_id,
+        },
+        Err(why) => HookStatus {
+            name: NAME,
+            attached: false,
+            detail: format!(
+                "tp_btf/inet_sock_set_state unavailable ({why}); processes are found from \
+                 egress segments and /proc instead"
+            ),
+            program_id: None,
+        },
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it so that loading works there.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid pointer to an initialised struct.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if ret != 0 {
+        tracing::debug!("could not lift RLIMIT_MEMLOCK; fine on kernels with memcg accounting");
+    }
+}
+
+/// The offset between CLOCK_REALTIME and CLOCK_MONOTONIC now, which converts the kernel's
+/// timestamps to epoch time.
+pub fn clock_offset() -> ClockOffset {
+    let read = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime with a valid pointer.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    };
+    let mono = read(libc::CLOCK_MONOTONIC);
+    let real = read(libc::CLOCK_REALTIME);
+    ClockOffset::new(real - mono)
+}

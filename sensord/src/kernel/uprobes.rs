@@ -1,0 +1,190 @@
+//! Attaching the OpenSSL uprobes: `SSL_do_handshake` and `SSL_connect` (entry and return) in
+//! libssl, `d2i_X509` in libcrypto. Optional: where they cannot attach, the daemon says so once
+//! and relies on the active probe for TLS 1.3 chains.
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf,
+    programs::{UProbe, uprobe::UProbeScope},
+};
+
+use super::HookStatus;
+
+/// Where the system's OpenSSL usually lives.
+const LIBRARY_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/lib64",
+    "/usr/lib",
+    "/lib",
+    "/usr/local/lib64",
+    "/usr/local/lib",
+];
+
+const LIBSSL: &[&str] = &["libssl.so.3", "libssl.so.1.1"];
+const LIBCRYPTO: &[&str] = &["libcrypto.so.3", "libcrypto.so.1.1"];
+
+/// The libssl and libcrypto files to attach to: the system's, and `extra` (files, or folders
+/// holding them). The same file reached by two paths counts once.
+pub fn find_libraries(extra: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut ssl = Vec::new();
+    let mut crypto = Vec::new();
+    let mut add = |path: &Path| {
+        let Ok(real) = std::fs::canonicalize(path) else {
+            return;
+        };
+        let name = real
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let list = if name.starts_with("libssl") {
+            &mut ssl
+        } else if name.starts_with("libcrypto") {
+            &mut crypto
+        } else {
+            return;
+        };
+        if !list.contains(&real) {
+            list.push(real);
+        }
+    };
+    let dirs = LIBRARY_DIRS
+        .iter()
+        .map(PathBuf::from)
+        .chain(extra.iter().filter(|p| p.is_dir()).cloned());
+    for dir in dirs {
+        for name in LIBSSL.iter().chain(LIBCRYPTO) {
+            let p = dir.join(name);
+            if p.is_file() {
+                add(&p);
+            }
+        }
+    }
+    for file in extra.iter().filter(|p| p.is_file()) {
+        add(file);
+    }
+    (ssl, crypto)
+}
+
+/// Load and attach one uprobe program at `points` of every library in `libs`.
+fn attach(
+    ebpf: &mut Ebpf,
+    program: &str,
+    points: &[&str],
+    libs: &[PathBuf],
+) -> Result<(Vec<String>, Option<u32>), String> {
+    if libs.is_empty() {
+        return Err("no library found".into());
+    }
+    let p: &mut UProbe = ebpf
+        .program_mut(program)
+        .ok_or("missing from the object")?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    p.load().map_err(|e| format!("loading: {e}"))?;
+    let mut attached = Vec::new();
+    let mut errors = Vec::new();
+    for lib in libs {
+        match p.attach(points.iter().copied(), lib, UProbeScope::AllProcesses) {
+            Ok(_) => attached.push(lib.display().to_string()),
+            Err(e) => errors.push(format!("{}: {e}", lib.display())),
+        }
+    }
+    if attached.is_empty() {
+        return Err(errors.join("; "));
+    }
+    Ok((attached, p.info().ok().map(|i| i.id())))
+}
+
+/// Attach every OpenSSL uprobe; one hook status for libssl and one for libcrypto.
+pub fn attach_all(ebpf: &mut Ebpf, extra: &[PathBuf]) -> Vec<HookStatus> {
+    let (ssl, crypto) = find_libraries(extra);
+    let mut hooks = Vec::new();
+    let enter = attach(
+        ebpf,
+        "ssl_handshake_enter",
+        &["SSL_do_handshake", "SSL_connect"],
+        &ssl,
+    );
+    let exit = enter.as_ref().ok().map(|_| {
+        attach(
+            ebpf,
+            "ssl_handshake_exit",
+            &["SSL_do_handshake", "SSL_connect"],
+            &ssl,
+        )
+    });
+    hooks.push(match (enter, exit) {
+        (Ok((libs, id)), Some(Ok(_))) => HookStatus {
+            name: "ssl_handshake",
+            attached: true,
+            detail: format!(
+                "uprobe/uretprobe SSL_do_handshake, SSL_connect in {}",
+                libs.join(", ")
+            ),
+            program_id: id,
+        },
+        (Err(why), _) | (_, Some(Err(why))) => HookStatus {
+            name: "ssl_handshake",
+            attached: false,
+            detail: format!("uprobes on libssl unavailable ({why})"),
+            program_id: None,
+        },
+        (Ok(_), None) => HookStatus {
+            name: "ssl_handshake",
+            attached: false,
+            detail: "uretprobe not attempted".into(),
+            program_id: None,
+        },
+    });
+    hooks.push(match attach(ebpf, "d2i_x509", &["d2i_X509"], &crypto) {
+        Ok((libs, id)) => HookStatus {
+            name: "d2i_x509",
+            attached: true,
+            detail: format!(
+                "uprobe d2i_X509 in {}: chains OpenSSL clients parse, TLS 1.3 included",
+                libs.join(", ")
+            ),
+            program_id: id,
+        },
+        Err(why) => HookStatus {
+            name: "d2i_x509",
+            attached: false,
+            detail: format!(
+                "uprobe on libcrypto's d2i_X509 unavailable ({why}); TLS 1.3 chains come from \
+                 the active probe only"
+            ),
+            program_id: None,
+        },
+    });
+    hooks
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_system_openssl_once() {
+        let (ssl, crypto) = super::find_libraries(&[]);
+        // Debian ships libssl3; the tests run there.
+        assert!(
+            ssl.iter()
+                .any(|p| p.to_string_lossy().contains("libssl.so.3")),
+            "{ssl:?}"
+        );
+        assert!(
+            crypto
+                .iter()
+                .any(|p| p.to_string_lossy().contains("libcrypto.so.3"))
+        );
+        // /lib and /usr/lib are one folder on merged-usr systems: the file counts once.
+        let v3 = ssl
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with("libssl.so.3"));
+        assert_eq!(v3.count(), 1, "{ssl:?}");
+    }
+}
