@@ -1,4 +1,5 @@
-//! Types shared by the kernel programs (`sensor-ebpf`) and userspace (`sensor-user`).
+//! Types shared by the kernel programs (`sensor-ebpf`) and userspace (`sensor-core` decodes the
+//! records, `sensord` loads the maps).
 //!
 //! Everything here is `#[repr(C)]`, plain old data, and laid out so that the kernel can write it
 //! into the ring buffer and userspace can read it back with `read_unaligned`. Changing a layout

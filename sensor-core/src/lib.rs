@@ -15,6 +15,7 @@ pub mod event;
 pub mod filter;
 pub mod probe;
 pub mod reassembly;
+pub mod timestamp;
 pub mod tls;
 pub mod trust;
 pub mod verdict;

@@ -27,5 +27,5 @@ static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
-    eprintln!("sensor-ebpf only builds for the BPF target; sensor-user's build script builds it.");
+    eprintln!("sensor-ebpf only builds for the BPF target; sensord's build script builds it.");
 }

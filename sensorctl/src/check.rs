@@ -3,14 +3,17 @@
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use sensor_core::{event::Verdict, verdict::Facts, x509};
+use sensor_core::{verdict::Facts, x509};
 use sensor_host::{
     probe::{self, ProbeOptions, Proxy, Target},
     render::{self, Palette},
     trust::TrustArgs,
 };
 
-use crate::{filter, offline::trust_engine};
+use crate::{
+    filter,
+    offline::{exit_code, trust_engine},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -161,14 +164,6 @@ pub fn run(args: &CheckArgs, palette: Palette) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(exit_code(v.verdict))
-}
-
-/// 0 for a clean (or unjudgeable) chain, 1 for one that is not.
-pub fn exit_code(v: Verdict) -> ExitCode {
-    match v {
-        Verdict::Clean | Verdict::Unverified => ExitCode::SUCCESS,
-        Verdict::Intercepted | Verdict::Untrusted | Verdict::PinMismatch => ExitCode::from(1),
-    }
 }
 
 #[cfg(test)]

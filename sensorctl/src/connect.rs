@@ -145,21 +145,36 @@ pub fn rpc_error(what: &str, status: &tonic::Status) -> anyhow::Error {
     }
 }
 
-/// Ask sensord to reload; its new trust generation, or why not.
-pub async fn reload(api: &mut SensorClient<Channel>) -> anyhow::Result<u64> {
+/// Ask sensord to reload; what it did, or why not.
+pub async fn reload(api: &mut SensorClient<Channel>) -> anyhow::Result<pb::ReloadResponse> {
     let r = api
         .reload(pb::ReloadRequest {})
         .await
         .map_err(|s| rpc_error("reload", &s))?
         .into_inner();
     if r.ok {
-        Ok(r.trust_generation)
+        Ok(r)
     } else {
         Err(anyhow!(
             "sensord refused the reload and keeps its running configuration: {}",
             r.error
         ))
     }
+}
+
+/// What a reload did, in words: one line, and one more when settings need a restart.
+pub fn reload_words(r: &pb::ReloadResponse) -> String {
+    let mut s = format!("sensord reloaded (trust generation {})", r.trust_generation);
+    if !r.applied.is_empty() {
+        s.push_str(&format!("; now in force: {}", r.applied.join(", ")));
+    }
+    if !r.restart_required.is_empty() {
+        s.push_str(&format!(
+            "\nthese changed settings take effect only when sensord restarts: {}",
+            r.restart_required.join(", ")
+        ));
+    }
+    s
 }
 
 /// sensord's status.

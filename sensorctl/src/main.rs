@@ -201,8 +201,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn reload(global: &Global) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let mut api = connect::connect(global).await?;
-        let generation = connect::reload(&mut api).await?;
-        println!("sensord reloaded (trust generation {generation})");
+        let done = connect::reload(&mut api).await?;
+        println!("{}", connect::reload_words(&done));
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -3,6 +3,7 @@
 use std::{io::IsTerminal as _, net::IpAddr, process::ExitCode, sync::Arc};
 
 use sensor_core::{
+    event::Verdict,
     verdict::{Facts, VerdictEngine},
     x509,
 };
@@ -11,6 +12,14 @@ use sensor_host::{
     render::{self, Palette},
     trust::{self as load, TrustArgs, TrustConfig},
 };
+
+/// 0 for a clean (or unjudgeable) chain, 1 for one that is not.
+pub fn exit_code(v: Verdict) -> ExitCode {
+    match v {
+        Verdict::Clean | Verdict::Unverified => ExitCode::SUCCESS,
+        Verdict::Intercepted | Verdict::Untrusted | Verdict::PinMismatch => ExitCode::from(1),
+    }
+}
 
 /// Load the trust context the flags describe, or say why not.
 pub fn trust_engine(trust: &TrustArgs) -> Result<VerdictEngine, ExitCode> {
@@ -137,5 +146,5 @@ pub fn run_check_chain(
             print!("{}", render::chain(&chain));
         }
     }
-    crate::check::exit_code(v.verdict)
+    exit_code(v.verdict)
 }

@@ -214,8 +214,8 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 async fn reload(global: &Global, path: &Path) -> anyhow::Result<ExitCode> {
     match connect::connect(global).await {
         Ok(mut api) => {
-            let generation = connect::reload(&mut api).await?;
-            println!("sensord reloaded (trust generation {generation})");
+            let done = connect::reload(&mut api).await?;
+            println!("{}", connect::reload_words(&done));
         }
         Err(_) => println!(
             "sensord is not reachable; it reads {} when it starts or reloads",

@@ -4,7 +4,8 @@
 //! [`process`] finds the process behind a socket; [`daemon`] runs the pipeline (ring records →
 //! engine → attribution → probe → verdict → journal queue); [`journal`] stores events durably
 //! and [`journal::follow`] reads them back for every subscriber; [`api`] serves them over gRPC
-//! and [`export`] writes them out; [`status`] is what the tasks share about their state. See
+//! and [`export`] writes them out; [`reload`] loads a new configuration off the capture path;
+//! [`status`] is what the tasks share about their state. See
 //! ARCHITECTURE.md.
 
 pub mod api;
@@ -13,4 +14,5 @@ pub mod export;
 pub mod journal;
 pub mod kernel;
 pub mod process;
+pub mod reload;
 pub mod status;

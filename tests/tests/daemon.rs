@@ -319,7 +319,90 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
         let r = api.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
         assert!(r.ok, "{r:?}");
         assert_eq!(r.trust_generation, 2);
+        assert_eq!(r.applied, ["journal.retention_days"]);
+        assert!(r.restart_required.is_empty(), "{r:?}");
+        // A setting that needs a restart is named as such, in the reply and the log.
+        std::fs::write(
+            &config,
+            "[journal]\nretention_days = 3\n[api]\naggregation_window_secs = 5\n\
+             [probe]\nmax_per_second = 3\n",
+        )
+        .unwrap();
+        let r = api.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.trust_generation, 3);
+        assert_eq!(r.applied, ["probe.max_per_second"]);
+        assert_eq!(r.restart_required, ["api.aggregation_window_secs"]);
     });
+    let warned = daemon.log.wait_for(Duration::from_secs(10), |l| {
+        l.contains("need a restart") && l.contains("api.aggregation_window_secs")
+    });
+    assert!(warned.is_some(), "the log says what needs a restart");
+}
+
+#[test]
+fn the_jsonl_exporter_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("events.jsonl");
+    let config = dir.path().join("sensord.toml");
+    let exporting = format!(
+        "[export.jsonl]\npath = \"{}\"\n[export.jsonl.filter]\nsni = [\"resume-*\"]\n",
+        jsonl.display()
+    );
+    std::fs::write(&config, &exporting).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_in(state, &["--config", config.to_str().unwrap()]);
+    let server = LocalServer::start();
+    let names: Vec<String> = (0..4)
+        .map(|i| unique_name(&format!("resume-{i}")))
+        .collect();
+    let exported = |name: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&jsonl).unwrap_or_default();
+            if text.contains(name) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    server.handshake(&names[0]);
+    assert!(exported(&names[0]).contains(&names[0]));
+    let rt = client::runtime();
+    // The export is switched off by a reload: what comes meanwhile is journaled only.
+    std::fs::write(&config, "").unwrap();
+    rt.block_on(async {
+        let mut api = client::unix(&daemon.socket()).await;
+        let r = api.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        assert_eq!(r.applied, ["export.jsonl"], "{r:?}");
+        let mut stream = api.watch(watch(None, 0)).await.unwrap().into_inner();
+        server.handshake(&names[1]);
+        next_event(&mut stream, Duration::from_secs(20), |e| {
+            e.server_name == names[1]
+        })
+        .await
+        .expect("journaled");
+        // Back on: the exporter resumes from its cursor and delivers what it missed.
+        std::fs::write(&config, &exporting).unwrap();
+        let r = api.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        assert_eq!(r.applied, ["export.jsonl"], "{r:?}");
+    });
+    assert!(exported(&names[1]).contains(&names[1]), "missed while off");
+    // A restart of sensord: the cursor survives it.
+    assert!(daemon.interrupt().is_some_and(|s| s.success()));
+    let state = std::mem::replace(&mut daemon.state_dir, tempfile::tempdir().unwrap());
+    drop(daemon);
+    let _daemon = Daemon::start_in(state, &["--config", config.to_str().unwrap()]);
+    server.handshake(&names[2]);
+    server.handshake(&names[3]);
+    let text = exported(&names[3]);
+    for name in &names {
+        assert_eq!(
+            text.lines().filter(|l| l.contains(name.as_str())).count(),
+            1,
+            "{name} exported exactly once: {text}"
+        );
+    }
 }
 
 async fn tcp_client(

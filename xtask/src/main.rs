@@ -251,6 +251,28 @@ fn lab(ws: &Workspace) -> anyhow::Result<()> {
         .arg(ws.root.join("target/lab/results.json")))
 }
 
+/// Lint the kernel programs for the target they run on, with the eBPF nightly (the host
+/// clippy never builds them: sensor-ebpf is not a default member).
+fn clippy_ebpf(ws: &Workspace) -> anyhow::Result<()> {
+    run(Command::new("cargo")
+        .current_dir(&ws.root)
+        .arg(format!("+{}", ws.ebpf_toolchain))
+        .args([
+            "clippy",
+            "-p",
+            "sensor-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--lib",
+            "--bins",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+}
+
 /// `cargo xtask test`: what CI runs.
 fn test(ws: &Workspace) -> anyhow::Result<()> {
     setup::setup(ws)?;
@@ -260,6 +282,8 @@ fn test(ws: &Workspace) -> anyhow::Result<()> {
     run(ws
         .cargo()
         .args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    say("cargo clippy for the kernel programs (bpfel-unknown-none)");
+    clippy_ebpf(ws)?;
     say("building the binaries the tests start");
     run(ws.cargo().args(["build", "--bins"]))?;
     say("cargo test");

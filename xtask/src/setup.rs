@@ -90,16 +90,26 @@ fn sysroot(toolchain: &str) -> Option<PathBuf> {
         .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
-/// The nightly that builds the kernel programs, with rust-src.
+/// The nightly that builds the kernel programs, with rust-src (to build `core` for the BPF
+/// target) and clippy (to lint them).
 fn ebpf_toolchain(toolchain: &str) -> anyhow::Result<()> {
+    let clippy = || {
+        Command::new("rustup")
+            .args(["run", toolchain, "cargo-clippy", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
     if let Some(root) = sysroot(toolchain)
         && root.join("lib/rustlib/src/rust/library/core").is_dir()
+        && clippy()
     {
-        say(&format!("ok: eBPF toolchain {toolchain} with rust-src"));
+        say(&format!(
+            "ok: eBPF toolchain {toolchain} with rust-src and clippy"
+        ));
         return Ok(());
     }
     say(&format!(
-        "installing the eBPF toolchain {toolchain} with rust-src"
+        "installing the eBPF toolchain {toolchain} with rust-src and clippy"
     ));
     run(Command::new("rustup").args([
         "toolchain",
@@ -109,6 +119,8 @@ fn ebpf_toolchain(toolchain: &str) -> anyhow::Result<()> {
         "minimal",
         "--component",
         "rust-src",
+        "--component",
+        "clippy",
     ]))
     .with_context(|| {
         format!(

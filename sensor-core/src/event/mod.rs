@@ -14,54 +14,12 @@ mod reason;
 
 use std::{net::IpAddr, sync::Arc};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 pub use reason::{ProbeFailure, ProbeSkip, Reason, Rejection};
 
 use crate::{capture::LocalSocket, tls::alert, x509::CertSummary};
-
-/// Nanoseconds since the Unix epoch; RFC 3339 on every output.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(pub u64);
-
-impl Timestamp {
-    /// RFC 3339 with nanoseconds, in UTC.
-    pub fn rfc3339(self) -> String {
-        let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0))
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    }
-
-    /// The time an RFC 3339 text names (times before 1970 are not represented).
-    pub fn parse_rfc3339(text: &str) -> Option<Self> {
-        let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-            .ok()?;
-        u64::try_from(t.unix_timestamp_nanos()).ok().map(Self)
-    }
-
-    /// Whole seconds and the nanoseconds beyond them.
-    pub fn seconds_nanos(self) -> (i64, i32) {
-        (
-            i64::try_from(self.0 / 1_000_000_000).unwrap_or(i64::MAX),
-            (self.0 % 1_000_000_000) as i32,
-        )
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.rfc3339())
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Self::parse_rfc3339(&text)
-            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {text:?}")))
-    }
-}
+pub use crate::{timestamp::Timestamp, tls::record::Malformed};
 
 named_enum! {
     /// Did something other than the real server end this TLS session?
@@ -163,36 +121,6 @@ named_enum! {
         Aborted => "aborted",
         #[default]
         Unknown => "unknown",
-    }
-}
-
-named_enum! {
-    /// What was wrong with a flow's bytes.
-    pub enum Malformed {
-        /// A record header with an unknown content type, a bad version or an impossible length.
-        BadRecordHeader => "bad_record_header",
-        /// An SSL 2.0 compatible ClientHello.
-        Sslv2Hello => "sslv2_hello",
-        /// A handshake message longer than the reader holds.
-        HandshakeTooLarge => "handshake_too_large",
-        /// A handshake message that tls-parser could not parse.
-        BadHandshakeMessage => "bad_handshake_message",
-        /// A plaintext prefix that did not turn into TLS within the prefix budget.
-        PrefixTooLong => "prefix_too_long",
-        /// Bytes missing from the stream (a hole the reassembler gave up on, or a cut segment).
-        Gap => "gap",
-        /// An empty handshake or alert record, which the protocol forbids.
-        EmptyRecord => "empty_record",
-        /// An alert record whose length is not 2.
-        BadAlert => "bad_alert",
-        /// A ClientHello whose extensions repeat or do not parse.
-        BadExtensions => "bad_extensions",
-        /// Bytes after a ClientHello's extensions.
-        HelloTrailingData => "hello_trailing_data",
-        /// A Certificate message with more certificates than the engine keeps.
-        ChainTooLong => "chain_too_long",
-        /// A certificate in the chain that does not parse.
-        BadCertificate => "bad_certificate",
     }
 }
 
@@ -468,5 +396,27 @@ impl Event {
 impl From<Handshake> for Event {
     fn from(handshake: Handshake) -> Self {
         Self::observed(handshake)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_values_and_numbers() {
+        assert_eq!(TlsVersion::from_wire(0x0304), Some(TlsVersion::Tls13));
+        assert_eq!(
+            TlsVersion::from_wire(0x0301).map(|v| v.as_str()),
+            Some("1.0")
+        );
+        assert_eq!(TlsVersion::from_wire(0x0305), None);
+        assert_eq!(Severity::Info.number(), 1);
+        assert_eq!(Severity::from_number(5), Some(Severity::Critical));
+        assert_eq!(Severity::from_number(0), None);
+        assert_eq!(Severity::from_number(6), None);
+        assert_eq!(AlertLevel::from_wire(2), AlertLevel::Fatal);
+        assert!(Alert::from_wire(2, 48).is_fatal());
+        assert_eq!(Alert::from_wire(1, 0).description(), "close_notify");
     }
 }

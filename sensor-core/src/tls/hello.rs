@@ -349,10 +349,6 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(
-            crate::event::TlsVersion::from_wire(0x0304).map(|v| v.as_str()),
-            Some("1.3")
-        );
         assert_eq!(cipher_name(0x1301), "TLS_AES_128_GCM_SHA256");
         assert_eq!(cipher_name(0xfefe), "0xFEFE");
     }

@@ -18,7 +18,35 @@ pub mod content_type {
 /// Largest record payload the reader accepts: TLSCiphertext may be 2^14 + 2048 bytes.
 pub const MAX_RECORD_LEN: usize = (1 << 14) + 2048;
 
-pub use crate::event::Malformed;
+named_enum! {
+    /// What was wrong with a flow's bytes.
+    pub enum Malformed {
+        /// A record header with an unknown content type, a bad version or an impossible length.
+        BadRecordHeader => "bad_record_header",
+        /// An SSL 2.0 compatible ClientHello.
+        Sslv2Hello => "sslv2_hello",
+        /// A handshake message longer than the reader holds.
+        HandshakeTooLarge => "handshake_too_large",
+        /// A handshake message that tls-parser could not parse.
+        BadHandshakeMessage => "bad_handshake_message",
+        /// A plaintext prefix that did not turn into TLS within the prefix budget.
+        PrefixTooLong => "prefix_too_long",
+        /// Bytes missing from the stream (a hole the reassembler gave up on, or a cut segment).
+        Gap => "gap",
+        /// An empty handshake or alert record, which the protocol forbids.
+        EmptyRecord => "empty_record",
+        /// An alert record whose length is not 2.
+        BadAlert => "bad_alert",
+        /// A ClientHello whose extensions repeat or do not parse.
+        BadExtensions => "bad_extensions",
+        /// Bytes after a ClientHello's extensions.
+        HelloTrailingData => "hello_trailing_data",
+        /// A Certificate message with more certificates than the engine keeps.
+        ChainTooLong => "chain_too_long",
+        /// A certificate in the chain that does not parse.
+        BadCertificate => "bad_certificate",
+    }
+}
 
 /// What a reader found, in stream order.
 #[derive(Debug, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use x509_parser::{
     certificate::X509Certificate, extensions::GeneralName, prelude::FromDer, public_key::PublicKey,
 };
 
-use crate::event::Timestamp;
+use crate::timestamp::Timestamp;
 
 /// One certificate of a chain. Its JSON form is part of the event's contract; read back (from
 /// the journal) it has no DER.

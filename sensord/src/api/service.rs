@@ -17,8 +17,8 @@ use sensor_core::filter::Filter;
 
 use super::convert;
 use crate::{
-    daemon::reload::{ReloadReply, ReloadRequest},
     journal::{Journal, StoredEvent, follow::Follower},
+    reload::{ReloadReply, ReloadRequest},
     status::Shared,
 };
 

@@ -11,7 +11,6 @@
 mod journal_writer;
 pub mod pipeline;
 mod probing;
-pub mod reload;
 
 use std::{
     path::PathBuf,
@@ -35,12 +34,12 @@ use crate::{
     export::{cursor::CursorFile, jsonl::Exporter},
     journal::{self, Journal},
     kernel::{self, KernelTap, TapSettings},
+    reload::{self, ReloadReply, ReloadReport},
     status::Shared,
 };
 
 use journal_writer::JournalMsg;
 use pipeline::{Outputs, Pipeline};
-use reload::{ReloadReply, ReloadReport};
 
 /// How sensord prints handshakes on stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -94,8 +93,16 @@ impl Options {
         Ok(cfg)
     }
 
-    pub(crate) fn trust_config(&self, cfg: &Config) -> TrustConfig {
+    fn trust_config(&self, cfg: &Config) -> TrustConfig {
         self.overrides.trust.over(cfg.trust.to_trust_config())
+    }
+
+    /// What a reload would put in force, with trust generation `generation`.
+    fn load(&self, generation: u64) -> anyhow::Result<reload::Loaded> {
+        let config = self.effective_config()?;
+        let trust = sensor_host::trust::load(&self.trust_config(&config), generation)
+            .context("loading the trust inputs")?;
+        Ok(reload::Loaded { config, trust })
     }
 }
 
@@ -190,8 +197,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
     let (load_tx, load_rx) = mpsc::channel(4);
     let (loaded_tx, mut loaded_rx) = mpsc::channel(4);
+    let reload_opts = opts.clone();
     let loader = tokio::spawn(reload::loader(
-        opts.clone(),
+        move |generation| reload_opts.load(generation),
         shared.clone(),
         load_rx,
         loaded_tx,

@@ -96,20 +96,7 @@ impl KernelTap {
             .unwrap_or_else(|| hierarchy_root.clone());
         let mut tap_config = settings.config;
         tap_config.skip_lo_ingress = u32::from(same_dir(&root, &hierarchy_root));
-        let map = ebpf
-            .map_mut("CONFIG")
-            .ok_or(TapError::MissingMap("CONFIG"))?;
-        let mut config: Array<_, TapConfig> =
-            Array::try_from(map).map_err(|error| TapError::Map {
-                what: "CONFIG",
-                error,
-            })?;
-        config
-            .set(0, &tap_config, 0)
-            .map_err(|error| TapError::Map {
-                what: "CONFIG",
-                error,
-            })?;
+        update_config(&mut ebpf, |c| *c = tap_config)?;
 
         let cgroup = std::fs::File::open(&root).map_err(|error| TapError::OpenCgroup {
             path: root.clone(),
@@ -157,24 +144,7 @@ impl KernelTap {
     /// Change the per-flow byte budget of the running programs (a reload). Flows already
     /// tracked keep counting against the new value.
     pub fn set_byte_budget(&mut self, byte_budget: u32) -> Result<(), TapError> {
-        let map = self
-            .ebpf
-            .map_mut("CONFIG")
-            .ok_or(TapError::MissingMap("CONFIG"))?;
-        let mut config: Array<_, TapConfig> =
-            Array::try_from(map).map_err(|error| TapError::Map {
-                what: "CONFIG",
-                error,
-            })?;
-        let mut current = config.get(&0, 0).map_err(|error| TapError::Map {
-            what: "CONFIG",
-            error,
-        })?;
-        current.byte_budget = byte_budget;
-        config.set(0, &current, 0).map_err(|error| TapError::Map {
-            what: "CONFIG",
-            error,
-        })
+        update_config(&mut self.ebpf, |c| c.byte_budget = byte_budget)
     }
 
     /// The hooks and whether each attached.
@@ -234,6 +204,21 @@ impl KernelTap {
         }
         Ok(out)
     }
+}
+
+/// Change the programs' tunables in the `CONFIG` map.
+fn update_config(ebpf: &mut Ebpf, change: impl FnOnce(&mut TapConfig)) -> Result<(), TapError> {
+    let map_error = |error| TapError::Map {
+        what: "CONFIG",
+        error,
+    };
+    let map = ebpf
+        .map_mut("CONFIG")
+        .ok_or(TapError::MissingMap("CONFIG"))?;
+    let mut config: Array<_, TapConfig> = Array::try_from(map).map_err(map_error)?;
+    let mut current = config.get(&0, 0).map_err(map_error)?;
+    change(&mut current);
+    config.set(0, &current, 0).map_err(map_error)
 }
 
 fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {

@@ -6,12 +6,10 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
-use anyhow::Context as _;
 use sensor_core::trust::TrustContext;
 use sensor_host::config::Config;
 use tokio::sync::{mpsc, oneshot};
 
-use super::Options;
 use crate::status::Shared;
 
 /// A reload asked for over the API, answered when it is done.
@@ -54,29 +52,21 @@ pub struct Loaded {
     pub trust: TrustContext,
 }
 
-/// Load what a reload would put in force, with the next generation.
-pub fn load(opts: &Options, generation: u64) -> anyhow::Result<Loaded> {
-    let config = opts.effective_config()?;
-    let trust = sensor_host::trust::load(&opts.trust_config(&config), generation)
-        .context("loading the trust inputs")?;
-    Ok(Loaded { config, trust })
-}
-
 /// A finished load and who asked for it (`None`: SIGHUP).
 pub type LoadResult = (Result<Loaded, String>, Option<ReloadRequest>);
 
-/// Load each requested reload in turn, off the capture path, and hand the result to the
-/// capture loop. Ends when either channel closes.
+/// Load each requested reload in turn with `load` (given the next trust generation), off the
+/// capture path, and hand the result to the capture loop. Ends when either channel closes.
 pub async fn loader(
-    opts: Options,
+    load: impl Fn(u64) -> anyhow::Result<Loaded> + Clone + Send + 'static,
     shared: Arc<Shared>,
     mut requests: mpsc::Receiver<Option<ReloadRequest>>,
     done: mpsc::Sender<LoadResult>,
 ) {
     while let Some(reply) = requests.recv().await {
         let generation = shared.trust_generation.load(Ordering::Relaxed) + 1;
-        let opts = opts.clone();
-        let result = tokio::task::spawn_blocking(move || load(&opts, generation))
+        let load = load.clone();
+        let result = tokio::task::spawn_blocking(move || load(generation))
             .await
             .map_err(|e| format!("the reload task failed: {e}"))
             .and_then(|r| r.map_err(|e| format!("{e:#}")));
