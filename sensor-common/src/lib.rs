@@ -39,6 +39,11 @@ pub mod segment_flags {
     pub const HANDSHAKE_DONE: u8 = 1 << 4;
     /// The first payload the kernel saw on this socket: a new connection.
     pub const FIRST: u8 = 1 << 5;
+    /// The flow opened in plaintext (CONNECT, STARTTLS) and the kernel gave up on it at its
+    /// prefix budget: this header-only record says so.
+    pub const PREFIX_EXHAUSTED: u8 = 1 << 6;
+    /// Records of this socket were lost before this one: the ring buffer was full.
+    pub const RING_DROP: u8 = 1 << 7;
 }
 
 /// TCP header flag bits as they appear in byte 13 of the TCP header.
@@ -92,8 +97,11 @@ pub mod counter {
     pub const UPROBE_CERTS_TRUNCATED: u32 = 15;
     /// Reads of user memory that failed in the uprobe.
     pub const UPROBE_READ_ERRORS: u32 = 16;
+    /// Segments a local socket's TCP would not take (no ACK, old or far-off sequence numbers,
+    /// a socket not established): injected or stale, not followed.
+    pub const SEGMENTS_NOT_ACCEPTED: u32 = 17;
     /// Number of counters.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     /// Names, indexed by counter, as userspace reports them.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -114,6 +122,7 @@ pub mod counter {
         "uprobe_certs",
         "uprobe_certs_truncated",
         "uprobe_read_errors",
+        "segments_not_accepted",
     ];
 }
 
@@ -258,12 +267,15 @@ pub struct FlowState {
     pub client_dir: u8,
     /// Bit per direction: FIN seen; bit 2: RST seen.
     pub fin: u8,
-    pub _pad: u8,
-    /// Payload bytes forwarded so far, both directions.
+    /// [`segment_flags`] to set on the next record (a record lost before it).
+    pub pending_flags: u8,
+    /// TLS payload bytes forwarded so far, both directions (plaintext openings do not count).
     pub forwarded: u32,
     /// Plaintext bytes looked at while waiting for a TLS record to start (CONNECT, STARTTLS).
     pub prefix_scanned: u32,
-    pub _pad2: u32,
+    /// Record header bytes among `forwarded`: the budget counts handshake bytes, not record
+    /// framing (a peer that splits its flight into 1-byte records does not run it out).
+    pub overhead: u32,
     /// Indexed by [`direction`].
     pub dirs: [DirTrack; 2],
 }
@@ -306,7 +318,10 @@ impl Default for TapConfig {
     fn default() -> Self {
         Self {
             byte_budget: DEFAULT_BYTE_BUDGET,
-            prefix_budget: 4096,
+            // Proxies and mail servers send long replies before TLS (a 407 page with NTLM
+            // is 3.5 KiB; a padded one can be anything): bounded, and a flow that runs over
+            // is reported as such.
+            prefix_budget: 64 * 1024,
             self_tgid: 0,
             skip_lo_ingress: 1,
         }
@@ -383,8 +398,8 @@ mod layout {
         total_len: u32 = 32, len: u32 = 36, der_len: u64 = 40,
     });
     assert_layout!(FlowState, 40, {
-        state: u8 = 0, client_dir: u8 = 1, fin: u8 = 2, _pad: u8 = 3, forwarded: u32 = 4,
-        prefix_scanned: u32 = 8, _pad2: u32 = 12, dirs: [DirTrack; 2] = 16,
+        state: u8 = 0, client_dir: u8 = 1, fin: u8 = 2, pending_flags: u8 = 3,
+        forwarded: u32 = 4, prefix_scanned: u32 = 8, overhead: u32 = 12, dirs: [DirTrack; 2] = 16,
     });
     assert_layout!(DirTrack, 12, {
         next_hdr_seq: u32 = 0, sync: u8 = 4, partial_len: u8 = 5, app_records: u8 = 6,

@@ -12,6 +12,11 @@
 //!
 //! On loopback both ends are local sockets: each tracks both directions (egress and ingress),
 //! but only egress is forwarded, since the peer's ingress would carry the same bytes again.
+//!
+//! The tap follows what TCP accepts, not whatever arrives: cgroup_skb ingress runs before TCP
+//! checks a segment, so payload without ACK, on a socket that is not established, or wholly
+//! before the socket's `rcv_nxt` (an old copy) is not taken (`segments_not_accepted`). Only
+//! TCP sockets are tracked (a raw socket's injected packets are not a stream).
 
 use core::ffi::c_void;
 
@@ -19,11 +24,11 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{
         __sk_buff, BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
-        BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type,
+        BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type, bpf_sock,
     },
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_sk_storage_get,
-        bpf_skb_load_bytes,
+        bpf_skb_load_bytes, bpf_tcp_sock,
     },
     macros::{cgroup_skb, map},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -117,6 +122,21 @@ pub static HANDSHAKING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65_53
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_TCP: u8 = 6;
+/// IPv6 extension headers the tap walks past: hop-by-hop, routing, fragment, destination
+/// options, authentication.
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AH: u8 = 51;
+const IPV6_DSTOPTS: u8 = 60;
+/// Extension headers walked at most before the TCP header.
+const MAX_IPV6_EXT: u32 = 8;
+/// TCP states (include/net/tcp_states.h) in which a socket takes data from its peer.
+const TCP_ESTABLISHED: u32 = 1;
+const TCP_FIN_WAIT1: u32 = 4;
+const TCP_FIN_WAIT2: u32 = 5;
+/// Payload this far ahead of `rcv_nxt` is outside any receive window.
+const MAX_AHEAD: i32 = 1 << 30;
 const LOOPBACK_IFINDEX: u32 = 1;
 const CT_ALERT: u8 = 21;
 const CT_HANDSHAKE: u8 = 22;
@@ -215,6 +235,10 @@ fn tap(ctx: &SkBuffContext, dir: u8) {
         return;
     };
     bump(counter::PACKETS_SEEN, 1);
+    if dir == direction::INGRESS && seg.payload_len > 0 && !accepted_by_tcp(sk.cast(), &seg) {
+        bump(counter::SEGMENTS_NOT_ACCEPTED, 1);
+        return;
+    }
     // SAFETY: the helper accepts the skb context of cgroup_skb programs.
     let cookie = unsafe { bpf_get_socket_cookie(skb as *mut _) };
     let skip_lo_ingress = CONFIG.get(0).is_none_or(|cfg| cfg.skip_lo_ingress != 0);
@@ -249,6 +273,38 @@ fn tap(ctx: &SkBuffContext, dir: u8) {
     }
 }
 
+/// Whether the local socket's TCP takes this received payload into its stream: it carries ACK
+/// (and no SYN), the socket is established (or half-closed by us), and it is not wholly
+/// before what the socket has received already. What TCP drops is not the stream the
+/// application reads, and an interceptor that knows the sensor is there may send it.
+#[inline(always)]
+fn accepted_by_tcp(sk: *mut bpf_sock, seg: &Segment) -> bool {
+    if seg.tcp_flags & tcp_flags::ACK == 0 || seg.tcp_flags & tcp_flags::SYN != 0 {
+        return false;
+    }
+    // SAFETY: sk is the skb's non-null socket; the verifier allows reading its state.
+    let state = unsafe { (*sk).state };
+    if state != TCP_ESTABLISHED && state != TCP_FIN_WAIT1 && state != TCP_FIN_WAIT2 {
+        return false;
+    }
+    // SAFETY: the helper takes the skb's socket and returns null for anything but TCP.
+    let tp = unsafe { bpf_tcp_sock(sk) };
+    if tp.is_null() {
+        return false;
+    }
+    // SAFETY: non-null, checked above.
+    let rcv_nxt = unsafe { (*tp).rcv_nxt };
+    let end = seg.seq.wrapping_add(seg.payload_len);
+    (end.wrapping_sub(rcv_nxt) as i32) > 0 && (seg.seq.wrapping_sub(rcv_nxt) as i32) < MAX_AHEAD
+}
+
+/// Whether the socket is a TCP socket (not a raw socket sending TCP headers of its own).
+#[inline(always)]
+fn is_tcp(sk: *mut c_void) -> bool {
+    // SAFETY: the helper takes the skb's socket and returns null for anything but TCP.
+    !unsafe { bpf_tcp_sock(sk.cast()) }.is_null()
+}
+
 /// Whether a TCP segment carries FIN or RST, reading as little as possible.
 #[inline(always)]
 fn closes(ctx: &SkBuffContext, protocol: u16) -> bool {
@@ -272,7 +328,7 @@ fn closing(c: &Ctx, seg: &Segment, state: &mut FlowState) {
         return;
     }
     if c.emit {
-        emit(c, seg, 0, 0);
+        emit(c, seg, 0, 0, &mut state.pending_flags);
     }
     note_close(c, seg, state);
 }
@@ -296,6 +352,9 @@ fn note_close(c: &Ctx, seg: &Segment, state: &mut FlowState) {
 /// Classify a socket on its first payload and start tracking it.
 #[inline(always)]
 fn start_flow(c: &Ctx, seg: &Segment) {
+    if !is_tcp(c.sk) {
+        return;
+    }
     let Some(head) = load_head(c.ctx, seg) else {
         return insert_ignored(c.sk);
     };
@@ -399,14 +458,25 @@ fn track(c: &Ctx, seg: &Segment, state: &mut FlowState, first: bool) {
         } else if state.state == flow_state::PREFIX {
             state.prefix_scanned = state.prefix_scanned.saturating_add(seg.payload_len);
             if state.prefix_scanned > cfg.prefix_budget {
+                // Give up loudly: userspace reports the flow as one it could not follow.
                 state.state = flow_state::IGNORE;
                 bump(counter::PREFIX_BUDGET_EXHAUSTED, 1);
+                if c.emit {
+                    emit(
+                        c,
+                        seg,
+                        0,
+                        segment_flags::PREFIX_EXHAUSTED,
+                        &mut state.pending_flags,
+                    );
+                }
                 return;
             }
         }
     }
     if let Some(dt) = state.dirs.get_mut(d) {
-        walk(c.ctx, seg, dt, peer_app);
+        let headers = walk(c.ctx, seg, dt, peer_app);
+        state.overhead = state.overhead.saturating_add(5 * headers);
     }
 
     let mut flags = if first { segment_flags::FIRST } else { 0 };
@@ -424,7 +494,16 @@ fn track(c: &Ctx, seg: &Segment, state: &mut FlowState, first: bool) {
     if !c.emit {
         return;
     }
-    let remaining = cfg.byte_budget.saturating_sub(state.forwarded);
+    if state.state == flow_state::PREFIX {
+        // Plaintext before TLS: bounded by the prefix budget, not counted in the byte budget.
+        emit(c, seg, seg.payload_len, flags, &mut state.pending_flags);
+        return;
+    }
+    // The budget is for handshake bytes: record headers do not use it up.
+    let remaining = cfg
+        .byte_budget
+        .saturating_add(state.overhead)
+        .saturating_sub(state.forwarded);
     if remaining == 0 {
         state.state = flow_state::DONE;
         bump(counter::BUDGET_EXHAUSTED, 1);
@@ -439,14 +518,16 @@ fn track(c: &Ctx, seg: &Segment, state: &mut FlowState, first: bool) {
         seg.payload_len
     };
     state.forwarded = state.forwarded.saturating_add(len);
-    emit(c, seg, len, flags);
+    emit(c, seg, len, flags, &mut state.pending_flags);
 }
 
-/// Follow the record headers inside one segment of direction `d`.
+/// Follow the record headers inside one segment of direction `d`; the number of headers
+/// walked.
 #[inline(always)]
-fn walk(ctx: &SkBuffContext, seg: &Segment, d: &mut DirTrack, peer_app: u8) {
+fn walk(ctx: &SkBuffContext, seg: &Segment, d: &mut DirTrack, peer_app: u8) -> u32 {
+    let mut walked = 0;
     if d.sync != sync::ON {
-        return;
+        return walked;
     }
     let len = seg.payload_len;
     let mut hdr = [0u8; 5];
@@ -461,13 +542,19 @@ fn walk(ctx: &SkBuffContext, seg: &Segment, d: &mut DirTrack, peer_app: u8) {
                 .wrapping_sub(d.next_hdr_seq.wrapping_add(held)) as i32)
                 <= 0
             {
-                return; // a retransmission of what we already have
+                return walked; // a retransmission of what we already have
             }
-            return lose_sync(d);
+            {
+                lose_sync(d);
+                return walked;
+            }
         }
         let need = 5 - held;
         if need > len {
-            return lose_sync(d);
+            {
+                lose_sync(d);
+                return walked;
+            }
         }
         let mut i = 0u32;
         while i < 4 {
@@ -476,14 +563,20 @@ fn walk(ctx: &SkBuffContext, seg: &Segment, d: &mut DirTrack, peer_app: u8) {
             } else if i - held < need {
                 match ctx.load::<u8>((seg.payload_off + i - held) as usize) {
                     Ok(b) => hdr[i as usize] = b,
-                    Err(_) => return lose_sync(d),
+                    Err(_) => {
+                        lose_sync(d);
+                        return walked;
+                    }
                 }
             }
             i += 1;
         }
         match ctx.load::<u8>((seg.payload_off + 4 - held) as usize) {
             Ok(b) => hdr[4] = b,
-            Err(_) => return lose_sync(d),
+            Err(_) => {
+                lose_sync(d);
+                return walked;
+            }
         }
         d.partial_len = 0;
         have_hdr = true;
@@ -495,25 +588,37 @@ fn walk(ctx: &SkBuffContext, seg: &Segment, d: &mut DirTrack, peer_app: u8) {
             let off = d.next_hdr_seq.wrapping_sub(seg.seq) as i32;
             if off < 0 {
                 if (seg.seq.wrapping_add(len).wrapping_sub(d.next_hdr_seq) as i32) <= 0 {
-                    return; // old data: a retransmission
+                    return walked; // old data: a retransmission
                 }
-                return lose_sync(d); // a header we never saw
+                {
+                    lose_sync(d);
+                    return walked;
+                } // a header we never saw
             }
             let off = off as u32;
             if off >= len {
-                return; // the next header is in a later segment
+                return walked; // the next header is in a later segment
             }
             if off + 5 > len {
-                return hold_partial(ctx, seg, d, off);
+                {
+                    hold_partial(ctx, seg, d, off);
+                    return walked;
+                }
             }
             match ctx.load::<[u8; 5]>((seg.payload_off + off) as usize) {
                 Ok(h) => hdr = h,
-                Err(_) => return lose_sync(d),
+                Err(_) => {
+                    lose_sync(d);
+                    return walked;
+                }
             }
         }
         let rec_len = u16::from_be_bytes([hdr[3], hdr[4]]);
         if !(20..=24).contains(&hdr[0]) || hdr[1] != 3 || hdr[2] > 4 || rec_len > MAX_RECORD_LEN {
-            return lose_sync(d);
+            {
+                lose_sync(d);
+                return walked;
+            }
         }
         if hdr[0] == CT_APPLICATION_DATA {
             d.app_records = d.app_records.saturating_add(1);
@@ -522,7 +627,9 @@ fn walk(ctx: &SkBuffContext, seg: &Segment, d: &mut DirTrack, peer_app: u8) {
             }
         }
         d.next_hdr_seq = d.next_hdr_seq.wrapping_add(5 + u32::from(rec_len));
+        walked += 1;
     }
+    walked
 }
 
 /// Keep the first bytes of a header that continues in the next segment.
@@ -550,11 +657,13 @@ fn lose_sync(d: &mut DirTrack) {
 }
 
 /// Write the segment to the ring buffer, split into chunks of at most `CHUNK_CAP` bytes.
+/// `pending` holds flags for the next record of the socket: a record that could not be
+/// written leaves `RING_DROP` there, so that the next one tells userspace.
 #[inline(always)]
-fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8) {
+fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8, pending: &mut u8) {
     let mut header = SegmentHeader {
         kind: kind::SEGMENT,
-        flags: extra_flags,
+        flags: extra_flags | *pending,
         direction: c.dir,
         family: seg.family,
         tcp_flags: seg.tcp_flags,
@@ -577,10 +686,12 @@ fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8) {
     if len == 0 {
         let Some(mut entry) = EVENTS.reserve::<SegmentHeader>(0) else {
             bump(counter::RINGBUF_DROPS, 1);
+            *pending |= segment_flags::RING_DROP;
             return;
         };
         entry.write(header);
         entry.submit(wakeup_flags());
+        *pending = 0;
         return;
     }
     if len as usize > CHUNK_CAP * MAX_CHUNKS || len < seg.payload_len {
@@ -597,6 +708,7 @@ fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8) {
         }
         let Some(mut entry) = EVENTS.reserve::<SegmentRecord>(0) else {
             bump(counter::RINGBUF_DROPS, 1);
+            *pending |= segment_flags::RING_DROP;
             return;
         };
         let mut n = len - off;
@@ -631,6 +743,7 @@ fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8) {
             return;
         }
         entry.submit(wakeup_flags());
+        *pending = 0;
         bump(counter::SEGMENTS_FORWARDED, 1);
         bump(counter::BYTES_FORWARDED, n as u64);
     }
@@ -676,14 +789,40 @@ fn parse_headers(ctx: &SkBuffContext, protocol: u16, skb_len: u32) -> Option<Seg
             ihl
         }
         ETH_P_IPV6 => {
-            let next: u8 = ctx.load(6).ok()?;
-            if next != IPPROTO_TCP {
+            let mut next: u8 = ctx.load(6).ok()?;
+            let mut off: u32 = 40;
+            // Extension headers (a destination options header must not hide the segment).
+            for _ in 0..MAX_IPV6_EXT {
+                match next {
+                    IPPROTO_TCP => break,
+                    IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
+                        let h: [u8; 2] = ctx.load(off as usize).ok()?;
+                        next = h[0];
+                        off += (u32::from(h[1]) + 1) * 8;
+                    }
+                    IPV6_AH => {
+                        let h: [u8; 2] = ctx.load(off as usize).ok()?;
+                        next = h[0];
+                        off += (u32::from(h[1]) + 2) * 4;
+                    }
+                    IPV6_FRAGMENT => {
+                        let h: [u8; 4] = ctx.load(off as usize).ok()?;
+                        if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
+                            return None; // a later fragment: no TCP header here
+                        }
+                        next = h[0];
+                        off += 8;
+                    }
+                    _ => return None,
+                }
+            }
+            if next != IPPROTO_TCP || off > 512 {
                 return None;
             }
             seg.saddr = ctx.load(8).ok()?;
             seg.daddr = ctx.load(24).ok()?;
             seg.family = family::INET6;
-            40
+            off
         }
         _ => return None,
     };

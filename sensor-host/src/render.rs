@@ -241,7 +241,10 @@ pub fn main_reason(w: &Line<'_>) -> String {
             }
         }
         Some(Verdict::PinMismatch) => s.push_str("publicly trusted, but not the pinned key"),
-        Some(Verdict::Unverified) => s.push_str("certificate not visible (TLS 1.3)"),
+        Some(Verdict::Unverified) if w.has(&Reason::CertificateNotVisible) => {
+            s.push_str("certificate not visible (TLS 1.3)");
+        }
+        Some(Verdict::Unverified) => s.push_str("certificate not verified"),
         None => s.push_str("not judged"),
     }
     let rejected = w.reasons.iter().find_map(|r| match r {
@@ -265,6 +268,30 @@ pub fn main_reason(w: &Line<'_>) -> String {
         _ => None,
     }) {
         let _ = write!(s, "; sensord's own check failed ({cause})");
+    }
+    if w.has(&Reason::ProbeChainDiffers) {
+        s.push_str("; sensord's own check was shown another certificate");
+    }
+    if w.has(&Reason::ChainConflict) {
+        s.push_str("; the client parsed another chain than the one on the wire");
+    }
+    if w.has(&Reason::StreamConflict) {
+        s.push_str("; the same bytes came twice with different content");
+    }
+    let lost: Vec<String> = w
+        .reasons
+        .iter()
+        .filter_map(|r| match r {
+            Reason::CaptureIncomplete(cause) => Some(cause.to_string()),
+            _ => None,
+        })
+        .collect();
+    if !lost.is_empty() {
+        let _ = write!(
+            s,
+            "; the sensor did not see all of it ({})",
+            lost.join(", ")
+        );
     }
     s
 }
@@ -440,6 +467,19 @@ mod tests {
             main_reason(&w),
             "certificate not visible (TLS 1.3); the server answers unlike before; sensord's own \
              check failed (refused)"
+        );
+        let w = Line {
+            verdict: Some(Verdict::Unverified),
+            reasons: vec![
+                Reason::CaptureIncomplete(sensor_core::event::CaptureLoss::Budget),
+                Reason::StreamConflict,
+            ],
+            ..Line::default()
+        };
+        assert_eq!(
+            main_reason(&w),
+            "certificate not verified; the same bytes came twice with different content; the \
+             sensor did not see all of it (budget)"
         );
     }
 

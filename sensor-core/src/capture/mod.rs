@@ -24,6 +24,12 @@ pub struct Attribution {
     pub pid: Option<u32>,
     /// The first segment the kernel forwarded for this socket: a new connection.
     pub first_on_socket: bool,
+    /// The kernel's byte budget for the flow ran out with this segment.
+    pub budget_exhausted: bool,
+    /// The kernel gave up on a plaintext opening that never turned into TLS.
+    pub prefix_exhausted: bool,
+    /// Records of this flow were lost before this one (the ring buffer was full).
+    pub records_lost: bool,
 }
 
 /// One TCP segment, or the part of it the source captured.

@@ -139,6 +139,9 @@ fn segment(record: &[u8], clock: ClockOffset) -> RingRecord<'_> {
             local_is_src: h.direction == direction::EGRESS,
             first_on_socket: h.flags & segment_flags::FIRST != 0,
             pid,
+            budget_exhausted: h.flags & segment_flags::BUDGET_EXHAUSTED != 0,
+            prefix_exhausted: h.flags & segment_flags::PREFIX_EXHAUSTED != 0,
+            records_lost: h.flags & segment_flags::RING_DROP != 0,
         }),
     })
 }

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use crate::{
     capture::{LocalSocket, Segment},
     event::{
-        Alert, ByDirection, ChainSource, ClientOutcome, Handshake, LocalSockets, Malformed,
-        OcspStaple, Side, SideAlert, Timestamp, TlsVersion,
+        Alert, ByDirection, CaptureLoss, ChainSource, ClientOffer, ClientOutcome, Handshake,
+        LocalSockets, Malformed, OcspStaple, Side, SideAlert, Timestamp, TlsVersion,
     },
-    reassembly::{Chunk, Stream, StreamStats},
+    reassembly::{Chunk, GapCause, Stream, StreamStats},
     tls::{
         fingerprint,
         hello::{self, ClientHello, ServerHello},
@@ -72,8 +72,16 @@ struct Observed {
     alerts: Vec<SideAlert>,
     client_fatal: Option<Alert>,
     proxy_connect: Option<String>,
+    /// The User-Agent header of the client's CONNECT request.
+    proxy_user_agent: Option<String>,
     /// The first plaintext line of the flow, in either direction.
     saw_prefix: bool,
+    /// A TLS record, in either direction.
+    saw_tls: bool,
+    /// What the sensor could not see, and why.
+    losses: Vec<CaptureLoss>,
+    /// When the flow's first segment came.
+    first_ts: u64,
     not_tls: bool,
     malformed: Vec<Malformed>,
     /// application_data records per direction index.
@@ -109,10 +117,31 @@ impl Observed {
         if !self.malformed.contains(&m) && self.malformed.len() < 16 {
             self.malformed.push(m);
         }
+        if m == Malformed::PrefixTooLong {
+            self.note_loss(CaptureLoss::PrefixTooLong);
+        }
+    }
+
+    fn note_loss(&mut self, l: CaptureLoss) {
+        if !self.losses.contains(&l) {
+            self.losses.push(l);
+            self.losses.sort();
+        }
+    }
+
+    /// A hole in direction `idx`'s stream.
+    fn on_gap(&mut self, cause: GapCause) {
+        self.note_loss(match cause {
+            GapCause::Missing => CaptureLoss::Gap,
+            GapCause::OutOfOrder => CaptureLoss::OutOfOrder,
+        });
     }
 
     /// Interpret one event of direction `idx`.
     fn on_event(&mut self, idx: usize, ev: TlsEvent<'_>, ts: u64) {
+        if !matches!(ev, TlsEvent::PrefixLine(_) | TlsEvent::Malformed(_)) {
+            self.saw_tls = true;
+        }
         match ev {
             TlsEvent::PrefixLine(line) => self.on_prefix_line(idx, line),
             TlsEvent::Handshake(m) => self.on_handshake(idx, m, ts),
@@ -164,6 +193,14 @@ impl Observed {
             }
             let target = target.split(|&b| b == b' ').next().unwrap_or_default();
             self.proxy_connect = Some(String::from_utf8_lossy(target).into_owned());
+        } else if self.proxy_connect.is_some()
+            && self.client == Some(idx)
+            && self.proxy_user_agent.is_none()
+            && line.len() > 11
+            && line[..11].eq_ignore_ascii_case(b"user-agent:")
+        {
+            let ua = String::from_utf8_lossy(&line[11..]);
+            self.proxy_user_agent = Some(ua.trim().chars().take(256).collect());
         }
     }
 
@@ -248,6 +285,23 @@ impl Observed {
             }
             _ => self.note_malformed(Malformed::BadHandshakeMessage),
         }
+    }
+}
+
+/// What a ClientHello offered, GREASE left out, each list bounded.
+fn offer(ch: &ClientHello) -> ClientOffer {
+    let real = |v: &[u16]| -> Vec<u16> {
+        v.iter()
+            .copied()
+            .filter(|v| !hello::is_grease(*v))
+            .take(64)
+            .collect()
+    };
+    ClientOffer {
+        cipher_suites: real(&ch.cipher_suites),
+        groups: real(&ch.groups),
+        versions: real(&ch.supported_versions),
+        signature_algorithms: real(&ch.signature_algorithms),
     }
 }
 
@@ -338,12 +392,35 @@ impl Flow {
         &self.seen.malformed
     }
 
+    pub(super) fn note_loss(&mut self, l: CaptureLoss) {
+        self.seen.note_loss(l);
+    }
+
     /// Take one segment of this flow, and say where the flow stands.
     pub(super) fn push(&mut self, seg: &Segment<'_>, limits: &EngineLimits) -> Progress {
         use sensor_common::tcp_flags::{ACK, FIN, RST, SYN};
         let idx = usize::from(seg.src != self.ends[0]);
         self.last_ts = self.last_ts.max(seg.ts_ns);
         let ts = seg.ts_ns;
+        if self.seen.first_ts == 0 {
+            self.seen.first_ts = ts;
+        }
+        if let Some(a) = seg.attribution {
+            if a.budget_exhausted {
+                self.seen.note_loss(CaptureLoss::Budget);
+            }
+            if a.prefix_exhausted {
+                self.seen.note_loss(CaptureLoss::PrefixTooLong);
+            }
+            if a.records_lost {
+                self.seen.note_loss(CaptureLoss::RingDrop);
+            }
+        }
+        // Data without ACK is never taken by a TCP receiver once the connection is set up (a
+        // SYN's data is fast open, which this sensor does not follow): an injected segment.
+        if !seg.payload.is_empty() && seg.tcp_flags & ACK == 0 {
+            return Progress::Open;
+        }
         if let Some(a) = seg.attribution {
             let owner = if a.local_is_src { idx } else { 1 - idx };
             let sock = self.sockets[owner].get_or_insert(LocalSocket {
@@ -368,6 +445,7 @@ impl Flow {
             if seen.tls13_negotiated {
                 reader.set_tls13();
             }
+            let conflicts = stream.stats().conflicts;
             stream.push(
                 seg.seq,
                 seg.payload,
@@ -376,9 +454,15 @@ impl Flow {
                 &limits.stream,
                 &mut |chunk| match chunk {
                     Chunk::Data(d) => reader.feed(d, &mut |ev| seen.on_event(idx, ev, ts)),
-                    Chunk::Gap(_) => reader.gap(&mut |ev| seen.on_event(idx, ev, ts)),
+                    Chunk::Gap(_, cause) => {
+                        seen.on_gap(cause);
+                        reader.gap(&mut |ev| seen.on_event(idx, ev, ts));
+                    }
                 },
             );
+            if stream.stats().conflicts > conflicts {
+                seen.note_loss(CaptureLoss::Conflict);
+            }
         }
         if seg.tcp_flags & RST != 0 {
             dir.closed = true;
@@ -444,18 +528,24 @@ impl Flow {
     pub(super) fn finish(
         &mut self,
         now: u64,
+        limits: &EngineLimits,
         certs: &mut x509::SummaryCache,
         fingerprints: &mut fingerprint::FingerprintCache,
     ) -> Option<Handshake> {
         let Self { dirs, seen, .. } = self;
         for (idx, dir) in dirs.iter_mut().enumerate() {
             let Direction { stream, reader, .. } = dir;
-            stream.flush(&mut |chunk| match chunk {
+            stream.flush(&limits.stream, &mut |chunk| match chunk {
                 Chunk::Data(d) => reader.feed(d, &mut |ev| seen.on_event(idx, ev, now)),
-                Chunk::Gap(_) => reader.gap(&mut |ev| seen.on_event(idx, ev, now)),
+                Chunk::Gap(_, cause) => {
+                    seen.on_gap(cause);
+                    reader.gap(&mut |ev| seen.on_event(idx, ev, now));
+                }
             });
         }
-        self.seen.client_hello.as_ref()?;
+        if self.seen.client_hello.is_none() {
+            return self.unseen_handshake(now);
+        }
         let mut chain = Vec::with_capacity(self.seen.chain.len());
         let mut bad_certificate = false;
         for der in &self.seen.chain {
@@ -541,6 +631,48 @@ impl Flow {
             server_socket_cookie: local_sockets.server.map(|l| l.cookie),
             local_sockets,
             malformed: self.seen.malformed.clone(),
+            capture_incomplete: self.seen.losses.clone(),
+            wire_chain_sha256: Vec::new(),
+            proxy_user_agent: self.seen.proxy_user_agent.clone(),
+            client_offer: Some(offer(ch)),
+        })
+    }
+
+    /// A flow without a ClientHello the sensor could read. It is reported when the sensor
+    /// lost part of it (a TLS flow or a plaintext opening that may have turned into TLS): a
+    /// handshake may have happened unseen. Otherwise it is not TLS, or it ended before its
+    /// ClientHello was complete, and nothing is reported.
+    fn unseen_handshake(&self, now: u64) -> Option<Handshake> {
+        let seen = &self.seen;
+        let started_tls = seen.saw_tls || self.dirs.iter().any(|d| d.reader.saw_records());
+        if seen.losses.is_empty() || !(started_tls || seen.saw_prefix) || seen.not_tls {
+            return None;
+        }
+        let c = seen.client.unwrap_or(0);
+        let s = 1 - c;
+        let (src, dst) = (self.ends[c], self.ends[s]);
+        let local_sockets = LocalSockets {
+            client: self.sockets[c],
+            server: self.sockets[s],
+        };
+        Some(Handshake {
+            time: Timestamp(seen.first_ts),
+            end_time: Timestamp(now.max(seen.first_ts)),
+            src_addr: Some(src.ip()),
+            src_port: src.port(),
+            dst_addr: Some(dst.ip()),
+            dst_port: dst.port(),
+            client_outcome: self.outcome(true),
+            alert: seen.client_fatal,
+            alerts: seen.alerts.clone(),
+            proxy_connect: seen.proxy_connect.clone(),
+            proxy_user_agent: seen.proxy_user_agent.clone(),
+            socket_cookie: local_sockets.client.map(|l| l.cookie),
+            server_socket_cookie: local_sockets.server.map(|l| l.cookie),
+            local_sockets,
+            malformed: seen.malformed.clone(),
+            capture_incomplete: seen.losses.clone(),
+            ..Handshake::default()
         })
     }
 }

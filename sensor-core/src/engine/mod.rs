@@ -21,6 +21,7 @@ use crate::{
     event::{ChainSource, Handshake},
     reassembly::StreamLimits,
     tls::record::ReaderLimits,
+    x509,
 };
 
 use flow::{Flow, Progress};
@@ -90,6 +91,10 @@ pub struct EngineStats {
     pub uprobe_chains_mismatched: u64,
     /// Uprobe certificates dropped: no socket to tie them to, or over the bounds.
     pub uprobe_certs_dropped: u64,
+    /// Handshakes whose client parsed another leaf than the one on the wire.
+    pub uprobe_chain_conflicts: u64,
+    /// Live flows marked as having lost records when the kernel reported ring buffer drops.
+    pub flows_marked_ring_drop: u64,
 }
 
 /// Both endpoints of a flow, lower first, so that both directions map to one key.
@@ -177,6 +182,17 @@ impl Engine {
     /// Bytes buffered across flows.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered
+    }
+
+    /// The kernel lost records (its ring buffer was full) and cannot say of which flow: every
+    /// live flow may have lost bytes, and says so when it is reported.
+    pub fn note_ring_drop(&mut self) {
+        for slot in self.flows.values_mut() {
+            if let Slot::Live(flow) = slot {
+                flow.note_loss(crate::event::CaptureLoss::RingDrop);
+                self.stats.flows_marked_ring_drop += 1;
+            }
+        }
     }
 
     /// Take the handshakes reported so far.
@@ -359,7 +375,12 @@ impl Engine {
         }
         let had_hello = flow.has_client_hello();
         let not_tls = flow.is_not_tls() && !had_hello;
-        let reported = flow.finish(self.now, &mut self.certs, &mut self.fingerprints);
+        let reported = flow.finish(
+            self.now,
+            &self.limits,
+            &mut self.certs,
+            &mut self.fingerprints,
+        );
         if !flow.malformed().is_empty() {
             self.stats.flows_malformed += 1;
         }
@@ -368,29 +389,7 @@ impl Engine {
                 self.stats.handshakes += 1;
                 if let Some(ders) = hs.socket_cookie.and_then(|c| self.uprobe_certs.remove(&c)) {
                     self.uprobe_bytes -= ders.iter().map(Vec::len).sum::<usize>();
-                    if hs.chain.is_empty() {
-                        // The chain its client parsed, since it was not seen in clear.
-                        let chain: Vec<_> = ders
-                            .iter()
-                            .filter_map(|d| self.certs.summarize(d).ok())
-                            .collect();
-                        // A thread that interleaves handshakes (an event loop) may have parsed
-                        // another socket's chain: a leaf that names other hosts than the one
-                        // asked for is not taken (the probe checks that handshake instead).
-                        let other_name = match (&hs.server_name, chain.first()) {
-                            (Some(sni), Some(leaf)) => {
-                                !leaf.san.is_empty() && !crate::x509::names_host(&leaf.san, sni)
-                            }
-                            _ => false,
-                        };
-                        if other_name {
-                            self.stats.uprobe_chains_mismatched += 1;
-                        } else if !chain.is_empty() {
-                            hs.chain = chain;
-                            hs.chain_source = Some(ChainSource::Uprobe);
-                            self.stats.uprobe_chains += 1;
-                        }
-                    }
+                    take_uprobe_chain(&mut self.certs, &mut self.stats, &mut hs, &ders);
                 }
                 self.out.push_back(hs);
             }
@@ -399,4 +398,43 @@ impl Engine {
         }
         *slot = Slot::Done { last_ts };
     }
+}
+
+/// The chain the socket's client parsed (uprobe): the chain of a handshake whose chain
+/// was not seen in clear (TLS 1.3), and the one that counts when the wire showed another.
+fn take_uprobe_chain(
+    certs: &mut x509::SummaryCache,
+    stats: &mut EngineStats,
+    hs: &mut Handshake,
+    ders: &[Vec<u8>],
+) {
+    let chain: Vec<_> = ders
+        .iter()
+        .filter_map(|d| certs.summarize(d).ok())
+        .collect();
+    let Some(leaf) = chain.first() else {
+        return;
+    };
+    // A thread that interleaves handshakes (an event loop) may have parsed another
+    // socket's chain: a leaf that names other hosts than the one asked for is not taken
+    // (the probe checks that handshake instead).
+    if let Some(sni) = &hs.server_name
+        && !leaf.san.is_empty()
+        && !x509::names_host(&leaf.san, sni)
+    {
+        stats.uprobe_chains_mismatched += 1;
+        return;
+    }
+    if let Some(wire) = hs.chain.first() {
+        if wire.sha256 == leaf.sha256 {
+            return;
+        }
+        // The client's library parsed another leaf than the wire carried: the client was
+        // shown something else than the sensor saw. The client's chain is what it judged.
+        stats.uprobe_chain_conflicts += 1;
+        hs.wire_chain_sha256 = hs.chain.iter().map(|c| c.sha256.clone()).collect();
+    }
+    hs.chain = chain;
+    hs.chain_source = Some(ChainSource::Uprobe);
+    stats.uprobe_chains += 1;
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use super::*;
 use crate::{
     capture::Segment,
-    event::{ChainSource, ClientOutcome, Malformed, TlsVersion},
+    event::{CaptureLoss, ChainSource, ClientOutcome, Malformed, TlsVersion},
 };
 use sensor_common::tcp_flags::{ACK, FIN, PSH, SYN};
 
@@ -315,6 +315,7 @@ fn uprobe_chain_for(sni: &str, cert_names: &[&str]) -> (Handshake, EngineStats) 
         local_is_src: true,
         pid: Some(4242),
         first_on_socket: true,
+        ..crate::capture::Attribution::default()
     });
     e.push(&seg(true, 0, SYN, &[], 1));
     e.push(&s);
@@ -339,4 +340,87 @@ fn an_uprobe_chain_for_another_name_is_not_taken() {
     assert!(ev.chain.is_empty());
     assert_eq!(ev.chain_source, None);
     assert_eq!(stats.uprobe_chains_mismatched, 1);
+}
+
+#[test]
+fn injected_data_without_ack_is_not_the_stream() {
+    // One junk segment without ACK before the ClientHello: TCP drops it; so does the engine.
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 999, SYN, &[], 1));
+    e.push(&seg(false, 5000, SYN | ACK, &[], 2));
+    e.push(&seg(false, 5001, PSH, b"JUNK JUNK JUNK\r\n", 3));
+    let ch = record(22, &client_hello("after-junk.test"));
+    e.push(&seg(true, 1000, ACK | PSH, &ch, 4));
+    e.finish();
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1, "the flow is still TLS");
+    assert_eq!(events[0].server_name.as_deref(), Some("after-junk.test"));
+}
+
+#[test]
+fn two_different_copies_of_the_same_bytes_are_a_conflict() {
+    let ch = record(22, &client_hello("conflict.test"));
+    let mut other = ch.clone();
+    let last = other.len() - 1;
+    other[last] ^= 0xff;
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 999, SYN, &[], 1));
+    e.push(&seg(true, 1000, ACK | PSH, &ch, 2));
+    e.push(&seg(true, 1000, ACK | PSH, &other, 3));
+    e.finish();
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events[0].capture_incomplete, [CaptureLoss::Conflict]);
+}
+
+#[test]
+fn a_tls_flow_the_sensor_lost_is_reported_without_a_client_hello() {
+    // The ClientHello's record header, then a hole: nothing to name the server, but the flow
+    // started TLS and bytes are missing, so it is reported with what was lost.
+    let ch = record(22, &client_hello("lost.test"));
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 999, SYN, &[], 1));
+    e.push(&seg(true, 1000, ACK | PSH, &ch[..20], 2));
+    e.push(&seg(true, 1000 + 40, ACK | PSH, &ch[40..], 3));
+    e.finish();
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].server_name, None);
+    assert_eq!(events[0].capture_incomplete, [CaptureLoss::Gap]);
+    // A flow that is simply not TLS stays silent.
+    let (events, stats, _) = run_client(&[b"GET / HTTP/1.1\r\n\r\n".to_vec()]);
+    assert!(events.is_empty());
+    assert_eq!(stats.flows_not_tls, 1);
+}
+
+#[test]
+fn what_the_kernel_says_it_lost_is_kept_with_the_flow() {
+    let ch = record(22, &client_hello("flags.test"));
+    let mut e = Engine::new(EngineLimits::default());
+    let mut s = seg(true, 1000, ACK | PSH, &ch, 2);
+    s.attribution = Some(crate::capture::Attribution {
+        cookie: 5,
+        local_is_src: true,
+        budget_exhausted: true,
+        records_lost: true,
+        ..crate::capture::Attribution::default()
+    });
+    e.push(&seg(true, 999, SYN, &[], 1));
+    e.push(&s);
+    e.finish();
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(
+        events[0].capture_incomplete,
+        [CaptureLoss::Budget, CaptureLoss::RingDrop]
+    );
+}
+
+#[test]
+fn a_connect_request_keeps_its_user_agent() {
+    let (events, _, _) = run_client(&[
+        b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\nUser-Agent: curl/7.88.1\r\n\r\n"
+            .to_vec(),
+        record(22, &client_hello("a.test")),
+    ]);
+    assert_eq!(events[0].proxy_connect.as_deref(), Some("a.test:443"));
+    assert_eq!(events[0].proxy_user_agent.as_deref(), Some("curl/7.88.1"));
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeStru
 use super::{Event, Handshake, Interceptor, Judgement, Process, Reason, Severity, Verdict};
 
 /// Fields of the contract (the JA4+ ones only with that feature).
-const FIELDS: usize = 40 + if cfg!(feature = "ja4plus") { 1 } else { 0 };
+const FIELDS: usize = 44 + if cfg!(feature = "ja4plus") { 1 } else { 0 };
 
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -65,6 +65,14 @@ impl Serialize for Event {
         m.serialize_field("socket_cookie", &h.socket_cookie)?;
         m.serialize_field("server_socket_cookie", &h.server_socket_cookie)?;
         m.serialize_field("malformed", &h.malformed)?;
+        // Fields added after the contract was recorded (tests/fixtures/golden) go here.
+        m.serialize_field("capture_incomplete", &h.capture_incomplete)?;
+        m.serialize_field("wire_chain_sha256", &h.wire_chain_sha256)?;
+        m.serialize_field("proxy_user_agent", &h.proxy_user_agent)?;
+        m.serialize_field(
+            "extra_certificates",
+            j.map_or(&[][..], |j| &j.extra_certificates),
+        )?;
         m.end()
     }
 }
@@ -81,6 +89,8 @@ struct Stored {
     explanation: Option<String>,
     interceptor: Option<Interceptor>,
     process: Option<Process>,
+    #[serde(default)]
+    extra_certificates: Vec<String>,
 }
 
 impl<'de> Deserialize<'de> for Event {
@@ -93,6 +103,7 @@ impl<'de> Deserialize<'de> for Event {
                 severity,
                 explanation: s.explanation.unwrap_or_default(),
                 interceptor: s.interceptor,
+                extra_certificates: s.extra_certificates,
             }),
             _ => None,
         };
@@ -118,8 +129,8 @@ mod tests {
 
     use super::*;
     use crate::event::{
-        Alert, ByDirection, ChainSource, ClientOutcome, Malformed, OcspStaple, ProbeFailure,
-        Rejection, Role, Side, SideAlert, Timestamp, TlsVersion,
+        Alert, ByDirection, CaptureLoss, ChainSource, ClientOutcome, Malformed, OcspStaple,
+        ProbeFailure, Rejection, Role, Side, SideAlert, Timestamp, TlsVersion,
     };
 
     /// Every field filled in, as the version before the typed event serialised it (recorded
@@ -186,6 +197,9 @@ mod tests {
                 socket_cookie: Some(7),
                 server_socket_cookie: Some(8),
                 malformed: vec![Malformed::HandshakeTooLarge],
+                capture_incomplete: vec![CaptureLoss::Gap],
+                wire_chain_sha256: vec!["cd".into()],
+                proxy_user_agent: Some("curl/7.88.1".into()),
                 ..Handshake::default()
             },
             process: Some(Process {
@@ -211,6 +225,7 @@ mod tests {
                     id: "mitmproxy".into(),
                     name: "mitmproxy".into(),
                 }),
+                extra_certificates: vec!["ef".into()],
             }),
         }
     }
@@ -220,7 +235,14 @@ mod tests {
         // The recorded line used a malformed name the engine never produced; the contract's
         // names are the enum's now.
         let recorded = RECORDED.replace("record_too_long", "handshake_too_large");
-        assert_eq!(full().to_json(), recorded);
+        let json = full().to_json();
+        let added = json
+            .strip_prefix(recorded.strip_suffix('}').unwrap())
+            .expect("the recorded fields first, unchanged");
+        assert_eq!(
+            added,
+            r#","capture_incomplete":["gap"],"wire_chain_sha256":["cd"],"proxy_user_agent":"curl/7.88.1","extra_certificates":["ef"]}"#
+        );
     }
 
     #[test]

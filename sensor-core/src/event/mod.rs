@@ -125,6 +125,26 @@ named_enum! {
 }
 
 named_enum! {
+    /// Why the sensor did not see all of a handshake's bytes: each cause is a reason
+    /// `capture_incomplete:<cause>` (`conflict` is the louder `stream_conflict`).
+    #[derive(PartialOrd, Ord)]
+    pub enum CaptureLoss {
+        /// The kernel's per-flow byte budget ran out before the handshake was over.
+        Budget => "budget",
+        /// Bytes of the stream never arrived (a hole given up on, or a cut segment).
+        Gap => "gap",
+        /// The kernel could not hand a record over: the ring buffer was full.
+        RingDrop => "ring_drop",
+        /// A plaintext opening (CONNECT reply, STARTTLS exchange) longer than the sensor reads.
+        PrefixTooLong => "prefix_too_long",
+        /// More data arrived out of order than the sensor holds.
+        OutOfOrder => "out_of_order",
+        /// The same stream bytes arrived twice with different content.
+        Conflict => "conflict",
+    }
+}
+
+named_enum! {
     /// Which side of the flow sent something.
     pub enum Side {
         Client => "client",
@@ -252,6 +272,16 @@ pub struct OcspStaple {
     pub sha256: String,
 }
 
+/// What the client's ClientHello offered, so that the probe can offer the same (kept with the
+/// handshake, not reported).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientOffer {
+    pub cipher_suites: Vec<u16>,
+    pub groups: Vec<u16>,
+    pub versions: Vec<u16>,
+    pub signature_algorithms: Vec<u16>,
+}
+
 /// The local sockets of a flow (client's, server's), when the capture saw them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LocalSockets {
@@ -333,6 +363,16 @@ pub struct Handshake {
     pub local_sockets: LocalSockets,
     /// What was wrong with the bytes, if anything.
     pub malformed: Vec<Malformed>,
+    /// What the sensor could not see of this handshake, and why.
+    pub capture_incomplete: Vec<CaptureLoss>,
+    /// When the client's TLS library parsed another chain than the one on the wire (uprobe),
+    /// the SHA-256 of the wire's certificates; `chain` is then the client's.
+    pub wire_chain_sha256: Vec<String>,
+    /// The User-Agent of the HTTP CONNECT request, when the client went through a proxy.
+    pub proxy_user_agent: Option<String>,
+    /// What the client offered, for the probe.
+    #[serde(skip)]
+    pub client_offer: Option<ClientOffer>,
 }
 
 /// What the verdict engine decided about an event.
@@ -346,6 +386,8 @@ pub struct Judgement {
     pub explanation: String,
     /// The interception product the catalogue names, if any.
     pub interceptor: Option<Interceptor>,
+    /// SHA-256 of certificates the server sent that no validated path used.
+    pub extra_certificates: Vec<String>,
 }
 
 impl Judgement {

@@ -6,6 +6,7 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::CaptureLoss;
 use crate::tls::alert;
 
 named_enum! {
@@ -85,6 +86,16 @@ pub enum Reason {
     CertificateNotVisible,
     ProbeFailed(ProbeFailure),
     ProbeSkipped(ProbeSkip),
+    /// The probe's server flight differs in size from the one the client received: the
+    /// client was shown something else than the probe.
+    ProbeChainDiffers,
+    /// The sensor did not see all of the handshake (and says why).
+    CaptureIncomplete(CaptureLoss),
+    /// The same stream bytes arrived twice with different content: what the client kept and
+    /// what the sensor saw may differ.
+    StreamConflict,
+    /// The chain the client's TLS library parsed differs from the chain on the wire.
+    ChainConflict,
     /// A reason this version does not know (from a newer daemon or journal), kept verbatim.
     Other(String),
 }
@@ -116,6 +127,10 @@ impl Reason {
             Self::CertificateNotVisible => "certificate_not_visible",
             Self::ProbeFailed(_) => "probe_failed",
             Self::ProbeSkipped(_) => "probe_skipped",
+            Self::ProbeChainDiffers => "probe_chain_differs",
+            Self::CaptureIncomplete(_) => "capture_incomplete",
+            Self::StreamConflict => "stream_conflict",
+            Self::ChainConflict => "chain_conflict",
             Self::Other(text) => text.split(':').next().unwrap_or(text),
         }
     }
@@ -141,6 +156,9 @@ impl Reason {
         Self::ServerFingerprintChanged,
         Self::ServerFlightSizeChanged,
         Self::CertificateNotVisible,
+        Self::ProbeChainDiffers,
+        Self::StreamConflict,
+        Self::ChainConflict,
     ];
 }
 
@@ -154,6 +172,7 @@ impl fmt::Display for Reason {
             Self::ClientRejected(Rejection::Encrypted) => f.write_str("client_rejected:encrypted"),
             Self::ProbeFailed(cause) => write!(f, "probe_failed:{cause}"),
             Self::ProbeSkipped(why) => write!(f, "probe_skipped:{why}"),
+            Self::CaptureIncomplete(cause) => write!(f, "capture_incomplete:{cause}"),
             Self::Other(text) => f.write_str(text),
             plain => f.write_str(plain.code()),
         }
@@ -181,6 +200,9 @@ impl FromStr for Reason {
             Some(("probe_skipped", why)) => {
                 why.parse().map_or_else(|_| other(), Self::ProbeSkipped)
             }
+            Some(("capture_incomplete", cause)) => cause
+                .parse()
+                .map_or_else(|_| other(), Self::CaptureIncomplete),
             Some(_) => other(),
             None => Self::PLAIN
                 .iter()
@@ -218,6 +240,11 @@ mod tests {
         all.push(Reason::ClientRejected(Rejection::Encrypted));
         all.extend(ProbeFailure::ALL.iter().map(|&f| Reason::ProbeFailed(f)));
         all.extend(ProbeSkip::ALL.iter().map(|&s| Reason::ProbeSkipped(s)));
+        all.extend(
+            CaptureLoss::ALL
+                .iter()
+                .map(|&c| Reason::CaptureIncomplete(c)),
+        );
         for r in all {
             let text = r.to_string();
             assert_eq!(text.parse::<Reason>(), Ok(r.clone()), "{text}");

@@ -21,6 +21,10 @@ pub struct ProbeKey {
     /// The client's network namespace (inode) when it is not sensord's: the same address
     /// may lead elsewhere from there.
     pub netns: Option<u64>,
+    /// The client's fingerprint (JA4): the probe offers what the client offered, and an
+    /// interceptor may treat kinds of clients differently, so a result holds for that kind of
+    /// client only.
+    pub client: Option<String>,
 }
 
 /// A probe's result, shared by every handshake that waited for it or finds it cached.
@@ -29,6 +33,9 @@ pub enum Outcome {
     Chain {
         chain: Arc<Vec<CertificateDer<'static>>>,
         tls_version: Option<TlsVersion>,
+        /// TLS 1.3: bytes of the server's encrypted flight the probe received (record
+        /// payloads, as the engine counts the client's).
+        flight_bytes: Option<u64>,
     },
     /// Why the probe saw no chain, in a word and in full.
     Failed { cause: ProbeFailure, detail: String },
@@ -73,8 +80,8 @@ pub struct Scheduler {
     running: HashMap<ProbeKey, u64>,
     /// Start times of the probes of the last second, overall.
     recent: std::collections::VecDeque<u64>,
-    /// Start times of the last minute, per destination (address and port).
-    per_destination: LruCache<(IpAddr, u16), Vec<u64>>,
+    /// Start times of the last minute, per destination (address and port) and kind of client.
+    per_destination: LruCache<(IpAddr, u16, Option<String>), Vec<u64>>,
     pub stats: ScheduleStats,
 }
 
@@ -119,7 +126,9 @@ impl Scheduler {
             })
     }
 
-    /// Decide for one handshake at `now`.
+    /// Decide for one handshake at `now`. A cached outcome answers the same kind of client
+    /// (its fingerprint is part of the key): a destination's result does not carry over to
+    /// clients that offer something else.
     pub fn decide(&mut self, key: &ProbeKey, now: u64) -> Decision {
         if self.excluded(key) {
             self.stats.excluded += 1;
@@ -142,7 +151,7 @@ impl Scheduler {
         {
             self.recent.pop_front();
         }
-        let dest = (key.addr, key.port);
+        let dest = (key.addr, key.port, key.client.clone());
         let per_dest_full = self.per_destination.get_mut(&dest).is_some_and(|v| {
             v.retain(|t| now.saturating_sub(*t) < MINUTE);
             v.len() >= self.limits.max_per_destination_per_minute as usize
@@ -206,6 +215,7 @@ mod tests {
             port: 443,
             via: None,
             netns: None,
+            client: None,
         }
     }
 
@@ -213,6 +223,7 @@ mod tests {
         Outcome::Chain {
             chain: Arc::new(vec![CertificateDer::from(vec![1u8, 2, 3])]),
             tls_version: Some(TlsVersion::Tls13),
+            flight_bytes: None,
         }
     }
 
@@ -279,5 +290,26 @@ mod tests {
         ));
         assert_eq!(s.stats.rate_limited, 2);
         assert_eq!(s.stats.excluded, 2);
+    }
+
+    #[test]
+    fn a_new_kind_of_client_is_probed_anew() {
+        let mut s = Scheduler::new(limits());
+        let a = ProbeKey {
+            client: Some("t13d_a".into()),
+            ..key("fp.test", 7)
+        };
+        let b = ProbeKey {
+            client: Some("t12i_b".into()),
+            ..key("fp.test", 7)
+        };
+        assert!(matches!(s.decide(&a, 0), Decision::Start));
+        s.finish(&a, chain(), 2);
+        assert!(matches!(s.decide(&a, 3), Decision::Cached(_)));
+        // Another client fingerprint for the same destination: the cache does not answer,
+        // and its own probes have their own per-destination allowance.
+        assert!(matches!(s.decide(&b, 4), Decision::Start));
+        s.finish(&b, chain(), 5);
+        assert!(matches!(s.decide(&b, 6), Decision::Cached(_)));
     }
 }

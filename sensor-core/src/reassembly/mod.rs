@@ -4,6 +4,12 @@
 //! into the in-order byte stream, holding at most [`StreamLimits::max_pending_bytes`] bytes and
 //! [`StreamLimits::max_pending_segments`] segments out of order. When a bound is hit it gives up
 //! on the hole, reports a [`Chunk::Gap`] and carries on after it.
+//!
+//! The same bytes sent twice with different content are a conflict: which copy a receiver keeps
+//! depends on its TCP stack and on timing, so what the sensor delivers may not be what the
+//! client read. Conflicts are counted ([`StreamStats::conflicts`]); to see them against bytes
+//! already delivered, a stream keeps a copy of its first [`StreamLimits::max_history`] bytes
+//! (the handshake).
 
 use std::collections::BTreeMap;
 
@@ -16,16 +22,31 @@ pub struct StreamLimits {
     pub max_pending_segments: usize,
     /// Segments further ahead than this many bytes are not held.
     pub max_window: u64,
+    /// Delivered bytes kept to compare retransmissions with (from the stream's start).
+    pub max_history: usize,
 }
 
 impl Default for StreamLimits {
     fn default() -> Self {
+        // Linux holds as much out of order as the receive buffer allows (megabytes); a
+        // handshake's worth is what matters here, in as many small segments as a server cares
+        // to send.
         Self {
-            max_pending_bytes: 256 * 1024,
-            max_pending_segments: 256,
-            max_window: 1 << 20,
+            max_pending_bytes: 1 << 20,
+            max_pending_segments: 4096,
+            max_window: 4 << 20,
+            max_history: 64 * 1024,
         }
     }
+}
+
+/// Why bytes of a stream were skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GapCause {
+    /// They never arrived (or the capture cut them).
+    Missing,
+    /// More was held out of order than the limits allow.
+    OutOfOrder,
 }
 
 /// What a stream delivers, in order.
@@ -34,7 +55,7 @@ pub enum Chunk<'a> {
     /// The next bytes of the stream.
     Data(&'a [u8]),
     /// This many bytes were never seen and will not be.
-    Gap(u64),
+    Gap(u64, GapCause),
 }
 
 /// Counters of what a stream saw and did. Summed up per engine.
@@ -48,6 +69,8 @@ pub struct StreamStats {
     pub dropped_segments: u64,
     /// Holes given up on.
     pub gaps: u64,
+    /// Bytes seen twice with different content.
+    pub conflicts: u64,
 }
 
 /// One direction of a TCP connection.
@@ -62,6 +85,8 @@ pub struct Stream {
     pending_bytes: usize,
     /// Offset just past the FIN, once seen.
     fin_at: Option<u64>,
+    /// The first delivered bytes (up to `max_history`), offset 0 first.
+    history: Vec<u8>,
     stats: StreamStats,
 }
 
@@ -76,9 +101,9 @@ impl Stream {
         self.stats
     }
 
-    /// Bytes held out of order.
+    /// Bytes held: out of order, and the history.
     pub fn pending_bytes(&self) -> usize {
-        self.pending_bytes
+        self.pending_bytes + self.history.len()
     }
 
     /// Offset of the next byte to deliver: the number of bytes delivered or skipped.
@@ -136,9 +161,9 @@ impl Stream {
             self.push_data(off, end, payload, limits, sink);
             if self.next == end {
                 self.stats.gaps += 1;
-                sink(Chunk::Gap(u64::from(missing)));
+                sink(Chunk::Gap(u64::from(missing), GapCause::Missing));
                 self.next += u64::from(missing);
-                self.drain(sink);
+                self.drain(limits, sink);
             }
             return;
         }
@@ -158,17 +183,63 @@ impl Stream {
         }
         if end <= self.next {
             self.stats.duplicate_bytes += payload.len() as u64;
+            self.compare_delivered(off, payload);
             return;
         }
         if off <= self.next {
             let skip = (self.next - off) as usize;
             self.stats.duplicate_bytes += skip as u64;
-            self.next = end;
-            sink(Chunk::Data(&payload[skip..]));
-            self.drain(sink);
+            self.compare_delivered(off, &payload[..skip]);
+            self.deliver(&payload[skip..], limits, sink);
+            self.drain(limits, sink);
             return;
         }
         self.hold(off, payload, limits, sink);
+    }
+
+    /// Hand in-order bytes on, keeping the first of them as history.
+    fn deliver(&mut self, data: &[u8], limits: &StreamLimits, sink: &mut dyn FnMut(Chunk<'_>)) {
+        if self.history.len() as u64 == self.next {
+            let room = limits.max_history.saturating_sub(self.history.len());
+            self.history
+                .extend_from_slice(&data[..data.len().min(room)]);
+        }
+        self.next += data.len() as u64;
+        sink(Chunk::Data(data));
+    }
+
+    /// Bytes at `off` that were delivered already: a conflict when they differ from what was.
+    fn compare_delivered(&mut self, off: u64, data: &[u8]) {
+        let Ok(start) = usize::try_from(off) else {
+            return;
+        };
+        let Some(kept) = self.history.get(start..) else {
+            return;
+        };
+        let n = kept.len().min(data.len());
+        if kept[..n] != data[..n] {
+            self.stats.conflicts += 1;
+        }
+    }
+
+    /// Held segments that overlap `[off, off + data.len())`: a conflict when they differ.
+    fn compare_pending(&mut self, off: u64, data: &[u8]) {
+        let end = off + data.len() as u64;
+        let mut differ = false;
+        // The one starting before `off` may reach into it; the others start inside.
+        let before = self.pending.range(..off).next_back();
+        for (&o, held) in before.into_iter().chain(self.pending.range(off..end)) {
+            let (lo, hi) = (o.max(off), (o + held.len() as u64).min(end));
+            if lo >= hi {
+                continue;
+            }
+            let a = &held[(lo - o) as usize..(hi - o) as usize];
+            let b = &data[(lo - off) as usize..(hi - off) as usize];
+            differ |= a != b;
+        }
+        if differ {
+            self.stats.conflicts += 1;
+        }
     }
 
     /// Keep an out-of-order segment, within the limits. When it does not fit, give up on holes
@@ -184,6 +255,7 @@ impl Stream {
             self.stats.dropped_segments += 1;
             return;
         }
+        self.compare_pending(off, payload);
         if let Some(existing) = self.pending.get(&off)
             && existing.len() >= payload.len()
         {
@@ -196,14 +268,15 @@ impl Stream {
             // Skipping holes moves the in-order edge; look at the segment again each time.
             if end <= self.next {
                 self.stats.duplicate_bytes += len as u64;
+                self.compare_delivered(off, payload);
                 return;
             }
             if off <= self.next {
                 let skip = (self.next - off) as usize;
                 self.stats.duplicate_bytes += skip as u64;
-                self.next = end;
-                sink(Chunk::Data(&payload[skip..]));
-                self.drain(sink);
+                self.compare_delivered(off, &payload[..skip]);
+                self.deliver(&payload[skip..], limits, sink);
+                self.drain(limits, sink);
                 return;
             }
             let replaced = self.pending.get(&off).map_or(0, Vec::len);
@@ -215,10 +288,10 @@ impl Stream {
             if self.pending.is_empty() {
                 // This segment alone is over the bound: give up on the hole before it.
                 self.stats.gaps += 1;
-                sink(Chunk::Gap(off - self.next));
+                sink(Chunk::Gap(off - self.next, GapCause::OutOfOrder));
                 self.next = off;
             } else {
-                self.skip_hole(sink);
+                self.skip_hole(GapCause::OutOfOrder, limits, sink);
             }
         }
         self.stats.out_of_order_segments += 1;
@@ -229,7 +302,7 @@ impl Stream {
     }
 
     /// Deliver every held segment that now touches the in-order edge.
-    fn drain(&mut self, sink: &mut dyn FnMut(Chunk<'_>)) {
+    fn drain(&mut self, limits: &StreamLimits, sink: &mut dyn FnMut(Chunk<'_>)) {
         while let Some(entry) = self.pending.first_entry() {
             let off = *entry.key();
             if off > self.next {
@@ -240,32 +313,38 @@ impl Stream {
             let end = off + data.len() as u64;
             if end <= self.next {
                 self.stats.duplicate_bytes += data.len() as u64;
+                self.compare_delivered(off, &data);
                 continue;
             }
             let skip = (self.next - off) as usize;
             self.stats.duplicate_bytes += skip as u64;
-            self.next = end;
-            sink(Chunk::Data(&data[skip..]));
+            self.compare_delivered(off, &data[..skip]);
+            self.deliver(&data[skip..], limits, sink);
         }
     }
 
     /// Give up on the hole before the first held segment: report it as a gap and deliver on.
-    pub fn skip_hole(&mut self, sink: &mut dyn FnMut(Chunk<'_>)) {
+    pub fn skip_hole(
+        &mut self,
+        cause: GapCause,
+        limits: &StreamLimits,
+        sink: &mut dyn FnMut(Chunk<'_>),
+    ) {
         let Some((&off, _)) = self.pending.first_key_value() else {
             return;
         };
         if off > self.next {
             self.stats.gaps += 1;
-            sink(Chunk::Gap(off - self.next));
+            sink(Chunk::Gap(off - self.next, cause));
             self.next = off;
         }
-        self.drain(sink);
+        self.drain(limits, sink);
     }
 
     /// Give up on every hole: deliver all that is held. Used when the flow ends.
-    pub fn flush(&mut self, sink: &mut dyn FnMut(Chunk<'_>)) {
+    pub fn flush(&mut self, limits: &StreamLimits, sink: &mut dyn FnMut(Chunk<'_>)) {
         while !self.pending.is_empty() {
-            self.skip_hole(sink);
+            self.skip_hole(GapCause::Missing, limits, sink);
         }
     }
 }
@@ -281,7 +360,7 @@ mod tests {
         for (seq, payload) in segs {
             stream.push(*seq, payload, 0, false, &limits, &mut |c| match c {
                 Chunk::Data(d) => data.extend_from_slice(d),
-                Chunk::Gap(n) => gaps.push(n),
+                Chunk::Gap(n, _) => gaps.push(n),
             });
         }
         (data, gaps)
@@ -311,7 +390,8 @@ mod tests {
         s.syn(0);
         let (data, _) = collect(&mut s, &[(7, b"world"), (4, b"lo "), (1, b"hel")]);
         assert_eq!(data, b"hello world");
-        assert_eq!(s.pending_bytes(), 0);
+        // Nothing held out of order; the history keeps what was delivered.
+        assert_eq!(s.pending_bytes(), data.len());
     }
 
     #[test]
@@ -329,8 +409,10 @@ mod tests {
         let (data, _) = collect(&mut s, &[(1, b"ab"), (10, b"xy")]);
         assert_eq!(data, b"ab");
         let mut out = Vec::new();
-        s.flush(&mut |c| out.push(format!("{c:?}")));
-        assert_eq!(out, vec!["Gap(7)", "Data([120, 121])"]);
+        s.flush(&StreamLimits::default(), &mut |c| {
+            out.push(format!("{c:?}"))
+        });
+        assert_eq!(out, vec!["Gap(7, Missing)", "Data([120, 121])"]);
         assert_eq!(s.stats().gaps, 1);
     }
 
@@ -348,9 +430,48 @@ mod tests {
                     delivered += d.len() as u64;
                 }
             });
-            assert!(s.pending_bytes() <= limits.max_pending_bytes);
+            assert!(s.pending_bytes() <= limits.max_pending_bytes + limits.max_history);
         }
         assert!(s.stats().gaps > 0);
         assert!(delivered > 0);
+    }
+
+    #[test]
+    fn a_server_flight_of_400_segments_first_one_last_has_no_gap() {
+        let mut s = Stream::new();
+        s.syn(0);
+        let flight: Vec<u8> = (0..400 * 100).map(|i| (i % 251) as u8).collect();
+        let mut segs: Vec<(u32, &[u8])> = flight
+            .chunks(100)
+            .enumerate()
+            .map(|(i, c)| (1 + i as u32 * 100, c))
+            .collect();
+        segs.rotate_left(1); // the first segment comes last
+        let (data, gaps) = collect(&mut s, &segs);
+        assert!(gaps.is_empty(), "{gaps:?}");
+        assert_eq!(data, flight);
+    }
+
+    #[test]
+    fn the_same_bytes_with_other_content_are_a_conflict() {
+        // Against bytes delivered already.
+        let mut s = Stream::new();
+        s.syn(0);
+        let (data, _) = collect(&mut s, &[(1, b"hello"), (1, b"hello"), (3, b"llo")]);
+        assert_eq!(data, b"hello");
+        assert_eq!(s.stats().conflicts, 0, "a faithful retransmission");
+        collect(&mut s, &[(3, b"LLO")]);
+        assert_eq!(s.stats().conflicts, 1);
+        // Against bytes held out of order, overlapping at another offset.
+        let mut s = Stream::new();
+        s.syn(0);
+        let (data, _) = collect(&mut s, &[(10, b"abcdef"), (12, b"cdXX")]);
+        assert!(data.is_empty());
+        assert_eq!(s.stats().conflicts, 1);
+        // A partial overlap of the in-order edge.
+        let mut s = Stream::new();
+        s.syn(0);
+        collect(&mut s, &[(1, b"abcd"), (3, b"zzEF")]);
+        assert_eq!(s.stats().conflicts, 1);
     }
 }

@@ -91,7 +91,7 @@ impl Default for ReaderLimits {
     fn default() -> Self {
         Self {
             max_handshake_len: 256 * 1024,
-            max_prefix_len: 16 * 1024,
+            max_prefix_len: 64 * 1024,
         }
     }
 }
@@ -122,6 +122,8 @@ pub struct RecordReader {
     /// TLS 1.3 was negotiated: ChangeCipherSpec is only a compatibility record and encrypts
     /// nothing (TLS 1.3 encrypts inside application_data records).
     tls13: bool,
+    /// A TLS record header was seen: the direction started TLS.
+    saw_records: bool,
     limits: ReaderLimits,
 }
 
@@ -134,6 +136,7 @@ impl RecordReader {
             prefix_seen: 0,
             encrypted: false,
             tls13: false,
+            saw_records: false,
             limits,
         }
     }
@@ -141,6 +144,11 @@ impl RecordReader {
     /// Whether this direction has given up.
     pub fn is_stopped(&self) -> bool {
         self.mode == Mode::Stopped
+    }
+
+    /// Whether this direction started TLS: a record header was seen.
+    pub fn saw_records(&self) -> bool {
+        self.saw_records
     }
 
     /// Whether this direction has seen ChangeCipherSpec (TLS <= 1.2).
@@ -194,6 +202,7 @@ impl RecordReader {
             self.stop();
         } else if (content_type::CHANGE_CIPHER_SPEC..=content_type::HEARTBEAT).contains(&first) {
             self.mode = Mode::Records;
+            self.saw_records = true;
         } else {
             self.mode = Mode::Prefix;
         }
@@ -203,6 +212,7 @@ impl RecordReader {
     fn feed_prefix<'d>(&mut self, data: &'d [u8], sink: &mut dyn FnMut(TlsEvent<'_>)) -> &'d [u8] {
         if self.buf.is_empty() && self.prefix_seen > 0 && starts_record(data) {
             self.mode = Mode::Records;
+            self.saw_records = true;
             return data;
         }
         let mut rest = data;
@@ -224,6 +234,7 @@ impl RecordReader {
             }
             if starts_record(rest) {
                 self.mode = Mode::Records;
+                self.saw_records = true;
                 return rest;
             }
         }

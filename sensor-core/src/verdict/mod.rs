@@ -22,7 +22,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::{
     event::{
-        Alert, ClientOutcome, Event, Interceptor, Judgement, Reason, Rejection, Severity, Verdict,
+        Alert, CaptureLoss, ClientOutcome, Event, Interceptor, Judgement, Reason, Rejection,
+        Severity, TlsVersion, Verdict,
     },
     trust::{Store, TrustContext},
     x509::CertSummary,
@@ -41,6 +42,12 @@ pub struct Facts<'a> {
     pub exe: Option<&'a str>,
     pub comm: Option<&'a str>,
     pub baseline: baseline::Signal,
+    /// The negotiated (or highest offered) version.
+    pub tls_version: Option<TlsVersion>,
+    /// What the sensor could not see of the handshake.
+    pub capture_incomplete: &'a [CaptureLoss],
+    /// The chain is the client's (uprobe), and the wire carried another.
+    pub chain_conflict: bool,
 }
 
 /// Why a store did not validate a chain.
@@ -61,6 +68,8 @@ struct Assessment {
     host: Result<(), PathFailure>,
     /// The anchor the host store validated with: (subject, SPKI pin).
     host_anchor: Option<(String, String)>,
+    /// SHA-256 of the certificates sent that no validated path used (appended, or left over).
+    extra: Vec<String>,
     name_ok: bool,
     expired: bool,
     not_yet_valid: bool,
@@ -209,22 +218,30 @@ impl VerdictEngine {
             exe: process.and_then(|p| p.exe.as_deref()),
             comm: process.and_then(|p| p.comm.as_deref()),
             baseline: signal,
+            tls_version: hs.tls_version,
+            capture_incomplete: &hs.capture_incomplete,
+            chain_conflict: !hs.wire_chain_sha256.is_empty(),
         };
         let judgement = self.judge(&facts);
         event.judgement = Some(judgement);
     }
 }
 
-/// The anchor a validation ended at, as an index into its store.
-type AnchorIndex = usize;
+/// A path webpki validated: the anchor (an index into its store) and which certificates of
+/// the chain it used (indices into the chain as sent; the leaf, 0, always).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ValidPath {
+    anchor: usize,
+    used: Vec<usize>,
+}
 
-/// Validate against one store: Ok (with the anchor used), or why not.
+/// Validate against one store: the path, or why there is none.
 fn validate(
     store: &Store,
     ee: &EndEntityCert<'_>,
     intermediates: &[CertificateDer<'_>],
     time: UnixTime,
-) -> Result<AnchorIndex, PathFailure> {
+) -> Result<ValidPath, PathFailure> {
     let result = ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         &store.anchors,
@@ -237,25 +254,29 @@ fn validate(
     match result {
         Ok(path) => {
             let anchor = path.anchor();
-            Ok(store
+            let anchor = store
                 .anchors
                 .iter()
                 .position(|a| {
                     a.subject_public_key_info == anchor.subject_public_key_info
                         && a.subject == anchor.subject
                 })
-                .unwrap_or(0))
+                .unwrap_or(0);
+            let mut used = vec![0];
+            for cert in path.intermediate_certificates() {
+                let der = cert.der();
+                if let Some(i) = intermediates
+                    .iter()
+                    .position(|c| c.as_ref() == der.as_ref())
+                {
+                    used.push(i + 1);
+                }
+            }
+            Ok(ValidPath { anchor, used })
         }
         Err(e) => Err(failure(&e)),
     }
 }
-
-/// Public result, host result, and the host anchor used: (subject, SPKI pin).
-type Validations = (
-    Result<(), PathFailure>,
-    Result<(), PathFailure>,
-    Option<(String, String)>,
-);
 
 /// Validate against the public store, then the host store. A path webpki built to a public
 /// anchor that the host store holds too is valid there as well: that validation is not done
@@ -265,24 +286,26 @@ fn validate_both(
     ee: &EndEntityCert<'_>,
     intermediates: &[CertificateDer<'_>],
     time: UnixTime,
-) -> Validations {
+) -> (
+    Result<ValidPath, PathFailure>,
+    Result<ValidPath, PathFailure>,
+) {
     let public = validate(&trust.public, ee, intermediates, time);
-    let shared = public.as_ref().ok().and_then(|&i| {
-        let a = trust.public.anchors.get(i)?;
-        trust.host.anchors.iter().position(|h| {
+    let shared = public.as_ref().ok().and_then(|p| {
+        let a = trust.public.anchors.get(p.anchor)?;
+        let anchor = trust.host.anchors.iter().position(|h| {
             h.subject == a.subject && h.subject_public_key_info == a.subject_public_key_info
+        })?;
+        Some(ValidPath {
+            anchor,
+            used: p.used.clone(),
         })
     });
     let host = match shared {
-        Some(i) => Ok(i),
+        Some(p) => Ok(p),
         None => validate(&trust.host, ee, intermediates, time),
     };
-    let host_anchor = host
-        .as_ref()
-        .ok()
-        .and_then(|&i| trust.host.info.get(i))
-        .map(|i| (i.subject.clone(), i.spki_sha256.clone()));
-    (public.map(|_| ()), host.map(|_| ()), host_anchor)
+    (public, host)
 }
 
 fn failure(e: &webpki::Error) -> PathFailure {
@@ -315,9 +338,9 @@ fn assess(trust: &TrustContext, f: &Facts<'_>, pin_index: Option<usize>) -> Asse
         .map(|c| CertificateDer::from(c.der.as_slice()))
         .collect();
     let parsed_leaf = X509Certificate::from_der(&leaf.der).ok().map(|(_, c)| c);
-    let (public, host, host_anchor, name_ok) = match EndEntityCert::try_from(&leaf_der) {
+    let (public, host, name_ok) = match EndEntityCert::try_from(&leaf_der) {
         Ok(ee) => {
-            let (public, host, host_anchor) = validate_both(trust, &ee, &intermediates, time);
+            let (public, host) = validate_both(trust, &ee, &intermediates, time);
             let name_ok = match (f.server_name, f.dst_addr) {
                 (Some(sni), _) => ServerName::try_from(sni)
                     .is_ok_and(|n| ee.verify_is_valid_for_subject_name(&n).is_ok()),
@@ -326,9 +349,44 @@ fn assess(trust: &TrustContext, f: &Facts<'_>, pin_index: Option<usize>) -> Asse
                     .is_ok(),
                 (None, None) => false,
             };
-            (public, host, host_anchor, name_ok)
+            (public, host, name_ok)
         }
-        Err(e) => (Err(failure(&e)), Err(failure(&e)), None, false),
+        Err(e) => (Err(failure(&e)), Err(failure(&e)), false),
+    };
+    let host_anchor = host
+        .as_ref()
+        .ok()
+        .and_then(|p| trust.host.info.get(p.anchor))
+        .map(|i| (i.subject.clone(), i.spki_sha256.clone()));
+    // The certificates and anchors of every validated path: only these speak for pins and
+    // approvals. A certificate merely appended to the chain proves nothing.
+    let on_path =
+        |p: &Result<ValidPath, PathFailure>| p.as_ref().map(|p| p.used.clone()).unwrap_or_default();
+    let mut used: Vec<usize> = on_path(&public);
+    used.extend(on_path(&host));
+    let path_spkis: Vec<&str> = used
+        .iter()
+        .filter_map(|&i| f.chain.get(i))
+        .map(|c| c.spki_sha256.as_str())
+        .chain(
+            public
+                .as_ref()
+                .ok()
+                .and_then(|p| trust.public.info.get(p.anchor))
+                .map(|i| i.spki_sha256.as_str()),
+        )
+        .chain(host_anchor.as_ref().map(|(_, spki)| spki.as_str()))
+        .collect();
+    // A server that sends its root as well sends the path's anchor: that one is on the path.
+    let extra: Vec<String> = if public.is_ok() || host.is_ok() {
+        (1..f.chain.len())
+            .filter(|i| {
+                !used.contains(i) && !path_spkis.contains(&f.chain[*i].spki_sha256.as_str())
+            })
+            .map(|i| f.chain[i].sha256.clone())
+            .collect()
+    } else {
+        Vec::new()
     };
 
     // Checks over every certificate sent.
@@ -423,22 +481,20 @@ fn assess(trust: &TrustContext, f: &Facts<'_>, pin_index: Option<usize>) -> Asse
         .filter(|_| public.is_err())
         .map(|p| (p.id.clone(), p.name.clone()));
 
-    let approved = f
-        .chain
-        .iter()
-        .any(|c| c.is_ca && trust.is_approved(&c.spki_sha256, &c.subject))
-        || host_anchor
-            .as_ref()
-            .is_some_and(|(subject, spki)| trust.is_approved(spki, subject))
-        || trust.is_approved("", &leaf.issuer);
+    // An approved inspection CA must be on the path the host store validated: an
+    // intermediate it used, or its anchor.
+    let approved = host.as_ref().is_ok_and(|p| {
+        p.used
+            .iter()
+            .skip(1)
+            .filter_map(|&i| f.chain.get(i))
+            .any(|c| trust.is_approved(&c.spki_sha256, &c.subject))
+    }) || host_anchor
+        .as_ref()
+        .is_some_and(|(subject, spki)| trust.is_approved(spki, subject));
 
     let pin = pin_index.and_then(|i| trust.pins.pins.get(i)).map(|p| {
-        let matched = f
-            .chain
-            .iter()
-            .map(|c| c.spki_sha256.as_str())
-            .chain(host_anchor.as_ref().map(|(_, s)| s.as_str()))
-            .any(|s| p.spki.iter().any(|pin| pin == s));
+        let matched = path_spkis.iter().any(|s| p.spki.iter().any(|pin| pin == s));
         let at = format!(
             "{}:{}",
             trust.pins.source.as_deref().unwrap_or("pins"),
@@ -454,9 +510,10 @@ fn assess(trust: &TrustContext, f: &Facts<'_>, pin_index: Option<usize>) -> Asse
     Assessment {
         expired: leaf.not_after.0 < f.time_ns,
         not_yet_valid: leaf.not_before.0 > f.time_ns,
-        public,
-        host,
+        public: public.map(|_| ()),
+        host: host.map(|_| ()),
         host_anchor,
+        extra,
         name_ok,
         weak_key,
         weak_signature,
@@ -523,13 +580,54 @@ fn push_server_changes(reasons: &mut Vec<Reason>, b: &baseline::Signal) {
     }
 }
 
-/// No chain: TLS 1.3 (or a handshake that never got that far).
-fn unverified(f: &Facts<'_>) -> Judgement {
-    let mut reasons = vec![Reason::CertificateNotVisible];
+/// What the sensor could not see: `capture_incomplete:<cause>` (medium), and `stream_conflict`
+/// (high) for bytes that came twice with different content. The severity they call for.
+fn capture_reasons(f: &Facts<'_>, reasons: &mut Vec<Reason>) -> Severity {
     let mut severity = Severity::Info;
+    for &cause in f.capture_incomplete {
+        if cause == CaptureLoss::Conflict {
+            reasons.push(Reason::StreamConflict);
+            severity = severity.max(Severity::High);
+        } else {
+            reasons.push(Reason::CaptureIncomplete(cause));
+            severity = severity.max(Severity::Medium);
+        }
+    }
+    severity
+}
+
+/// The capture losses in words, for explanations: `a gap in the stream and a full ring buffer`.
+fn losses_in_words(f: &Facts<'_>) -> String {
+    let words: Vec<&str> = f
+        .capture_incomplete
+        .iter()
+        .map(|c| match c {
+            CaptureLoss::Budget => "the sensor's per-connection byte budget ran out",
+            CaptureLoss::Gap => "bytes of the stream never reached the sensor",
+            CaptureLoss::RingDrop => "the kernel's buffer to sensord was full",
+            CaptureLoss::PrefixTooLong => "the plaintext before TLS was longer than it reads",
+            CaptureLoss::OutOfOrder => "more data came out of order than it holds",
+            CaptureLoss::Conflict => {
+                "the same bytes came twice with different content, so what the client kept is \
+                 not known"
+            }
+        })
+        .collect();
+    words.join("; ")
+}
+
+/// No chain: TLS 1.3 hid it, or the sensor could not see it, or the handshake never got that
+/// far.
+fn unverified(f: &Facts<'_>) -> Judgement {
+    let mut reasons = Vec::new();
+    let tls13 = f.tls_version == Some(TlsVersion::Tls13);
+    if tls13 || f.capture_incomplete.is_empty() {
+        reasons.push(Reason::CertificateNotVisible);
+    }
+    let mut severity = capture_reasons(f, &mut reasons);
     if let Some(r) = rejection(f) {
         reasons.push(r);
-        severity = Severity::Medium;
+        severity = severity.max(Severity::Medium);
     }
     push_server_changes(&mut reasons, &f.baseline);
     let changes = [
@@ -546,13 +644,19 @@ fn unverified(f: &Facts<'_>) -> Judgement {
             Severity::Low
         });
     }
-    let mut explanation = join_sentences(
+    let why = if !f.capture_incomplete.is_empty() {
         format!(
-            "{}: the certificate is not visible to a passive observer (TLS 1.3 encrypts it).",
-            target(f)
-        ),
-        client_phrase(f),
-    );
+            "the sensor did not see the certificate: {}",
+            losses_in_words(f)
+        )
+    } else if tls13 {
+        "the certificate is not visible to a passive observer (TLS 1.3 encrypts it)".to_owned()
+    } else {
+        "the server's certificate was not in the handshake the sensor saw (a resumed session \
+         sends none)"
+            .to_owned()
+    };
+    let mut explanation = join_sentences(format!("{}: {why}.", target(f)), client_phrase(f));
     if changes > 0 {
         let what = match (
             f.baseline.server_fingerprint_changed,
@@ -573,6 +677,7 @@ fn unverified(f: &Facts<'_>) -> Judgement {
         severity,
         explanation,
         interceptor: None,
+        extra_certificates: Vec::new(),
     }
 }
 
@@ -748,12 +853,34 @@ fn decide(trust: &TrustContext, a: &Assessment, f: &Facts<'_>) -> Judgement {
         }
         explanation.push_str(&format!(" The leaf looks forged: {}.", traits.join("; ")));
     }
+    let mut kind = kind;
+    if f.chain_conflict {
+        reasons.push(Reason::ChainConflict);
+        severity = severity.max(Severity::High);
+        explanation.push_str(
+            " The client's TLS library parsed this chain, but another one crossed the wire: \
+             someone in the path changed what the sensor could see.",
+        );
+    }
+    let loss = capture_reasons(f, &mut reasons);
+    if loss >= Severity::High {
+        severity = severity.max(loss);
+        explanation.push_str(&format!(" But {}.", losses_in_words(f)));
+        // The chain seen may not be the one the client kept: never call that clean.
+        if kind == Verdict::Clean {
+            kind = Verdict::Unverified;
+        }
+    } else {
+        // A loss after the chain was seen whole does not change what the chain says.
+        reasons.retain(|r| !matches!(r, Reason::CaptureIncomplete(_)));
+    }
     Judgement {
         verdict: kind,
         reasons,
         severity,
         explanation,
         interceptor: a.product.clone().map(|(id, name)| Interceptor { id, name }),
+        extra_certificates: a.extra.clone(),
     }
 }
 

@@ -11,7 +11,7 @@ use time::{Duration as TDuration, OffsetDateTime};
 
 use super::*;
 use crate::{
-    event::{Handshake, Timestamp, TlsVersion},
+    event::{CaptureLoss, Handshake, Timestamp, TlsVersion},
     trust::{Approved, Catalogue, Pins, Store, TrustContext},
     x509::summarize,
 };
@@ -619,4 +619,99 @@ fn a_rejection_with_an_encrypted_alert_is_named_as_such() {
     assert_eq!(v.severity, Severity::Medium);
     let text = v.explanation;
     assert!(text.contains("TLS 1.3 encrypts"), "{text}");
+}
+
+#[test]
+fn an_appended_pinned_ca_does_not_satisfy_the_pin() {
+    // The pin names the real issuing CA. A man in the middle with a misissued public
+    // certificate from another public CA appends the pinned CA's certificate: the path that
+    // validates does not go through it, so the pin fails, and the extra certificate is named.
+    let p = public();
+    let rogue = intermediate("Other Public Issuing CA", &p.root);
+    let misissued = leaf(LeafSpec::default(), Some(&rogue));
+    let pinned = summarize(&p.inter.der).unwrap().spki_sha256;
+    let text = format!("[[pin]]\nhost = \"www.example.test\"\nspki = [\"{pinned}\"]\n");
+    let mut ctx = context(&[&p.root.der], &[&p.root.der]);
+    ctx.pins = Pins::parse(&text, "pins.toml").unwrap();
+    let c = chain(&[&misissued, &rogue.der, &p.inter.der]);
+    let v = judge(ctx.clone(), &facts(&c, "www.example.test"));
+    assert_eq!(
+        (v.verdict, v.severity),
+        (Verdict::PinMismatch, Severity::Critical)
+    );
+    assert_eq!(v.extra_certificates, [c[2].sha256.clone()]);
+    // The real chain passes the same pin, with nothing extra.
+    let real = chain(&[&p.leaf, &p.inter.der]);
+    let v = judge(ctx, &facts(&real, "www.example.test"));
+    assert_eq!(v.verdict, Verdict::Clean);
+    assert!(v.extra_certificates.is_empty());
+}
+
+#[test]
+fn an_appended_approved_ca_does_not_make_a_rogue_ca_approved() {
+    // A rogue CA the host trusts signs the leaf; the organisation's approved inspection CA is
+    // appended to the chain but is not on the path: this is interception, not the approved one.
+    let p = public();
+    let corp = make_root("Corp Inspection CA", Some("Example Corp"));
+    let rogue = make_root("Rogue CA", None);
+    let forged = leaf(LeafSpec::default(), Some(&rogue));
+    let corp_pin = summarize(&corp.der).unwrap().spki_sha256;
+    for approved in [
+        Approved::Spki(corp_pin.clone()),
+        Approved::Subject("CN=Corp Inspection CA, O=Example Corp".into()),
+    ] {
+        let mut ctx = context(&[&p.root.der, &corp.der, &rogue.der], &[&p.root.der]);
+        ctx.approved = vec![approved];
+        let c = chain(&[&forged, &corp.der]);
+        let v = judge(ctx, &facts(&c, "www.example.test"));
+        assert_eq!(v.verdict, Verdict::Intercepted);
+        assert_eq!(reasons(&v), ["local_root"]);
+        assert_eq!(v.severity, Severity::High);
+        assert_eq!(v.extra_certificates, [c[1].sha256.clone()]);
+    }
+}
+
+#[test]
+fn what_the_sensor_could_not_see_is_said_and_never_quiet() {
+    let mut engine = VerdictEngine::new(Arc::new(context(&[], &[])));
+    // TLS 1.2 and no chain because the byte budget ran out: not "TLS 1.3 encrypts it".
+    let budget = [CaptureLoss::Budget];
+    let f = Facts {
+        server_name: Some("padded.example.test"),
+        time_ns: NOW as u64 * 1_000_000_000,
+        tls_version: Some(TlsVersion::Tls12),
+        capture_incomplete: &budget,
+        ..Facts::default()
+    };
+    let v = engine.judge(&f);
+    assert_eq!(v.verdict, Verdict::Unverified);
+    assert_eq!(reasons(&v), ["capture_incomplete:budget"]);
+    assert_eq!(v.severity, Severity::Medium);
+    assert!(!v.explanation.contains("TLS 1.3"), "{}", v.explanation);
+    assert!(v.explanation.contains("byte budget"), "{}", v.explanation);
+    // A clean chain seen, but the stream carried two versions of the same bytes.
+    let p = public();
+    let c = chain(&[&p.leaf, &p.inter.der]);
+    let conflict = [CaptureLoss::Conflict];
+    let mut engine = VerdictEngine::new(Arc::new(context(&[&p.root.der], &[&p.root.der])));
+    let mut f = facts(&c, "www.example.test");
+    f.capture_incomplete = &conflict;
+    let v = engine.judge(&f);
+    assert_eq!(v.verdict, Verdict::Unverified, "never clean");
+    assert_eq!(reasons(&v), ["public_root", "stream_conflict"]);
+    assert_eq!(v.severity, Severity::High);
+    // A loss after the chain was seen whole does not change the verdict.
+    let mut f = facts(&c, "www.example.test");
+    f.capture_incomplete = &budget;
+    let v = engine.judge(&f);
+    assert_eq!(
+        (v.verdict, reasons(&v)),
+        (Verdict::Clean, strs(&["public_root"]))
+    );
+    // The client's library parsed another chain than the wire's: judged on the client's.
+    let mut f = facts(&c, "www.example.test");
+    f.chain_conflict = true;
+    let v = engine.judge(&f);
+    assert_eq!(reasons(&v), ["public_root", "chain_conflict"]);
+    assert_eq!(v.severity, Severity::High);
 }

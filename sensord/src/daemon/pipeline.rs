@@ -67,6 +67,8 @@ pub struct Pipeline {
     out: Outputs,
     /// Ring records this version could not decode.
     unknown_records: u64,
+    /// The kernel's ring buffer drops when last looked at.
+    ring_drops: u64,
 }
 
 impl Pipeline {
@@ -80,6 +82,7 @@ impl Pipeline {
             clock,
             out,
             unknown_records: 0,
+            ring_drops: 0,
         }
     }
 
@@ -208,13 +211,22 @@ impl Pipeline {
     }
 
     /// Publish counters and state for GetStatus and /metrics (every second).
-    pub fn snapshot(&self, tap: &KernelTap, rate: &mut (Instant, u64)) {
-        let shared = &self.out.shared;
-        if let Ok(c) = tap.counters()
-            && let Ok(mut k) = shared.kernel_counters.lock()
-        {
-            *k = c.into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+    pub fn snapshot(&mut self, tap: &KernelTap, rate: &mut (Instant, u64)) {
+        if let Ok(c) = tap.counters() {
+            // The kernel lost records and cannot say whose: every live flow may have.
+            let drops = c
+                .iter()
+                .find(|(n, _)| *n == "ringbuf_drops")
+                .map_or(0, |(_, v)| *v);
+            if drops > self.ring_drops {
+                self.engine.note_ring_drop();
+            }
+            self.ring_drops = drops;
+            if let Ok(mut k) = self.out.shared.kernel_counters.lock() {
+                *k = c.into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+            }
         }
+        let shared = &self.out.shared;
         if let Ok(mut p) = shared.program_stats.lock() {
             *p = tap.program_stats();
         }

@@ -8,7 +8,9 @@
 use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use sensor_core::{
-    event::{ChainSource, Event, ProbeFailure, ProbeSkip, Reason, Role, TlsVersion},
+    event::{
+        ChainSource, Event, ProbeFailure, ProbeSkip, Reason, Role, Severity, TlsVersion, Verdict,
+    },
     probe::schedule::{Decision, Limits, Outcome, ProbeKey, ScheduleStats, Scheduler},
     x509::SummaryCache,
 };
@@ -34,8 +36,11 @@ const MAX_WAITING: usize = 4096;
 pub enum Note {
     /// Not a handshake the probe is for.
     None,
-    /// The chain came from a probe (fresh or cached).
-    Chain,
+    /// The chain came from a probe (fresh or cached). When the probe's encrypted server flight
+    /// differs clearly in size from the one the client received: (client's, probe's).
+    Chain {
+        differs: Option<(u64, u64)>,
+    },
     Failed {
         cause: ProbeFailure,
         detail: String,
@@ -49,19 +54,45 @@ impl Note {
         let Some(j) = event.judgement.as_mut() else {
             return;
         };
+        let unseen = j.verdict == Verdict::Unverified;
         match self {
             Self::None => {}
-            Self::Chain => j.explanation.push_str(
-                " TLS 1.3 hid the client's certificate; this chain comes from sensord's own \
-                 connection to the same server with the same name.",
-            ),
+            Self::Chain { differs } => {
+                j.explanation.push_str(
+                    " The sensor could not see the client's certificate; this chain comes from \
+                     sensord's own connection to the same server with the same name.",
+                );
+                if let Some((client, probe)) = differs {
+                    // The probe was shown something else than the client: its chain says
+                    // nothing about the client's, and clean it is not.
+                    j.reasons.push(Reason::ProbeChainDiffers);
+                    j.severity = j.severity.max(Severity::Medium);
+                    if j.verdict == Verdict::Clean {
+                        j.verdict = Verdict::Unverified;
+                    }
+                    j.explanation.push_str(&format!(
+                        " But the server's encrypted flight was {client} bytes for the client \
+                         and {probe} for sensord: the client was likely shown another \
+                         certificate, as an interceptor that lets the sensor's own connection \
+                         through would do."
+                    ));
+                }
+            }
             Self::Failed { cause, detail } => {
                 j.reasons.push(Reason::ProbeFailed(*cause));
                 j.explanation.push_str(&format!(
                     " An active check from this host failed: {detail}."
                 ));
+                if unseen {
+                    j.severity = j.severity.max(Severity::Medium);
+                }
             }
-            Self::Skipped(why) => j.reasons.push(Reason::ProbeSkipped(*why)),
+            Self::Skipped(why) => {
+                j.reasons.push(Reason::ProbeSkipped(*why));
+                if unseen {
+                    j.severity = j.severity.max(Severity::Medium);
+                }
+            }
         }
     }
 }
@@ -125,7 +156,10 @@ impl Prober {
     /// Whether an event wants a probe, and with what.
     fn request(&self, p: &Pending) -> Option<(ProbeKey, Request)> {
         let hs = &p.event.handshake;
-        if !self.enabled || hs.tls_version != Some(TlsVersion::Tls13) || !hs.chain.is_empty() {
+        // TLS 1.3 hides the chain; a capture that lost part of the handshake may have missed
+        // it, whatever the version.
+        let hidden = hs.tls_version == Some(TlsVersion::Tls13) || !hs.capture_incomplete.is_empty();
+        if !self.enabled || !hidden || !hs.chain.is_empty() {
             return None;
         }
         // A local server answering a remote client: probing ourselves tells nothing.
@@ -158,6 +192,7 @@ impl Prober {
             port: hs.dst_port,
             via,
             netns: netns.as_ref().map(|n| n.inode),
+            client: hs.ja4.clone(),
         };
         let opts = ProbeOptions {
             sni: hs.server_name.clone(),
@@ -169,6 +204,8 @@ impl Prober {
                 .map(|a| a.as_bytes().to_vec())
                 .collect(),
             netns,
+            offer: hs.client_offer.clone(),
+            user_agent: hs.proxy_user_agent.clone(),
         };
         Some((key, Request { target, opts }))
     }
@@ -201,6 +238,7 @@ impl Prober {
                         Ok(p) => Outcome::Chain {
                             chain: Arc::new(p.chain),
                             tls_version: p.tls_version,
+                            flight_bytes: p.flight_bytes,
                         },
                         Err(e) => Outcome::Failed {
                             cause: e.cause(),
@@ -246,7 +284,11 @@ impl Prober {
 
     fn fill(&mut self, event: &mut Event, outcome: &Outcome) -> Note {
         match outcome {
-            Outcome::Chain { chain, .. } => {
+            Outcome::Chain {
+                chain,
+                flight_bytes,
+                ..
+            } => {
                 let mut summaries = Vec::with_capacity(chain.len());
                 for der in chain.iter() {
                     match self.summaries.summarize(der.as_ref()) {
@@ -261,12 +303,42 @@ impl Prober {
                 }
                 event.handshake.chain = summaries;
                 event.handshake.chain_source = Some(ChainSource::Probe);
-                Note::Chain
+                let client = event.handshake.server_encrypted_flight_bytes;
+                Note::Chain {
+                    differs: client
+                        .zip(*flight_bytes)
+                        .filter(|&(c, p)| flights_differ(c, p)),
+                }
             }
             Outcome::Failed { cause, detail } => Note::Failed {
                 cause: *cause,
                 detail: detail.clone(),
             },
         }
+    }
+}
+
+/// Whether two encrypted server flights clearly differ: by more than a quarter and by more than
+/// 512 bytes. The same server shows two clients of the same kind flights within a few bytes
+/// of each other (signature sizes, extensions); another chain changes it by a certificate.
+fn flights_differ(client: u64, probe: u64) -> bool {
+    let diff = client.abs_diff(probe);
+    diff > 512 && diff * 4 > client.max(probe)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flight_sizes_that_differ() {
+        assert!(!super::flights_differ(2900, 3000));
+        assert!(
+            !super::flights_differ(400, 800),
+            "small flights: under 512 bytes apart"
+        );
+        assert!(
+            super::flights_differ(1100, 2900),
+            "a leaf instead of leaf + intermediate"
+        );
+        assert!(super::flights_differ(6000, 3000));
     }
 }

@@ -153,6 +153,7 @@ mod tests {
                 severity: Severity::High,
                 explanation: "x".into(),
                 interceptor: None,
+                extra_certificates: Vec::new(),
             }),
         };
         let ecs = event(&e);

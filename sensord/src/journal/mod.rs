@@ -488,6 +488,7 @@ pub(crate) mod testing {
                 severity: Severity::Medium,
                 explanation: format!("event {i}"),
                 interceptor: None,
+                extra_certificates: Vec::new(),
             }),
         })
     }

@@ -207,6 +207,7 @@ fn journal_bench() -> anyhow::Result<f64> {
                     severity: Severity::Info,
                     explanation: "x".repeat(600),
                     interceptor: None,
+                    extra_certificates: Vec::new(),
                 }),
             });
             e.certs = vec![(format!("{:064x}", i % 16), vec![7u8; 1200])];

@@ -6,9 +6,14 @@
 //! must still prove it holds the leaf's key (the handshake signature is checked), so what is
 //! recorded is what a real client would have been shown.
 
+mod flight;
+
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -23,7 +28,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use sensor_core::event::{ProbeFailure, TlsVersion};
+use sensor_core::event::{ClientOffer, ProbeFailure, TlsVersion};
 pub use sensor_core::probe::{Proxy, Target, TargetError};
 
 /// A network namespace other than sensord's, held open: a process's namespace outlives the
@@ -59,6 +64,11 @@ pub struct ProbeOptions {
     /// so that the probe takes the client's path. Entering it needs CAP_SYS_ADMIN; without it
     /// the probe fails with a clear cause.
     pub netns: Option<Netns>,
+    /// Offer what this client offered (cipher suites, groups, versions, signature schemes),
+    /// as far as rustls allows, so that the probe looks like the client.
+    pub offer: Option<ClientOffer>,
+    /// The User-Agent to send with the CONNECT request (the client's, when it was seen).
+    pub user_agent: Option<String>,
 }
 
 impl Default for ProbeOptions {
@@ -69,6 +79,8 @@ impl Default for ProbeOptions {
             timeout: Duration::from_secs(10),
             alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             netns: None,
+            offer: None,
+            user_agent: None,
         }
     }
 }
@@ -88,8 +100,11 @@ pub struct Probed {
     pub cipher: Option<String>,
     pub alpn: Option<String>,
     /// Why the handshake did not complete after the chain was seen (e.g. the server wanted a
-    /// client certificate).
+    /// client certificate). The server had proven it holds the leaf's key.
     pub handshake_error: Option<String>,
+    /// TLS 1.3: payload bytes of the server's encrypted flight (EncryptedExtensions to
+    /// Finished), to compare with what the client received.
+    pub flight_bytes: Option<u64>,
 }
 
 /// Why a check could not see a chain.
@@ -160,30 +175,31 @@ async fn probe_inner(target: &Target, opts: &ProbeOptions) -> Result<Probed, Pro
     let (tcp, peer) = match &opts.proxy {
         Some(proxy) => {
             let (mut tcp, peer) = connect(&proxy.host, proxy.port, netns, opts.timeout).await?;
-            connect_through(&mut tcp, proxy, target).await?;
+            connect_through(&mut tcp, proxy, target, opts.user_agent.as_deref()).await?;
             (tcp, peer)
         }
         None => connect(&target.host, target.port, netns, opts.timeout).await?,
     };
     let _ = tcp.set_nodelay(true);
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let recorder = Arc::new(Recorder {
-        provider: provider.clone(),
-        chain: Mutex::new(None),
-    });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| ProbeError::Setup(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(recorder.clone())
-        .with_no_client_auth();
-    config.alpn_protocols = opts.alpn.clone();
-    config.resumption = rustls::client::Resumption::disabled();
+    let (config, recorder) = client_config(opts)?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let (tcp, flight) = flight::Counted::new(tcp);
     let result = connector.connect(server_name, tcp).await;
     let chain = recorder.chain.lock().ok().and_then(|mut c| c.take());
     let sni_sent = sni.filter(|_| target.ip().is_none() || opts.sni.is_some());
+    // A chain counts only from a server that proved it holds the leaf's key (its handshake
+    // signature verified): anyone can send someone else's certificate.
+    let proven = recorder.proven.load(Ordering::Relaxed);
+    let chain = match (chain, &result) {
+        (Some(_), Err(e)) if !proven => {
+            return Err(ProbeError::Handshake {
+                addr: peer,
+                reason: format!("the server did not prove it holds the certificate's key: {e}"),
+            });
+        }
+        (chain, _) => chain,
+    };
     match (result, chain) {
         (Ok(mut tls), Some(chain)) => {
             let (_, conn) = tls.get_ref();
@@ -203,6 +219,8 @@ async fn probe_inner(target: &Target, opts: &ProbeOptions) -> Result<Probed, Pro
                 via_proxy: opts.proxy.is_some(),
                 server_name: sni_sent,
                 chain,
+                flight_bytes: (tls_version == Some(TlsVersion::Tls13))
+                    .then(|| flight.server_bytes()),
                 tls_version,
                 cipher,
                 alpn,
@@ -218,6 +236,7 @@ async fn probe_inner(target: &Target, opts: &ProbeOptions) -> Result<Probed, Pro
             cipher: None,
             alpn: None,
             handshake_error: Some(e.to_string()),
+            flight_bytes: None,
         }),
         (Err(e), None) => Err(ProbeError::Handshake {
             addr: peer,
@@ -228,6 +247,83 @@ async fn probe_inner(target: &Target, opts: &ProbeOptions) -> Result<Probed, Pro
             reason: "the server sent no certificate".into(),
         }),
     }
+}
+
+/// The probe's client: the recording verifier, and what the client offered (as far as rustls
+/// allows: cipher suites, groups, versions and signature schemes in the client's order; not
+/// its extension order or GREASE).
+fn client_config(opts: &ProbeOptions) -> Result<(rustls::ClientConfig, Arc<Recorder>), ProbeError> {
+    let base = rustls::crypto::ring::default_provider();
+    let offer = opts.offer.as_ref();
+    let mut provider = base.clone();
+    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> =
+        vec![&rustls::version::TLS13, &rustls::version::TLS12];
+    let mut schemes = Vec::new();
+    if let Some(o) = offer {
+        let suites: Vec<_> = o
+            .cipher_suites
+            .iter()
+            .filter_map(|id| {
+                base.cipher_suites
+                    .iter()
+                    .find(|s| u16::from(s.suite()) == *id)
+                    .copied()
+            })
+            .collect();
+        if !suites.is_empty() {
+            provider.cipher_suites = suites;
+        }
+        let groups: Vec<_> = o
+            .groups
+            .iter()
+            .filter_map(|id| {
+                base.kx_groups
+                    .iter()
+                    .find(|g| u16::from(g.name()) == *id)
+                    .copied()
+            })
+            .collect();
+        if !groups.is_empty() {
+            provider.kx_groups = groups;
+        }
+        let tls13 = o.versions.contains(&0x0304);
+        let tls12 = o.versions.is_empty() || o.versions.contains(&0x0303);
+        versions = match (tls13, tls12) {
+            (true, false) => vec![&rustls::version::TLS13],
+            (false, _) => vec![&rustls::version::TLS12],
+            (true, true) => versions,
+        };
+        schemes = o
+            .signature_algorithms
+            .iter()
+            .map(|&s| SignatureScheme::from(s))
+            .collect();
+    }
+    let build = |provider: CryptoProvider,
+                 versions: &[&'static rustls::SupportedProtocolVersion]| {
+        let provider = Arc::new(provider);
+        let recorder = Arc::new(Recorder {
+            provider: provider.clone(),
+            chain: Mutex::new(None),
+            proven: AtomicBool::new(false),
+            schemes: schemes.clone(),
+        });
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .map(|b| {
+                b.dangerous()
+                    .with_custom_certificate_verifier(recorder.clone())
+                    .with_no_client_auth()
+            });
+        config.map(|c| (c, recorder))
+    };
+    // What the client offered may leave rustls nothing to work with: then its defaults.
+    let (mut config, recorder) = build(provider, &versions)
+        .or_else(|_| build(base, &[&rustls::version::TLS13, &rustls::version::TLS12]))
+        .map_err(|e| ProbeError::Setup(e.to_string()))?;
+    config.alpn_protocols = opts.alpn.clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok((config, recorder))
 }
 
 /// Resolve and connect to the first address that answers, from `netns` if given.
@@ -323,20 +419,27 @@ async fn connect_in_netns(
 }
 
 /// The most of a proxy's response headers read.
-const PROXY_HEADER_MAX: usize = 16 * 1024;
+const PROXY_HEADER_MAX: usize = 64 * 1024;
 
 /// Ask an HTTP proxy for a tunnel to the target.
 async fn connect_through(
     tcp: &mut TcpStream,
     proxy: &Proxy,
     target: &Target,
+    user_agent: Option<&str>,
 ) -> Result<(), ProbeError> {
     let fail = |reason: String| ProbeError::Proxy {
         proxy: proxy.to_string(),
         reason,
     };
     let authority = target.authority();
-    let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    // The client's User-Agent, as the proxy saw it from the client (no line breaks: it came
+    // from the network).
+    let agent = user_agent
+        .map(|ua| ua.replace(['\r', '\n'], " "))
+        .map(|ua| format!("User-Agent: {ua}\r\n"))
+        .unwrap_or_default();
+    let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{agent}\r\n");
     tcp.write_all(request.as_bytes())
         .await
         .map_err(|e| fail(e.to_string()))?;
@@ -362,11 +465,16 @@ async fn connect_through(
     Ok(())
 }
 
-/// Records the chain and accepts it; the handshake signature is still checked.
+/// Records the chain and accepts it; the handshake signature is still checked, and whether
+/// it verified is kept.
 #[derive(Debug)]
 struct Recorder {
     provider: Arc<CryptoProvider>,
     chain: Mutex<Option<Vec<CertificateDer<'static>>>>,
+    /// The server's handshake signature verified with the leaf's key.
+    proven: AtomicBool,
+    /// The client's signature schemes, in its order (empty: rustls's own).
+    schemes: Vec<SignatureScheme>,
 }
 
 impl ServerCertVerifier for Recorder {
@@ -393,12 +501,14 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
+        let valid = rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
             &self.provider.signature_verification_algorithms,
-        )
+        )?;
+        self.proven.store(true, Ordering::Relaxed);
+        Ok(valid)
     }
 
     fn verify_tls13_signature(
@@ -407,17 +517,27 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
+        let valid = rustls::crypto::verify_tls13_signature(
             message,
             cert,
             dss,
             &self.provider.signature_verification_algorithms,
-        )
+        )?;
+        self.proven.store(true, Ordering::Relaxed);
+        Ok(valid)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
+        let ours = self
+            .provider
             .signature_verification_algorithms
-            .supported_schemes()
+            .supported_schemes();
+        let theirs: Vec<SignatureScheme> = self
+            .schemes
+            .iter()
+            .filter(|s| ours.contains(s))
+            .copied()
+            .collect();
+        if theirs.is_empty() { ours } else { theirs }
     }
 }
