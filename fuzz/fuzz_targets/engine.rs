@@ -32,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
         rest = after;
         ts += 1_000_000;
         let start = seq[dir].wrapping_add_signed(jitter);
-        let (src, dst) = if dir == 0 { (client, server) } else { (server, client) };
+        let (src, dst) = if dir == 0 {
+            (client, server)
+        } else {
+            (server, client)
+        };
         engine.push(&Segment {
             ts_ns: ts,
             src,

@@ -80,6 +80,7 @@ fuzz_target!(|data: &[u8]| {
                 local_is_src: true,
                 pid: Some(42),
                 first_on_socket: true,
+                ..Attribution::default()
             }),
         });
     }

@@ -134,8 +134,10 @@ pub const CHUNK_CAP: usize = 4096;
 /// segment is cut and flagged [`segment_flags::TRUNCATED`].
 pub const MAX_CHUNKS: usize = 16;
 
-/// Default per-flow byte budget: payload bytes forwarded per socket before the kernel gives up.
-pub const DEFAULT_BYTE_BUDGET: u32 = 64 * 1024;
+/// Default per-flow byte budget: handshake bytes (record payloads) forwarded per socket before
+/// the kernel gives up. Clients accept certificate chains up to 100 KiB (OpenSSL's
+/// max_cert_list): an interceptor that pads its chain must not run past it.
+pub const DEFAULT_BYTE_BUDGET: u32 = 128 * 1024;
 
 /// Header of a segment record. `payload_len` payload bytes follow it directly in the record.
 #[repr(C)]

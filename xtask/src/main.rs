@@ -278,12 +278,26 @@ fn test(ws: &Workspace) -> anyhow::Result<()> {
     setup::setup(ws)?;
     say("cargo fmt --check");
     run(ws.cargo().args(["fmt", "--all", "--check"]))?;
+    run(ws
+        .cargo()
+        .current_dir(ws.root.join("fuzz"))
+        .args(["fmt", "--check"]))?;
     say("cargo clippy");
     run(ws
         .cargo()
         .args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     say("cargo clippy for the kernel programs (bpfel-unknown-none)");
     clippy_ebpf(ws)?;
+    // The fuzz crate is its own workspace: lint it here, so a changed type breaks it now
+    // and not after the tests and the lab.
+    say("cargo clippy for the fuzz targets");
+    run(ws.cargo().current_dir(ws.root.join("fuzz")).args([
+        "clippy",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     say("building the binaries the tests start");
     run(ws.cargo().args(["build", "--bins"]))?;
     say("cargo test");

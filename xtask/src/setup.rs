@@ -244,10 +244,10 @@ fn debian_packages(needs_root: &mut Vec<String>) -> anyhow::Result<()> {
 }
 
 /// PyPI packages the tests use, pinned, in `target/venv`.
-pub const PYTHON_PACKAGES: &[&str] = &["ja4plus==1.4.0", "mitmproxy==11.0.2"];
+pub const PYTHON_PACKAGES: &[&str] = &["ja4plus==1.4.0", "mitmproxy==11.0.2", "scapy==2.8.0"];
 
-/// A virtual environment with the Python tools: `ja4plus` (an independent JA4 implementation)
-/// and mitmproxy (a real interceptor).
+/// A virtual environment with the Python tools: `ja4plus` (an independent JA4 implementation),
+/// mitmproxy (a real interceptor) and scapy (the evasion lab's packet injection).
 fn python_tools(ws: &Workspace) -> anyhow::Result<()> {
     let venv = ws.root.join("target/venv");
     let pip = venv.join("bin/pip");

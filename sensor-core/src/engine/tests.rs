@@ -424,3 +424,31 @@ fn a_connect_request_keeps_its_user_agent() {
     assert_eq!(events[0].proxy_connect.as_deref(), Some("a.test:443"));
     assert_eq!(events[0].proxy_user_agent.as_deref(), Some("curl/7.88.1"));
 }
+
+#[test]
+fn a_20_kib_connect_reply_is_read_through() {
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 999, SYN, &[], 1));
+    e.push(&seg(false, 4999, SYN | ACK, &[], 1));
+    let request = b"CONNECT padded.test:443 HTTP/1.1\r\nHost: padded.test:443\r\n\r\n".to_vec();
+    e.push(&seg(true, 1000, ACK | PSH, &request, 2));
+    let mut reply = b"HTTP/1.1 200 Connection established\r\n".to_vec();
+    for i in 0..200 {
+        reply.extend_from_slice(format!("X-Pad-{i:04}: {}\r\n", "x".repeat(90)).as_bytes());
+    }
+    reply.extend_from_slice(b"\r\n");
+    assert!(reply.len() > 20 * 1024);
+    let mut seq = 5000u32;
+    for chunk in reply.chunks(1400) {
+        e.push(&seg(false, seq, ACK | PSH, chunk, 3));
+        seq += chunk.len() as u32;
+    }
+    let ch = record(22, &client_hello("padded.test"));
+    e.push(&seg(true, 1000 + request.len() as u32, ACK | PSH, &ch, 4));
+    e.finish();
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].server_name.as_deref(), Some("padded.test"));
+    assert_eq!(events[0].proxy_connect.as_deref(), Some("padded.test:443"));
+    assert!(events[0].capture_incomplete.is_empty(), "{:?}", events[0]);
+}

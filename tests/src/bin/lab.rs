@@ -11,6 +11,9 @@ struct Args {
     /// Where to write the results (a JSON array of {scenario, expected, got, pass}).
     #[arg(long, default_value = "target/lab/results.json")]
     out: PathBuf,
+    /// Play only part of the lab.
+    #[arg(long, value_enum, default_value = "all")]
+    only: sensor_tests::lab::Part,
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -18,7 +21,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     sensor_tests::require_root();
     let start = Instant::now();
     let dir = tempfile::tempdir()?;
-    let rows = sensor_tests::lab::run(dir.path());
+    let rows = sensor_tests::lab::run(dir.path(), args.only);
     let width = rows.iter().map(|r| r.scenario.len()).max().unwrap_or(0);
     let mut out = std::io::stdout().lock();
     for r in &rows {

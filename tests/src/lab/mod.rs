@@ -14,6 +14,7 @@
 //! the interceptors' CAs as this host's own store (IT pushed them). [`run`] plays every row and
 //! judges the event the client's handshake produced (found by the client's pid).
 
+pub mod evasion;
 pub mod topology;
 
 use std::{
@@ -566,10 +567,27 @@ impl Lab {
     }
 }
 
-/// Start the lab, play every row, stop everything.
-pub fn run(dir: &Path) -> Vec<Row> {
-    let mut lab = Lab::start(dir);
-    let rows = Scenario::all().iter().map(|s| lab.play(s)).collect();
-    let _ = lab.daemon.interrupt();
+/// Which parts of the lab to play.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    All,
+    Matrix,
+    Evasion,
+}
+
+/// Start the lab, play every row of the matrix, stop everything; then the evasion lab
+/// ([`evasion`]) in namespaces of its own.
+pub fn run(dir: &Path, part: Part) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if part != Part::Evasion {
+        let mut lab = Lab::start(dir);
+        rows.extend(Scenario::all().iter().map(|s| lab.play(s)));
+        let _ = lab.daemon.interrupt();
+    }
+    if part != Part::Matrix {
+        let evasion = dir.join("evasion");
+        std::fs::create_dir_all(&evasion).expect("the evasion lab's folder");
+        rows.extend(evasion::run(&evasion));
+    }
     rows
 }

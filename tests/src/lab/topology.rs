@@ -2,7 +2,7 @@
 //! pairs, the middlebox routing between them. Names resolve through `/etc/netns/<ns>/hosts`,
 //! which `ip netns exec` mounts over `/etc/hosts`. Everything is removed on drop.
 //!
-//! Addresses come from 10.78.0.0/16 and exist only inside these namespaces.
+//! Addresses come from 10.78.0.0/16 and fd78::/16 and exist only inside these namespaces.
 
 use crate::netns::{Namespace, ip};
 
@@ -17,6 +17,15 @@ pub struct Topology {
     pub origin_ip: String,
     /// The middlebox's interface towards the client (where redirects match).
     pub middlebox_client_if: String,
+    /// The middlebox's interface towards the origin.
+    pub middlebox_origin_if: String,
+    /// The client's interface, and the origin's.
+    pub client_if: String,
+    pub origin_if: String,
+    /// The middlebox's address on the origin's side.
+    pub middlebox_origin_ip: String,
+    pub client_ip6: String,
+    pub origin_ip6: String,
     /// The origin's name, which every namespace resolves to `origin_ip`.
     pub origin_name: String,
 }
@@ -53,6 +62,35 @@ impl Topology {
         client.exec_ok(&["ip", "route", "add", "default", "via", &mbox_c_ip]);
         origin.exec_ok(&["ip", "route", "add", "default", "via", &mbox_o_ip]);
         middlebox.exec_ok(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+        // IPv6 beside it, without duplicate address detection (addresses are usable at once).
+        let (client_ip6, mbox_c_ip6) = (
+            format!("fd78:{third:x}:1::2"),
+            format!("fd78:{third:x}:1::1"),
+        );
+        let (origin_ip6, mbox_o_ip6) = (
+            format!("fd78:{third:x}:2::2"),
+            format!("fd78:{third:x}:2::1"),
+        );
+        for (ns, ifname, addr) in [
+            (&client, &c_if, &client_ip6),
+            (&middlebox, &mc_if, &mbox_c_ip6),
+            (&middlebox, &mo_if, &mbox_o_ip6),
+            (&origin, &o_if, &origin_ip6),
+        ] {
+            ns.exec_ok(&[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                ifname,
+                "nodad",
+            ]);
+        }
+        client.exec_ok(&["ip", "-6", "route", "add", "default", "via", &mbox_c_ip6]);
+        origin.exec_ok(&["ip", "-6", "route", "add", "default", "via", &mbox_o_ip6]);
+        middlebox.exec_ok(&["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"]);
         let hosts = [(origin_ip.as_str(), origin_name)];
         client.hosts(&hosts);
         middlebox.hosts(&hosts);
@@ -65,6 +103,12 @@ impl Topology {
             middlebox_ip: mbox_c_ip,
             origin_ip,
             middlebox_client_if: mc_if,
+            middlebox_origin_if: mo_if,
+            client_if: c_if,
+            origin_if: o_if,
+            middlebox_origin_ip: mbox_o_ip,
+            client_ip6,
+            origin_ip6,
             origin_name: origin_name.to_owned(),
         }
     }

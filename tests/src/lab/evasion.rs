@@ -1,0 +1,1093 @@
+//! The evasion lab: interceptors that know the sensor is there and try to hide, one row per
+//! attack, each with a clean twin.
+//!
+//! Every attack row has a real TLS stack on the attacking side (openssl s_server, Python's ssl
+//! module, mitmproxy) presenting a chain the public Web PKI does not vouch for, and a trick to
+//! keep the sensor from seeing it: injected segments the client's TCP drops, appended
+//! certificates, padding, 1-byte records, long plaintext before TLS, IPv6 extension headers,
+//! reordering, a probe let through by its fingerprint. The tools that play the tricks are in
+//! `tests/lab-tools/` (scapy, asyncio shims, Python TLS servers). An attack row passes when the
+//! client's handshake ends in an event that is not `clean`, with a severity of at least
+//! medium (and the reason that names the trick where there is one). Its twin is the same path
+//! without the attack (or with the same unusual but honest behaviour), and must be `clean`.
+//!
+//! sensord runs with the lab's public root as the Web PKI, the interceptors' CAs as this
+//! host's store, a pin on the origin's issuing CA for `*.ev.lab.test`, an approved inspection
+//! CA, and its uprobes off, so that TLS 1.3 rows exercise the active probe.
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use super::{Row, topology::Topology};
+use crate::{
+    Daemon, Lines, Proc,
+    interceptors::{self, Interceptor, MitmMode, Netfilter, Redirect, Site},
+    pki::{self, Issued, Key},
+    spawn_s_server, workspace_root,
+};
+
+/// The names the rows use: every one resolves to the origin.
+const DOMAIN: &str = "ev.lab.test";
+
+fn name(row: u8) -> String {
+    format!("e{row}.{DOMAIN}")
+}
+
+/// Certificates of the evasion lab.
+struct Pki {
+    /// The origin's "public" root, its issuing CA (pinned), and a second issuing CA under the
+    /// same root (which misissues).
+    public_root: Issued,
+    issuing: Issued,
+    origin_leaf: Issued,
+    origin_chain: PathBuf,
+    other_issuing: Issued,
+    /// A CA this host trusts (an inspection box's), which forges leaves for the rows.
+    lab_ca: Issued,
+    /// A rogue CA this host trusts, and the organisation's approved inspection CA.
+    rogue_ca: Issued,
+    corp_ca: Issued,
+    /// Junk CAs whose certificates pad chains.
+    filler_ca: Issued,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Self {
+        let public_root = pki::root(dir, "Evasion Public Root", Key::Rsa(2048));
+        let issuing = pki::issue(
+            dir,
+            &public_root,
+            "Evasion Issuing CA",
+            Key::Rsa(2048),
+            true,
+            &[],
+        );
+        let wildcard = format!("*.{DOMAIN}");
+        let origin_leaf = pki::issue(dir, &issuing, "ev-origin", Key::P256, false, &[&wildcard]);
+        let origin_chain = pki::bundle(dir, "ev-origin.chain.pem", &[&issuing]);
+        let other_issuing = pki::issue(
+            dir,
+            &public_root,
+            "Other Public Issuing CA",
+            Key::Rsa(2048),
+            true,
+            &[],
+        );
+        Self {
+            public_root,
+            issuing,
+            origin_leaf,
+            origin_chain,
+            other_issuing,
+            lab_ca: pki::root(dir, "Lab Inspection Box CA", Key::P256),
+            rogue_ca: pki::root(dir, "Rogue CA", Key::P256),
+            corp_ca: pki::root(dir, "Corp Approved Inspection CA", Key::P256),
+            filler_ca: pki::root(dir, "Filler CA", Key::P256),
+        }
+    }
+
+    /// A leaf for a row's name, signed by `ca`.
+    fn leaf(&self, dir: &Path, ca: &Issued, row: u8, label: &str) -> Issued {
+        pki::issue(
+            dir,
+            ca,
+            &format!("{label}-e{row}"),
+            Key::P256,
+            false,
+            &[&name(row)],
+        )
+    }
+
+    /// Certificates of about `bytes` in all, each a leaf with long names (chain padding).
+    fn filler(&self, dir: &Path, label: &str, bytes: usize) -> Vec<Issued> {
+        // Each name is about 60 bytes of DER; a certificate holds 300 of them.
+        let names: Vec<String> = (0..300)
+            .map(|i| format!("padding-{i:04}-{}.filler.{DOMAIN}", "x".repeat(30)))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        (0..bytes.div_ceil(18_000))
+            .map(|i| {
+                pki::issue(
+                    dir,
+                    &self.filler_ca,
+                    &format!("{label}-filler-{i}"),
+                    Key::P256,
+                    false,
+                    &names,
+                )
+            })
+            .collect()
+    }
+}
+
+/// What a row must show.
+#[derive(Clone, Debug)]
+enum Want {
+    /// Not clean, severity at least medium, with these reasons, without those.
+    Caught {
+        verdicts: &'static [&'static str],
+        reasons: &'static [&'static str],
+        not: &'static [&'static str],
+    },
+    Clean,
+}
+
+impl Want {
+    fn describe(&self) -> String {
+        match self {
+            Self::Caught {
+                verdicts,
+                reasons,
+                not,
+            } => {
+                let mut s = format!(
+                    "{} [{}], severity >= medium",
+                    verdicts.join("|"),
+                    reasons.join(", ")
+                );
+                if !not.is_empty() {
+                    s.push_str(&format!(", never [{}]", not.join(", ")));
+                }
+                s
+            }
+            Self::Clean => "clean".into(),
+        }
+    }
+
+    fn met(&self, e: &Value) -> bool {
+        let verdict = e["verdict"].as_str().unwrap_or("");
+        let reasons: Vec<&str> = e["reasons"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        match self {
+            Self::Clean => verdict == "clean",
+            Self::Caught {
+                verdicts,
+                reasons: must,
+                not,
+            } => {
+                let severe = matches!(e["severity"].as_str(), Some("medium" | "high" | "critical"));
+                verdict != "clean"
+                    && severe
+                    && verdicts.contains(&verdict)
+                    && must.iter().all(|r| reasons.contains(r))
+                    && !not.iter().any(|r| reasons.contains(r))
+            }
+        }
+    }
+}
+
+const INTERCEPTED: &[&str] = &["intercepted"];
+const NOT_CLEAN: &[&str] = &["intercepted", "untrusted", "unverified", "pin_mismatch"];
+
+/// A tool from tests/lab-tools, run with the venv's Python in a namespace; waits for its
+/// `ready` line.
+fn tool(site: Site<'_>, script: &str, args: &[String]) -> Proc {
+    let python = workspace_root().join("target/venv/bin/python");
+    let path = workspace_root().join("tests/lab-tools").join(script);
+    let mut proc = Proc::spawn(
+        &format!("{script} {}", args.join(" ")),
+        site.command(python)
+            .arg(path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let mut lines = Lines::new(proc.child.stdout.take().expect("tool stdout"));
+    let ready = lines.wait_for(Duration::from_secs(20), |l| l.trim() == "ready");
+    assert!(ready.is_some(), "{script} did not start: {:?}", lines.seen);
+    proc
+}
+
+/// A shell command in a namespace that must succeed; its undo runs on drop.
+struct Rule {
+    ns: String,
+    undo: Vec<Vec<String>>,
+}
+
+impl Rule {
+    fn apply(ns: &crate::netns::Namespace, steps: &[&str], undo: &[&str]) -> Self {
+        for step in steps {
+            let words: Vec<&str> = step.split_whitespace().collect();
+            ns.exec_ok(&words);
+        }
+        Self {
+            ns: ns.name.clone(),
+            undo: undo
+                .iter()
+                .map(|u| u.split_whitespace().map(str::to_owned).collect())
+                .collect(),
+        }
+    }
+}
+
+impl Drop for Rule {
+    fn drop(&mut self) {
+        for step in &self.undo {
+            let _ = Command::new("ip")
+                .args(["netns", "exec", &self.ns])
+                .args(step)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The client side of a row.
+#[derive(Clone, Debug)]
+enum Client {
+    /// curl, TLS 1.2, to `https://name:port/` (over IPv6 when `v6`), through `proxy`.
+    Curl12 {
+        port: u16,
+        proxy: Option<String>,
+        v6: bool,
+    },
+    /// openssl s_client -starttls smtp, TLS 1.2.
+    SmtpStarttls { port: u16 },
+    /// gnutls-cli, TLS 1.3.
+    Gnutls13 { port: u16 },
+}
+
+/// Everything the rows run against. Dropped in order: processes first, namespaces last.
+struct Ev {
+    daemon: Daemon,
+    _origin: Proc,
+    origin_port: u16,
+    mitm: Interceptor,
+    pki: Pki,
+    ca_public: PathBuf,
+    ca_all: PathBuf,
+    dir: PathBuf,
+    topo: Topology,
+}
+
+impl Ev {
+    fn start(dir: &Path) -> Self {
+        let topo = Topology::new(&format!("origin.{DOMAIN}"));
+        let pki = Pki::new(dir);
+        let names: Vec<String> = (1..=12).map(name).collect();
+        let mut hosts: Vec<(&str, &str)> = names
+            .iter()
+            .map(|n| (topo.origin_ip.as_str(), n.as_str()))
+            .collect();
+        hosts.push((topo.origin_ip.as_str(), &topo.origin_name));
+        for ns in [&topo.client, &topo.middlebox, &topo.origin] {
+            ns.hosts(&hosts);
+        }
+        let origin_site = Site {
+            ns: Some(&topo.origin),
+            addr: &topo.origin_ip,
+        };
+        let origin_port = origin_site.port();
+        let origin = spawn_s_server(
+            origin_site.command("openssl"),
+            &format!("{}:{origin_port}", topo.origin_ip),
+            &pki.origin_leaf.cert,
+            &pki.origin_leaf.key,
+            Some(&pki.origin_chain),
+            &[],
+        );
+        origin_site.wait(origin_port, Duration::from_secs(10));
+        let mbox = Site {
+            ns: Some(&topo.middlebox),
+            addr: &topo.middlebox_ip,
+        };
+        let mitm = interceptors::mitmproxy(dir, MitmMode::Regular, mbox);
+        let ca_public = pki::bundle(dir, "ev-trust-public.pem", &[&pki.public_root]);
+        let mut all = std::fs::read_to_string(&ca_public).unwrap();
+        for ca in [
+            &pki.lab_ca.cert,
+            &pki.rogue_ca.cert,
+            &pki.corp_ca.cert,
+            &mitm.ca,
+        ] {
+            all.push_str(&std::fs::read_to_string(ca).unwrap());
+        }
+        let ca_all = dir.join("ev-trust-all.pem");
+        std::fs::write(&ca_all, all).unwrap();
+
+        let pins = dir.join("ev-pins.toml");
+        let pin = spki_pin(&pki.issuing);
+        std::fs::write(
+            &pins,
+            format!("[[pin]]\nhost = \"*.{DOMAIN}\"\nspki = [\"{pin}\"]\n"),
+        )
+        .unwrap();
+        let config = dir.join("ev-sensord.toml");
+        std::fs::write(&config, "[uprobe]\nenabled = false\n").unwrap();
+        let public = pki.public_root.cert.display().to_string();
+        let host: Vec<String> = [
+            &pki.lab_ca.cert,
+            &pki.rogue_ca.cert,
+            &pki.corp_ca.cert,
+            &mitm.ca,
+        ]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+        let approved = spki_pin(&pki.corp_ca);
+        let (pins, config) = (pins.display().to_string(), config.display().to_string());
+        let mut args = vec![
+            "--config",
+            config.as_str(),
+            "--public-roots",
+            public.as_str(),
+            "--pins",
+            pins.as_str(),
+            "--approved-spki",
+            approved.as_str(),
+        ];
+        for h in &host {
+            args.extend(["--host-roots", h.as_str()]);
+        }
+        let daemon = Daemon::start(&args);
+        Self {
+            daemon,
+            _origin: origin,
+            origin_port,
+            mitm,
+            pki,
+            ca_public,
+            ca_all,
+            dir: dir.to_path_buf(),
+            topo,
+        }
+    }
+
+    fn origin_site(&self) -> Site<'_> {
+        Site {
+            ns: Some(&self.topo.origin),
+            addr: &self.topo.origin_ip,
+        }
+    }
+
+    fn mbox_site(&self) -> Site<'_> {
+        Site {
+            ns: Some(&self.topo.middlebox),
+            addr: &self.topo.middlebox_ip,
+        }
+    }
+
+    /// openssl s_server in the origin namespace with `leaf` and more certificates after it.
+    fn rogue(&self, leaf: &Issued, more: &[&Issued]) -> (Proc, u16) {
+        let site = self.origin_site();
+        let port = site.port();
+        let chain =
+            (!more.is_empty()).then(|| pki::bundle(&self.dir, &format!("chain-{port}.pem"), more));
+        let proc = spawn_s_server(
+            site.command("openssl"),
+            &format!("{}:{port}", self.topo.origin_ip),
+            &leaf.cert,
+            &leaf.key,
+            chain.as_deref(),
+            &[],
+        );
+        site.wait(port, Duration::from_secs(10));
+        (proc, port)
+    }
+
+    /// Run a client for row `row`; its pid.
+    fn client(&self, row: u8, client: &Client, ca: &Path) -> u32 {
+        let host = name(row);
+        let ns = &self.topo.client;
+        let mut cmd = match client {
+            Client::Curl12 { port, proxy, v6 } => {
+                let mut c = ns.command("curl");
+                c.args(["-sS", "-o", "/dev/null", "--max-time", "15"])
+                    .args(["--tlsv1.2", "--tls-max", "1.2", "--cacert"])
+                    .arg(ca);
+                if *v6 {
+                    c.arg("--resolve")
+                        .arg(format!("{host}:{port}:[{}]", self.topo.origin_ip6));
+                }
+                if let Some(p) = proxy {
+                    c.arg("-x").arg(format!("http://{p}"));
+                }
+                c.arg(format!("https://{host}:{port}/"));
+                c
+            }
+            Client::SmtpStarttls { port } => {
+                let mut c = ns.command("openssl");
+                c.args(["s_client", "-starttls", "smtp", "-connect"])
+                    .arg(format!("{host}:{port}"))
+                    .args(["-servername", &host, "-tls1_2", "-CAfile"])
+                    .arg(ca);
+                c
+            }
+            Client::Gnutls13 { port } => {
+                let mut c = ns.command("gnutls-cli");
+                c.arg("--x509cafile")
+                    .arg(ca)
+                    .arg("--priority=NORMAL:-VERS-ALL:+VERS-TLS1.3")
+                    .arg("-p")
+                    .arg(port.to_string())
+                    .arg(&host);
+                c
+            }
+        };
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the client");
+        let pid = child.id();
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes());
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return pid;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        pid
+    }
+
+    /// Judge a row by the event of the client `pid` for the row's name.
+    fn judge(&mut self, row: u8, label: &str, twin: bool, pid: u32, want: Want) -> Row {
+        let host = name(row);
+        let event = self.daemon.event(Duration::from_secs(20), |e| {
+            e["process"]["pid"] == pid && e["server_name"] == host.as_str()
+        });
+        let got = match &event {
+            Some(e) => format!(
+                "{} [{}] {}",
+                e["verdict"].as_str().unwrap_or("?"),
+                e["reasons"]
+                    .as_array()
+                    .map(|r| {
+                        r.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default(),
+                e["severity"].as_str().unwrap_or("?")
+            ),
+            None => "no event".into(),
+        };
+        Row {
+            scenario: format!(
+                "evasion / {label} / {}",
+                if twin { "clean twin" } else { "attack" }
+            ),
+            expected: want.describe(),
+            got,
+            pass: event.is_some_and(|e| want.met(&e)),
+        }
+    }
+}
+
+/// The base64 SHA-256 of a certificate's SubjectPublicKeyInfo (the pin format).
+fn spki_pin(cert: &Issued) -> String {
+    let der = cert.der();
+    sensor_core::x509::summarize(&der)
+        .expect("a certificate the lab made")
+        .spki_sha256
+}
+
+/// Rows 1 and 2: certificates appended to a chain must not satisfy a pin or an approval.
+fn appended(ev: &mut Ev) -> Vec<Row> {
+    let mut rows = Vec::new();
+    // 1. A misissued public certificate (another public CA) with the pinned CA appended.
+    let misissued = ev.pki.leaf(&ev.dir, &ev.pki.other_issuing, 1, "misissued");
+    let (rogue, port) = ev.rogue(&misissued, &[&ev.pki.other_issuing, &ev.pki.issuing]);
+    let pid = ev.client(
+        1,
+        &Client::Curl12 {
+            port,
+            proxy: None,
+            v6: false,
+        },
+        &ev.ca_public.clone(),
+    );
+    rows.push(ev.judge(
+        1,
+        "appended pinned CA",
+        false,
+        pid,
+        Want::Caught {
+            verdicts: &["pin_mismatch"],
+            reasons: &["pin_mismatch"],
+            not: &[],
+        },
+    ));
+    drop(rogue);
+    rows.push(twin(ev, 1, "appended pinned CA"));
+
+    // 2. A rogue CA the host trusts, with the approved inspection CA appended.
+    let forged = ev.pki.leaf(&ev.dir, &ev.pki.rogue_ca, 2, "rogue");
+    let (rogue, port) = ev.rogue(&forged, &[&ev.pki.corp_ca]);
+    let pid = ev.client(
+        2,
+        &Client::Curl12 {
+            port,
+            proxy: None,
+            v6: false,
+        },
+        &ev.ca_all.clone(),
+    );
+    rows.push(ev.judge(
+        2,
+        "appended approved CA",
+        false,
+        pid,
+        Want::Caught {
+            verdicts: INTERCEPTED,
+            reasons: &["local_root"],
+            not: &["approved_inspection"],
+        },
+    ));
+    drop(rogue);
+    rows.push(twin(ev, 2, "appended approved CA"));
+    rows
+}
+
+/// The clean twin of a row: the same client to the real origin.
+fn twin(ev: &mut Ev, row: u8, label: &str) -> Row {
+    let pid = ev.client(
+        row,
+        &Client::Curl12 {
+            port: ev.origin_port,
+            proxy: None,
+            v6: false,
+        },
+        &ev.ca_all.clone(),
+    );
+    ev.judge(row, label, true, pid, Want::Clean)
+}
+
+/// An iptables rule in the middlebox's FORWARD chain that drops the first packet it matches
+/// (of the `extra` match): the real packet arrives a retransmission later, after what the
+/// middlebox injects. (This kernel has no netem.)
+fn drop_first(ev: &Ev, matches: &str) -> Rule {
+    let rule = format!("FORWARD {matches} -m statistic --mode nth --every 2 --packet 0 -j DROP");
+    Rule::apply(
+        &ev.topo.middlebox,
+        &[&format!("iptables -A {rule}")],
+        &[&format!("iptables -D {rule}")],
+    )
+}
+
+/// A u32 match for a TCP payload that starts with a TLS handshake record of message `kind`
+/// (1 ClientHello, 2 ServerHello).
+fn tls_message(kind: u8) -> String {
+    format!(
+        "-m u32 --u32 0>>22&0x3C@12>>26&0x3C@0>>24=0x16&&0>>22&0x3C@12>>26&0x3C@5>>24=0x{kind:02x}"
+    )
+}
+
+/// An injector on the middlebox's client side, for connections to the origin on `port`.
+fn injector(ev: &Ev, port: u16, args: &[&str]) -> Proc {
+    let mut all: Vec<String> = vec![
+        "--iface".into(),
+        ev.topo.middlebox_client_if.clone(),
+        "--client".into(),
+        ev.topo.client_ip.clone(),
+        "--server".into(),
+        ev.topo.origin_ip.clone(),
+        "--port".into(),
+        port.to_string(),
+    ];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    tool(ev.mbox_site(), "inject.py", &all)
+}
+
+/// Rows 3 to 5: segments the client's TCP drops, or sends twice with different content.
+fn injected(ev: &mut Ev) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let forged = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 3, "forged");
+    let (_rogue, port) = ev.rogue(&forged, &[]);
+    let client = Client::Curl12 {
+        port,
+        proxy: None,
+        v6: false,
+    };
+    // 3. Junk before the ClientHello, without ACK, or with sequence numbers out of the window.
+    for mode in ["no-ack", "stale"] {
+        // The first SYN is lost: the junk reaches the client while it is still in SYN_SENT.
+        let _hold = drop_first(
+            ev,
+            &format!(
+                "-p tcp -s {} -d {} --dport {port} --syn",
+                ev.topo.client_ip, ev.topo.origin_ip
+            ),
+        );
+        let _inject = injector(ev, port, &["junk", "--mode", mode]);
+        let pid = ev.client(3, &client, &ev.ca_all.clone());
+        rows.push(ev.judge(
+            3,
+            &format!("junk before the ClientHello ({mode})"),
+            false,
+            pid,
+            Want::Caught {
+                verdicts: INTERCEPTED,
+                reasons: &["local_root"],
+                not: &[],
+            },
+        ));
+    }
+    rows.push(twin(ev, 3, "junk before the ClientHello"));
+
+    // 4. A ServerHello with the real origin's chain, injected before the interceptor's, which
+    // the client's TCP drops (no ACK; a stale sequence number).
+    let flight = ev.dir.join("clean-flight.bin");
+    let origin_chain = pki::bundle(
+        &ev.dir,
+        "ev-origin-full.pem",
+        &[&ev.pki.origin_leaf, &ev.pki.issuing],
+    );
+    let python = workspace_root().join("target/venv/bin/python");
+    let out = Command::new(python)
+        .arg(workspace_root().join("tests/lab-tools/tls12_flight.py"))
+        .arg("--chain")
+        .arg(&origin_chain)
+        .args(["--sni", &name(4), "--out"])
+        .arg(&flight)
+        .output()
+        .expect("tls12_flight.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let forged4 = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 4, "forged");
+    let (_rogue4, port4) = ev.rogue(&forged4, &[]);
+    for mode in ["no-ack", "stale"] {
+        // The first ClientHello is lost: the fake flight arrives before the real one.
+        let _hold = drop_first(
+            ev,
+            &format!(
+                "-p tcp -s {} -d {} --dport {port4} {}",
+                ev.topo.client_ip,
+                ev.topo.origin_ip,
+                tls_message(1)
+            ),
+        );
+        let payload = flight.display().to_string();
+        let _inject = injector(
+            ev,
+            port4,
+            &["flight", "--mode", mode, "--payload", &payload],
+        );
+        let pid = ev.client(
+            4,
+            &Client::Curl12 {
+                port: port4,
+                proxy: None,
+                v6: false,
+            },
+            &ev.ca_all.clone(),
+        );
+        rows.push(ev.judge(
+            4,
+            &format!("injected ServerHello and clean chain ({mode})"),
+            false,
+            pid,
+            Want::Caught {
+                verdicts: INTERCEPTED,
+                reasons: &["local_root"],
+                not: &[],
+            },
+        ));
+    }
+    rows.push(twin(ev, 4, "injected ServerHello and clean chain"));
+
+    // 5. Overlapping segments with different content.
+    let forged5 = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 5, "forged");
+    let (_rogue5, port5) = ev.rogue(&forged5, &[]);
+    {
+        let _inject = injector(ev, port5, &["overlap"]);
+        let pid = ev.client(
+            5,
+            &Client::Curl12 {
+                port: port5,
+                proxy: None,
+                v6: false,
+            },
+            &ev.ca_all.clone(),
+        );
+        rows.push(ev.judge(
+            5,
+            "overlapping segments with different content",
+            false,
+            pid,
+            Want::Caught {
+                verdicts: NOT_CLEAN,
+                reasons: &["stream_conflict"],
+                not: &[],
+            },
+        ));
+    }
+    rows.push(twin(ev, 5, "overlapping segments with different content"));
+    rows
+}
+
+/// Rows 6 and 7: a Certificate padded past 64 KiB, and one in 1-byte records.
+fn framing(ev: &mut Ev) -> Vec<Row> {
+    let mut rows = Vec::new();
+    // 6. Padding: the forged leaf and filler certificates, about 90 KiB (clients take 100).
+    let forged = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 6, "forged");
+    let filler = ev.pki.filler(&ev.dir, "e6", 88 * 1024);
+    let refs: Vec<&Issued> = filler.iter().collect();
+    let (rogue, port) = ev.rogue(&forged, &refs);
+    let pid = ev.client(
+        6,
+        &Client::Curl12 {
+            port,
+            proxy: None,
+            v6: false,
+        },
+        &ev.ca_all.clone(),
+    );
+    rows.push(ev.judge(
+        6,
+        "Certificate padded past 64 KiB",
+        false,
+        pid,
+        Want::Caught {
+            verdicts: INTERCEPTED,
+            reasons: &["local_root"],
+            not: &[],
+        },
+    ));
+    drop(rogue);
+    rows.push(twin(ev, 6, "Certificate padded past 64 KiB"));
+
+    // 7. 1-byte records: a shim in the middlebox re-frames the server's handshake records.
+    let forged7 = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 7, "forged");
+    let (_rogue7, rogue_port) = ev.rogue(&forged7, &[]);
+    let via = ev.mbox_site().port();
+    let shim_port = ev.mbox_site().port();
+    let _redirect = Redirect::at(
+        Some(&ev.topo.middlebox),
+        Netfilter::Iptables,
+        &ev.topo.middlebox_client_if,
+        via,
+        shim_port,
+    );
+    for (twin, upstream) in [(false, rogue_port), (true, ev.origin_port)] {
+        let _shim = tool(
+            ev.mbox_site(),
+            "shim.py",
+            &[
+                "split-records".into(),
+                "--listen".into(),
+                format!("0.0.0.0:{shim_port}"),
+                "--upstream".into(),
+                format!("{}:{upstream}", ev.topo.origin_ip),
+            ],
+        );
+        let pid = ev.client(
+            7,
+            &Client::Curl12 {
+                port: via,
+                proxy: None,
+                v6: false,
+            },
+            &ev.ca_all.clone(),
+        );
+        rows.push(ev.judge(
+            7,
+            "Certificate in 1-byte records",
+            twin,
+            pid,
+            if twin {
+                Want::Clean
+            } else {
+                Want::Caught {
+                    verdicts: INTERCEPTED,
+                    reasons: &["local_root"],
+                    not: &[],
+                }
+            },
+        ));
+    }
+    rows
+}
+
+/// Rows 8 and 9: 20 KiB of plaintext before TLS (a CONNECT reply, an EHLO reply).
+fn long_prefixes(ev: &mut Ev) -> Vec<Row> {
+    let mut rows = Vec::new();
+    // 8. A CONNECT reply padded to 20 KiB: through mitmproxy (intercepted), or straight.
+    let shim_port = ev.mbox_site().port();
+    for twin in [false, true] {
+        let mut args = vec![
+            "pad-connect".to_owned(),
+            "--listen".into(),
+            format!("{}:{shim_port}", ev.topo.middlebox_ip),
+            "--pad".into(),
+            "20480".into(),
+        ];
+        if !twin {
+            args.push("--upstream-proxy".into());
+            args.push(format!("{}:{}", ev.topo.middlebox_ip, ev.mitm.port));
+        }
+        let _shim = tool(ev.mbox_site(), "shim.py", &args);
+        let pid = ev.client(
+            8,
+            &Client::Curl12 {
+                port: ev.origin_port,
+                proxy: Some(format!("{}:{shim_port}", ev.topo.middlebox_ip)),
+                v6: false,
+            },
+            &ev.ca_all.clone(),
+        );
+        rows.push(ev.judge(
+            8,
+            "a 20 KiB CONNECT reply",
+            twin,
+            pid,
+            if twin {
+                Want::Clean
+            } else {
+                Want::Caught {
+                    verdicts: INTERCEPTED,
+                    reasons: &["known_interceptor:mitmproxy"],
+                    not: &[],
+                }
+            },
+        ));
+    }
+    // 9. An SMTP server whose EHLO reply is 20 KiB, then STARTTLS.
+    let forged = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 9, "forged");
+    let forged_chain = pki::bundle(&ev.dir, "e9-forged.pem", &[&forged]);
+    let origin_key = ev.pki.origin_leaf.key.clone();
+    let origin_chain = pki::bundle(
+        &ev.dir,
+        "e9-origin.pem",
+        &[&ev.pki.origin_leaf, &ev.pki.issuing],
+    );
+    for (twin, chain, key) in [
+        (false, &forged_chain, &forged.key),
+        (true, &origin_chain, &origin_key),
+    ] {
+        let port = ev.origin_site().port();
+        let _smtp = tool(
+            ev.origin_site(),
+            "tls_server.py",
+            &[
+                "smtp".into(),
+                "--listen".into(),
+                format!("{}:{port}", ev.topo.origin_ip),
+                "--cert".into(),
+                chain.display().to_string(),
+                "--key".into(),
+                key.display().to_string(),
+                "--ehlo-pad".into(),
+                "20480".into(),
+            ],
+        );
+        let pid = ev.client(9, &Client::SmtpStarttls { port }, &ev.ca_all.clone());
+        rows.push(ev.judge(
+            9,
+            "a 20 KiB EHLO reply before STARTTLS",
+            twin,
+            pid,
+            if twin {
+                Want::Clean
+            } else {
+                Want::Caught {
+                    verdicts: INTERCEPTED,
+                    reasons: &["local_root"],
+                    not: &[],
+                }
+            },
+        ));
+    }
+    rows
+}
+
+/// Row 10: every packet of the server carries an IPv6 Destination Options header.
+fn ipv6_options(ev: &mut Ev) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let forged = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 10, "forged");
+    let forged_chain = pki::bundle(&ev.dir, "e10-forged.pem", &[&forged]);
+    let origin_key = ev.pki.origin_leaf.key.clone();
+    let origin_chain = pki::bundle(
+        &ev.dir,
+        "e10-origin.pem",
+        &[&ev.pki.origin_leaf, &ev.pki.issuing],
+    );
+    for (twin, chain, key) in [
+        (false, &forged_chain, &forged.key),
+        (true, &origin_chain, &origin_key),
+    ] {
+        let port = ev.origin_site().port();
+        let _server = tool(
+            ev.origin_site(),
+            "tls_server.py",
+            &[
+                "https".into(),
+                "--listen".into(),
+                format!("[{}]:{port}", ev.topo.origin_ip6),
+                "--cert".into(),
+                chain.display().to_string(),
+                "--key".into(),
+                key.display().to_string(),
+                "--dstopts".into(),
+            ],
+        );
+        let pid = ev.client(
+            10,
+            &Client::Curl12 {
+                port,
+                proxy: None,
+                v6: true,
+            },
+            &ev.ca_all.clone(),
+        );
+        rows.push(ev.judge(
+            10,
+            "IPv6 destination options",
+            twin,
+            pid,
+            if twin {
+                Want::Clean
+            } else {
+                Want::Caught {
+                    verdicts: INTERCEPTED,
+                    reasons: &["local_root"],
+                    not: &[],
+                }
+            },
+        ));
+    }
+    rows
+}
+
+/// Row 11: a server flight of about 400 small segments, its first one last.
+fn reordered(ev: &mut Ev) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let forged = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 11, "forged");
+    // 64-byte segments: about 25 KiB of chain makes 400 of them.
+    let filler = ev.pki.filler(&ev.dir, "e11", 24 * 1024);
+    let refs: Vec<&Issued> = filler.iter().collect();
+    let (_rogue, rogue_port) = ev.rogue(&forged, &refs);
+    let t = &ev.topo;
+    let (c_if, mbox_c) = (t.client_if.clone(), t.middlebox_ip.clone());
+    let (o_if, mbox_o) = (t.origin_if.clone(), t.middlebox_origin_ip.clone());
+    for (twin, port) in [(false, rogue_port), (true, ev.origin_port)] {
+        // The client asks for 64-byte segments and opens a window for 500 of them; the server
+        // sends them all at once; the middlebox loses the first (the ServerHello's start),
+        // which comes again last.
+        let _client_route = Rule::apply(
+            &ev.topo.client,
+            &[&format!(
+                "ip route replace default via {mbox_c} dev {c_if} advmss 64 initrwnd 500"
+            )],
+            &[&format!("ip route replace default via {mbox_c} dev {c_if}")],
+        );
+        let _origin_route = Rule::apply(
+            &ev.topo.origin,
+            &[&format!(
+                "ip route replace default via {mbox_o} dev {o_if} initcwnd 500"
+            )],
+            &[&format!("ip route replace default via {mbox_o} dev {o_if}")],
+        );
+        let _hold = drop_first(
+            ev,
+            &format!(
+                "-p tcp -s {} --sport {port} {}",
+                ev.topo.origin_ip,
+                tls_message(2)
+            ),
+        );
+        let pid = ev.client(
+            11,
+            &Client::Curl12 {
+                port,
+                proxy: None,
+                v6: false,
+            },
+            &ev.ca_all.clone(),
+        );
+        rows.push(ev.judge(
+            11,
+            "a server flight of 400 out-of-order segments",
+            twin,
+            pid,
+            if twin {
+                Want::Clean
+            } else {
+                Want::Caught {
+                    verdicts: INTERCEPTED,
+                    reasons: &["local_root"],
+                    not: &[],
+                }
+            },
+        ));
+    }
+    rows
+}
+
+/// Row 12: an interceptor that lets sensord's probe through by its fingerprint and intercepts
+/// the client (TLS 1.3, no uprobe: the probe is the only way to a chain).
+fn selective(ev: &mut Ev) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let forged = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 12, "forged");
+    let forged_chain = pki::bundle(&ev.dir, "e12-forged.pem", &[&forged]);
+    let port = ev.origin_site().port();
+    let _selective = tool(
+        ev.origin_site(),
+        "tls_server.py",
+        &[
+            "selective".into(),
+            "--listen".into(),
+            format!("{}:{port}", ev.topo.origin_ip),
+            "--upstream".into(),
+            format!("{}:{}", ev.topo.origin_ip, ev.origin_port),
+            "--cert".into(),
+            forged_chain.display().to_string(),
+            "--key".into(),
+            forged.key.display().to_string(),
+        ],
+    );
+    for (twin, port) in [(false, port), (true, ev.origin_port)] {
+        let pid = ev.client(12, &Client::Gnutls13 { port }, &ev.ca_all.clone());
+        rows.push(ev.judge(
+            12,
+            "a probe let through by its fingerprint",
+            twin,
+            pid,
+            if twin {
+                Want::Clean
+            } else {
+                Want::Caught {
+                    verdicts: NOT_CLEAN,
+                    reasons: &["probe_chain_differs"],
+                    not: &[],
+                }
+            },
+        ));
+    }
+    rows
+}
+
+/// Start the evasion lab, play every row, stop everything.
+pub fn run(dir: &Path) -> Vec<Row> {
+    let mut ev = Ev::start(dir);
+    let mut rows = appended(&mut ev);
+    rows.extend(injected(&mut ev));
+    rows.extend(framing(&mut ev));
+    rows.extend(long_prefixes(&mut ev));
+    rows.extend(ipv6_options(&mut ev));
+    rows.extend(reordered(&mut ev));
+    rows.extend(selective(&mut ev));
+    let _ = ev.daemon.interrupt();
+    rows
+}
