@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sensor_core::{
-    capture::Segment,
+    capture::{Received, Segment},
     engine::{Engine, EngineLimits},
     event::Event,
 };
@@ -45,6 +45,12 @@ fuzz_target!(|data: &[u8]| {
             tcp_flags: flags,
             payload,
             missing: u32::from(head[1] & 0x80 != 0) * 7,
+            // How far the sender had received the other direction, now and then off by the
+            // jitter.
+            received: Received {
+                from_src: None,
+                from_dst: (head[0] & 0x80 != 0).then(|| seq[1 - dir].wrapping_add_signed(jitter)),
+            },
             attribution: None,
         });
         if jitter >= 0 {

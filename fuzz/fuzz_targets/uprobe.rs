@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use sensor_core::{
     capture::{
-        Attribution, Segment,
+        Attribution, Received, Segment,
         certs::{CertAssembler, CertChunk},
     },
     engine::{Engine, EngineLimits},
@@ -75,6 +75,7 @@ fuzz_target!(|data: &[u8]| {
             tcp_flags: 0x18,
             payload: &hello,
             missing: 0,
+            received: Received::default(),
             attribution: Some(Attribution {
                 cookie,
                 local_is_src: true,

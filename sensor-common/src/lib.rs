@@ -42,8 +42,19 @@ pub mod segment_flags {
     /// The flow opened in plaintext (CONNECT, STARTTLS) and the kernel gave up on it at its
     /// prefix budget: this header-only record says so.
     pub const PREFIX_EXHAUSTED: u8 = 1 << 6;
-    /// Records of this socket were lost before this one: the ring buffer was full.
-    pub const RING_DROP: u8 = 1 << 7;
+    /// [`SegmentHeader::rcv_nxt`](super::SegmentHeader::rcv_nxt) is meaningful.
+    pub const HAS_RCV_NXT: u8 = 1 << 7;
+}
+
+/// Bits of [`SegmentHeader::losses`]: what of this socket's traffic the kernel lost before
+/// this record. Userspace turns each into `capture_incomplete`.
+pub mod loss {
+    /// Records were lost: the ring buffer was full.
+    pub const RING_DROP: u8 = 1 << 0;
+    /// A packet of the socket arrived whose TCP header the tap could not find (more IPv6
+    /// extension headers than it walks, a header it cannot read): whatever it carried was not
+    /// forwarded.
+    pub const UNREADABLE: u8 = 1 << 1;
 }
 
 /// TCP header flag bits as they appear in byte 13 of the TCP header.
@@ -100,8 +111,10 @@ pub mod counter {
     /// Segments a local socket's TCP would not take (no ACK, old or far-off sequence numbers,
     /// a socket not established): injected or stale, not followed.
     pub const SEGMENTS_NOT_ACCEPTED: u32 = 17;
+    /// Packets of a socket mid-handshake whose TCP header the tap could not find.
+    pub const SEGMENTS_UNREADABLE: u32 = 18;
     /// Number of counters.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
 
     /// Names, indexed by counter, as userspace reports them.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -123,6 +136,7 @@ pub mod counter {
         "uprobe_certs_truncated",
         "uprobe_read_errors",
         "segments_not_accepted",
+        "segments_unreadable",
     ];
 }
 
@@ -173,6 +187,14 @@ pub struct SegmentHeader {
     pub sport: u16,
     /// Destination port, host byte order.
     pub dport: u16,
+    /// [`loss`]: what the kernel lost of this socket before this record.
+    pub losses: u8,
+    pub _reserved: [u8; 3],
+    /// The local socket's `rcv_nxt` as the segment passed (for ingress, before TCP took it):
+    /// the next byte it expected from its peer. Userspace learns where the peer's stream
+    /// starts from it, and whether the socket took bytes the tap never forwarded. Meaningful
+    /// with [`segment_flags::HAS_RCV_NXT`].
+    pub rcv_nxt: u32,
 }
 
 /// Size of [`SegmentHeader`] in bytes.
@@ -269,8 +291,8 @@ pub struct FlowState {
     pub client_dir: u8,
     /// Bit per direction: FIN seen; bit 2: RST seen.
     pub fin: u8,
-    /// [`segment_flags`] to set on the next record (a record lost before it).
-    pub pending_flags: u8,
+    /// [`loss`] bits to set on the next record.
+    pub pending_losses: u8,
     /// TLS payload bytes forwarded so far, both directions (plaintext openings do not count).
     pub forwarded: u32,
     /// Plaintext bytes looked at while waiting for a TLS record to start (CONNECT, STARTTLS).
@@ -385,11 +407,12 @@ mod layout {
         };
     }
 
-    assert_layout!(SegmentHeader, 80, {
+    assert_layout!(SegmentHeader, 88, {
         kind: u32 = 0, flags: u8 = 4, direction: u8 = 5, family: u8 = 6, tcp_flags: u8 = 7,
         ts_ns: u64 = 8, cookie: u64 = 16, pid_tgid: u64 = 24, seq: u32 = 32,
         payload_len: u32 = 36, segment_len: u32 = 40, saddr: [u8; 16] = 44,
-        daddr: [u8; 16] = 60, sport: u16 = 76, dport: u16 = 78,
+        daddr: [u8; 16] = 60, sport: u16 = 76, dport: u16 = 78, losses: u8 = 80,
+        _reserved: [u8; 3] = 81, rcv_nxt: u32 = 84,
     });
     assert_layout!(SocketEvent, 48, {
         kind: u32 = 0, new_state: u32 = 4, cookie: u64 = 8, pid_tgid: u64 = 16,
@@ -400,7 +423,7 @@ mod layout {
         total_len: u32 = 32, len: u32 = 36, der_len: u64 = 40,
     });
     assert_layout!(FlowState, 40, {
-        state: u8 = 0, client_dir: u8 = 1, fin: u8 = 2, pending_flags: u8 = 3,
+        state: u8 = 0, client_dir: u8 = 1, fin: u8 = 2, pending_losses: u8 = 3,
         forwarded: u32 = 4, prefix_scanned: u32 = 8, overhead: u32 = 12, dirs: [DirTrack; 2] = 16,
     });
     assert_layout!(DirTrack, 12, {

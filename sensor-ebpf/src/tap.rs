@@ -36,7 +36,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     CHUNK_CAP, DirTrack, FlowState, MAX_CHUNKS, NO_DIRECTION, SegmentHeader, TapConfig, counter,
-    direction, family, flow_state, kind, segment_flags, sync, tcp_flags,
+    direction, family, flow_state, kind, loss, segment_flags, sync, tcp_flags,
 };
 
 /// Ring buffer to userspace. 16 MiB holds about 4,000 full chunks, many more small ones.
@@ -129,8 +129,11 @@ const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
 const IPV6_AH: u8 = 51;
 const IPV6_DSTOPTS: u8 = 60;
-/// Extension headers walked at most before the TCP header.
+/// Extension headers walked at most before the TCP header. A packet of a tracked socket with
+/// more is counted (`segments_unreadable`) and its loss told to userspace.
 const MAX_IPV6_EXT: u32 = 8;
+/// Longest an extension header can be (a length byte of 8-octet units, plus one).
+const MAX_IPV6_EXT_LEN: u32 = 256 * 8;
 /// TCP states (include/net/tcp_states.h) in which a socket takes data from its peer.
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_FIN_WAIT1: u32 = 4;
@@ -232,6 +235,18 @@ fn tap(ctx: &SkBuffContext, dir: u8) {
         }
     }
     let Some(seg) = parse_headers(ctx, protocol, skb_len) else {
+        // A packet of a socket mid-handshake whose TCP header the tap cannot find (more IPv6
+        // extension headers than it walks): what it carried is lost to the sensor, and the
+        // next record of the socket says so rather than leave a hole nobody sees.
+        if let Some(st) = state
+            // SAFETY: the socket's own storage, as below.
+            && unsafe { (*st).state } != flow_state::DONE
+            && is_tcp(sk)
+        {
+            // SAFETY: as above.
+            unsafe { (*st).pending_losses |= loss::UNREADABLE };
+            bump(counter::SEGMENTS_UNREADABLE, 1);
+        }
         return;
     };
     bump(counter::PACKETS_SEEN, 1);
@@ -328,7 +343,7 @@ fn closing(c: &Ctx, seg: &Segment, state: &mut FlowState) {
         return;
     }
     if c.emit {
-        emit(c, seg, 0, 0, &mut state.pending_flags);
+        emit(c, seg, 0, 0, &mut state.pending_losses);
     }
     note_close(c, seg, state);
 }
@@ -467,7 +482,7 @@ fn track(c: &Ctx, seg: &Segment, state: &mut FlowState, first: bool) {
                         seg,
                         0,
                         segment_flags::PREFIX_EXHAUSTED,
-                        &mut state.pending_flags,
+                        &mut state.pending_losses,
                     );
                 }
                 return;
@@ -496,7 +511,7 @@ fn track(c: &Ctx, seg: &Segment, state: &mut FlowState, first: bool) {
     }
     if state.state == flow_state::PREFIX {
         // Plaintext before TLS: bounded by the prefix budget, not counted in the byte budget.
-        emit(c, seg, seg.payload_len, flags, &mut state.pending_flags);
+        emit(c, seg, seg.payload_len, flags, &mut state.pending_losses);
         return;
     }
     // The budget is for handshake bytes: record headers do not use it up.
@@ -509,7 +524,7 @@ fn track(c: &Ctx, seg: &Segment, state: &mut FlowState, first: bool) {
         bump(counter::BUDGET_EXHAUSTED, 1);
         return;
     }
-    let len = if seg.payload_len > remaining {
+    let len = if seg.payload_len >= remaining {
         flags |= segment_flags::BUDGET_EXHAUSTED;
         state.state = flow_state::DONE;
         bump(counter::BUDGET_EXHAUSTED, 1);
@@ -518,7 +533,7 @@ fn track(c: &Ctx, seg: &Segment, state: &mut FlowState, first: bool) {
         seg.payload_len
     };
     state.forwarded = state.forwarded.saturating_add(len);
-    emit(c, seg, len, flags, &mut state.pending_flags);
+    emit(c, seg, len, flags, &mut state.pending_losses);
 }
 
 /// Follow the record headers inside one segment of direction `d`; the number of headers
@@ -657,13 +672,13 @@ fn lose_sync(d: &mut DirTrack) {
 }
 
 /// Write the segment to the ring buffer, split into chunks of at most `CHUNK_CAP` bytes.
-/// `pending` holds flags for the next record of the socket: a record that could not be
+/// `pending` holds [`loss`] bits for the next record of the socket: a record that could not be
 /// written leaves `RING_DROP` there, so that the next one tells userspace.
 #[inline(always)]
 fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8, pending: &mut u8) {
     let mut header = SegmentHeader {
         kind: kind::SEGMENT,
-        flags: extra_flags | *pending,
+        flags: extra_flags,
         direction: c.dir,
         family: seg.family,
         tcp_flags: seg.tcp_flags,
@@ -678,7 +693,17 @@ fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8, pending: &mut u8) {
         daddr: seg.daddr,
         sport: seg.sport,
         dport: seg.dport,
+        losses: *pending,
+        _reserved: [0; 3],
+        rcv_nxt: 0,
     };
+    // SAFETY: the helper takes the skb's socket and returns null for anything but TCP.
+    let tp = unsafe { bpf_tcp_sock(c.sk.cast()) };
+    if !tp.is_null() {
+        // SAFETY: non-null, checked above.
+        header.rcv_nxt = unsafe { (*tp).rcv_nxt };
+        header.flags |= segment_flags::HAS_RCV_NXT;
+    }
     if c.dir == direction::EGRESS {
         header.pid_tgid = bpf_get_current_pid_tgid();
         header.flags |= segment_flags::HAS_PID;
@@ -686,7 +711,7 @@ fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8, pending: &mut u8) {
     if len == 0 {
         let Some(mut entry) = EVENTS.reserve::<SegmentHeader>(0) else {
             bump(counter::RINGBUF_DROPS, 1);
-            *pending |= segment_flags::RING_DROP;
+            *pending |= loss::RING_DROP;
             return;
         };
         entry.write(header);
@@ -708,7 +733,7 @@ fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8, pending: &mut u8) {
         }
         let Some(mut entry) = EVENTS.reserve::<SegmentRecord>(0) else {
             bump(counter::RINGBUF_DROPS, 1);
-            *pending |= segment_flags::RING_DROP;
+            *pending |= loss::RING_DROP;
             return;
         };
         let mut n = len - off;
@@ -816,7 +841,7 @@ fn parse_headers(ctx: &SkBuffContext, protocol: u16, skb_len: u32) -> Option<Seg
                     _ => return None,
                 }
             }
-            if next != IPPROTO_TCP || off > 512 {
+            if next != IPPROTO_TCP || off > 40 + MAX_IPV6_EXT * MAX_IPV6_EXT_LEN {
                 return None;
             }
             seg.saddr = ctx.load(8).ok()?;

@@ -8,14 +8,17 @@ shaped to get the TLS handshake past a sensor unseen or unparsed.
       starts far into the stream. After "220 2.0.0 Ready" the socket becomes a TLS server
       (TLS 1.2 or 1.3); after the handshake it reads one line, answers "221 bye" and closes.
 
-  https --listen HOST:PORT --cert CHAIN.pem --key KEY.pem [--dstopts]
+  https --listen HOST:PORT --cert CHAIN.pem --key KEY.pem [--dstopts BYTES]
       Answers every TLS connection with "HTTP/1.0 200 OK" and "ok" once it has read the
       request head. --dstopts (IPv6 only) sets the sticky option IPV6_DSTOPTS on the listening
-      socket and on every accepted one: an 8-byte Destination Options header holding one PadN
-      option, so every packet the server sends (from the SYN-ACK on) carries an extension
-      header (IPv6 next header 60) between the IPv6 and TCP headers. Linux clients ignore it;
-      a parser that expects TCP right after the IPv6 header does not find it. Needs
-      CAP_NET_RAW.
+      socket and on every accepted one: a Destination Options header of BYTES (a multiple of
+      8, from 8 to 2048), so every packet the server sends (from the SYN-ACK on) carries an
+      extension header (IPv6 next header 60) between the IPv6 and TCP headers. 8 bytes hold
+      one PadN option; longer headers are filled with options of the unassigned type 0x1e,
+      whose top bits tell a receiver to skip them (Linux allows 7 bytes of padding at most,
+      and 8 options that are not padding). Linux clients ignore the header; a parser that
+      expects TCP right after the IPv6 header, or caps the header's length, does not find
+      it. Needs CAP_NET_RAW.
 
   selective --listen HOST:PORT --upstream HOST:PORT --cert FORGED_CHAIN.pem --key FORGED_KEY.pem
       A transparent interceptor that leaves some clients alone. It reads the client's first
@@ -47,10 +50,29 @@ RECORD_CAP = 16 * 1024
 HEAD_LIMIT = 64 * 1024
 SESSION_TICKET = 35
 OK = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
-# Destination Options header: next header (the kernel fills it), length 0 (8 bytes in all),
-# one PadN option (type 1) with 4 bytes of zeros.
-DSTOPTS = bytes([0, 0, 1, 4, 0, 0, 0, 0])
 IPV6_DSTOPTS = getattr(socket, "IPV6_DSTOPTS", 59)
+# An unassigned option type whose top two bits (00) say "skip it if unknown".
+SKIPPABLE_OPTION = 0x1E
+
+
+def dstopts(size: int) -> bytes:
+    """A Destination Options header of `size` bytes: next header (the kernel fills it), the
+    length in 8-octet units beyond the first, then options filling it exactly."""
+    if size % 8 or not 8 <= size <= 2048:
+        sys.exit("--dstopts: a multiple of 8 from 8 to 2048")
+    if size == 8:
+        return bytes([0, 0, 1, 4, 0, 0, 0, 0])  # one PadN option of 4 zero bytes
+    body = bytearray()
+    left = size - 2
+    while left:
+        # Options of at most 257 bytes (type, length, up to 255 data bytes); never leave
+        # fewer than 2 bytes for the last one.
+        n = min(left, 257)
+        if 0 < left - n < 2:
+            n -= 2
+        body += bytes([SKIPPABLE_OPTION, n - 2]) + b"\xa5" * (n - 2)
+        left -= n
+    return bytes([0, size // 8 - 1]) + bytes(body)
 
 
 class Stop(Exception):
@@ -163,7 +185,7 @@ def serve_smtp(conn: socket.socket, args, ctx: ssl.SSLContext) -> str:
 
 def serve_https(conn: socket.socket, args, ctx: ssl.SSLContext) -> str:
     if args.dstopts:
-        conn.setsockopt(socket.IPPROTO_IPV6, IPV6_DSTOPTS, DSTOPTS)
+        conn.setsockopt(socket.IPPROTO_IPV6, IPV6_DSTOPTS, dstopts(args.dstopts))
     tls = ctx.wrap_socket(conn, server_side=True)
     head = recv_head(tls.recv)
     tls.sendall(OK)
@@ -315,16 +337,16 @@ def serve_selective(conn: socket.socket, args, ctx: ssl.SSLContext) -> str:
 # ---- main ---------------------------------------------------------------------------------
 
 
-def listen(addr: tuple[str, int], dstopts: bool) -> socket.socket:
+def listen(addr: tuple[str, int], options: int | None) -> socket.socket:
     family, stype, proto, _, sockaddr = socket.getaddrinfo(
         addr[0], addr[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
-    if dstopts and family != socket.AF_INET6:
+    if options and family != socket.AF_INET6:
         sys.exit("--dstopts needs an IPv6 listening address")
     s = socket.socket(family, stype, proto)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if dstopts:
-        s.setsockopt(socket.IPPROTO_IPV6, IPV6_DSTOPTS, DSTOPTS)
+    if options:
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_DSTOPTS, dstopts(options))
     s.bind(sockaddr)
     s.listen(128)
     return s
@@ -345,13 +367,13 @@ def main() -> None:
         if name == "smtp":
             p.add_argument("--ehlo-pad", required=True, type=int, metavar="BYTES")
         if name == "https":
-            p.add_argument("--dstopts", action="store_true")
+            p.add_argument("--dstopts", type=int, metavar="BYTES")
         if name == "selective":
             p.add_argument("--upstream", required=True, type=host_port, metavar="HOST:PORT")
     args = ap.parse_args()
     handler = {"smtp": serve_smtp, "https": serve_https, "selective": serve_selective}[args.server]
     ctx = server_context(args.cert, args.key)
-    sock = listen(args.listen, getattr(args, "dstopts", False))
+    sock = listen(args.listen, getattr(args, "dstopts", None))
 
     def handle(conn: socket.socket, peer) -> None:
         try:

@@ -30,6 +30,12 @@ pub struct Attribution {
     pub prefix_exhausted: bool,
     /// Records of this flow were lost before this one (the ring buffer was full).
     pub records_lost: bool,
+    /// Packets of this flow arrived that the kernel could not read (their TCP header out of
+    /// its reach) before this one: what they carried is missing.
+    pub packets_unreadable: bool,
+    /// The kernel saw the handshake end with this segment and forwards only FIN and RST from
+    /// here on.
+    pub handshake_done: bool,
 }
 
 /// One TCP segment, or the part of it the source captured.
@@ -46,8 +52,23 @@ pub struct Segment<'a> {
     pub payload: &'a [u8],
     /// Payload bytes that followed `payload` in the segment but were not captured.
     pub missing: u32,
+    /// How far the receivers had taken each direction's stream.
+    pub received: Received,
     /// Present for segments from the kernel tap.
     pub attribution: Option<Attribution>,
+}
+
+/// How far a TCP receiver had taken a direction's stream when the segment passed: the next
+/// sequence number it expected. A capture knows it from the segment's ACK number (the
+/// sender's receiving side); the kernel tap from the local socket's `rcv_nxt`. It tells
+/// where a stream starts when its first bytes arrive out of order, and that a receiver took
+/// bytes the source never saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    /// Of the stream `src` → `dst` (known from `dst`'s side).
+    pub from_src: Option<u32>,
+    /// Of the stream `dst` → `src` (known from `src`'s side: its ACK number).
+    pub from_dst: Option<u32>,
 }
 
 /// One local socket of a flow, as the capture saw it.

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
-use super::Segment;
+use super::{Received, Segment};
 use sensor_common::tcp_flags;
 
 /// Link types (LINKTYPE_* values of pcap and pcapng) this reader understands.
@@ -138,6 +138,10 @@ pub fn decode(link: i32, data: &[u8], orig_len: usize, ts_ns: u64) -> Result<Seg
         tcp_flags: flags,
         payload: tcp.payload(),
         missing: u32::try_from(missing).unwrap_or(u32::MAX),
+        received: Received {
+            from_src: None,
+            from_dst: tcp.ack().then(|| tcp.acknowledgment_number()),
+        },
         attribution: None,
     })
 }

@@ -6,10 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use sensor_common::{
     COMM_LEN, CertChunkHeader, SEGMENT_HEADER_LEN, SegmentHeader, SocketEvent, direction, family,
-    kind, read_wire, segment_flags,
+    kind, loss, read_wire, segment_flags,
 };
 
-use super::{Attribution, Segment, certs::CertChunk};
+use super::{Attribution, Received, Segment, certs::CertChunk};
 
 /// Converts the kernel's CLOCK_MONOTONIC timestamps to nanoseconds since the Unix epoch, with
 /// an offset the caller measured.
@@ -134,6 +134,20 @@ fn segment(record: &[u8], clock: ClockOffset) -> RingRecord<'_> {
         tcp_flags: h.tcp_flags,
         payload,
         missing,
+        received: if h.flags & segment_flags::HAS_RCV_NXT == 0 {
+            Received::default()
+        } else if h.direction == direction::EGRESS {
+            // The sender's socket: how far it had received its peer's stream.
+            Received {
+                from_src: None,
+                from_dst: Some(h.rcv_nxt),
+            }
+        } else {
+            Received {
+                from_src: Some(h.rcv_nxt),
+                from_dst: None,
+            }
+        },
         attribution: Some(Attribution {
             cookie: h.cookie,
             local_is_src: h.direction == direction::EGRESS,
@@ -141,7 +155,9 @@ fn segment(record: &[u8], clock: ClockOffset) -> RingRecord<'_> {
             pid,
             budget_exhausted: h.flags & segment_flags::BUDGET_EXHAUSTED != 0,
             prefix_exhausted: h.flags & segment_flags::PREFIX_EXHAUSTED != 0,
-            records_lost: h.flags & segment_flags::RING_DROP != 0,
+            records_lost: h.losses & loss::RING_DROP != 0,
+            packets_unreadable: h.losses & loss::UNREADABLE != 0,
+            handshake_done: h.flags & segment_flags::HANDSHAKE_DONE != 0,
         }),
     })
 }

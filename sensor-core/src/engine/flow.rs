@@ -336,6 +336,9 @@ pub(super) struct Flow {
     seen: Observed,
     /// A RST was seen: nothing more will come.
     reset: bool,
+    /// The kernel stopped forwarding payload (handshake over, budget or prefix exhausted):
+    /// what receivers take from here on is not expected to be seen.
+    forwarding_ended: bool,
     /// Already waiting in the engine's half-closed queue.
     pub(super) half_close_queued: bool,
     pub(super) last_ts: u64,
@@ -360,6 +363,7 @@ impl Flow {
             sockets: [None, None],
             seen: Observed::default(),
             reset: false,
+            forwarding_ended: false,
             half_close_queued: false,
             last_ts: 0,
         }
@@ -415,6 +419,9 @@ impl Flow {
             if a.records_lost {
                 self.seen.note_loss(CaptureLoss::RingDrop);
             }
+            if a.packets_unreadable {
+                self.seen.note_loss(CaptureLoss::Gap);
+            }
         }
         // Data without ACK is never taken by a TCP receiver once the connection is set up (a
         // SYN's data is fast open, which this sensor does not follow): an injected segment.
@@ -432,6 +439,26 @@ impl Flow {
             }
         }
         let Self { dirs, seen, .. } = self;
+        // How far the receivers had taken each stream: where a stream starts whose first bytes
+        // come out of order, and bytes a receiver took that the capture never had (a packet
+        // the source could not read, or did not get). Not once the kernel stopped forwarding.
+        for (d, next) in [
+            (idx, seg.received.from_src),
+            (1 - idx, seg.received.from_dst),
+        ] {
+            if let Some(next) = next
+                && dirs[d].stream.received_to(next) > 0
+                && !self.forwarding_ended
+                && !seen.losses.contains(&CaptureLoss::RingDrop)
+            {
+                seen.note_loss(CaptureLoss::Gap);
+            }
+        }
+        if let Some(a) = seg.attribution
+            && (a.handshake_done || a.budget_exhausted || a.prefix_exhausted)
+        {
+            self.forwarding_ended = true;
+        }
         let dir = &mut dirs[idx];
         if seg.tcp_flags & SYN != 0 {
             dir.stream.syn(seg.seq);

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::{
-    capture::Segment,
+    capture::{Received, Segment},
     event::{CaptureLoss, ChainSource, ClientOutcome, Malformed, TlsVersion},
 };
 use sensor_common::tcp_flags::{ACK, FIN, PSH, SYN};
@@ -24,6 +24,7 @@ fn seg<'a>(from_client: bool, seq: u32, flags: u8, payload: &'a [u8], ts: u64) -
         tcp_flags: flags,
         payload,
         missing: 0,
+        received: Received::default(),
         attribution: None,
     }
 }
@@ -222,6 +223,7 @@ fn the_flow_table_and_its_memory_are_bounded() {
             tcp_flags: ACK,
             payload: half,
             missing: 0,
+            received: Received::default(),
             attribution: None,
         };
         e.push(&s);
@@ -402,6 +404,7 @@ fn what_the_kernel_says_it_lost_is_kept_with_the_flow() {
         local_is_src: true,
         budget_exhausted: true,
         records_lost: true,
+        packets_unreadable: true,
         ..crate::capture::Attribution::default()
     });
     e.push(&seg(true, 999, SYN, &[], 1));
@@ -410,7 +413,7 @@ fn what_the_kernel_says_it_lost_is_kept_with_the_flow() {
     let events: Vec<_> = e.drain().collect();
     assert_eq!(
         events[0].capture_incomplete,
-        [CaptureLoss::Budget, CaptureLoss::RingDrop]
+        [CaptureLoss::Budget, CaptureLoss::Gap, CaptureLoss::RingDrop]
     );
 }
 
@@ -451,4 +454,89 @@ fn a_20_kib_connect_reply_is_read_through() {
     assert_eq!(events[0].server_name.as_deref(), Some("padded.test"));
     assert_eq!(events[0].proxy_connect.as_deref(), Some("padded.test:443"));
     assert!(events[0].capture_incomplete.is_empty(), "{:?}", events[0]);
+}
+
+/// A TLS 1.2 ServerHello (no extensions) choosing TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256.
+fn server_hello_tls12() -> Vec<u8> {
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0xc0, 0x2b, 0]);
+    let mut msg = vec![2];
+    msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// What the kernel tap sends of a client socket: no SYNs, its ClientHello carrying how far it
+/// had received the server's stream (`rcv_nxt`), then the server's flight on ingress.
+fn kernel_client(sni: &str, server_isn: u32) -> (Engine, Vec<u8>) {
+    let mut e = Engine::new(EngineLimits::default());
+    let ch = record(22, &client_hello(sni));
+    let mut s = seg(true, 1000, ACK | PSH, &ch, 1);
+    s.received.from_dst = Some(server_isn.wrapping_add(1));
+    e.push(&s);
+    (e, ch)
+}
+
+#[test]
+fn a_server_flight_whose_first_segment_comes_last_is_read_whole() {
+    // 400 segments of 64 bytes, the first (the ServerHello's start) last: the receiver's mark
+    // on the ClientHello says where the server's stream begins, so the first segment to
+    // arrive is held, not taken for the start.
+    let mut flight = record(22, &server_hello_tls12());
+    while flight.len() < 400 * 64 {
+        flight.extend_from_slice(&record(22, &[0x0b; 200]));
+    }
+    let (mut e, _) = kernel_client("reordered.test", 7000);
+    let mut segs: Vec<(u32, &[u8])> = flight
+        .chunks(64)
+        .enumerate()
+        .map(|(i, c)| (7001 + i as u32 * 64, c))
+        .collect();
+    segs.rotate_left(1);
+    for (i, (seq, payload)) in segs.into_iter().enumerate() {
+        let mut s = seg(false, seq, ACK | PSH, payload, 2 + i as u64);
+        s.received.from_src = Some(7001);
+        e.push(&s);
+    }
+    e.finish();
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].tls_version, Some(TlsVersion::Tls12));
+    assert!(events[0].cipher.is_some(), "the ServerHello was read");
+    assert!(events[0].capture_incomplete.is_empty());
+}
+
+#[test]
+fn bytes_a_receiver_took_that_the_capture_never_had_are_a_gap() {
+    // The server's flight never reached the sensor (a packet it could not read), but the
+    // client's next segment acknowledges it: something was there.
+    let (mut e, ch) = kernel_client("unseen.test", 7000);
+    let cke = record(22, &[0x10; 70]);
+    let mut s = seg(true, 1000 + ch.len() as u32, ACK | PSH, &cke, 3);
+    s.received.from_dst = Some(7001 + 3000);
+    e.push(&s);
+    e.finish();
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].capture_incomplete, [CaptureLoss::Gap]);
+    // Once the kernel says it stopped forwarding (the handshake is over), what receivers take
+    // from then on is expected to be unseen.
+    let (mut e, ch) = kernel_client("done.test", 7000);
+    let app = record(23, &[1; 40]);
+    let mut s = seg(true, 1000 + ch.len() as u32, ACK | PSH, &app, 3);
+    s.attribution = Some(crate::capture::Attribution {
+        cookie: 9,
+        local_is_src: true,
+        handshake_done: true,
+        ..crate::capture::Attribution::default()
+    });
+    e.push(&s);
+    let mut fin = seg(true, 1000 + ch.len() as u32 + 45, FIN | ACK, &[], 4);
+    fin.received.from_dst = Some(7001 + 50_000);
+    e.push(&fin);
+    e.finish();
+    let events: Vec<_> = e.drain().collect();
+    assert!(events[0].capture_incomplete.is_empty());
 }

@@ -87,6 +87,9 @@ pub struct Stream {
     fin_at: Option<u64>,
     /// The first delivered bytes (up to `max_history`), offset 0 first.
     history: Vec<u8>,
+    /// Offset just past everything the stream was given: data, bytes cut from segments, and
+    /// the FIN (which takes a sequence number).
+    seen_end: u64,
     stats: StreamStats,
 }
 
@@ -123,6 +126,18 @@ impl Stream {
         }
     }
 
+    /// A receiver of this stream expected `seq` next: it had taken every byte before. Where
+    /// nothing has arrived yet, the stream starts there (its first bytes may still come, out of
+    /// order). The number of bytes the receiver took that this stream was never given.
+    pub fn received_to(&mut self, seq: u32) -> u64 {
+        if self.base.is_none() {
+            self.base = Some(seq);
+            return 0;
+        }
+        self.offset_of(seq)
+            .map_or(0, |off| off.saturating_sub(self.seen_end))
+    }
+
     /// Offset of `seq`, relative to the next byte expected; wraps correctly within +-2 GiB.
     fn offset_of(&self, seq: u32) -> Option<u64> {
         let base = self.base?;
@@ -154,6 +169,7 @@ impl Stream {
             return;
         };
         let end = off + payload.len() as u64;
+        self.seen_end = self.seen_end.max(end + u64::from(missing) + u64::from(fin));
         if fin && self.fin_at.is_none() {
             self.fin_at = Some(end + u64::from(missing));
         }
@@ -450,6 +466,27 @@ mod tests {
         let (data, gaps) = collect(&mut s, &segs);
         assert!(gaps.is_empty(), "{gaps:?}");
         assert_eq!(data, flight);
+    }
+
+    #[test]
+    fn a_receivers_mark_says_where_a_stream_starts_whose_first_bytes_come_last() {
+        // No SYN (the kernel tap forwards none): without a mark, the first segment to arrive
+        // would be taken for the start and the real start for an old copy.
+        let mut s = Stream::new();
+        assert_eq!(s.received_to(1), 0);
+        let flight: Vec<u8> = (0..10 * 100).map(|i| (i % 251) as u8).collect();
+        let mut segs: Vec<(u32, &[u8])> = flight
+            .chunks(100)
+            .enumerate()
+            .map(|(i, c)| (1 + i as u32 * 100, c))
+            .collect();
+        segs.rotate_left(1);
+        let (data, gaps) = collect(&mut s, &segs);
+        assert!(gaps.is_empty(), "{gaps:?}");
+        assert_eq!(data, flight);
+        // The receiver has everything the stream was given; beyond that it took bytes unseen.
+        assert_eq!(s.received_to(1 + 1000), 0);
+        assert_eq!(s.received_to(1 + 1300), 300);
     }
 
     #[test]

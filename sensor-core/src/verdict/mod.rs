@@ -22,8 +22,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::{
     event::{
-        Alert, CaptureLoss, ClientOutcome, Event, Interceptor, Judgement, Reason, Rejection,
-        Severity, TlsVersion, Verdict,
+        Alert, CaptureLoss, ChainSource, ClientOutcome, Event, Interceptor, Judgement, Reason,
+        Rejection, Severity, TlsVersion, Verdict,
     },
     trust::{Store, TrustContext},
     x509::CertSummary,
@@ -48,6 +48,9 @@ pub struct Facts<'a> {
     pub capture_incomplete: &'a [CaptureLoss],
     /// The chain is the client's (uprobe), and the wire carried another.
     pub chain_conflict: bool,
+    /// Where `chain` came from. A probe's chain stands in for one the sensor did not see: a
+    /// capture loss then still leaves what the client was shown unknown.
+    pub chain_source: Option<ChainSource>,
 }
 
 /// Why a store did not validate a chain.
@@ -221,6 +224,7 @@ impl VerdictEngine {
             tls_version: hs.tls_version,
             capture_incomplete: &hs.capture_incomplete,
             chain_conflict: !hs.wire_chain_sha256.is_empty(),
+            chain_source: hs.chain_source,
         };
         let judgement = self.judge(&facts);
         event.judgement = Some(judgement);
@@ -863,10 +867,13 @@ fn decide(trust: &TrustContext, a: &Assessment, f: &Facts<'_>) -> Judgement {
         );
     }
     let loss = capture_reasons(f, &mut reasons);
-    if loss >= Severity::High {
+    let stand_in = f.chain_source == Some(ChainSource::Probe);
+    if loss >= Severity::High || (stand_in && loss > Severity::Info) {
         severity = severity.max(loss);
         explanation.push_str(&format!(" But {}.", losses_in_words(f)));
-        // The chain seen may not be the one the client kept: never call that clean.
+        // The chain seen may not be the one the client kept (bytes came twice), or the sensor
+        // never saw the client's at all and the probe's stands in for it (an interceptor can
+        // hide the one and let the other through): never call that clean.
         if kind == Verdict::Clean {
             kind = Verdict::Unverified;
         }

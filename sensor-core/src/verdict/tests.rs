@@ -714,4 +714,21 @@ fn what_the_sensor_could_not_see_is_said_and_never_quiet() {
     let v = engine.judge(&f);
     assert_eq!(reasons(&v), ["public_root", "chain_conflict"]);
     assert_eq!(v.severity, Severity::High);
+    // Bytes lost and the probe's chain standing in: a valid chain for the probe says nothing
+    // sure about what the client was shown (an interceptor may hide one and pass the other).
+    let gap = [CaptureLoss::Gap];
+    let mut f = facts(&c, "www.example.test");
+    f.capture_incomplete = &gap;
+    f.chain_source = Some(ChainSource::Probe);
+    let v = engine.judge(&f);
+    assert_eq!(v.verdict, Verdict::Unverified, "never clean");
+    assert_eq!(reasons(&v), ["public_root", "capture_incomplete:gap"]);
+    assert_eq!(v.severity, Severity::Medium);
+    // The same loss with the client's own chain (uprobe): what it parsed is what it got.
+    f.chain_source = Some(ChainSource::Uprobe);
+    let v = engine.judge(&f);
+    assert_eq!(
+        (v.verdict, reasons(&v)),
+        (Verdict::Clean, strs(&["public_root"]))
+    );
 }

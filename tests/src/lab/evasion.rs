@@ -27,7 +27,7 @@ use serde_json::Value;
 use super::{Row, topology::Topology};
 use crate::{
     Daemon, Lines, Proc,
-    interceptors::{self, Interceptor, MitmMode, Netfilter, Redirect, Site},
+    interceptors::{self, Interceptor, MitmMode, Site},
     pki::{self, Issued, Key},
     spawn_s_server, workspace_root,
 };
@@ -104,25 +104,28 @@ impl Pki {
         )
     }
 
-    /// Certificates of about `bytes` in all, each a leaf with long names (chain padding).
+    /// Certificates of at least `bytes` in all (DER), each a leaf with long names (chain
+    /// padding): about 9.8 KB each.
     fn filler(&self, dir: &Path, label: &str, bytes: usize) -> Vec<Issued> {
-        // Each name is about 60 bytes of DER; a certificate holds 300 of them.
-        let names: Vec<String> = (0..300)
+        let names: Vec<String> = (0..150)
             .map(|i| format!("padding-{i:04}-{}.filler.{DOMAIN}", "x".repeat(30)))
             .collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        (0..bytes.div_ceil(18_000))
-            .map(|i| {
-                pki::issue(
-                    dir,
-                    &self.filler_ca,
-                    &format!("{label}-filler-{i}"),
-                    Key::P256,
-                    false,
-                    &names,
-                )
-            })
-            .collect()
+        let mut certs = Vec::new();
+        let mut total = 0;
+        while total < bytes {
+            let cert = pki::issue(
+                dir,
+                &self.filler_ca,
+                &format!("{label}-filler-{}", certs.len()),
+                Key::P256,
+                false,
+                &names,
+            );
+            total += cert.der().len();
+            certs.push(cert);
+        }
+        certs
     }
 }
 
@@ -199,12 +202,23 @@ fn tool(site: Site<'_>, script: &str, args: &[String]) -> Proc {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
+            .stderr(tool_log(script)),
     );
     let mut lines = Lines::new(proc.child.stdout.take().expect("tool stdout"));
     let ready = lines.wait_for(Duration::from_secs(20), |l| l.trim() == "ready");
     assert!(ready.is_some(), "{script} did not start: {:?}", lines.seen);
     proc
+}
+
+/// Where a tool's stderr goes: `target/lab/tools/SCRIPT.log`, appended to, for a failed row.
+fn tool_log(script: &str) -> Stdio {
+    let dir = workspace_root().join("target/lab/tools");
+    let _ = std::fs::create_dir_all(&dir);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{script}.log")))
+        .map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 /// A shell command in a namespace that must succeed; its undo runs on drop.
@@ -261,6 +275,7 @@ enum Client {
 /// Everything the rows run against. Dropped in order: processes first, namespaces last.
 struct Ev {
     daemon: Daemon,
+    _front: Rule,
     _origin: Proc,
     origin_port: u16,
     mitm: Interceptor,
@@ -275,15 +290,54 @@ impl Ev {
     fn start(dir: &Path) -> Self {
         let topo = Topology::new(&format!("origin.{DOMAIN}"));
         let pki = Pki::new(dir);
-        let names: Vec<String> = (1..=12).map(name).collect();
-        let mut hosts: Vec<(&str, &str)> = names
-            .iter()
-            .map(|n| (topo.origin_ip.as_str(), n.as_str()))
-            .collect();
-        hosts.push((topo.origin_ip.as_str(), &topo.origin_name));
-        for ns in [&topo.client, &topo.middlebox, &topo.origin] {
+        // The client reaches the origin at its front addresses, which the middlebox DNATs:
+        // the origin's sockets, which the sensor sees too on this host, are then other
+        // connections than the client's, and the sensor sees the client's as it would on the
+        // client's host alone. The middlebox and the origin use the origin's own address.
+        let names: Vec<String> = (1..=13).map(name).collect();
+        for (ns, addr) in [
+            (&topo.client, &topo.front_ip),
+            (&topo.middlebox, &topo.origin_ip),
+            (&topo.origin, &topo.origin_ip),
+        ] {
+            let mut hosts: Vec<(&str, &str)> =
+                names.iter().map(|n| (addr.as_str(), n.as_str())).collect();
+            hosts.push((addr.as_str(), &topo.origin_name));
             ns.hosts(&hosts);
         }
+        let (mc_if, o4, o6) = (&topo.middlebox_client_if, &topo.origin_ip, &topo.origin_ip6);
+        let (f4, f6) = (&topo.front_ip, &topo.front_ip6);
+        let front = [
+            format!(
+                "iptables -t nat -A PREROUTING -i {mc_if} -d {f4} -j DNAT --to-destination {o4}"
+            ),
+            format!(
+                "ip6tables -t nat -A PREROUTING -i {mc_if} -d {f6} -j DNAT --to-destination {o6}"
+            ),
+            // Packets the lab's tools spoof from the front address must leave as they are:
+            // as new connections whose replies would clash with the client's, NAT would give
+            // them another source port.
+            format!("iptables -t raw -A OUTPUT -s {f4} -j CT --notrack"),
+            format!("ip6tables -t raw -A OUTPUT -s {f6} -j CT --notrack"),
+        ];
+        let undo: Vec<String> = front
+            .iter()
+            .map(|r| r.replacen(" -A ", " -D ", 1))
+            .collect();
+        let front = Rule::apply(
+            &topo.middlebox,
+            &front.iter().map(String::as_str).collect::<Vec<_>>(),
+            &undo.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        // Conntrack would call the client's answers to injected segments (SACKs of bytes the
+        // server never sent) out of window: invalid packets are not NATed back, and the
+        // connection would stall on the lab's NAT rather than play the attack.
+        topo.middlebox.exec_ok(&[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.netfilter.nf_conntrack_tcp_be_liberal=1",
+        ]);
         let origin_site = Site {
             ns: Some(&topo.origin),
             addr: &topo.origin_ip,
@@ -353,6 +407,7 @@ impl Ev {
         let daemon = Daemon::start(&args);
         Self {
             daemon,
+            _front: front,
             _origin: origin,
             origin_port,
             mitm,
@@ -408,7 +463,7 @@ impl Ev {
                     .arg(ca);
                 if *v6 {
                     c.arg("--resolve")
-                        .arg(format!("{host}:{port}:[{}]", self.topo.origin_ip6));
+                        .arg(format!("{host}:{port}:[{}]", self.topo.front_ip6));
                 }
                 if let Some(p) = proxy {
                     c.arg("-x").arg(format!("http://{p}"));
@@ -459,37 +514,46 @@ impl Ev {
 
     /// Judge a row by the event of the client `pid` for the row's name.
     fn judge(&mut self, row: u8, label: &str, twin: bool, pid: u32, want: Want) -> Row {
+        let side = if twin { "clean twin" } else { "attack" };
+        self.judge_as(row, label, side, pid, want)
+    }
+
+    /// [`Ev::judge`], for a side of the row that is neither the attack nor a clean twin.
+    fn judge_as(&mut self, row: u8, label: &str, side: &str, pid: u32, want: Want) -> Row {
         let host = name(row);
         let event = self.daemon.event(Duration::from_secs(20), |e| {
             e["process"]["pid"] == pid && e["server_name"] == host.as_str()
         });
         let got = match &event {
             Some(e) => format!(
-                "{} [{}] {}",
+                "{} [{}] {} (chain: {}, lost: [{}])",
                 e["verdict"].as_str().unwrap_or("?"),
-                e["reasons"]
-                    .as_array()
-                    .map(|r| {
-                        r.iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_default(),
-                e["severity"].as_str().unwrap_or("?")
+                strings(&e["reasons"]),
+                e["severity"].as_str().unwrap_or("?"),
+                e["chain_source"].as_str().unwrap_or("none"),
+                strings(&e["capture_incomplete"]),
             ),
             None => "no event".into(),
         };
         Row {
-            scenario: format!(
-                "evasion / {label} / {}",
-                if twin { "clean twin" } else { "attack" }
-            ),
+            scenario: format!("evasion / {label} / {side}"),
             expected: want.describe(),
             got,
             pass: event.is_some_and(|e| want.met(&e)),
         }
     }
+}
+
+/// A JSON array of strings, comma-separated.
+fn strings(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
 }
 
 /// The base64 SHA-256 of a certificate's SubjectPublicKeyInfo (the pin format).
@@ -584,7 +648,7 @@ fn drop_first(ev: &Ev, matches: &str) -> Rule {
 }
 
 /// A u32 match for a TCP payload that starts with a TLS handshake record of message `kind`
-/// (1 ClientHello, 2 ServerHello).
+/// (1 ClientHello, 2 ServerHello, 16 ClientKeyExchange).
 fn tls_message(kind: u8) -> String {
     format!(
         "-m u32 --u32 0>>22&0x3C@12>>26&0x3C@0>>24=0x16&&0>>22&0x3C@12>>26&0x3C@5>>24=0x{kind:02x}"
@@ -599,7 +663,7 @@ fn injector(ev: &Ev, port: u16, args: &[&str]) -> Proc {
         "--client".into(),
         ev.topo.client_ip.clone(),
         "--server".into(),
-        ev.topo.origin_ip.clone(),
+        ev.topo.front_ip.clone(),
         "--port".into(),
         port.to_string(),
     ];
@@ -711,6 +775,17 @@ fn injected(ev: &mut Ev) -> Vec<Row> {
     let forged5 = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 5, "forged");
     let (_rogue5, port5) = ev.rogue(&forged5, &[]);
     {
+        // The client's ClientKeyExchange is lost once: the handshake waits a retransmission
+        // (200 ms) for it, so the injected segments always land while it is still going on.
+        let _hold = drop_first(
+            ev,
+            &format!(
+                "-p tcp -s {} -d {} --dport {port5} {}",
+                ev.topo.client_ip,
+                ev.topo.origin_ip,
+                tls_message(0x10)
+            ),
+        );
         let _inject = injector(ev, port5, &["overlap"]);
         let pid = ev.client(
             5,
@@ -740,9 +815,15 @@ fn injected(ev: &mut Ev) -> Vec<Row> {
 /// Rows 6 and 7: a Certificate padded past 64 KiB, and one in 1-byte records.
 fn framing(ev: &mut Ev) -> Vec<Row> {
     let mut rows = Vec::new();
-    // 6. Padding: the forged leaf and filler certificates, about 90 KiB (clients take 100).
+    // 6. Padding: the forged leaf and filler certificates, past 64 KiB and within the 100 KiB
+    // OpenSSL clients take (a longer one they refuse, and that is no interception).
     let forged = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 6, "forged");
-    let filler = ev.pki.filler(&ev.dir, "e6", 88 * 1024);
+    let filler = ev.pki.filler(&ev.dir, "e6", 80 * 1024);
+    let padded: usize = filler.iter().map(|c| c.der().len() + 3).sum();
+    assert!(
+        (64 * 1024..98 * 1024).contains(&padded),
+        "the filler is {padded} bytes"
+    );
     let refs: Vec<&Issued> = filler.iter().collect();
     let (rogue, port) = ev.rogue(&forged, &refs);
     let pid = ev.client(
@@ -773,12 +854,18 @@ fn framing(ev: &mut Ev) -> Vec<Row> {
     let (_rogue7, rogue_port) = ev.rogue(&forged7, &[]);
     let via = ev.mbox_site().port();
     let shim_port = ev.mbox_site().port();
-    let _redirect = Redirect::at(
-        Some(&ev.topo.middlebox),
-        Netfilter::Iptables,
-        &ev.topo.middlebox_client_if,
-        via,
-        shim_port,
+    // Ahead of the front DNAT: the shim, not the origin, answers on `via`.
+    let redirect = format!(
+        "PREROUTING 1 -i {} -p tcp --dport {via} -j REDIRECT --to-ports {shim_port}",
+        ev.topo.middlebox_client_if
+    );
+    let _redirect = Rule::apply(
+        &ev.topo.middlebox,
+        &[&format!("iptables -t nat -I {redirect}")],
+        &[&format!(
+            "iptables -t nat -D {}",
+            redirect.replacen(" 1 ", " ", 1)
+        )],
     );
     for (twin, upstream) in [(false, rogue_port), (true, ev.origin_port)] {
         let _shim = tool(
@@ -912,7 +999,8 @@ fn long_prefixes(ev: &mut Ev) -> Vec<Row> {
     rows
 }
 
-/// Row 10: every packet of the server carries an IPv6 Destination Options header.
+/// Row 10: every packet of the server carries an IPv6 Destination Options header of 1 KiB
+/// (longer than the kernel tap once read past).
 fn ipv6_options(ev: &mut Ev) -> Vec<Row> {
     let mut rows = Vec::new();
     let forged = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 10, "forged");
@@ -940,6 +1028,7 @@ fn ipv6_options(ev: &mut Ev) -> Vec<Row> {
                 "--key".into(),
                 key.display().to_string(),
                 "--dstopts".into(),
+                "1024".into(),
             ],
         );
         let pid = ev.client(
@@ -1078,16 +1167,145 @@ fn selective(ev: &mut Ev) -> Vec<Row> {
     rows
 }
 
+/// Row 13: every packet of the server reaches the client with nine Destination Options
+/// headers, one more than the kernel tap walks. The tap cannot read them and must say so; the
+/// probe (which reads no headers) looks instead. With the real server on the same path the
+/// sensor still did not see the chain the client got: `unverified`, and loud.
+fn ipv6_unreadable(ev: &mut Ev) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let forged = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 13, "forged");
+    let forged_chain = pki::bundle(&ev.dir, "e13-forged.pem", &[&forged]);
+    let origin_key = ev.pki.origin_leaf.key.clone();
+    let origin_chain = pki::bundle(
+        &ev.dir,
+        "e13-origin.pem",
+        &[&ev.pki.origin_leaf, &ev.pki.issuing],
+    );
+    for (honest, chain, key) in [
+        (false, &forged_chain, &forged.key),
+        (true, &origin_chain, &origin_key),
+    ] {
+        let port = ev.origin_site().port();
+        let _server = tool(
+            ev.origin_site(),
+            "tls_server.py",
+            &[
+                "https".into(),
+                "--listen".into(),
+                format!("[{}]:{port}", ev.topo.origin_ip6),
+                "--cert".into(),
+                chain.display().to_string(),
+                "--key".into(),
+                key.display().to_string(),
+            ],
+        );
+        let t = &ev.topo;
+        // The server's packets stop at the middlebox's FORWARD chain (where they still come
+        // from the origin's address: NAT restores the front one after it) and the relay sends
+        // them on, from the front address, with the headers. Segments stay small enough for
+        // 72 more bytes of headers.
+        let (o6, c6) = (&t.origin_ip6, &t.client_ip6);
+        let drop = format!("FORWARD -p tcp -s {o6} --sport {port} -d {c6} -j DROP");
+        let clamp = format!(
+            "FORWARD -t mangle -p tcp --dport {port} --tcp-flags SYN,RST SYN -j TCPMSS \
+             --set-mss 1200"
+        );
+        let rules = [drop, clamp];
+        let add: Vec<String> = rules.iter().map(|r| format!("ip6tables -A {r}")).collect();
+        let del: Vec<String> = rules.iter().map(|r| format!("ip6tables -D {r}")).collect();
+        let _rules = Rule::apply(
+            &t.middlebox,
+            &add.iter().map(String::as_str).collect::<Vec<_>>(),
+            &del.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let _relay = tool(
+            ev.mbox_site(),
+            "exthdr.py",
+            &[
+                "--iface".into(),
+                t.middlebox_origin_if.clone(),
+                "--client".into(),
+                c6.clone(),
+                "--server".into(),
+                o6.clone(),
+                "--port".into(),
+                port.to_string(),
+                "--front".into(),
+                t.front_ip6.clone(),
+                "--headers".into(),
+                "9".into(),
+            ],
+        );
+        let pid = ev.client(
+            13,
+            &Client::Curl12 {
+                port,
+                proxy: None,
+                v6: true,
+            },
+            &ev.ca_all.clone(),
+        );
+        let label = "nine IPv6 extension headers";
+        rows.push(if honest {
+            ev.judge_as(
+                13,
+                label,
+                "the real server, unseen",
+                pid,
+                Want::Caught {
+                    verdicts: &["unverified"],
+                    reasons: &["capture_incomplete:gap"],
+                    not: &[],
+                },
+            )
+        } else {
+            ev.judge(
+                13,
+                label,
+                false,
+                pid,
+                Want::Caught {
+                    verdicts: INTERCEPTED,
+                    reasons: &["local_root", "capture_incomplete:gap"],
+                    not: &[],
+                },
+            )
+        });
+    }
+    rows
+}
+
+/// A group of rows: plays them against the running lab.
+type Group = fn(&mut Ev) -> Vec<Row>;
+
 /// Start the evasion lab, play every row, stop everything.
 pub fn run(dir: &Path) -> Vec<Row> {
     let mut ev = Ev::start(dir);
-    let mut rows = appended(&mut ev);
-    rows.extend(injected(&mut ev));
-    rows.extend(framing(&mut ev));
-    rows.extend(long_prefixes(&mut ev));
-    rows.extend(ipv6_options(&mut ev));
-    rows.extend(reordered(&mut ev));
-    rows.extend(selective(&mut ev));
+    // LAB_EVASION_ONLY=name,... plays only those groups of rows (while working on one).
+    let only = std::env::var("LAB_EVASION_ONLY").ok();
+    let groups: [(&str, Group); 8] = [
+        ("appended", appended),
+        ("injected", injected),
+        ("framing", framing),
+        ("long_prefixes", long_prefixes),
+        ("ipv6_options", ipv6_options),
+        ("ipv6_unreadable", ipv6_unreadable),
+        ("reordered", reordered),
+        ("selective", selective),
+    ];
+    let mut rows = Vec::new();
+    for (group, play) in groups {
+        if only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|g| g == group))
+        {
+            rows.extend(play(&mut ev));
+        }
+    }
+    // Every event sensord printed, for a row that failed.
+    let _ = ev.daemon.events.wait_for(Duration::from_secs(1), |_| false);
+    let events = workspace_root().join("target/lab/evasion-events.jsonl");
+    let _ = std::fs::write(&events, ev.daemon.events.seen.join("\n") + "\n");
     let _ = ev.daemon.interrupt();
     rows
 }

@@ -26,6 +26,10 @@ pub struct Topology {
     pub middlebox_origin_ip: String,
     pub client_ip6: String,
     pub origin_ip6: String,
+    /// Addresses on no interface, routed to the middlebox by the client: a lab that DNATs
+    /// them to the origin makes the origin's sockets other connections than the client's.
+    pub front_ip: String,
+    pub front_ip6: String,
     /// The origin's name, which every namespace resolves to `origin_ip`.
     pub origin_name: String,
 }
@@ -109,6 +113,8 @@ impl Topology {
             middlebox_origin_ip: mbox_o_ip,
             client_ip6,
             origin_ip6,
+            front_ip: format!("10.78.{third}.9"),
+            front_ip6: format!("fd78:{third:x}:3::2"),
             origin_name: origin_name.to_owned(),
         }
     }
