@@ -197,20 +197,35 @@ impl Stream {
         if payload.is_empty() {
             return;
         }
-        if end <= self.next {
-            self.stats.duplicate_bytes += payload.len() as u64;
-            self.compare_delivered(off, payload);
-            return;
-        }
-        if off <= self.next {
-            let skip = (self.next - off) as usize;
-            self.stats.duplicate_bytes += skip as u64;
-            self.compare_delivered(off, &payload[..skip]);
-            self.deliver(&payload[skip..], limits, sink);
+        debug_assert_eq!(end, off + payload.len() as u64);
+        if self.take_at_edge(off, payload, limits, sink) {
             self.drain(limits, sink);
             return;
         }
         self.hold(off, payload, limits, sink);
+    }
+
+    /// Bytes at `off` that start at or before the in-order edge: those delivered already are
+    /// compared with what was, the rest delivered. False, doing nothing, when they start
+    /// beyond the edge.
+    fn take_at_edge(
+        &mut self,
+        off: u64,
+        data: &[u8],
+        limits: &StreamLimits,
+        sink: &mut dyn FnMut(Chunk<'_>),
+    ) -> bool {
+        if off > self.next {
+            return false;
+        }
+        let end = off + data.len() as u64;
+        let skip = (self.next.min(end) - off) as usize;
+        self.stats.duplicate_bytes += skip as u64;
+        self.compare_delivered(off, &data[..skip]);
+        if skip < data.len() {
+            self.deliver(&data[skip..], limits, sink);
+        }
+        true
     }
 
     /// Hand in-order bytes on, keeping the first of them as history.
@@ -279,19 +294,9 @@ impl Stream {
             return;
         }
         let len = payload.len();
-        let end = off + len as u64;
         loop {
             // Skipping holes moves the in-order edge; look at the segment again each time.
-            if end <= self.next {
-                self.stats.duplicate_bytes += len as u64;
-                self.compare_delivered(off, payload);
-                return;
-            }
-            if off <= self.next {
-                let skip = (self.next - off) as usize;
-                self.stats.duplicate_bytes += skip as u64;
-                self.compare_delivered(off, &payload[..skip]);
-                self.deliver(&payload[skip..], limits, sink);
+            if self.take_at_edge(off, payload, limits, sink) {
                 self.drain(limits, sink);
                 return;
             }
@@ -326,16 +331,7 @@ impl Stream {
             }
             let data = entry.remove();
             self.pending_bytes -= data.len();
-            let end = off + data.len() as u64;
-            if end <= self.next {
-                self.stats.duplicate_bytes += data.len() as u64;
-                self.compare_delivered(off, &data);
-                continue;
-            }
-            let skip = (self.next - off) as usize;
-            self.stats.duplicate_bytes += skip as u64;
-            self.compare_delivered(off, &data[..skip]);
-            self.deliver(&data[skip..], limits, sink);
+            self.take_at_edge(off, &data, limits, sink);
         }
     }
 

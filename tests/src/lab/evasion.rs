@@ -433,6 +433,38 @@ impl Ev {
         }
     }
 
+    /// The attack's server chain and key for `row` (a leaf the host-trusted lab CA forged), and
+    /// the twin's (the origin's own), with whether it is the twin.
+    fn forged_and_origin(&self, row: u8) -> [(bool, PathBuf, PathBuf); 2] {
+        let forged = self.pki.leaf(&self.dir, &self.pki.lab_ca, row, "forged");
+        let forged_chain = pki::bundle(&self.dir, &format!("e{row}-forged.pem"), &[&forged]);
+        let origin_chain = pki::bundle(
+            &self.dir,
+            &format!("e{row}-origin.pem"),
+            &[&self.pki.origin_leaf, &self.pki.issuing],
+        );
+        [
+            (false, forged_chain, forged.key),
+            (true, origin_chain, self.pki.origin_leaf.key.clone()),
+        ]
+    }
+
+    /// tls_server.py https on the origin's IPv6 address, with `extra` arguments; its port.
+    fn https6(&self, chain: &Path, key: &Path, extra: &[&str]) -> (Proc, u16) {
+        let port = self.origin_site().port();
+        let mut args: Vec<String> = vec![
+            "https".into(),
+            "--listen".into(),
+            format!("[{}]:{port}", self.topo.origin_ip6),
+            "--cert".into(),
+            chain.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        (tool(self.origin_site(), "tls_server.py", &args), port)
+    }
+
     /// openssl s_server in the origin namespace with `leaf` and more certificates after it.
     fn rogue(&self, leaf: &Issued, more: &[&Issued]) -> (Proc, u16) {
         let site = self.origin_site();
@@ -1003,34 +1035,8 @@ fn long_prefixes(ev: &mut Ev) -> Vec<Row> {
 /// (longer than the kernel tap once read past).
 fn ipv6_options(ev: &mut Ev) -> Vec<Row> {
     let mut rows = Vec::new();
-    let forged = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 10, "forged");
-    let forged_chain = pki::bundle(&ev.dir, "e10-forged.pem", &[&forged]);
-    let origin_key = ev.pki.origin_leaf.key.clone();
-    let origin_chain = pki::bundle(
-        &ev.dir,
-        "e10-origin.pem",
-        &[&ev.pki.origin_leaf, &ev.pki.issuing],
-    );
-    for (twin, chain, key) in [
-        (false, &forged_chain, &forged.key),
-        (true, &origin_chain, &origin_key),
-    ] {
-        let port = ev.origin_site().port();
-        let _server = tool(
-            ev.origin_site(),
-            "tls_server.py",
-            &[
-                "https".into(),
-                "--listen".into(),
-                format!("[{}]:{port}", ev.topo.origin_ip6),
-                "--cert".into(),
-                chain.display().to_string(),
-                "--key".into(),
-                key.display().to_string(),
-                "--dstopts".into(),
-                "1024".into(),
-            ],
-        );
+    for (twin, chain, key) in ev.forged_and_origin(10) {
+        let (_server, port) = ev.https6(&chain, &key, &["--dstopts", "1024"]);
         let pid = ev.client(
             10,
             &Client::Curl12 {
@@ -1173,32 +1179,8 @@ fn selective(ev: &mut Ev) -> Vec<Row> {
 /// sensor still did not see the chain the client got: `unverified`, and loud.
 fn ipv6_unreadable(ev: &mut Ev) -> Vec<Row> {
     let mut rows = Vec::new();
-    let forged = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 13, "forged");
-    let forged_chain = pki::bundle(&ev.dir, "e13-forged.pem", &[&forged]);
-    let origin_key = ev.pki.origin_leaf.key.clone();
-    let origin_chain = pki::bundle(
-        &ev.dir,
-        "e13-origin.pem",
-        &[&ev.pki.origin_leaf, &ev.pki.issuing],
-    );
-    for (honest, chain, key) in [
-        (false, &forged_chain, &forged.key),
-        (true, &origin_chain, &origin_key),
-    ] {
-        let port = ev.origin_site().port();
-        let _server = tool(
-            ev.origin_site(),
-            "tls_server.py",
-            &[
-                "https".into(),
-                "--listen".into(),
-                format!("[{}]:{port}", ev.topo.origin_ip6),
-                "--cert".into(),
-                chain.display().to_string(),
-                "--key".into(),
-                key.display().to_string(),
-            ],
-        );
+    for (honest, chain, key) in ev.forged_and_origin(13) {
+        let (_server, port) = ev.https6(&chain, &key, &[]);
         let t = &ev.topo;
         // The server's packets stop at the middlebox's FORWARD chain (where they still come
         // from the origin's address: NAT restores the front one after it) and the relay sends
