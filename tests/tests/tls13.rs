@@ -128,7 +128,8 @@ impl<'a> Conn<'a> {
         }
     }
 
-    fn run(&self, client: Client) -> bool {
+    /// Run `client` to completion: Ok, or what it wrote to stderr and how it ended.
+    fn run(&self, client: Client) -> Result<(), String> {
         let program = match client {
             Client::Curl => "curl",
             Client::OpenSsl => "openssl",
@@ -178,13 +179,22 @@ impl<'a> Conn<'a> {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{program}: {e}"));
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(b"GET / HTTP/1.0\r\n\r\n");
         }
-        child.wait().unwrap().success()
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
     }
 }
 
@@ -247,10 +257,9 @@ fn expect_intercepted(
 ) {
     let mut daemon = daemon(dir, origin, Some(&icpt.ca), way);
     for client in Client::ALL {
-        assert!(
-            conn.run(client),
-            "{client:?} through the interceptor failed"
-        );
+        if let Err(e) = conn.run(client) {
+            panic!("{client:?} through the interceptor failed: {e}");
+        }
         let ev = client_event(&mut daemon, client, &origin.name, event_port);
         assert_eq!(ev["tls_version"], "1.3", "{client:?} {way:?}: {ev}");
         assert_eq!(ev["chain_source"], way.source(), "{client:?} {way:?}: {ev}");
@@ -277,7 +286,9 @@ fn clean_tls13_is_clean_through_the_probe_and_the_uprobes() {
     for way in [Way::Probe, Way::Uprobe] {
         let mut daemon = daemon(dir.path(), &origin, None, way);
         for client in Client::ALL {
-            assert!(conn.run(client), "{client:?} to the origin failed");
+            if let Err(e) = conn.run(client) {
+                panic!("{client:?} to the origin failed: {e}");
+            }
             let ev = client_event(&mut daemon, client, &origin.name, origin.port);
             assert_eq!(ev["tls_version"], "1.3", "{ev}");
             assert_eq!(ev["chain_source"], way.source(), "{client:?}: {ev}");
@@ -353,7 +364,7 @@ fn mitmproxy_transparent_tls13_is_intercepted() {
         ca: &origin.root.cert,
         ..conn
     };
-    assert!(direct.run(Client::Curl), "curl from the host to the origin");
+    direct.run(Client::Curl).expect("curl from the host to the origin");
 }
 
 #[test]
@@ -421,7 +432,7 @@ fn an_unreachable_destination_fails_the_probe_with_its_cause() {
             .is_some()
     );
     let conn = Conn::local(port, name, &root.cert);
-    assert!(conn.run(Client::Curl));
+    conn.run(Client::Curl).expect("curl");
     assert!(server.wait_timeout(Duration::from_secs(10)).is_some());
     let ev = client_event(&mut daemon, Client::Curl, name, port);
     assert_eq!(ev["tls_version"], "1.3", "{ev}");
@@ -478,7 +489,7 @@ fn a_changed_tls13_server_is_a_signal_without_any_chain() {
     // The usual server, twice: a baseline and no change.
     let mut usual = serve(&leaf.cert, &leaf.key, &["-cert_chain", &chain_arg]);
     for _ in 0..2 {
-        assert!(conn.run(Client::Curl));
+        conn.run(Client::Curl).expect("curl");
         let ev = client_event(&mut daemon, Client::Curl, name, port);
         assert!(ev["chain"].as_array().is_none_or(Vec::is_empty), "{ev}");
         let r = reasons(&ev);
@@ -490,7 +501,7 @@ fn a_changed_tls13_server_is_a_signal_without_any_chain() {
     usual.stop();
     // Something else answers with a smaller certificate flight: a size change only.
     let mut other = serve(&small.cert, &small.key, &[]);
-    assert!(conn.run(Client::Curl));
+    conn.run(Client::Curl).expect("curl");
     let ev = client_event(&mut daemon, Client::Curl, name, port);
     let r = reasons(&ev);
     assert!(r.contains(&"server_flight_size_changed".to_owned()), "{ev}");
@@ -507,7 +518,7 @@ fn a_changed_tls13_server_is_a_signal_without_any_chain() {
         &small.key,
         &["-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"],
     );
-    assert!(conn.run(Client::Curl));
+    conn.run(Client::Curl).expect("curl");
     let ev = client_event(&mut daemon, Client::Curl, name, port);
     let r = reasons(&ev);
     assert!(r.contains(&"server_fingerprint_changed".to_owned()), "{ev}");
