@@ -364,7 +364,9 @@ fn mitmproxy_transparent_tls13_is_intercepted() {
         ca: &origin.root.cert,
         ..conn
     };
-    direct.run(Client::Curl).expect("curl from the host to the origin");
+    direct
+        .run(Client::Curl)
+        .expect("curl from the host to the origin");
 }
 
 #[test]
