@@ -22,6 +22,14 @@ impl Timestamp {
         u64::try_from(t.unix_timestamp_nanos()).ok().map(Self)
     }
 
+    /// The time of whole `seconds` and `nanos` beyond them (a protobuf timestamp); before 1970
+    /// is 0, past what 64 bits of nanoseconds hold is the largest time.
+    pub fn from_seconds_nanos(seconds: i64, nanos: i32) -> Self {
+        let seconds = u64::try_from(seconds).unwrap_or(0);
+        let nanos = u64::try_from(nanos).unwrap_or(0);
+        Self(seconds.saturating_mul(1_000_000_000).saturating_add(nanos))
+    }
+
     /// Whole seconds and the nanoseconds beyond them.
     pub fn seconds_nanos(self) -> (i64, i32) {
         (

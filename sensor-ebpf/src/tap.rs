@@ -129,11 +129,9 @@ const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
 const IPV6_AH: u8 = 51;
 const IPV6_DSTOPTS: u8 = 60;
-/// Extension headers walked at most before the TCP header. A packet of a tracked socket with
-/// more is counted (`segments_unreadable`) and its loss told to userspace.
+/// Extension headers walked at most before the TCP header (each at most 2 KiB). A packet of a
+/// tracked socket with more is counted (`segments_unreadable`) and its loss told to userspace.
 const MAX_IPV6_EXT: u32 = 8;
-/// Longest an extension header can be (a length byte of 8-octet units, plus one).
-const MAX_IPV6_EXT_LEN: u32 = 256 * 8;
 /// TCP states (include/net/tcp_states.h) in which a socket takes data from its peer.
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_FIN_WAIT1: u32 = 4;
@@ -559,17 +557,13 @@ fn walk(ctx: &SkBuffContext, seg: &Segment, d: &mut DirTrack, peer_app: u8) -> u
             {
                 return walked; // a retransmission of what we already have
             }
-            {
-                lose_sync(d);
-                return walked;
-            }
+            lose_sync(d);
+            return walked;
         }
         let need = 5 - held;
         if need > len {
-            {
-                lose_sync(d);
-                return walked;
-            }
+            lose_sync(d);
+            return walked;
         }
         let mut i = 0u32;
         while i < 4 {
@@ -605,20 +599,16 @@ fn walk(ctx: &SkBuffContext, seg: &Segment, d: &mut DirTrack, peer_app: u8) -> u
                 if (seg.seq.wrapping_add(len).wrapping_sub(d.next_hdr_seq) as i32) <= 0 {
                     return walked; // old data: a retransmission
                 }
-                {
-                    lose_sync(d);
-                    return walked;
-                } // a header we never saw
+                lose_sync(d); // a header we never saw
+                return walked;
             }
             let off = off as u32;
             if off >= len {
                 return walked; // the next header is in a later segment
             }
             if off + 5 > len {
-                {
-                    hold_partial(ctx, seg, d, off);
-                    return walked;
-                }
+                hold_partial(ctx, seg, d, off);
+                return walked;
             }
             match ctx.load::<[u8; 5]>((seg.payload_off + off) as usize) {
                 Ok(h) => hdr = h,
@@ -630,10 +620,8 @@ fn walk(ctx: &SkBuffContext, seg: &Segment, d: &mut DirTrack, peer_app: u8) -> u
         }
         let rec_len = u16::from_be_bytes([hdr[3], hdr[4]]);
         if !(20..=24).contains(&hdr[0]) || hdr[1] != 3 || hdr[2] > 4 || rec_len > MAX_RECORD_LEN {
-            {
-                lose_sync(d);
-                return walked;
-            }
+            lose_sync(d);
+            return walked;
         }
         if hdr[0] == CT_APPLICATION_DATA {
             d.app_records = d.app_records.saturating_add(1);
@@ -841,7 +829,7 @@ fn parse_headers(ctx: &SkBuffContext, protocol: u16, skb_len: u32) -> Option<Seg
                     _ => return None,
                 }
             }
-            if next != IPPROTO_TCP || off > 40 + MAX_IPV6_EXT * MAX_IPV6_EXT_LEN {
+            if next != IPPROTO_TCP {
                 return None;
             }
             seg.saddr = ctx.load(8).ok()?;

@@ -244,11 +244,13 @@ pub struct MetricsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ProbeConfig {
     pub enabled: bool,
-    /// Seconds a probe result is reused for the same (SNI, address, port).
+    /// Seconds a probe result is reused for the same (SNI, address, port, proxy, network
+    /// namespace, client fingerprint).
     pub cache_ttl_secs: u64,
     /// Probes per second at most, overall.
     pub max_per_second: u32,
-    /// Probes per minute at most, per destination.
+    /// Probes per minute at most, per destination (address and port) and kind of client
+    /// (its JA4).
     pub max_per_destination_per_minute: u32,
     /// Destinations never probed: host globs or addresses.
     pub exclude: Vec<String>,

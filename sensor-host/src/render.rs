@@ -22,7 +22,8 @@ pub fn escape(text: &str) -> Cow<'_, str> {
         c == '\\'
             || c.is_control()
             || matches!(c,
-                '\u{200B}'..='\u{200F}'   // zero-width spaces and joiners, LRM, RLM
+                '\u{061C}'                 // Arabic letter mark (a bidi control)
+                | '\u{200B}'..='\u{200F}'   // zero-width spaces and joiners, LRM, RLM
                 | '\u{2028}'..='\u{202E}' // line and paragraph separators, bidi embeddings
                 | '\u{2060}'..='\u{2069}' // word joiner, invisible operators, bidi isolates
                 | '\u{FEFF}'              // zero-width no-break space
@@ -498,6 +499,7 @@ mod tests {
     fn text_from_outside_cannot_steer_the_terminal() {
         assert_eq!(escape("plain.example"), "plain.example");
         assert_eq!(escape("\u{1b}[2Jclean"), "\\u{1b}[2Jclean");
+        assert_eq!(escape("a\u{61c}b"), "a\\u{61c}b");
         assert_eq!(escape("a\u{9b}b"), "a\\u{9b}b");
         assert_eq!(escape("evil\u{202e}moc.elgoog"), "evil\\u{202e}moc.elgoog");
         assert_eq!(escape("tab\there\nnew"), "tab\\u{9}here\\u{a}new");

@@ -148,16 +148,17 @@ pub fn run(args: &CheckArgs, palette: Palette) -> anyhow::Result<ExitCode> {
                     probed
                         .alpn
                         .as_deref()
-                        .map(|a| format!(" alpn {a}"))
+                        .map(|a| format!(" alpn {}", render::escape(a)))
                         .unwrap_or_default(),
                     probed.server_name.as_deref().unwrap_or("(none)"),
                 ),
                 _ => println!(
                     "handshake incomplete{via}: {}",
-                    probed.handshake_error.as_deref().unwrap_or("unknown")
+                    render::escape(probed.handshake_error.as_deref().unwrap_or("unknown"))
                 ),
             }
-            println!("{}", v.explanation);
+            // It quotes the server's certificate names.
+            println!("{}", render::escape(&v.explanation));
             let reasons: Vec<String> = v.reasons.iter().map(ToString::to_string).collect();
             println!("severity {}; reasons {}", v.severity, reasons.join(" "));
             print!("{}", render::chain(&chain));

@@ -113,10 +113,8 @@ pub fn now_ns() -> u64 {
 /// A protobuf timestamp `ago` before now.
 pub fn ago(ago: Duration) -> prost_types::Timestamp {
     let ns = now_ns().saturating_sub(u64::try_from(ago.as_nanos()).unwrap_or(u64::MAX));
-    prost_types::Timestamp {
-        seconds: (ns / 1_000_000_000) as i64,
-        nanos: (ns % 1_000_000_000) as i32,
-    }
+    let (seconds, nanos) = sensor_core::event::Timestamp(ns).seconds_nanos();
+    prost_types::Timestamp { seconds, nanos }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The API's event, put in the shared one-line form (`sensor_host::render`). The message
 //! carries names as strings; they are read back into the core's enums here, at the client's
-//! edge, so that the words are the same as sensord's. A name this version does not know (from a
-//! newer sensord) shows as it came.
+//! edge, so that the words are the same as sensord's. A reason this version does not know (from
+//! a newer sensord) shows as it came; an unknown verdict, TLS version or chain source is left
+//! out of the line.
 
 use sensor_core::event::{Severity, Timestamp};
 use sensor_host::render::Line;
@@ -14,10 +15,7 @@ fn non_empty(s: &str) -> Option<&str> {
 /// The line of an API event.
 pub fn line(ev: &pb::Event) -> Line<'_> {
     let time = ev.time.as_ref().map_or(Timestamp(0), |t| {
-        Timestamp(
-            u64::try_from(t.seconds).unwrap_or(0) * 1_000_000_000
-                + u64::try_from(t.nanos).unwrap_or(0),
-        )
+        Timestamp::from_seconds_nanos(t.seconds, t.nanos)
     });
     let process = ev.process.as_ref();
     Line {

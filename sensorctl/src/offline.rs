@@ -142,7 +142,8 @@ pub fn run_check_chain(
                 reasons.join(" ")
             );
             println!("{}", palette.paint(style, &words));
-            println!("{}", v.explanation);
+            // It quotes the chain's certificate names.
+            println!("{}", render::escape(&v.explanation));
             print!("{}", render::chain(&chain));
         }
     }

@@ -21,16 +21,12 @@ or SIGINT. Needs CAP_NET_RAW (root).
 """
 
 import argparse
-import signal
 import socket
-import sys
-import threading
 
-from scapy.all import TCP, AsyncSniffer, IPv6, IPv6ExtHdrDestOpt, PadN, Raw, conf
+from scapy.all import TCP, IPv6, IPv6ExtHdrDestOpt, PadN, Raw
 
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+import sniffing
+from labtool import log
 
 
 class Relay:
@@ -70,7 +66,8 @@ class Relay:
             if piece:
                 seg = seg / Raw(piece)
             offset += len(piece)
-            out = IPv6(src=a.front or ip.src, dst=ip.dst, tc=ip.tc, fl=ip.fl, hlim=max(ip.hlim - 1, 1))
+            hlim = max(ip.hlim - 1, 1)
+            out = IPv6(src=a.front or ip.src, dst=ip.dst, tc=ip.tc, fl=ip.fl, hlim=hlim)
             for _ in range(a.headers):
                 out = out / IPv6ExtHdrDestOpt(options=[PadN(optdata=b"\x00" * 4)])
             out = out / seg
@@ -91,36 +88,12 @@ def main() -> None:
     ap.add_argument("--mss", type=int, default=1200, help="payload bytes per packet at most")
     args = ap.parse_args()
 
-    conf.verb = 0
     relay = Relay(args)
-    started = threading.Event()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-
-    def safe_handle(pkt) -> None:
-        try:
-            relay.handle(pkt)
-        except Exception as e:  # keep forwarding whatever one packet did
-            log(f"error: {e!r}")
-
-    sniffer = AsyncSniffer(
-        iface=args.iface,
-        filter=f"ip6 and tcp and src host {args.server} and src port {args.port}",
-        prn=safe_handle,
-        store=False,
-        started_callback=started.set,
-    )
-    sniffer.start()
-    while not started.wait(0.1):
-        if not sniffer.thread.is_alive() or stop.is_set():
-            sys.exit("sniffer failed to start")
-    print("ready", flush=True)
-    while not stop.wait(0.5):
-        if not sniffer.thread.is_alive():
-            sys.exit("sniffer stopped")
-    sniffer.stop()
-    relay.sock.close()
+    try:
+        server = f"src host {args.server} and src port {args.port}"
+        sniffing.serve(args.iface, f"ip6 and tcp and {server}", relay.handle)
+    finally:
+        relay.sock.close()
 
 
 if __name__ == "__main__":

@@ -39,20 +39,17 @@ SIGINT. Needs CAP_NET_RAW (root).
 
 import argparse
 import os
-import signal
-import sys
-import threading
 
-from scapy.all import IP, TCP, AsyncSniffer, Raw, conf, send
+from scapy.all import IP, TCP, Raw, send
 from scapy.supersocket import L3RawSocket
+
+import sniffing
+from labtool import log
 
 JUNK = b"JUNK " * 20 + b"\r\n"
 SEGMENT = 1200
 MOD = 1 << 32
 
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def payload_len(ip: IP) -> int:
@@ -170,36 +167,12 @@ def main() -> None:
     sub.add_parser("overlap", help="two overlapping out-of-order segments")
     args = ap.parse_args()
 
-    conf.verb = 0
     injector = Injector(args)
-    started = threading.Event()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-
-    def safe_handle(pkt) -> None:
-        try:
-            injector.handle(pkt)
-        except Exception as e:  # keep sniffing whatever one packet did
-            log(f"error: {e!r}")
-
-    sniffer = AsyncSniffer(
-        iface=args.iface,
-        filter=f"tcp and host {args.client} and host {args.server} and port {args.port}",
-        prn=safe_handle,
-        store=False,
-        started_callback=started.set,
-    )
-    sniffer.start()
-    while not started.wait(0.1):
-        if not sniffer.thread.is_alive() or stop.is_set():
-            sys.exit("sniffer failed to start")
-    print("ready", flush=True)
-    while not stop.wait(0.5):
-        if not sniffer.thread.is_alive():
-            sys.exit("sniffer stopped")
-    sniffer.stop()
-    injector.sock.close()
+    try:
+        between = f"host {args.client} and host {args.server} and port {args.port}"
+        sniffing.serve(args.iface, f"tcp and {between}", injector.handle)
+    finally:
+        injector.sock.close()
 
 
 if __name__ == "__main__":

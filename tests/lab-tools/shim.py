@@ -28,26 +28,13 @@ SIGINT.
 import argparse
 import asyncio
 import signal
-import sys
+
+from labtool import host_port, log
 
 HEAD_LIMIT = 64 * 1024
 HANDSHAKE, CHANGE_CIPHER_SPEC = 22, 20
 TLS_TYPES = {20, 21, 22, 23, 24}
 
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def host_port(s: str) -> tuple[str, int]:
-    """HOST:PORT, [V6ADDR]:PORT or V6ADDR:PORT."""
-    if s.startswith("["):
-        host, _, port = s[1:].partition("]:")
-    else:
-        host, _, port = s.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {s!r}")
-    return host, int(port)
 
 
 def padding(total: int) -> bytes:

@@ -46,6 +46,8 @@ import ssl
 import sys
 import threading
 
+from labtool import host_port, log
+
 RECORD_CAP = 16 * 1024
 HEAD_LIMIT = 64 * 1024
 SESSION_TICKET = 35
@@ -78,20 +80,6 @@ def dstopts(size: int) -> bytes:
 class Stop(Exception):
     pass
 
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def host_port(s: str) -> tuple[str, int]:
-    """HOST:PORT, [V6ADDR]:PORT or V6ADDR:PORT."""
-    if s.startswith("["):
-        host, _, port = s[1:].partition("]:")
-    else:
-        host, _, port = s.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {s!r}")
-    return host, int(port)
 
 
 def server_context(cert: str, key: str) -> ssl.SSLContext:

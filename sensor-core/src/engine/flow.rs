@@ -29,9 +29,6 @@ mod msg {
     pub const CERTIFICATE_STATUS: u8 = 22;
 }
 
-/// Certificates kept from one Certificate message at most.
-const MAX_CHAIN_LEN: usize = 16;
-
 /// One direction of a flow: traffic sent by one endpoint.
 #[derive(Debug)]
 struct Direction {
@@ -273,13 +270,13 @@ impl Observed {
         }
         match parse_tls_message_handshake(m) {
             Ok((_, TlsMessage::Handshake(TlsMessageHandshake::Certificate(c)))) => {
-                if c.cert_chain.len() > MAX_CHAIN_LEN {
+                if c.cert_chain.len() > x509::MAX_CHAIN_LEN {
                     self.note_malformed(Malformed::ChainTooLong);
                 }
                 self.chain = c
                     .cert_chain
                     .iter()
-                    .take(MAX_CHAIN_LEN)
+                    .take(x509::MAX_CHAIN_LEN)
                     .map(|cert| cert.data.to_vec())
                     .collect();
             }

@@ -192,6 +192,10 @@ impl FromStr for Reason {
             Some(("client_rejected", "encrypted")) => Self::ClientRejected(Rejection::Encrypted),
             Some(("client_rejected", name)) => match alert::description_code(name) {
                 Some(code) => Self::ClientRejected(Rejection::Alert(code)),
+                // A code without an RFC name, written as `unknown`: still a rejection.
+                None if name == alert::description_name(alert::UNNAMED) => {
+                    Self::ClientRejected(Rejection::Alert(alert::UNNAMED))
+                }
                 None => other(),
             },
             Some(("probe_failed", cause)) => {
@@ -274,5 +278,52 @@ mod tests {
             Ok(Reason::Other("some_future_reason:x".into()))
         );
         assert_eq!(Reason::Other("future:x".into()).code(), "future");
+        // An alert code without a name stays a rejection when read back.
+        let unnamed = Reason::ClientRejected(Rejection::Alert(7));
+        assert_eq!(unnamed.to_string(), "client_rejected:unknown");
+        let back: Reason = "client_rejected:unknown".parse().unwrap();
+        assert!(matches!(back, Reason::ClientRejected(_)));
+        assert_eq!(back.to_string(), "client_rejected:unknown");
+    }
+
+    /// A reason without an argument must be in [`Reason::PLAIN`], or reading it back makes it
+    /// `Other`. `is_plain` stops compiling when a variant is added, until it is sorted in.
+    #[test]
+    fn every_plain_reason_is_listed() {
+        fn is_plain(r: &Reason) -> bool {
+            use Reason::*;
+            match r {
+                PublicRoot
+                | LocalRoot
+                | ApprovedInspection
+                | PinMismatch
+                | HostnameMismatch
+                | Expired
+                | NotYetValid
+                | SelfSigned
+                | WeakKey
+                | WeakSignature
+                | ForgedLeafTraits
+                | MissingSct
+                | UnknownIssuer
+                | NoServerAuthEku
+                | ClientAcceptedUntrusted
+                | BaselineChanged
+                | ServerFingerprintChanged
+                | ServerFlightSizeChanged
+                | CertificateNotVisible
+                | ProbeChainDiffers
+                | StreamConflict
+                | ChainConflict => true,
+                KnownInterceptor(_) | ClientRejected(_) | ProbeFailed(_) | ProbeSkipped(_)
+                | CaptureIncomplete(_) | Other(_) => false,
+            }
+        }
+        assert!(Reason::PLAIN.iter().all(is_plain));
+        assert_eq!(
+            Reason::PLAIN.len(),
+            22,
+            "is_plain names 22 plain reasons: each belongs in PLAIN"
+        );
     }
 }

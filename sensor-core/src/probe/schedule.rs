@@ -7,7 +7,7 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 use hashlink::LruCache;
 use rustls_pki_types::CertificateDer;
 
-use crate::event::{ProbeFailure, TlsVersion};
+use crate::event::ProbeFailure;
 
 /// What a probe is keyed by: the same server name at the same place gives the same answer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -32,9 +32,8 @@ pub struct ProbeKey {
 pub enum Outcome {
     Chain {
         chain: Arc<Vec<CertificateDer<'static>>>,
-        tls_version: Option<TlsVersion>,
-        /// TLS 1.3: bytes of the server's encrypted flight the probe received (record
-        /// payloads, as the engine counts the client's).
+        /// Bytes of the server's encrypted flight the probe received (record payloads, as the
+        /// engine counts the client's; 0 for TLS 1.2).
         flight_bytes: Option<u64>,
     },
     /// Why the probe saw no chain, in a word and in full.
@@ -172,6 +171,12 @@ impl Scheduler {
         Decision::Start
     }
 
+    /// A probe that [`Scheduler::decide`] started will not run after all (nowhere to park
+    /// its handshakes): handshakes of its key must not wait for it.
+    pub fn cancel(&mut self, key: &ProbeKey) {
+        self.running.remove(key);
+    }
+
     /// A probe ended: cache its outcome. Failures are cached too, so that an unreachable
     /// destination is not hammered.
     pub fn finish(&mut self, key: &ProbeKey, outcome: Outcome, now: u64) {
@@ -222,7 +227,6 @@ mod tests {
     fn chain() -> Outcome {
         Outcome::Chain {
             chain: Arc::new(vec![CertificateDer::from(vec![1u8, 2, 3])]),
-            tls_version: Some(TlsVersion::Tls13),
             flight_bytes: None,
         }
     }

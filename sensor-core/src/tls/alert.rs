@@ -47,6 +47,9 @@ pub fn description_name(code: u8) -> &'static str {
         .map_or("unknown", |(_, name)| name)
 }
 
+/// A description code no RFC assigns: what a `client_rejected:unknown` read back stands for.
+pub const UNNAMED: u8 = 255;
+
 /// The code of an RFC description name.
 pub fn description_code(name: &str) -> Option<u8> {
     DESCRIPTIONS

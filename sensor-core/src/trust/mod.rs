@@ -192,12 +192,23 @@ pub struct TrustContext {
 }
 
 impl TrustContext {
-    /// Whether a CA (by SPKI pin or subject text) is approved for inspection.
+    /// Whether a CA of the host store (by SPKI pin or subject text) is approved for
+    /// inspection.
     pub fn is_approved(&self, spki_sha256: &str, subject: &str) -> bool {
-        self.approved.iter().any(|a| match a {
-            Approved::Spki(s) => s == spki_sha256,
-            Approved::Subject(s) => s == subject,
-        })
+        self.approves_key(spki_sha256)
+            || self
+                .approved
+                .iter()
+                .any(|a| matches!(a, Approved::Subject(s) if s == subject))
+    }
+
+    /// Whether a key is approved for inspection. For a CA the chain brings along (an
+    /// intermediate), only its key counts: any CA the host trusts can name one after the
+    /// approved CA.
+    pub fn approves_key(&self, spki_sha256: &str) -> bool {
+        self.approved
+            .iter()
+            .any(|a| matches!(a, Approved::Spki(s) if s == spki_sha256))
     }
 }
 

@@ -26,7 +26,7 @@ use crate::{
         Rejection, Severity, TlsVersion, Verdict,
     },
     trust::{Store, TrustContext},
-    x509::CertSummary,
+    x509::{self, CertSummary},
 };
 
 /// The facts of one handshake the verdict looks at.
@@ -170,15 +170,17 @@ impl VerdictEngine {
     /// Judge an event, updating the baseline with what it showed.
     pub fn apply(&mut self, event: &mut Event) {
         let hs = &event.handshake;
-        let issuer = hs
-            .chain
-            .get(1)
-            .map(|c| c.spki_sha256.as_str())
-            .or_else(|| hs.chain.first().map(|c| c.issuer.as_str()));
+        // The baseline keeps digests: names a server sends can be kilobytes long, and it keeps
+        // eight of each for 65,536 destinations.
+        let issuer = hs.chain.get(1).map(|c| c.spki_sha256.clone()).or_else(|| {
+            hs.chain
+                .first()
+                .map(|c| x509::sha256_hex(c.issuer.as_bytes()))
+        });
         let identity = hs.chain.first().map(|c| {
             let mut names = c.san.clone();
             names.sort();
-            format!("{}|{}", c.subject, names.join(","))
+            x509::sha256_hex(format!("{}|{}", c.subject, names.join(",")).as_bytes())
         });
         // The ServerHello's parameters: JA3S (version, cipher, extensions), and JA4S when built.
         #[cfg(feature = "ja4plus")]
@@ -201,7 +203,11 @@ impl VerdictEngine {
                         port: hs.dst_port,
                     },
                     &baseline::Observation {
-                        issuer: if hs.chain.is_empty() { None } else { issuer },
+                        issuer: if hs.chain.is_empty() {
+                            None
+                        } else {
+                            issuer.as_deref()
+                        },
                         server_fingerprint: server_fingerprint.as_deref(),
                         identity: identity.as_deref(),
                         flight_size: hs.server_encrypted_flight_bytes,
@@ -486,13 +492,14 @@ fn assess(trust: &TrustContext, f: &Facts<'_>, pin_index: Option<usize>) -> Asse
         .map(|p| (p.id.clone(), p.name.clone()));
 
     // An approved inspection CA must be on the path the host store validated: an
-    // intermediate it used, or its anchor.
+    // intermediate it used (by its key: a name anyone the host trusts can give), or its
+    // anchor.
     let approved = host.as_ref().is_ok_and(|p| {
         p.used
             .iter()
             .skip(1)
             .filter_map(|&i| f.chain.get(i))
-            .any(|c| trust.is_approved(&c.spki_sha256, &c.subject))
+            .any(|c| trust.approves_key(&c.spki_sha256))
     }) || host_anchor
         .as_ref()
         .is_some_and(|(subject, spki)| trust.is_approved(spki, subject));

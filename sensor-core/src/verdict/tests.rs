@@ -672,6 +672,29 @@ fn an_appended_approved_ca_does_not_make_a_rogue_ca_approved() {
 }
 
 #[test]
+fn an_intermediate_named_after_the_approved_ca_is_not_approved() {
+    // Another CA the host trusts issues an intermediate with the approved CA's name: approval
+    // by name holds for the host store's own CA, approval by key wherever it is.
+    let p = public();
+    let corp = make_root("Corp Inspection CA", Some("Example Corp"));
+    let rogue = make_root("Rogue CA", None);
+    let fake = intermediate("Corp Inspection CA", &rogue);
+    let forged = leaf(LeafSpec::default(), Some(&fake));
+    let c = chain(&[&forged, &fake.der]);
+    let mut ctx = context(&[&p.root.der, &corp.der, &rogue.der], &[&p.root.der]);
+    ctx.approved = vec![Approved::Subject(c[1].subject.clone())];
+    let v = judge(ctx, &facts(&c, "www.example.test"));
+    assert_eq!(v.verdict, Verdict::Intercepted);
+    assert!(!reasons(&v).contains(&"approved_inspection".to_owned()));
+    assert_eq!(v.severity, Severity::High);
+    // The same intermediate approved by its key is approved.
+    let mut ctx = context(&[&p.root.der, &corp.der, &rogue.der], &[&p.root.der]);
+    ctx.approved = vec![Approved::Spki(c[1].spki_sha256.clone())];
+    let v = judge(ctx, &facts(&c, "www.example.test"));
+    assert!(reasons(&v).contains(&"approved_inspection".to_owned()));
+}
+
+#[test]
 fn what_the_sensor_could_not_see_is_said_and_never_quiet() {
     let mut engine = VerdictEngine::new(Arc::new(context(&[], &[])));
     // TLS 1.2 and no chain because the byte budget ran out: not "TLS 1.3 encrypts it".

@@ -68,6 +68,9 @@ pub fn names_host(san: &[String], host: &str) -> bool {
     })
 }
 
+/// Certificates kept from one chain at most, however many a server sends.
+pub const MAX_CHAIN_LEN: usize = 16;
+
 /// Hex SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))

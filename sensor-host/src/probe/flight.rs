@@ -11,9 +11,8 @@ use std::{
     task::{Context, Poll},
 };
 
+use sensor_core::tls::record::content_type::APPLICATION_DATA;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-const APPLICATION_DATA: u8 = 23;
 
 /// Record headers in one direction of a byte stream.
 #[derive(Debug, Default)]

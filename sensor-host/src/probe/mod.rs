@@ -28,8 +28,11 @@ use tokio::{
     net::TcpStream,
 };
 
-use sensor_core::event::{ClientOffer, ProbeFailure, TlsVersion};
 pub use sensor_core::probe::{Proxy, Target, TargetError};
+use sensor_core::{
+    event::{ClientOffer, ProbeFailure, TlsVersion},
+    x509::MAX_CHAIN_LEN,
+};
 
 /// A network namespace other than sensord's, held open: a process's namespace outlives the
 /// process for as long as this handle lives, so a probe can still take the client's path
@@ -102,8 +105,8 @@ pub struct Probed {
     /// Why the handshake did not complete after the chain was seen (e.g. the server wanted a
     /// client certificate). The server had proven it holds the leaf's key.
     pub handshake_error: Option<String>,
-    /// TLS 1.3: payload bytes of the server's encrypted flight (EncryptedExtensions to
-    /// Finished), to compare with what the client received.
+    /// Payload bytes of the server's encrypted flight (TLS 1.3: EncryptedExtensions to
+    /// Finished; 0 for TLS 1.2), to compare with what the client received.
     pub flight_bytes: Option<u64>,
 }
 
@@ -219,8 +222,7 @@ async fn probe_inner(target: &Target, opts: &ProbeOptions) -> Result<Probed, Pro
                 via_proxy: opts.proxy.is_some(),
                 server_name: sni_sent,
                 chain,
-                flight_bytes: (tls_version == Some(TlsVersion::Tls13))
-                    .then(|| flight.server_bytes()),
+                flight_bytes: Some(flight.server_bytes()),
                 tls_version,
                 cipher,
                 alpn,
@@ -236,7 +238,9 @@ async fn probe_inner(target: &Target, opts: &ProbeOptions) -> Result<Probed, Pro
             cipher: None,
             alpn: None,
             handshake_error: Some(e.to_string()),
-            flight_bytes: None,
+            // What came before the failure: compared with the client's all the same (a server
+            // flight cut short must not spare the chain the comparison).
+            flight_bytes: Some(flight.server_bytes()),
         }),
         (Err(e), None) => Err(ProbeError::Handshake {
             addr: peer,
@@ -460,7 +464,8 @@ async fn connect_through(
     let status_line = text.lines().next().unwrap_or_default();
     let code = status_line.split_whitespace().nth(1).unwrap_or_default();
     if code != "200" {
-        return Err(fail(format!("refused the tunnel: {status_line}")));
+        // The proxy's words, quoted and escaped: they end up in explanations and on terminals.
+        return Err(fail(format!("refused the tunnel: {status_line:?}")));
     }
     Ok(())
 }
@@ -486,9 +491,15 @@ impl ServerCertVerifier for Recorder {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain = Vec::with_capacity(1 + intermediates.len());
+        // At most as many certificates as a chain seen on the wire keeps.
+        let mut chain = Vec::with_capacity(1 + intermediates.len().min(MAX_CHAIN_LEN));
         chain.push(end_entity.clone().into_owned());
-        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+        chain.extend(
+            intermediates
+                .iter()
+                .take(MAX_CHAIN_LEN - 1)
+                .map(|c| c.clone().into_owned()),
+        );
         if let Ok(mut slot) = self.chain.lock() {
             *slot = Some(chain);
         }
@@ -501,14 +512,13 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let valid = rustls::crypto::verify_tls12_signature(
+        rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
             &self.provider.signature_verification_algorithms,
-        )?;
-        self.proven.store(true, Ordering::Relaxed);
-        Ok(valid)
+        )
+        .inspect(|_| self.proven.store(true, Ordering::Relaxed))
     }
 
     fn verify_tls13_signature(
@@ -517,14 +527,13 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let valid = rustls::crypto::verify_tls13_signature(
+        rustls::crypto::verify_tls13_signature(
             message,
             cert,
             dss,
             &self.provider.signature_verification_algorithms,
-        )?;
-        self.proven.store(true, Ordering::Relaxed);
-        Ok(valid)
+        )
+        .inspect(|_| self.proven.store(true, Ordering::Relaxed))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

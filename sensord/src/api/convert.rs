@@ -18,9 +18,7 @@ pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
 
 /// Epoch nanoseconds of a protobuf timestamp (0 for none).
 pub fn nanos(t: Option<&prost_types::Timestamp>) -> u64 {
-    t.map_or(0, |t| {
-        (t.seconds.max(0) as u64) * 1_000_000_000 + t.nanos.max(0) as u64
-    })
+    t.map_or(0, |t| Timestamp::from_seconds_nanos(t.seconds, t.nanos).0)
 }
 
 fn text(v: &Option<String>) -> String {

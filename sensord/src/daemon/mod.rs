@@ -41,14 +41,8 @@ use crate::{
 use journal_writer::JournalMsg;
 use pipeline::{Outputs, Pipeline};
 
-/// How sensord prints handshakes on stdout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum PrintFormat {
-    /// One human-readable line per handshake.
-    Text,
-    /// One JSON object per line (the JSON contract).
-    Json,
-}
+/// How sensord prints handshakes on stdout: as `sensorctl analyze` does.
+pub use sensor_host::analyze::Output as PrintFormat;
 
 /// Flags that override the configuration file.
 #[derive(Clone, Debug, Default)]
@@ -138,13 +132,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     set_files(&shared, &opts, &trust);
     let last_seq = journal.last_seq()?;
     shared.last_seq.store(last_seq, Ordering::Relaxed);
-    shared
-        .journal_events
-        .store(journal.count()?, Ordering::Relaxed);
+    let events = journal.count()?;
+    shared.journal_events.store(events, Ordering::Relaxed);
     let baseline = journal.load_baseline()?;
     tracing::info!(
         journal = %journal_path.display(),
-        events = journal.count()?,
+        events,
         last_seq,
         baseline = baseline.len(),
         "journal open"
@@ -349,10 +342,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tracing::error!("the journal writer panicked");
     }
     tracing::info!("journal flushed");
+    let mut api_stopped = failure.is_none();
     if failure.is_none() {
         match tokio::time::timeout(Duration::from_secs(5), api).await {
             Ok(Ok(Err(e))) => tracing::warn!("API: {e:#}"),
-            Err(_) => tracing::warn!("API did not stop in time"),
+            Err(_) => {
+                tracing::warn!("API did not stop in time");
+                api_stopped = false;
+            }
             _ => {}
         }
     }
@@ -360,9 +357,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         m.abort();
     }
     // The exporter ends when the last sender of live events is gone, after what was committed.
+    // An API still running holds one: then stop it where it is (its cursor resumes there).
     drop(live);
     if let Some(exporter) = exporter {
-        exporter.join();
+        if api_stopped {
+            exporter.join();
+        } else {
+            exporter.stop();
+        }
     }
     // Only our own socket: a sensord started meanwhile may have bound a new one there.
     if socket_id(&cfg.api.socket) == our_socket {

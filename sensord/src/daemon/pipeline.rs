@@ -32,10 +32,7 @@ use sensor_core::{
     trust::TrustContext,
     verdict::VerdictEngine,
 };
-use sensor_host::{
-    config::ProbeConfig,
-    render::{self, Line, Palette},
-};
+use sensor_host::{config::ProbeConfig, render::Palette};
 
 use super::{
     PrintFormat,
@@ -69,6 +66,8 @@ pub struct Pipeline {
     unknown_records: u64,
     /// The kernel's ring buffer drops when last looked at.
     ring_drops: u64,
+    /// sensord is stopping: the last events wait for room in the journal's queue.
+    stopping: bool,
 }
 
 impl Pipeline {
@@ -83,6 +82,7 @@ impl Pipeline {
             out,
             unknown_records: 0,
             ring_drops: 0,
+            stopping: false,
         }
     }
 
@@ -160,12 +160,14 @@ impl Pipeline {
         self.finish_all(ready);
     }
 
-    /// The input is over (sensord stops): every flow ends, waiting probes are given up.
+    /// The input is over (sensord stops): waiting probes are given up, every flow ends
+    /// (without starting a probe), and every event reaches the journal's queue.
     pub fn finish(&mut self, now_ns: u64) {
-        self.engine.finish();
-        self.emit(now_ns);
+        self.stopping = true;
         let abandoned = self.prober.abandon();
         self.finish_all(abandoned);
+        self.engine.finish();
+        self.emit(now_ns);
     }
 
     /// Judge events and hand them to stdout and the journal.
@@ -180,17 +182,27 @@ impl Pipeline {
             if let Some(v) = event.verdict() {
                 self.out.shared.count_verdict(v);
             }
-            if let (Some(fmt), Some(out)) = (self.out.print, stdout.as_mut()) {
-                let line = match fmt {
-                    PrintFormat::Text => render::event_line(&Line::of(&event), Palette::plain()),
-                    PrintFormat::Json => event.to_json(),
-                };
-                let _ = writeln!(out, "{line}");
+            let new = NewEvent::of(event);
+            match (self.out.print, stdout.as_mut()) {
+                // The JSON the journal stores, not made twice.
+                (Some(PrintFormat::Json), Some(out)) => {
+                    let _ = writeln!(out, "{}", new.json);
+                }
+                (Some(fmt), Some(out)) => {
+                    let _ = fmt.write(&new.event, Palette::plain(), out);
+                }
+                _ => {}
             }
             let shared = &self.out.shared;
             shared.journal_lag.fetch_add(1, Ordering::Relaxed);
-            let msg = JournalMsg::Event(Box::new(NewEvent::of(event)));
-            if self.out.journal.try_send(msg).is_err() {
+            let msg = JournalMsg::Event(Box::new(new));
+            // Capture must never wait for the journal, except for the last events.
+            let queued = if self.stopping {
+                self.out.journal.send(msg).is_ok()
+            } else {
+                self.out.journal.try_send(msg).is_ok()
+            };
+            if !queued {
                 shared.journal_lag.fetch_sub(1, Ordering::Relaxed);
                 shared.journal_queue_drops.fetch_add(1, Ordering::Relaxed);
             }

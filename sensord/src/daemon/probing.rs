@@ -105,6 +105,10 @@ struct Request {
 
 /// The daemon's probe state.
 pub struct Prober {
+    /// The settings in force.
+    cfg: ProbeConfig,
+    /// sensord is stopping: nothing new is probed.
+    stopping: bool,
     enabled: bool,
     timeout: Duration,
     scheduler: Scheduler,
@@ -130,6 +134,8 @@ impl Prober {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Self {
+                cfg: cfg.clone(),
+                stopping: false,
                 enabled: cfg.enabled,
                 timeout: Duration::from_secs(cfg.timeout_secs.max(1)),
                 scheduler: Scheduler::new(limits(cfg)),
@@ -142,8 +148,13 @@ impl Prober {
         )
     }
 
-    /// A new configuration (a reload). Probes under way finish; the cache starts afresh.
+    /// A new configuration (a reload). Probes under way finish; the cache starts afresh. The
+    /// same settings again change nothing (the cache and the limits' history stay).
     pub fn reconfigure(&mut self, cfg: &ProbeConfig) {
+        if *cfg == self.cfg {
+            return;
+        }
+        self.cfg = cfg.clone();
         self.enabled = cfg.enabled;
         self.timeout = Duration::from_secs(cfg.timeout_secs.max(1));
         self.scheduler = Scheduler::new(limits(cfg));
@@ -216,6 +227,9 @@ impl Prober {
         let Some((key, request)) = self.request(&p) else {
             return Some((p.event, Note::None));
         };
+        if self.stopping {
+            return Some((p.event, Note::Skipped(ProbeSkip::Shutdown)));
+        }
         match self.scheduler.decide(&key, now) {
             Decision::Cached(outcome) => {
                 let note = self.fill(&mut p.event, &outcome);
@@ -224,6 +238,9 @@ impl Prober {
             Decision::Excluded => Some((p.event, Note::None)),
             Decision::RateLimited => Some((p.event, Note::Skipped(ProbeSkip::RateLimit))),
             Decision::Wait | Decision::Start if self.waiting_count >= MAX_WAITING => {
+                // A probe not started must not stay "running": its key's later handshakes
+                // would wait for it, with no event, for ever.
+                self.scheduler.cancel(&key);
                 Some((p.event, Note::Skipped(ProbeSkip::Busy)))
             }
             Decision::Wait => {
@@ -234,15 +251,24 @@ impl Prober {
                 self.park(key.clone(), p);
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
-                    let outcome = match probe::probe(&request.target, &request.opts).await {
-                        Ok(p) => Outcome::Chain {
+                    // The probe in a task of its own: should it panic, its handshakes still
+                    // get an outcome (and an event) instead of waiting for ever.
+                    let run =
+                        tokio::spawn(
+                            async move { probe::probe(&request.target, &request.opts).await },
+                        );
+                    let outcome = match run.await {
+                        Ok(Ok(p)) => Outcome::Chain {
                             chain: Arc::new(p.chain),
-                            tls_version: p.tls_version,
                             flight_bytes: p.flight_bytes,
                         },
-                        Err(e) => Outcome::Failed {
+                        Ok(Err(e)) => Outcome::Failed {
                             cause: e.cause(),
                             detail: e.to_string(),
+                        },
+                        Err(e) => Outcome::Failed {
+                            cause: ProbeFailure::Setup,
+                            detail: format!("the probe stopped: {e}"),
                         },
                     };
                     let _ = tx.send((key, outcome));
@@ -272,8 +298,9 @@ impl Prober {
             .collect()
     }
 
-    /// Everything still waiting (sensord is stopping).
+    /// sensord is stopping: what waits is given up, and nothing new is probed.
     pub fn abandon(&mut self) -> Vec<(Event, Note)> {
+        self.stopping = true;
         self.waiting_count = 0;
         self.waiting
             .drain()

@@ -136,7 +136,9 @@ impl Exporter {
             .name("export-jsonl".into())
             .spawn(move || {
                 runtime.block_on(async {
-                    let mut dirty = false;
+                    // When written lines are next flushed and the cursor saved: 50 ms after
+                    // the first unsaved one, however busy the stream.
+                    let mut due: Option<tokio::time::Instant> = None;
                     loop {
                         tokio::select! {
                             got = follower.next() => match got {
@@ -144,7 +146,9 @@ impl Exporter {
                                     if let Err(e) = writer.write(&r) {
                                         tracing::warn!("writing {shown}: {e}");
                                     }
-                                    dirty = true;
+                                    due.get_or_insert_with(|| {
+                                        tokio::time::Instant::now() + Duration::from_millis(50)
+                                    });
                                 }
                                 Ok(None) => break,
                                 Err(e) => {
@@ -152,9 +156,11 @@ impl Exporter {
                                     tokio::time::sleep(Duration::from_secs(1)).await;
                                 }
                             },
-                            () = tokio::time::sleep(Duration::from_millis(50)), if dirty => {
+                            () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)),
+                                if due.is_some() =>
+                            {
                                 save(&mut writer, &cursor, follower.last(), &shown);
-                                dirty = false;
+                                due = None;
                             }
                             _ = stopped.changed() => break,
                         }

@@ -135,11 +135,9 @@ impl Follower {
             }
             if !self.caught_up {
                 let page = read_after(self.journal.clone(), self.cursor.last()).await?;
-                if page.is_empty() {
-                    self.caught_up = true;
-                } else {
-                    self.backlog.extend(self.cursor.stored(page));
-                }
+                self.backlog.extend(self.cursor.stored(page));
+                // Nothing new (an empty page, or only events already had): caught up.
+                self.caught_up = self.backlog.is_empty();
                 continue;
             }
             match self.live.recv().await {

@@ -250,6 +250,9 @@ impl Journal {
     }
 
     /// Events with a sequence number above `after`, in order, at most `limit`.
+    ///
+    /// (`after` comes from API clients: one beyond what SQLite's integers hold is past every
+    /// event, not a negative number before them all.)
     pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, JournalError> {
         let mut st = sql(
             &self.path,
@@ -259,7 +262,7 @@ impl Journal {
         )?;
         let rows = sql(
             &self.path,
-            st.query_map(params![after as i64, limit as i64], row_to_record),
+            st.query_map(params![sql_int(after), limit as i64], row_to_record),
         )?;
         rows.map(|r| sql(&self.path, r)).collect()
     }
@@ -288,11 +291,7 @@ impl Journal {
             let page: Vec<StoredEvent> = sql(
                 &self.path,
                 st.query_map(
-                    params![
-                        cursor as i64,
-                        from_ns as i64,
-                        to_ns.min(i64::MAX as u64) as i64
-                    ],
+                    params![sql_int(cursor), sql_int(from_ns), sql_int(to_ns)],
                     row_to_record,
                 ),
             )?
@@ -463,6 +462,11 @@ impl Journal {
         }
         sql(&path, tx.commit())
     }
+}
+
+/// A sequence number or a time as SQLite's signed integer, saturating.
+fn sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Events for tests of the journal and its followers.

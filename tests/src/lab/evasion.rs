@@ -142,6 +142,33 @@ enum Want {
 }
 
 impl Want {
+    /// Not clean, severity at least medium, with `reasons`.
+    fn caught(verdicts: &'static [&'static str], reasons: &'static [&'static str]) -> Self {
+        Self::Caught {
+            verdicts,
+            reasons,
+            not: &[],
+        }
+    }
+
+    /// `intercepted` with `reasons`, or clean for a twin.
+    fn intercepted_unless(twin: bool, reasons: &'static [&'static str]) -> Self {
+        Self::caught_unless(twin, INTERCEPTED, reasons)
+    }
+
+    /// [`Want::caught`], or clean for a twin.
+    fn caught_unless(
+        twin: bool,
+        verdicts: &'static [&'static str],
+        reasons: &'static [&'static str],
+    ) -> Self {
+        if twin {
+            Self::Clean
+        } else {
+            Self::caught(verdicts, reasons)
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Self::Caught {
@@ -270,6 +297,26 @@ enum Client {
     SmtpStarttls { port: u16 },
     /// gnutls-cli, TLS 1.3.
     Gnutls13 { port: u16 },
+}
+
+impl Client {
+    /// curl, TLS 1.2, straight to `port` over IPv4.
+    fn curl(port: u16) -> Self {
+        Self::Curl12 {
+            port,
+            proxy: None,
+            v6: false,
+        }
+    }
+
+    /// curl, TLS 1.2, straight to `port` over IPv6.
+    fn curl6(port: u16) -> Self {
+        Self::Curl12 {
+            port,
+            proxy: None,
+            v6: true,
+        }
+    }
 }
 
 /// Everything the rows run against. Dropped in order: processes first, namespaces last.
@@ -602,25 +649,13 @@ fn appended(ev: &mut Ev) -> Vec<Row> {
     // 1. A misissued public certificate (another public CA) with the pinned CA appended.
     let misissued = ev.pki.leaf(&ev.dir, &ev.pki.other_issuing, 1, "misissued");
     let (rogue, port) = ev.rogue(&misissued, &[&ev.pki.other_issuing, &ev.pki.issuing]);
-    let pid = ev.client(
-        1,
-        &Client::Curl12 {
-            port,
-            proxy: None,
-            v6: false,
-        },
-        &ev.ca_public.clone(),
-    );
+    let pid = ev.client(1, &Client::curl(port), &ev.ca_public);
     rows.push(ev.judge(
         1,
         "appended pinned CA",
         false,
         pid,
-        Want::Caught {
-            verdicts: &["pin_mismatch"],
-            reasons: &["pin_mismatch"],
-            not: &[],
-        },
+        Want::caught(&["pin_mismatch"], &["pin_mismatch"]),
     ));
     drop(rogue);
     rows.push(twin(ev, 1, "appended pinned CA"));
@@ -628,15 +663,7 @@ fn appended(ev: &mut Ev) -> Vec<Row> {
     // 2. A rogue CA the host trusts, with the approved inspection CA appended.
     let forged = ev.pki.leaf(&ev.dir, &ev.pki.rogue_ca, 2, "rogue");
     let (rogue, port) = ev.rogue(&forged, &[&ev.pki.corp_ca]);
-    let pid = ev.client(
-        2,
-        &Client::Curl12 {
-            port,
-            proxy: None,
-            v6: false,
-        },
-        &ev.ca_all.clone(),
-    );
+    let pid = ev.client(2, &Client::curl(port), &ev.ca_all);
     rows.push(ev.judge(
         2,
         "appended approved CA",
@@ -655,15 +682,7 @@ fn appended(ev: &mut Ev) -> Vec<Row> {
 
 /// The clean twin of a row: the same client to the real origin.
 fn twin(ev: &mut Ev, row: u8, label: &str) -> Row {
-    let pid = ev.client(
-        row,
-        &Client::Curl12 {
-            port: ev.origin_port,
-            proxy: None,
-            v6: false,
-        },
-        &ev.ca_all.clone(),
-    );
+    let pid = ev.client(row, &Client::curl(ev.origin_port), &ev.ca_all);
     ev.judge(row, label, true, pid, Want::Clean)
 }
 
@@ -708,11 +727,7 @@ fn injected(ev: &mut Ev) -> Vec<Row> {
     let mut rows = Vec::new();
     let forged = ev.pki.leaf(&ev.dir, &ev.pki.lab_ca, 3, "forged");
     let (_rogue, port) = ev.rogue(&forged, &[]);
-    let client = Client::Curl12 {
-        port,
-        proxy: None,
-        v6: false,
-    };
+    let client = Client::curl(port);
     // 3. Junk before the ClientHello, without ACK, or with sequence numbers out of the window.
     for mode in ["no-ack", "stale"] {
         // The first SYN is lost: the junk reaches the client while it is still in SYN_SENT.
@@ -724,17 +739,13 @@ fn injected(ev: &mut Ev) -> Vec<Row> {
             ),
         );
         let _inject = injector(ev, port, &["junk", "--mode", mode]);
-        let pid = ev.client(3, &client, &ev.ca_all.clone());
+        let pid = ev.client(3, &client, &ev.ca_all);
         rows.push(ev.judge(
             3,
             &format!("junk before the ClientHello ({mode})"),
             false,
             pid,
-            Want::Caught {
-                verdicts: INTERCEPTED,
-                reasons: &["local_root"],
-                not: &[],
-            },
+            Want::caught(INTERCEPTED, &["local_root"]),
         ));
     }
     rows.push(twin(ev, 3, "junk before the ClientHello"));
@@ -780,25 +791,13 @@ fn injected(ev: &mut Ev) -> Vec<Row> {
             port4,
             &["flight", "--mode", mode, "--payload", &payload],
         );
-        let pid = ev.client(
-            4,
-            &Client::Curl12 {
-                port: port4,
-                proxy: None,
-                v6: false,
-            },
-            &ev.ca_all.clone(),
-        );
+        let pid = ev.client(4, &Client::curl(port4), &ev.ca_all);
         rows.push(ev.judge(
             4,
             &format!("injected ServerHello and clean chain ({mode})"),
             false,
             pid,
-            Want::Caught {
-                verdicts: INTERCEPTED,
-                reasons: &["local_root"],
-                not: &[],
-            },
+            Want::caught(INTERCEPTED, &["local_root"]),
         ));
     }
     rows.push(twin(ev, 4, "injected ServerHello and clean chain"));
@@ -819,25 +818,13 @@ fn injected(ev: &mut Ev) -> Vec<Row> {
             ),
         );
         let _inject = injector(ev, port5, &["overlap"]);
-        let pid = ev.client(
-            5,
-            &Client::Curl12 {
-                port: port5,
-                proxy: None,
-                v6: false,
-            },
-            &ev.ca_all.clone(),
-        );
+        let pid = ev.client(5, &Client::curl(port5), &ev.ca_all);
         rows.push(ev.judge(
             5,
             "overlapping segments with different content",
             false,
             pid,
-            Want::Caught {
-                verdicts: NOT_CLEAN,
-                reasons: &["stream_conflict"],
-                not: &[],
-            },
+            Want::caught(NOT_CLEAN, &["stream_conflict"]),
         ));
     }
     rows.push(twin(ev, 5, "overlapping segments with different content"));
@@ -858,25 +845,13 @@ fn framing(ev: &mut Ev) -> Vec<Row> {
     );
     let refs: Vec<&Issued> = filler.iter().collect();
     let (rogue, port) = ev.rogue(&forged, &refs);
-    let pid = ev.client(
-        6,
-        &Client::Curl12 {
-            port,
-            proxy: None,
-            v6: false,
-        },
-        &ev.ca_all.clone(),
-    );
+    let pid = ev.client(6, &Client::curl(port), &ev.ca_all);
     rows.push(ev.judge(
         6,
         "Certificate padded past 64 KiB",
         false,
         pid,
-        Want::Caught {
-            verdicts: INTERCEPTED,
-            reasons: &["local_root"],
-            not: &[],
-        },
+        Want::caught(INTERCEPTED, &["local_root"]),
     ));
     drop(rogue);
     rows.push(twin(ev, 6, "Certificate padded past 64 KiB"));
@@ -911,29 +886,13 @@ fn framing(ev: &mut Ev) -> Vec<Row> {
                 format!("{}:{upstream}", ev.topo.origin_ip),
             ],
         );
-        let pid = ev.client(
-            7,
-            &Client::Curl12 {
-                port: via,
-                proxy: None,
-                v6: false,
-            },
-            &ev.ca_all.clone(),
-        );
+        let pid = ev.client(7, &Client::curl(via), &ev.ca_all);
         rows.push(ev.judge(
             7,
             "Certificate in 1-byte records",
             twin,
             pid,
-            if twin {
-                Want::Clean
-            } else {
-                Want::Caught {
-                    verdicts: INTERCEPTED,
-                    reasons: &["local_root"],
-                    not: &[],
-                }
-            },
+            Want::intercepted_unless(twin, &["local_root"]),
         ));
     }
     rows
@@ -964,22 +923,14 @@ fn long_prefixes(ev: &mut Ev) -> Vec<Row> {
                 proxy: Some(format!("{}:{shim_port}", ev.topo.middlebox_ip)),
                 v6: false,
             },
-            &ev.ca_all.clone(),
+            &ev.ca_all,
         );
         rows.push(ev.judge(
             8,
             "a 20 KiB CONNECT reply",
             twin,
             pid,
-            if twin {
-                Want::Clean
-            } else {
-                Want::Caught {
-                    verdicts: INTERCEPTED,
-                    reasons: &["known_interceptor:mitmproxy"],
-                    not: &[],
-                }
-            },
+            Want::intercepted_unless(twin, &["known_interceptor:mitmproxy"]),
         ));
     }
     // 9. An SMTP server whose EHLO reply is 20 KiB, then STARTTLS.
@@ -1011,21 +962,13 @@ fn long_prefixes(ev: &mut Ev) -> Vec<Row> {
                 "20480".into(),
             ],
         );
-        let pid = ev.client(9, &Client::SmtpStarttls { port }, &ev.ca_all.clone());
+        let pid = ev.client(9, &Client::SmtpStarttls { port }, &ev.ca_all);
         rows.push(ev.judge(
             9,
             "a 20 KiB EHLO reply before STARTTLS",
             twin,
             pid,
-            if twin {
-                Want::Clean
-            } else {
-                Want::Caught {
-                    verdicts: INTERCEPTED,
-                    reasons: &["local_root"],
-                    not: &[],
-                }
-            },
+            Want::intercepted_unless(twin, &["local_root"]),
         ));
     }
     rows
@@ -1037,29 +980,13 @@ fn ipv6_options(ev: &mut Ev) -> Vec<Row> {
     let mut rows = Vec::new();
     for (twin, chain, key) in ev.forged_and_origin(10) {
         let (_server, port) = ev.https6(&chain, &key, &["--dstopts", "1024"]);
-        let pid = ev.client(
-            10,
-            &Client::Curl12 {
-                port,
-                proxy: None,
-                v6: true,
-            },
-            &ev.ca_all.clone(),
-        );
+        let pid = ev.client(10, &Client::curl6(port), &ev.ca_all);
         rows.push(ev.judge(
             10,
             "IPv6 destination options",
             twin,
             pid,
-            if twin {
-                Want::Clean
-            } else {
-                Want::Caught {
-                    verdicts: INTERCEPTED,
-                    reasons: &["local_root"],
-                    not: &[],
-                }
-            },
+            Want::intercepted_unless(twin, &["local_root"]),
         ));
     }
     rows
@@ -1102,29 +1029,13 @@ fn reordered(ev: &mut Ev) -> Vec<Row> {
                 tls_message(2)
             ),
         );
-        let pid = ev.client(
-            11,
-            &Client::Curl12 {
-                port,
-                proxy: None,
-                v6: false,
-            },
-            &ev.ca_all.clone(),
-        );
+        let pid = ev.client(11, &Client::curl(port), &ev.ca_all);
         rows.push(ev.judge(
             11,
             "a server flight of 400 out-of-order segments",
             twin,
             pid,
-            if twin {
-                Want::Clean
-            } else {
-                Want::Caught {
-                    verdicts: INTERCEPTED,
-                    reasons: &["local_root"],
-                    not: &[],
-                }
-            },
+            Want::intercepted_unless(twin, &["local_root"]),
         ));
     }
     rows
@@ -1153,21 +1064,13 @@ fn selective(ev: &mut Ev) -> Vec<Row> {
         ],
     );
     for (twin, port) in [(false, port), (true, ev.origin_port)] {
-        let pid = ev.client(12, &Client::Gnutls13 { port }, &ev.ca_all.clone());
+        let pid = ev.client(12, &Client::Gnutls13 { port }, &ev.ca_all);
         rows.push(ev.judge(
             12,
             "a probe let through by its fingerprint",
             twin,
             pid,
-            if twin {
-                Want::Clean
-            } else {
-                Want::Caught {
-                    verdicts: NOT_CLEAN,
-                    reasons: &["probe_chain_differs"],
-                    not: &[],
-                }
-            },
+            Want::caught_unless(twin, NOT_CLEAN, &["probe_chain_differs"]),
         ));
     }
     rows
@@ -1218,15 +1121,7 @@ fn ipv6_unreadable(ev: &mut Ev) -> Vec<Row> {
                 "9".into(),
             ],
         );
-        let pid = ev.client(
-            13,
-            &Client::Curl12 {
-                port,
-                proxy: None,
-                v6: true,
-            },
-            &ev.ca_all.clone(),
-        );
+        let pid = ev.client(13, &Client::curl6(port), &ev.ca_all);
         let label = "nine IPv6 extension headers";
         rows.push(if honest {
             ev.judge_as(
@@ -1234,11 +1129,7 @@ fn ipv6_unreadable(ev: &mut Ev) -> Vec<Row> {
                 label,
                 "the real server, unseen",
                 pid,
-                Want::Caught {
-                    verdicts: &["unverified"],
-                    reasons: &["capture_incomplete:gap"],
-                    not: &[],
-                },
+                Want::caught(&["unverified"], &["capture_incomplete:gap"]),
             )
         } else {
             ev.judge(
@@ -1246,11 +1137,7 @@ fn ipv6_unreadable(ev: &mut Ev) -> Vec<Row> {
                 label,
                 false,
                 pid,
-                Want::Caught {
-                    verdicts: INTERCEPTED,
-                    reasons: &["local_root", "capture_incomplete:gap"],
-                    not: &[],
-                },
+                Want::caught(INTERCEPTED, &["local_root", "capture_incomplete:gap"]),
             )
         });
     }
