@@ -27,11 +27,14 @@ pub mod direction {
 
 /// Bits of [`SegmentHeader::flags`].
 pub mod segment_flags {
-    /// The payload was cut: `payload_len < segment_len - offset`, and no further chunk follows.
+    /// The payload was cut: the segment's bytes from this record's `seq` on are `segment_len`,
+    /// only `payload_len` of them follow, and no further chunk of the segment follows. Set on
+    /// the last record of a segment only.
     pub const TRUNCATED: u8 = 1 << 0;
     /// This record is one chunk of a segment larger than one record holds; more may follow.
     pub const CHUNKED: u8 = 1 << 1;
-    /// The flow's byte budget ran out with this segment; the kernel forwards no more payload.
+    /// The flow's byte budget or ring budget ran out with this segment; the kernel forwards no
+    /// more payload.
     pub const BUDGET_EXHAUSTED: u8 = 1 << 2;
     /// The pid/tgid fields are meaningful (egress in process context).
     pub const HAS_PID: u8 = 1 << 3;
@@ -113,8 +116,11 @@ pub mod counter {
     pub const SEGMENTS_NOT_ACCEPTED: u32 = 17;
     /// Packets of a socket mid-handshake whose TCP header the tap could not find.
     pub const SEGMENTS_UNREADABLE: u32 = 18;
+    /// Flows that used up their share of the ring buffer ([`TapConfig::ring_budget`]), most
+    /// often by sending their handshake in many tiny segments.
+    pub const RING_BUDGET_EXHAUSTED: u32 = 19;
     /// Number of counters.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
 
     /// Names, indexed by counter, as userspace reports them.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -137,12 +143,62 @@ pub mod counter {
         "uprobe_read_errors",
         "segments_not_accepted",
         "segments_unreadable",
+        "ring_budget_exhausted",
     ];
 }
 
 /// Largest payload one segment record carries. Larger segments are split into several records
 /// (see [`MAX_CHUNKS`]).
 pub const CHUNK_CAP: usize = 4096;
+
+/// Payload sizes of segment records: a record reserves the smallest that holds its payload,
+/// so a 1-byte segment costs 160 bytes of ring, not 4 KiB. The sizes follow what segments
+/// carry: a byte or a record header, a ClientHello, a 1448-byte Ethernet segment, a loopback or
+/// GRO segment.
+pub const RECORD_CLASSES: [u32; 5] = [64, 256, 640, 1536, CHUNK_CAP as u32];
+
+/// The ring buffer's own header per record (`BPF_RINGBUF_HDR_SZ`).
+pub const RINGBUF_RECORD_OVERHEAD: u32 = 8;
+
+/// Ring bytes one record with `payload` payload bytes reserves (`payload` at most
+/// [`CHUNK_CAP`]): the ring's header, the segment header and the smallest class that fits.
+/// Every class and the header are multiples of 8, as the ring rounds them.
+pub const fn record_cost(payload: u32) -> u32 {
+    let mut class = CHUNK_CAP as u32;
+    let mut i = RECORD_CLASSES.len();
+    while i > 0 {
+        i -= 1;
+        if payload <= RECORD_CLASSES[i] {
+            class = RECORD_CLASSES[i];
+        }
+    }
+    RINGBUF_RECORD_OVERHEAD + SEGMENT_HEADER_LEN as u32 + class
+}
+
+/// Ring bytes a segment's `len` forwarded payload bytes reserve: full chunks, then the rest in
+/// its class (a header-only record for 0).
+pub const fn segment_cost(len: u32) -> u32 {
+    let full = len / CHUNK_CAP as u32;
+    let rest = len % CHUNK_CAP as u32;
+    let mut cost = full * record_cost(CHUNK_CAP as u32);
+    if rest > 0 || full == 0 {
+        cost += if rest == 0 {
+            RINGBUF_RECORD_OVERHEAD + SEGMENT_HEADER_LEN as u32
+        } else {
+            record_cost(rest)
+        };
+    }
+    cost
+}
+
+/// Default share of the ring buffer one flow may use, in ring bytes, before the kernel gives
+/// up on it: four times the byte budget. A handshake in full-size segments costs about 1.1
+/// times its bytes; one cut into 1-byte segments costs 160 times and runs out after about 3,000
+/// of them, loudly (`capture_incomplete:budget`), instead of filling the ring that every
+/// other flow on the host shares.
+pub const fn default_ring_budget(byte_budget: u32) -> u32 {
+    byte_budget.saturating_mul(4)
+}
 
 /// Most records one segment is split into. Anything beyond `CHUNK_CAP * MAX_CHUNKS` bytes of one
 /// segment is cut and flagged [`segment_flags::TRUNCATED`].
@@ -167,7 +223,7 @@ pub struct SegmentHeader {
     pub family: u8,
     /// TCP flags of the segment ([`tcp_flags`]).
     pub tcp_flags: u8,
-    /// `CLOCK_MONOTONIC` (bpf_ktime_get_ns) when the kernel saw the segment.
+    /// `CLOCK_BOOTTIME` (bpf_ktime_get_boot_ns) when the kernel saw the segment.
     pub ts_ns: u64,
     /// Socket cookie of the local socket.
     pub cookie: u64,
@@ -177,7 +233,8 @@ pub struct SegmentHeader {
     pub seq: u32,
     /// Payload bytes that follow this header.
     pub payload_len: u32,
-    /// TCP payload length of the whole segment.
+    /// TCP payload bytes of the segment from this record's `seq` on (the whole segment for its
+    /// first record).
     pub segment_len: u32,
     /// Source address (IPv4 in the first 4 bytes).
     pub saddr: [u8; 16],
@@ -217,7 +274,7 @@ pub struct CertChunkHeader {
     pub kind: u32,
     /// Offset of this chunk in the certificate.
     pub offset: u32,
-    /// `CLOCK_MONOTONIC` of the `d2i_X509` call: with `pid_tgid`, it names the certificate.
+    /// `CLOCK_BOOTTIME` of the `d2i_X509` call: with `pid_tgid`, it names the certificate.
     pub ts_ns: u64,
     /// The calling thread.
     pub pid_tgid: u64,
@@ -300,6 +357,9 @@ pub struct FlowState {
     /// Record header bytes among `forwarded`: the budget counts handshake bytes, not record
     /// framing (a peer that splits its flight into 1-byte records does not run it out).
     pub overhead: u32,
+    /// Ring buffer bytes this socket's records reserved ([`segment_cost`]), against
+    /// [`TapConfig::ring_budget`].
+    pub ring_used: u32,
     /// Indexed by [`direction`].
     pub dirs: [DirTrack; 2],
 }
@@ -336,6 +396,9 @@ pub struct TapConfig {
     /// then ingress on loopback repeats what the sender's egress forwarded and is not
     /// forwarded again. Zero when attached to a subtree, where the sender may be unseen.
     pub skip_lo_ingress: u32,
+    /// Ring buffer bytes one socket's records may reserve ([`default_ring_budget`]), so that
+    /// one flow of tiny segments cannot fill the ring every flow shares.
+    pub ring_budget: u32,
 }
 
 impl Default for TapConfig {
@@ -348,6 +411,7 @@ impl Default for TapConfig {
             prefix_budget: 64 * 1024,
             self_tgid: 0,
             skip_lo_ingress: 1,
+            ring_budget: default_ring_budget(DEFAULT_BYTE_BUDGET),
         }
     }
 }
@@ -422,18 +486,32 @@ mod layout {
         kind: u32 = 0, offset: u32 = 4, ts_ns: u64 = 8, pid_tgid: u64 = 16, cookie: u64 = 24,
         total_len: u32 = 32, len: u32 = 36, der_len: u64 = 40,
     });
-    assert_layout!(FlowState, 40, {
+    assert_layout!(FlowState, 44, {
         state: u8 = 0, client_dir: u8 = 1, fin: u8 = 2, pending_losses: u8 = 3,
-        forwarded: u32 = 4, prefix_scanned: u32 = 8, overhead: u32 = 12, dirs: [DirTrack; 2] = 16,
+        forwarded: u32 = 4, prefix_scanned: u32 = 8, overhead: u32 = 12, ring_used: u32 = 16,
+        dirs: [DirTrack; 2] = 20,
     });
     assert_layout!(DirTrack, 12, {
         next_hdr_seq: u32 = 0, sync: u8 = 4, partial_len: u8 = 5, app_records: u8 = 6,
         app_after_peer: u8 = 7, partial: [u8; 4] = 8,
     });
-    assert_layout!(TapConfig, 16, {
+    assert_layout!(TapConfig, 20, {
         byte_budget: u32 = 0, prefix_budget: u32 = 4, self_tgid: u32 = 8,
-        skip_lo_ingress: u32 = 12,
+        skip_lo_ingress: u32 = 12, ring_budget: u32 = 16,
     });
+
+    // Every record class keeps the ring's 8-byte alignment, so `record_cost` is exact.
+    const _: () = {
+        let mut i = 0;
+        while i < RECORD_CLASSES.len() {
+            assert!((SEGMENT_HEADER_LEN as u32 + RECORD_CLASSES[i]).is_multiple_of(8));
+            i += 1;
+        }
+        assert!(record_cost(1) == 160);
+        assert!(record_cost(4096) == 4192);
+        assert!(segment_cost(0) == 96);
+        assert!(segment_cost(5000) == 4192 + 1632);
+    };
 }
 
 #[cfg(feature = "user")]

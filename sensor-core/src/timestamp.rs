@@ -30,6 +30,11 @@ impl Timestamp {
         Self(seconds.saturating_mul(1_000_000_000).saturating_add(nanos))
     }
 
+    /// This time moved by `ns` nanoseconds (either way), saturating at both ends.
+    pub fn shifted(self, ns: i64) -> Self {
+        Self(self.0.saturating_add_signed(ns))
+    }
+
     /// Whole seconds and the nanoseconds beyond them.
     pub fn seconds_nanos(self) -> (i64, i32) {
         (

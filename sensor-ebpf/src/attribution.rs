@@ -10,7 +10,7 @@ use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_get_socket_cookie, bpf_ktime_get_ns,
+        bpf_get_socket_cookie, bpf_ktime_get_boot_ns,
     },
     macros::{btf_tracepoint, map},
     maps::LruHashMap,
@@ -59,7 +59,7 @@ pub fn sock_state(ctx: BtfTracePointContext) -> i32 {
     // from /proc while the process is still alive. Otherwise the usual batching applies.
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: a helper available to every program type.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_boot_ns() };
     // SAFETY: plain read of a map value.
     let fresh = unsafe { RECENT_TGIDS.get(&tgid) }.is_none_or(|&t| now.wrapping_sub(t) > RECENT_NS);
     if fresh {

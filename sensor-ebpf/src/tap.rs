@@ -27,7 +27,7 @@ use aya_ebpf::{
         BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type, bpf_sock,
     },
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_sk_storage_get,
+        bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_sk_storage_get,
         bpf_skb_load_bytes, bpf_tcp_sock,
     },
     macros::{cgroup_skb, map},
@@ -35,11 +35,14 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use sensor_common::{
-    CHUNK_CAP, DirTrack, FlowState, MAX_CHUNKS, NO_DIRECTION, SegmentHeader, TapConfig, counter,
-    direction, family, flow_state, kind, loss, segment_flags, sync, tcp_flags,
+    CHUNK_CAP, DirTrack, FlowState, MAX_CHUNKS, NO_DIRECTION, RECORD_CLASSES, SegmentHeader,
+    TapConfig, counter, direction, family, flow_state, kind, loss, segment_cost, segment_flags,
+    sync, tcp_flags,
 };
 
-/// Ring buffer to userspace. 16 MiB holds about 4,000 full chunks, many more small ones.
+/// Ring buffer to userspace, shared by every flow on the host. 16 MiB holds about 4,000 records of
+/// 4 KiB or 100,000 of 1 byte (`RECORD_CLASSES`); no flow may reserve more than its
+/// `ring_budget` of it.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
@@ -147,12 +150,13 @@ const MAX_RECORD_LEN: u16 = 16384 + 2048;
 /// Record headers followed per segment at most.
 const MAX_WALK: u32 = 16;
 
-/// One ring buffer record: a header and up to `CHUNK_CAP` payload bytes. Only `payload_len`
-/// bytes of `payload` are meaningful; userspace reads no further.
+/// One ring buffer record: a header and up to `N` payload bytes, `N` one of
+/// `RECORD_CLASSES`. Only `payload_len` bytes of `payload` are meaningful; userspace reads no
+/// further.
 #[repr(C)]
-struct SegmentRecord {
+struct SegmentRecord<const N: usize> {
     header: SegmentHeader,
-    payload: [u8; CHUNK_CAP],
+    payload: [u8; N],
 }
 
 #[cgroup_skb(egress)]
@@ -509,7 +513,9 @@ fn track(c: &Ctx, seg: &Segment, state: &mut FlowState, first: bool) {
     }
     if state.state == flow_state::PREFIX {
         // Plaintext before TLS: bounded by the prefix budget, not counted in the byte budget.
-        emit(c, seg, seg.payload_len, flags, &mut state.pending_losses);
+        if charge(c, seg, state, &cfg, seg.payload_len, flags) {
+            emit(c, seg, seg.payload_len, flags, &mut state.pending_losses);
+        }
         return;
     }
     // The budget is for handshake bytes: record headers do not use it up.
@@ -530,8 +536,40 @@ fn track(c: &Ctx, seg: &Segment, state: &mut FlowState, first: bool) {
     } else {
         seg.payload_len
     };
+    if !charge(c, seg, state, &cfg, len, flags) {
+        return;
+    }
     state.forwarded = state.forwarded.saturating_add(len);
     emit(c, seg, len, flags, &mut state.pending_losses);
+}
+
+/// Charge the ring bytes `len` payload bytes will reserve to the socket's ring budget. A socket
+/// over its budget is given up on, loudly: a header-only record, cut and flagged, tells
+/// userspace that the rest of this segment and the flow are not forwarded.
+#[inline(always)]
+fn charge(
+    c: &Ctx,
+    seg: &Segment,
+    state: &mut FlowState,
+    cfg: &TapConfig,
+    len: u32,
+    flags: u8,
+) -> bool {
+    let cost = segment_cost(len);
+    if state.ring_used.saturating_add(cost) <= cfg.ring_budget {
+        state.ring_used += cost;
+        return true;
+    }
+    state.state = flow_state::DONE;
+    bump(counter::RING_BUDGET_EXHAUSTED, 1);
+    emit(
+        c,
+        seg,
+        0,
+        flags | segment_flags::BUDGET_EXHAUSTED | segment_flags::TRUNCATED,
+        &mut state.pending_losses,
+    );
+    false
 }
 
 /// Follow the record headers inside one segment of direction `d`; the number of headers
@@ -659,9 +697,10 @@ fn lose_sync(d: &mut DirTrack) {
     bump(counter::RECORD_SYNC_LOST, 1);
 }
 
-/// Write the segment to the ring buffer, split into chunks of at most `CHUNK_CAP` bytes.
-/// `pending` holds [`loss`] bits for the next record of the socket: a record that could not be
-/// written leaves `RING_DROP` there, so that the next one tells userspace.
+/// Write the segment to the ring buffer, split into chunks of at most `CHUNK_CAP` bytes, each in
+/// the smallest record class that holds it. `pending` holds [`loss`] bits for the next record
+/// of the socket: a record that could not be written leaves `RING_DROP` there, so that the next
+/// one tells userspace.
 #[inline(always)]
 fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8, pending: &mut u8) {
     let mut header = SegmentHeader {
@@ -671,7 +710,7 @@ fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8, pending: &mut u8) {
         family: seg.family,
         tcp_flags: seg.tcp_flags,
         // SAFETY: helpers available to every program type.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
         cookie: c.cookie,
         pid_tgid: 0,
         seq: seg.seq,
@@ -707,8 +746,8 @@ fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8, pending: &mut u8) {
         *pending = 0;
         return;
     }
-    if len as usize > CHUNK_CAP * MAX_CHUNKS || len < seg.payload_len {
-        header.flags |= segment_flags::TRUNCATED;
+    let cut = len as usize > CHUNK_CAP * MAX_CHUNKS || len < seg.payload_len;
+    if cut {
         bump(counter::SEGMENTS_TRUNCATED, 1);
     }
     if len as usize > CHUNK_CAP {
@@ -719,47 +758,85 @@ fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8, pending: &mut u8) {
         if off >= len {
             break;
         }
-        let Some(mut entry) = EVENTS.reserve::<SegmentRecord>(0) else {
-            bump(counter::RINGBUF_DROPS, 1);
-            *pending |= loss::RING_DROP;
-            return;
-        };
         let mut n = len - off;
         if n > CHUNK_CAP as u32 {
             n = CHUNK_CAP as u32;
         }
-        // The verifier must see n in [1, CHUNK_CAP] right at the helper call; a volatile read
-        // keeps LLVM from folding the checks into a form the verifier cannot follow.
-        // SAFETY: reading a local.
-        let n = unsafe { core::ptr::read_volatile(&n) };
-        if n == 0 || n > CHUNK_CAP as u32 {
-            entry.discard(0);
-            return;
+        let mut h = header;
+        h.seq = seg.seq.wrapping_add(off);
+        h.payload_len = n;
+        h.segment_len = seg.payload_len - off;
+        // Only the last record of a cut segment says so: userspace reads a gap after it.
+        if cut && (off + n >= len || i + 1 == MAX_CHUNKS as u32) {
+            h.flags |= segment_flags::TRUNCATED;
         }
-        let record = entry.as_mut_ptr();
-        // SAFETY: the reservation is a SegmentRecord-sized region owned by this program until
-        // submit or discard; the payload array holds CHUNK_CAP >= n bytes.
-        let ret = unsafe {
-            let mut h = header;
-            h.seq = seg.seq.wrapping_add(off);
-            h.payload_len = n;
-            core::ptr::addr_of_mut!((*record).header).write(h);
-            bpf_skb_load_bytes(
-                c.skb as *const _,
-                seg.payload_off + off,
-                core::ptr::addr_of_mut!((*record).payload) as *mut _,
-                n,
-            )
+        let put = if n <= RECORD_CLASSES[0] {
+            put::<{ RECORD_CLASSES[0] as usize }>(c, seg, &h, off, n)
+        } else if n <= RECORD_CLASSES[1] {
+            put::<{ RECORD_CLASSES[1] as usize }>(c, seg, &h, off, n)
+        } else if n <= RECORD_CLASSES[2] {
+            put::<{ RECORD_CLASSES[2] as usize }>(c, seg, &h, off, n)
+        } else if n <= RECORD_CLASSES[3] {
+            put::<{ RECORD_CLASSES[3] as usize }>(c, seg, &h, off, n)
+        } else {
+            put::<CHUNK_CAP>(c, seg, &h, off, n)
         };
-        if ret != 0 {
-            entry.discard(0);
-            return;
+        match put {
+            Put::Written => {
+                *pending = 0;
+                bump(counter::SEGMENTS_FORWARDED, 1);
+                bump(counter::BYTES_FORWARDED, n as u64);
+            }
+            Put::RingFull => {
+                bump(counter::RINGBUF_DROPS, 1);
+                *pending |= loss::RING_DROP;
+                return;
+            }
+            Put::Failed => return,
         }
-        entry.submit(wakeup_flags());
-        *pending = 0;
-        bump(counter::SEGMENTS_FORWARDED, 1);
-        bump(counter::BYTES_FORWARDED, n as u64);
     }
+}
+
+/// What became of one record.
+enum Put {
+    Written,
+    RingFull,
+    /// The payload could not be read (the verifier's bound or the skb): nothing written.
+    Failed,
+}
+
+/// Reserve a record of class `N`, copy `n` payload bytes from `off` into it and submit it.
+#[inline(always)]
+fn put<const N: usize>(c: &Ctx, seg: &Segment, h: &SegmentHeader, off: u32, n: u32) -> Put {
+    let Some(mut entry) = EVENTS.reserve::<SegmentRecord<N>>(0) else {
+        return Put::RingFull;
+    };
+    // The verifier must see n in [1, N] right at the helper call; a volatile read keeps LLVM
+    // from folding the checks into a form the verifier cannot follow.
+    // SAFETY: reading a local.
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    if n == 0 || n > N as u32 {
+        entry.discard(0);
+        return Put::Failed;
+    }
+    let record = entry.as_mut_ptr();
+    // SAFETY: the reservation is a SegmentRecord<N>-sized region owned by this program until
+    // submit or discard; the payload array holds N >= n bytes.
+    let ret = unsafe {
+        core::ptr::addr_of_mut!((*record).header).write(*h);
+        bpf_skb_load_bytes(
+            c.skb as *const _,
+            seg.payload_off + off,
+            core::ptr::addr_of_mut!((*record).payload) as *mut _,
+            n,
+        )
+    };
+    if ret != 0 {
+        entry.discard(0);
+        return Put::Failed;
+    }
+    entry.submit(wakeup_flags());
+    Put::Written
 }
 
 /// Parse the IPv4 or IPv6 header and the TCP header. `None` for anything that is not a TCP

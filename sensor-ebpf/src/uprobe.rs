@@ -15,7 +15,7 @@
 //! ring buffer records, with the socket cookie that ties it to the flow.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_user, generated},
     macros::{map, uprobe, uretprobe},
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
@@ -113,7 +113,7 @@ pub fn d2i_x509(ctx: ProbeContext) -> u32 {
         kind: kind::CERT,
         offset: 0,
         // SAFETY: a helper available to every program type.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
         pid_tgid: id,
         cookie,
         total_len: total as u32,

@@ -9,6 +9,7 @@
 //! ARCHITECTURE.md.
 
 pub mod api;
+pub mod clock;
 pub mod daemon;
 pub mod export;
 pub mod journal;

@@ -12,6 +12,12 @@ record reassembly and on how far into a stream it looks for the TLS handshake.
       per flight) does not see the certificates. If the server's bytes stop looking like TLS
       records, the rest passes unchanged.
 
+  tiny-segments --listen HOST:PORT --upstream HOST:PORT
+      A plain TCP relay that sends the server's bytes to the client one byte per send(), with
+      TCP_NODELAY: one byte per TCP segment (turn net.ipv4.tcp_autocorking off in the relay's
+      network namespace, or the kernel merges sends while packets wait). Client to server
+      passes unchanged. What a sensor that copies every segment to userspace pays most for.
+
   pad-connect --listen HOST:PORT --pad BYTES [--upstream-proxy HOST:PORT]
       An explicit HTTP proxy for CONNECT only whose "200" answer carries BYTES of padding
       header lines ("X-Pad-NNNN: xxx...", 100 bytes per line), so the TLS handshake starts
@@ -28,6 +34,7 @@ SIGINT.
 import argparse
 import asyncio
 import signal
+import socket
 
 from labtool import host_port, log
 
@@ -136,6 +143,40 @@ async def split_records(args, c_reader, c_writer) -> None:
     log(f"{peer}: done, {splitter.split} handshake record(s) split into one-byte records")
 
 
+async def pump_bytewise(reader, writer) -> int:
+    """Copy reader to writer one byte per send (the transport sends at once when its buffer
+    is empty, which drain() ensures); the bytes sent."""
+    sent = 0
+    try:
+        while data := await reader.read(65536):
+            for i in range(len(data)):
+                writer.write(data[i : i + 1])
+                await writer.drain()
+            sent += len(data)
+        if writer.can_write_eof():
+            writer.write_eof()
+    except OSError:
+        writer.close()
+    return sent
+
+
+async def tiny_segments(args, c_reader, c_writer) -> None:
+    peer = c_writer.get_extra_info("peername")
+    try:
+        u_reader, u_writer = await asyncio.open_connection(*args.upstream)
+    except OSError as e:
+        log(f"{peer}: upstream {args.upstream}: {e}")
+        c_writer.close()
+        return
+    c_writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        _, sent = await asyncio.gather(pump(c_reader, u_writer), pump_bytewise(u_reader, c_writer))
+    finally:
+        for w in (c_writer, u_writer):
+            w.close()
+    log(f"{peer}: done, {sent} bytes to the client one per segment")
+
+
 async def read_head(reader) -> bytes:
     """The bytes up to and including the blank line; anything after stays in the reader."""
     return await reader.readuntil(b"\r\n\r\n")
@@ -180,7 +221,11 @@ async def pad_connect(args, c_reader, c_writer) -> None:
 
 
 async def serve(args) -> None:
-    handler = split_records if args.shim == "split-records" else pad_connect
+    handler = {
+        "split-records": split_records,
+        "tiny-segments": tiny_segments,
+        "pad-connect": pad_connect,
+    }[args.shim]
     tasks: set[asyncio.Task] = set()
 
     async def on_client(reader, writer) -> None:
@@ -213,6 +258,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="shim", required=True)
     p = sub.add_parser("split-records", help="handshake records re-framed one byte each")
+    p.add_argument("--listen", required=True, type=host_port, metavar="HOST:PORT")
+    p.add_argument("--upstream", required=True, type=host_port, metavar="HOST:PORT")
+    p = sub.add_parser("tiny-segments", help="the server's bytes one per TCP segment")
     p.add_argument("--listen", required=True, type=host_port, metavar="HOST:PORT")
     p.add_argument("--upstream", required=True, type=host_port, metavar="HOST:PORT")
     p = sub.add_parser("pad-connect", help="CONNECT proxy with a padded reply head")

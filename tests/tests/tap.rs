@@ -315,3 +315,90 @@ fn bpftool_prog_exists(id: u32) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// A server whose bytes come one per TCP segment: the flow uses up its share of the ring
+/// buffer long before its byte budget and the kernel gives up on it, loudly, instead of
+/// filling the ring that every other flow shares. With a byte budget of 64 KiB (so a ring
+/// budget of 256 KiB), a 4096-bit chain passes whole in ordinary segments and is cut when it
+/// comes a byte at a time (some 4,000 records of 160 ring bytes).
+#[test]
+fn a_flow_of_one_byte_segments_runs_out_of_its_ring_budget_and_says_so() {
+    let mut daemon = Daemon::start(&["--byte-budget", "65536"]);
+    let ns = Netns::new("tiny", 1500);
+    // Without this the kernel merges the relay's sends while earlier ones wait to go out.
+    ns.exec_ok(&["sysctl", "-qw", "net.ipv4.tcp_autocorking=0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = pki::root(d, "Tiny Test Root", Key::Rsa(4096));
+    let sni = unique_name("whole");
+    let leaf = pki::issue(d, &root, &sni, Key::Rsa(4096), false, &[&sni]);
+    let extra = pki::bundle(d, "extra.pem", &[&root]);
+    let (port, relay_port) = (free_port(), free_port());
+    let addr = format!("{}:{port}", ns.ns_ip);
+    let relay_addr = format!("{}:{relay_port}", ns.ns_ip);
+    let _server = sensor_tests::spawn_s_server(
+        ns.command("openssl"),
+        &addr,
+        &leaf.cert,
+        &leaf.key,
+        Some(&extra),
+        &[],
+    );
+    wait_listening(&addr, Duration::from_secs(10));
+    let shim = sensor_tests::workspace_root().join("tests/lab-tools/shim.py");
+    let mut relay = Proc::spawn(
+        "shim.py tiny-segments",
+        ns.command("python3")
+            .arg(&shim)
+            .args([
+                "tiny-segments",
+                "--listen",
+                &relay_addr,
+                "--upstream",
+                &addr,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let mut ready = sensor_tests::Lines::new(relay.child.stdout.take().unwrap());
+    assert!(
+        ready
+            .wait_for(Duration::from_secs(20), |l| l.trim() == "ready")
+            .is_some()
+    );
+
+    // Ordinary segments: the whole chain, nothing lost.
+    openssl_client(&addr, &sni, &["-tls1_2"]);
+    let ev = event_for(&mut daemon, &sni);
+    assert_eq!(ev["chain"].as_array().map(Vec::len), Some(2), "{ev}");
+    assert_eq!(
+        ev["capture_incomplete"],
+        serde_json::json!([]),
+        "{ev}\n{}",
+        daemon.log.seen.join("\n")
+    );
+
+    // The same server a byte per segment: the flow is cut, and the event says so. (The relay's
+    // own connection upstream carries the same name in ordinary segments: the client's event is
+    // openssl's.)
+    let sni = unique_name("tiny");
+    openssl_client(&relay_addr, &sni, &["-tls1_2"]);
+    let ev = daemon
+        .event(WAIT, |v| {
+            v["server_name"].as_str() == Some(&sni) && v["process"]["comm"] == "openssl"
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no event from openssl; events:\n{}",
+                daemon.events.seen.join("\n")
+            )
+        });
+    let lost: Vec<&str> = ev["capture_incomplete"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    assert!(lost.contains(&"budget"), "{ev}");
+    assert_ne!(ev["verdict"], "clean", "{ev}");
+    relay.stop();
+}

@@ -586,6 +586,20 @@ pub fn daemon(ws: &Workspace, rate: u32, seconds: u64) -> anyhow::Result<()> {
         ]))
 }
 
+/// `cargo xtask bench abuse`: benign capture under floods and a Reload storm; peak memory.
+pub fn abuse(ws: &Workspace, seconds: u64) -> anyhow::Result<()> {
+    release_binaries(
+        ws,
+        "the abuse benchmark loads eBPF programs: run it as root",
+        "sensord",
+        "abuse-bench",
+    )?;
+    run(Command::new(ws.root.join("target/release/abuse-bench"))
+        .arg("--sensord")
+        .arg(ws.root.join("target/release/sensord"))
+        .args(["--seconds", &seconds.to_string()]))
+}
+
 /// `cargo xtask bench tls13`: curl's TLS 1.3 handshake latency with and without the uprobes.
 pub fn tls13(ws: &Workspace, rounds: usize, runs: usize) -> anyhow::Result<()> {
     release_binaries(

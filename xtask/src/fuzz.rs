@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use crate::util::{Workspace, say};
 
 /// The targets in fuzz/fuzz_targets.
-pub const TARGETS: &[&str] = &["engine", "capture", "x509", "uprobe", "ring"];
+pub const TARGETS: &[&str] = &[
+    "engine", "capture", "x509", "uprobe", "ring", "verdict", "pins", "config",
+];
 
 /// Run each target (or the one named) for `seconds`. The capture target's corpus starts from
 /// the fixture captures.
@@ -35,7 +37,9 @@ pub fn fuzz(ws: &Workspace, seconds: u64, only: Option<&str>) -> anyhow::Result<
         let log = std::fs::File::create(&log_path)?;
         let status = Command::new("cargo")
             .current_dir(&fuzz_dir)
-            .args([&toolchain, "fuzz", "run", "-O", target, "--"])
+            // Release speed with debug assertions, overflow checks among them: an overflow
+            // the fuzzer reaches is a crash here, not a silent wrap in production.
+            .args([&toolchain, "fuzz", "run", "-O", "-a", target, "--"])
             .arg(format!("-max_total_time={seconds}"))
             .args(["-rss_limit_mb=4096", "-print_final_stats=1"])
             .stdout(log.try_clone()?)

@@ -102,6 +102,13 @@ enum BenchCmd {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// sensord under abuse: benign handshakes captured while a local user floods 1-byte
+    /// segments and a client sends oversized ClientHellos, peak memory, and a Reload storm.
+    Abuse {
+        /// Seconds of each phase.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// What the OpenSSL uprobes cost a client: curl TLS 1.3 handshake latency with and
     /// without them, sensord running both times.
     Tls13 {
@@ -192,6 +199,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 BenchCmd::Analyze { handshakes } => bench::analyze(&ws, handshakes),
                 BenchCmd::Verdict => bench::verdict(&ws),
                 BenchCmd::Daemon { rate, seconds } => bench::daemon(&ws, rate, seconds),
+                BenchCmd::Abuse { seconds } => bench::abuse(&ws, seconds),
                 BenchCmd::Tls13 { rounds, runs } => bench::tls13(&ws, rounds, runs),
             }
         }

@@ -175,7 +175,9 @@ impl State {
                 let res = iface.resolution.max(1);
                 let secs = (ticks / res).saturating_add_signed(iface.offset);
                 let nanos = (ticks % res) as u128 * 1_000_000_000 / u128::from(res);
-                let ts = secs.saturating_mul(1_000_000_000) + nanos as u64;
+                let ts = secs
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(nanos as u64);
                 let data = &epb.data[..(epb.caplen as usize).min(epb.data.len())];
                 self.packet(iface.link, data, epb.origlen as usize, ts, sink);
             }
@@ -279,6 +281,56 @@ mod tests {
         );
         assert_eq!(r.stats().packets, 3);
         assert_eq!(r.stats().malformed, 1);
+    }
+
+    /// A pcapng file written by hand from the format's definition: a section, one raw-IP
+    /// interface with `if_tsresol` = `tsresol`, and one enhanced packet at `ticks`.
+    fn pcapng_file(tsresol: u8, ticks: u64, packet: &[u8]) -> Vec<u8> {
+        fn block(f: &mut Vec<u8>, ty: u32, body: &[u8]) {
+            let len = 12 + body.len() as u32;
+            f.extend_from_slice(&ty.to_le_bytes());
+            f.extend_from_slice(&len.to_le_bytes());
+            f.extend_from_slice(body);
+            f.extend_from_slice(&len.to_le_bytes());
+        }
+        let mut f = Vec::new();
+        let mut shb = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
+        shb.extend_from_slice(&[1, 0, 0, 0]);
+        shb.extend_from_slice(&(-1i64).to_le_bytes());
+        block(&mut f, 0x0A0D_0D0A, &shb);
+        let mut idb = 101u16.to_le_bytes().to_vec();
+        idb.extend_from_slice(&[0, 0]);
+        idb.extend_from_slice(&65535u32.to_le_bytes());
+        idb.extend_from_slice(&[9, 0, 1, 0, tsresol, 0, 0, 0, 0, 0, 0, 0]);
+        block(&mut f, 1, &idb);
+        let mut epb = 0u32.to_le_bytes().to_vec();
+        epb.extend_from_slice(&((ticks >> 32) as u32).to_le_bytes());
+        epb.extend_from_slice(&(ticks as u32).to_le_bytes());
+        epb.extend_from_slice(&(packet.len() as u32).to_le_bytes());
+        epb.extend_from_slice(&(packet.len() as u32).to_le_bytes());
+        epb.extend_from_slice(packet);
+        epb.resize(epb.len().next_multiple_of(4), 0);
+        block(&mut f, 6, &epb);
+        f
+    }
+
+    #[test]
+    fn pcapng_times_convert_and_saturate_at_the_end_of_time() {
+        let p = tcp_packet(b"x");
+        let read = |file: Vec<u8>| {
+            let mut r = CaptureReader::new(&file[..]).unwrap();
+            let mut ts = Vec::new();
+            while r.read(10, &mut |s| ts.push(s.ts_ns)).unwrap() {}
+            ts
+        };
+        // Microseconds (tsresol 6).
+        assert_eq!(
+            read(pcapng_file(6, 1_700_000_000_250_000, &p)),
+            [1_700_000_000_250_000_000]
+        );
+        // Tenths of a second at the largest tick count: seconds overflow nanoseconds, and the
+        // fraction must not overflow the saturated sum (a panic with overflow checks).
+        assert_eq!(read(pcapng_file(1, u64::MAX, &p)), [u64::MAX]);
     }
 
     #[test]

@@ -11,25 +11,33 @@ use sensor_common::{
 
 use super::{Attribution, Received, Segment, certs::CertChunk};
 
-/// Converts the kernel's CLOCK_MONOTONIC timestamps to nanoseconds since the Unix epoch, with
-/// an offset the caller measured.
+/// Converts the kernel's CLOCK_BOOTTIME timestamps to the sensor's time: nanoseconds since the
+/// Unix epoch as the wall clock read when the sensor started, counted on since by a clock that
+/// no NTP step or `date -s` moves and that keeps counting through a suspend. The caller
+/// measures the offset once; the daemon maps event times to the wall clock as it reads at the
+/// time (`Handshake::shift_times`).
 #[derive(Clone, Copy, Debug)]
 pub struct ClockOffset {
-    realtime_minus_monotonic_ns: i128,
+    realtime_minus_boottime_ns: i128,
 }
 
 impl ClockOffset {
     /// The offset between the two clocks, measured by the caller (the core reads no clock).
-    pub fn new(realtime_minus_monotonic_ns: i128) -> Self {
+    pub fn new(realtime_minus_boottime_ns: i128) -> Self {
         Self {
-            realtime_minus_monotonic_ns,
+            realtime_minus_boottime_ns,
         }
     }
 
-    /// Epoch nanoseconds of a monotonic timestamp.
-    pub fn to_epoch_ns(self, monotonic_ns: u64) -> u64 {
-        let v = i128::from(monotonic_ns) + self.realtime_minus_monotonic_ns;
+    /// The sensor's time of a boot-time timestamp.
+    pub fn to_epoch_ns(self, boottime_ns: u64) -> u64 {
+        let v = i128::from(boottime_ns) + self.realtime_minus_boottime_ns;
         u64::try_from(v.max(0)).unwrap_or(u64::MAX)
+    }
+
+    /// The offset in nanoseconds.
+    pub fn ns(self) -> i128 {
+        self.realtime_minus_boottime_ns
     }
 }
 

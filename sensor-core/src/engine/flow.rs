@@ -110,6 +110,16 @@ impl Observed {
             .is_some_and(|sh| sh.selected_version == 0x0304)
     }
 
+    /// Heap bytes of what the flow keeps until its handshake is reported: the parsed hello
+    /// and the chain's DER (which a peer sizes), counted with the buffers against the engine's
+    /// memory limit.
+    fn held_bytes(&self) -> usize {
+        self.client_hello
+            .as_ref()
+            .map_or(0, ClientHello::heap_bytes)
+            + self.chain.iter().map(Vec::len).sum::<usize>()
+    }
+
     fn note_malformed(&mut self, m: Malformed) {
         if !self.malformed.contains(&m) && self.malformed.len() < 16 {
             self.malformed.push(m);
@@ -215,6 +225,9 @@ impl Observed {
                     }
                     if self.client_hello.as_ref().is_some_and(|c| c.trailing_data) {
                         self.note_malformed(Malformed::HelloTrailingData);
+                    }
+                    if self.client_hello.as_ref().is_some_and(|c| c.oversized) {
+                        self.note_malformed(Malformed::OversizedField);
                     }
                 }
                 Err(_) => self.note_malformed(Malformed::BadHandshakeMessage),
@@ -371,7 +384,8 @@ impl Flow {
         self.dirs
             .iter()
             .map(|d| d.stream.pending_bytes() + d.reader.buffered())
-            .sum()
+            .sum::<usize>()
+            + self.seen.held_bytes()
     }
 
     pub(super) fn stream_stats(&self) -> [StreamStats; 2] {

@@ -95,6 +95,9 @@ pub struct EngineStats {
     pub uprobe_chain_conflicts: u64,
     /// Live flows marked as having lost records when the kernel reported ring buffer drops.
     pub flows_marked_ring_drop: u64,
+    /// Uprobe certificates forgotten: their socket's handshake never came within the idle
+    /// timeout.
+    pub uprobe_certs_expired: u64,
 }
 
 /// Both endpoints of a flow, lower first, so that both directions map to one key.
@@ -137,9 +140,24 @@ pub struct Engine {
     fingerprints: crate::tls::fingerprint::FingerprintCache,
     /// Certificates OpenSSL clients parsed (uprobe), by the client socket's cookie, until the
     /// socket's handshake is reported.
-    uprobe_certs: hashlink::LruCache<u64, Vec<Vec<u8>>>,
+    uprobe_certs: hashlink::LruCache<u64, UprobeChain>,
     uprobe_bytes: usize,
     now: u64,
+}
+
+/// Certificates a client parsed on one socket, waiting for its handshake.
+#[derive(Default)]
+struct UprobeChain {
+    ders: Vec<Vec<u8>>,
+    /// When the last certificate came: a socket whose handshake never shows up (closed before
+    /// the sensor saw it, or not a flow the tap followed) is forgotten after the idle timeout.
+    last_ns: u64,
+}
+
+impl UprobeChain {
+    fn bytes(&self) -> usize {
+        self.ders.iter().map(Vec::len).sum()
+    }
 }
 
 /// Sockets with uprobe certificates waiting, at most.
@@ -203,30 +221,55 @@ impl Engine {
     /// Take a certificate an OpenSSL client parsed during the handshake on socket `cookie`
     /// (from the uprobe). It becomes the chain of that socket's handshake when the chain was
     /// not seen in clear.
+    ///
+    /// Bounded by sockets, certificates per socket and bytes: when full, the least recently
+    /// fed socket's certificates go (counted in `uprobe_certs_dropped`), so the newest
+    /// handshakes keep their chains.
     pub fn push_cert(&mut self, cookie: u64, der: Vec<u8>) {
         self.stats.uprobe_certs += 1;
-        if cookie == 0 || self.uprobe_bytes + der.len() > UPROBE_BYTES {
+        if cookie == 0 || der.len() > UPROBE_BYTES {
             self.stats.uprobe_certs_dropped += 1;
             return;
         }
-        if !self.uprobe_certs.contains_key(&cookie) {
-            if self.uprobe_certs.len() >= UPROBE_SOCKETS
-                && let Some((_, old)) = self.uprobe_certs.remove_lru()
-            {
-                self.uprobe_bytes -= old.iter().map(Vec::len).sum::<usize>();
-                self.stats.uprobe_certs_dropped += old.len() as u64;
+        if let Some(chain) = self.uprobe_certs.peek(&cookie)
+            && (chain.ders.len() >= UPROBE_CERTS_PER_SOCKET || chain.ders.contains(&der))
+        {
+            self.stats.uprobe_certs_dropped +=
+                u64::from(chain.ders.len() >= UPROBE_CERTS_PER_SOCKET);
+            return;
+        }
+        let mut chain = self.uprobe_certs.remove(&cookie).unwrap_or_default();
+        self.uprobe_bytes -= chain.bytes();
+        while self.uprobe_bytes + chain.bytes() + der.len() > UPROBE_BYTES
+            || self.uprobe_certs.len() >= UPROBE_SOCKETS
+        {
+            let Some((_, old)) = self.uprobe_certs.remove_lru() else {
+                break;
+            };
+            self.uprobe_bytes -= old.bytes();
+            self.stats.uprobe_certs_dropped += old.ders.len() as u64;
+        }
+        chain.ders.push(der);
+        chain.last_ns = self.now;
+        self.uprobe_bytes += chain.bytes();
+        self.uprobe_certs.insert(cookie, chain);
+    }
+
+    /// Bytes of uprobe certificates waiting for their handshakes.
+    pub fn uprobe_bytes(&self) -> usize {
+        self.uprobe_bytes
+    }
+
+    /// Forget uprobe certificates whose socket has been silent past the idle timeout.
+    fn expire_uprobe_certs(&mut self, deadline: u64) {
+        while let Some((_, chain)) = self.uprobe_certs.iter().next()
+            && chain.last_ns < deadline
+        {
+            if let Some((_, old)) = self.uprobe_certs.remove_lru() {
+                self.uprobe_bytes -= old.bytes();
+                self.stats.uprobe_certs_expired += old.ders.len() as u64;
             }
-            self.uprobe_certs.insert(cookie, Vec::new());
         }
-        let Some(list) = self.uprobe_certs.get_mut(&cookie) else {
-            return;
-        };
-        if list.len() >= UPROBE_CERTS_PER_SOCKET || list.contains(&der) {
-            self.stats.uprobe_certs_dropped += u64::from(list.len() >= UPROBE_CERTS_PER_SOCKET);
-            return;
-        }
-        self.uprobe_bytes += der.len();
-        list.push(der);
     }
 
     /// Take one segment.
@@ -301,6 +344,7 @@ impl Engine {
         self.now = self.now.max(now_ns);
         self.expire_half_closed();
         let deadline = self.now.saturating_sub(self.limits.idle_timeout_ns);
+        self.expire_uprobe_certs(deadline);
         while let Some((key, slot)) = self.flows.front() {
             if slot.last_ts() > deadline {
                 break;
@@ -387,9 +431,9 @@ impl Engine {
         match reported {
             Some(mut hs) => {
                 self.stats.handshakes += 1;
-                if let Some(ders) = hs.socket_cookie.and_then(|c| self.uprobe_certs.remove(&c)) {
-                    self.uprobe_bytes -= ders.iter().map(Vec::len).sum::<usize>();
-                    take_uprobe_chain(&mut self.certs, &mut self.stats, &mut hs, &ders);
+                if let Some(chain) = hs.socket_cookie.and_then(|c| self.uprobe_certs.remove(&c)) {
+                    self.uprobe_bytes -= chain.bytes();
+                    take_uprobe_chain(&mut self.certs, &mut self.stats, &mut hs, &chain.ders);
                 }
                 self.out.push_back(hs);
             }

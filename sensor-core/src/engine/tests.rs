@@ -540,3 +540,56 @@ fn bytes_a_receiver_took_that_the_capture_never_had_are_a_gap() {
     let events: Vec<_> = e.drain().collect();
     assert!(events[0].capture_incomplete.is_empty());
 }
+
+#[test]
+fn the_uprobe_store_evicts_the_oldest_sockets_when_full_and_forgets_silent_ones() {
+    let mut e = Engine::new(EngineLimits::default());
+    // 1 MiB "certificates" on 12 sockets: the store holds 8 MiB, so the first ones go and the
+    // newest stay (it never stops taking new certificates).
+    for cookie in 1..=12u64 {
+        e.push_cert(cookie, vec![cookie as u8; 1 << 20]);
+    }
+    assert!(e.uprobe_bytes() <= UPROBE_BYTES, "{}", e.uprobe_bytes());
+    // Exactly eight fit: the four oldest went.
+    assert_eq!(e.stats().uprobe_certs_dropped, 4);
+    assert!(e.uprobe_certs.contains_key(&12) && e.uprobe_certs.contains_key(&5));
+    assert!(!e.uprobe_certs.contains_key(&4));
+    // A certificate larger than the whole store is refused, the rest kept.
+    e.push_cert(13, vec![0; UPROBE_BYTES + 1]);
+    assert_eq!(e.stats().uprobe_certs_dropped, 5);
+    assert!(e.uprobe_certs.contains_key(&12));
+
+    // Silence past the idle timeout: the waiting certificates are forgotten, counted.
+    e.advance(EngineLimits::default().idle_timeout_ns + 1);
+    assert_eq!(e.uprobe_bytes(), 0);
+    assert_eq!(e.stats().uprobe_certs_expired, 8);
+    e.push_cert(14, vec![1; 10]);
+    assert_eq!(e.uprobe_bytes(), 10);
+}
+
+#[test]
+fn a_hello_with_an_oversized_name_is_malformed_and_the_name_not_kept() {
+    // 300 bytes: longer than any DNS name (the ALPN list's bound is tested in tls::hello).
+    let rec = record(22, &client_hello(&"a".repeat(300)));
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 0, SYN, &[], 1));
+    e.push(&seg(true, 1, ACK | PSH, &rec, 2));
+    e.finish();
+    let ev = e.drain().next().unwrap();
+    assert_eq!(ev.server_name, None);
+    assert!(
+        ev.malformed.contains(&Malformed::OversizedField),
+        "{:?}",
+        ev.malformed
+    );
+}
+
+#[test]
+fn parsed_hellos_and_chains_count_against_the_memory_limit() {
+    let mut e = Engine::new(EngineLimits::default());
+    let rec = record(22, &client_hello("held.example.test"));
+    e.push(&seg(true, 0, SYN, &[], 1));
+    e.push(&seg(true, 1, ACK | PSH, &rec, 2));
+    // The hello is parsed and its record consumed: what the flow still holds is the summary.
+    assert!(e.buffered_bytes() > 0, "the parsed hello is counted");
+}

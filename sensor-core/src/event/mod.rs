@@ -406,6 +406,21 @@ pub struct Event {
     pub judgement: Option<Judgement>,
 }
 
+impl Handshake {
+    /// Move every time of the handshake by `ns` nanoseconds: from the sensor's steady clock to
+    /// the wall clock as it reads now (see sensord's `clock`).
+    pub fn shift_times(&mut self, ns: i64) {
+        self.time = self.time.shifted(ns);
+        self.end_time = self.end_time.shifted(ns);
+        for t in [
+            &mut self.first_application_data.client,
+            &mut self.first_application_data.server,
+        ] {
+            *t = t.map(|t| t.shifted(ns));
+        }
+    }
+}
+
 impl Event {
     /// An event the engine just reported.
     pub fn observed(handshake: Handshake) -> Self {

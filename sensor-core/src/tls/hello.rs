@@ -24,6 +24,15 @@ const HRR_RANDOM: [u8; 32] = [
     0xC2, 0xA2, 0x11, 0x16, 0x7A, 0xBB, 0x8C, 0x5E, 0x07, 0x9E, 0x09, 0xE2, 0xC8, 0xA8, 0x33, 0x9C,
 ];
 
+/// Longest server name kept: a DNS name has at most 253 characters (RFC 1035); the protocol's
+/// 65,535 lets a client make every event and log line 64 KiB long.
+pub const MAX_SERVER_NAME_LEN: usize = 255;
+
+/// ALPN protocols kept from a ClientHello. Browsers offer two or three; the protocol allows
+/// 32,767 one-byte ones, each of which would cost a heap allocation here and a string in the
+/// event.
+pub const MAX_ALPN: usize = 16;
+
 /// GREASE values (RFC 8701) are 0x?a?a with both bytes equal.
 pub fn is_grease(v: u16) -> bool {
     v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
@@ -54,6 +63,28 @@ pub struct ClientHello {
     pub bad_extensions: bool,
     /// Bytes after the extensions block, inside the message.
     pub trailing_data: bool,
+    /// A field was longer than the sensor keeps ([`MAX_SERVER_NAME_LEN`], [`MAX_ALPN`]): the
+    /// name was dropped, the list cut.
+    pub oversized: bool,
+}
+
+impl ClientHello {
+    /// Heap bytes this summary holds, for the engine's memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.cipher_suites.capacity() * 2
+            + self.extensions.capacity() * 2
+            + self.server_name.as_ref().map_or(0, String::capacity)
+            + self.alpn.capacity() * size_of::<String>()
+            + self.alpn.iter().map(String::capacity).sum::<usize>()
+            + self.alpn_raw.capacity() * size_of::<Vec<u8>>()
+            + self.alpn_raw.iter().map(Vec::capacity).sum::<usize>()
+            + self.supported_versions.capacity() * 2
+            + self.groups.capacity() * 2
+            + self.ec_point_formats.capacity()
+            + self.signature_algorithms.capacity() * 2
+            + self.key_share_groups.capacity() * 2
+    }
 }
 
 /// What a ServerHello (or HelloRetryRequest) chose.
@@ -138,12 +169,14 @@ pub fn parse_client_hello(msg: &[u8]) -> Result<ClientHello, HelloError> {
         Ok((_, exts)) => {
             for e in exts {
                 match e {
-                    TlsExtension::SNI(names) => {
-                        out.server_name = names.first().map(|(_, n)| utf8(n));
-                    }
+                    TlsExtension::SNI(names) => match names.first() {
+                        Some((_, n)) if n.len() > MAX_SERVER_NAME_LEN => out.oversized = true,
+                        first => out.server_name = first.map(|(_, n)| utf8(n)),
+                    },
                     TlsExtension::ALPN(protos) => {
-                        out.alpn = protos.iter().map(|p| utf8(p)).collect();
-                        out.alpn_raw = protos.iter().map(|p| p.to_vec()).collect();
+                        out.oversized |= protos.len() > MAX_ALPN;
+                        out.alpn = protos.iter().take(MAX_ALPN).map(|p| utf8(p)).collect();
+                        out.alpn_raw = protos.iter().take(MAX_ALPN).map(|p| p.to_vec()).collect();
                     }
                     TlsExtension::SupportedVersions(v) => {
                         out.supported_versions = v.iter().map(|v| v.0).collect()
@@ -277,6 +310,23 @@ mod tests {
     /// A ClientHello as openssl s_client 3.0 sends it for `-servername example.com -alpn h2`,
     /// trimmed to the fields under test but byte-exact in structure.
     fn client_hello() -> Vec<u8> {
+        client_hello_with(b"example.com", &[b"h2"])
+    }
+
+    /// The same ClientHello with another server name and ALPN list.
+    fn client_hello_with(name: &[u8], alpn: &[&[u8]]) -> Vec<u8> {
+        let mut sni = Vec::new();
+        sni.extend_from_slice(&(name.len() as u16 + 3).to_be_bytes());
+        sni.push(0);
+        sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        sni.extend_from_slice(name);
+        let mut protos = Vec::new();
+        for p in alpn {
+            protos.push(p.len() as u8);
+            protos.extend_from_slice(p);
+        }
+        let mut alpn_ext = (protos.len() as u16).to_be_bytes().to_vec();
+        alpn_ext.extend_from_slice(&protos);
         let mut ext = Vec::new();
         let mut push = |ty: u16, data: &[u8]| {
             ext.extend_from_slice(&ty.to_be_bytes());
@@ -284,13 +334,8 @@ mod tests {
             ext.extend_from_slice(data);
         };
         push(0x0a0a, &[]);
-        push(
-            0,
-            &[
-                0, 14, 0, 0, 11, b'e', b'x', b'a', b'm', b'p', b'l', b'e', b'.', b'c', b'o', b'm',
-            ][..],
-        );
-        push(16, &[0, 3, 2, b'h', b'2']);
+        push(0, &sni);
+        push(16, &alpn_ext);
         push(43, &[4, 3, 4, 3, 3]);
         push(10, &[0, 4, 0, 29, 0, 23]);
         push(51, &[0, 6, 0, 29, 0, 2, 0xaa, 0xbb]);
@@ -311,6 +356,7 @@ mod tests {
     fn client_hello_fields() {
         let ch = parse_client_hello(&client_hello()).unwrap();
         assert_eq!(ch.server_name.as_deref(), Some("example.com"));
+        assert!(!ch.oversized);
         assert_eq!(ch.alpn, vec!["h2"]);
         assert_eq!(ch.supported_versions, vec![0x0304, 0x0303]);
         assert_eq!(ch.cipher_suites, vec![0x1301, 0xc02f]);
@@ -319,6 +365,31 @@ mod tests {
         assert_eq!(ch.key_share_groups, vec![29]);
         assert!(!ch.bad_extensions);
         assert!(is_grease(0x0a0a) && is_grease(0xfafa) && !is_grease(0x0a1a));
+    }
+
+    #[test]
+    fn oversized_names_and_lists_are_cut_and_said() {
+        // 255 bytes is the most a name may have; one more and it is not kept.
+        let ch = parse_client_hello(&client_hello_with(&[b'a'; 255], &[b"h2"])).unwrap();
+        assert_eq!(ch.server_name.as_ref().map(String::len), Some(255));
+        assert!(!ch.oversized);
+        let ch = parse_client_hello(&client_hello_with(&[b'a'; 256], &[b"h2"])).unwrap();
+        assert_eq!(ch.server_name, None);
+        assert!(ch.oversized);
+        // A name as long as the protocol allows.
+        let ch = parse_client_hello(&client_hello_with(&[b'a'; 65_000], &[])).unwrap();
+        assert!(ch.oversized && ch.server_name.is_none());
+
+        // 16 ALPN protocols are kept; 32,000 one-byte ones are cut to 16.
+        let sixteen = [&b"x"[..]; MAX_ALPN];
+        let ch = parse_client_hello(&client_hello_with(b"example.com", &sixteen)).unwrap();
+        assert_eq!(ch.alpn.len(), MAX_ALPN);
+        assert!(!ch.oversized);
+        let many = vec![&b"x"[..]; 32_000];
+        let ch = parse_client_hello(&client_hello_with(b"example.com", &many)).unwrap();
+        assert_eq!((ch.alpn.len(), ch.alpn_raw.len()), (MAX_ALPN, MAX_ALPN));
+        assert!(ch.oversized);
+        assert!(ch.heap_bytes() < 4096, "{} heap bytes", ch.heap_bytes());
     }
 
     #[test]

@@ -31,9 +31,10 @@ use tokio::{
 
 use crate::{
     api::{server, service::SensorService},
+    clock::Clock,
     export::{cursor::CursorFile, jsonl::Exporter},
     journal::{self, Journal},
-    kernel::{self, KernelTap, TapSettings},
+    kernel::{KernelTap, TapSettings},
     reload::{self, ReloadReply, ReloadReport},
     status::Shared,
 };
@@ -160,6 +161,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         uprobes: cfg.uprobe.enabled.then(|| cfg.uprobe.libraries.clone()),
         config: sensor_common::TapConfig {
             byte_budget: cfg.tap.byte_budget,
+            ring_budget: sensor_common::default_ring_budget(cfg.tap.byte_budget),
             self_tgid: std::process::id(),
             ..sensor_common::TapConfig::default()
         },
@@ -223,10 +225,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if cfg.probe.enabled {
         tracing::info!("active probe on: TLS 1.3 handshakes whose chain is hidden are checked");
     }
+    let clock = Clock::start();
     let mut pipeline = Pipeline::new(
         trust,
         prober,
-        kernel::clock_offset(),
+        clock.kernel(),
         Outputs {
             print: opts.print,
             journal: journal_tx.clone(),
@@ -256,14 +259,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 let mut guard = guard.context("waiting on the ring buffer")?;
                 drain_ring(guard.get_inner_mut(), &mut pipeline);
                 guard.clear_ready();
-                pipeline.emit(now_epoch_ns());
+                pipeline.emit(clock.now_ns());
             }
             _ = drain.tick() => {
                 drain_ring(ring.get_mut(), &mut pipeline);
-                pipeline.emit(now_epoch_ns());
+                pipeline.emit(clock.now_ns());
             }
             _ = tick.tick() => {
-                pipeline.on_tick(now_epoch_ns());
+                pipeline.set_wall_shift(clock.wall_shift_ns());
+                pipeline.on_tick(clock.now_ns());
                 pipeline.snapshot(&tap, &mut rate);
                 if last_baseline_save.elapsed() > Duration::from_secs(60) {
                     let _ = journal_tx.try_send(JournalMsg::SaveBaseline(pipeline.baseline()));
@@ -271,7 +275,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 }
             }
             Some((key, outcome)) = probe_rx.recv() => {
-                pipeline.on_probe_result(&key, outcome, now_epoch_ns());
+                pipeline.on_probe_result(&key, outcome, clock.now_ns());
             }
             _ = sighup.recv() => {
                 let _ = load_tx.try_send(None);
@@ -322,7 +326,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!("stopping");
     loader.abort();
     drain_ring(ring.get_mut(), &mut pipeline);
-    pipeline.finish(now_epoch_ns());
+    pipeline.finish(clock.now_ns());
     match tap.counters() {
         Ok(counters) => {
             let text: Vec<String> = counters.iter().map(|(n, v)| format!("{n}={v}")).collect();
@@ -510,11 +514,4 @@ fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut 
     while let Some(item) = ring.next() {
         pipeline.on_ring_record(&item);
     }
-}
-
-/// Wall-clock time, for idle timeouts.
-fn now_epoch_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

@@ -68,6 +68,8 @@ pub struct Pipeline {
     ring_drops: u64,
     /// sensord is stopping: the last events wait for room in the journal's queue.
     stopping: bool,
+    /// Wall time minus sensor time, as last measured.
+    wall_shift_ns: i64,
 }
 
 impl Pipeline {
@@ -83,6 +85,7 @@ impl Pipeline {
             unknown_records: 0,
             ring_drops: 0,
             stopping: false,
+            wall_shift_ns: 0,
         }
     }
 
@@ -107,6 +110,12 @@ impl Pipeline {
     /// A whole certificate a client's TLS library parsed (from the uprobe).
     pub fn on_uprobe_certificate(&mut self, cert: UprobeCert) {
         self.engine.push_cert(cert.cookie, cert.der);
+    }
+
+    /// The wall clock's reading minus sensor time, measured now (see `clock`): applied to
+    /// every event from here on.
+    pub fn set_wall_shift(&mut self, ns: i64) {
+        self.wall_shift_ns = ns;
     }
 
     /// Time passed (every second): idle and half-closed flows end.
@@ -136,6 +145,7 @@ impl Pipeline {
                 event: Event::observed(hs),
                 netns: None,
             };
+            pending.event.handshake.shift_times(self.wall_shift_ns);
             let h = &pending.event.handshake;
             let endpoints = h.src_addr.zip(h.dst_addr).map(|(src, dst)| {
                 (

@@ -16,7 +16,6 @@ use aya::{
     programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
 };
 use sensor_common::{TapConfig, counter};
-use sensor_core::capture::ring::ClockOffset;
 
 pub use hooks::HookStatus;
 
@@ -141,10 +140,13 @@ impl KernelTap {
         Ok(Self { ebpf, hooks })
     }
 
-    /// Change the per-flow byte budget of the running programs (a reload). Flows already
-    /// tracked keep counting against the new value.
+    /// Change the per-flow byte budget of the running programs, and the ring budget that
+    /// follows from it (a reload). Flows already tracked keep counting against the new values.
     pub fn set_byte_budget(&mut self, byte_budget: u32) -> Result<(), TapError> {
-        update_config(&mut self.ebpf, |c| c.byte_budget = byte_budget)
+        update_config(&mut self.ebpf, |c| {
+            c.byte_budget = byte_budget;
+            c.ring_budget = sensor_common::default_ring_budget(byte_budget);
+        })
     }
 
     /// The hooks and whether each attached.
@@ -275,21 +277,4 @@ fn raise_memlock_limit() {
     if ret != 0 {
         tracing::debug!("could not lift RLIMIT_MEMLOCK; fine on kernels with memcg accounting");
     }
-}
-
-/// The offset between CLOCK_REALTIME and CLOCK_MONOTONIC now, which converts the kernel's
-/// timestamps to epoch time.
-pub fn clock_offset() -> ClockOffset {
-    let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime with a valid pointer.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-    };
-    let mono = read(libc::CLOCK_MONOTONIC);
-    let real = read(libc::CLOCK_REALTIME);
-    ClockOffset::new(real - mono)
 }
