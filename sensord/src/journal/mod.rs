@@ -511,6 +511,18 @@ impl Journal {
         }
     }
 
+    /// Limit the file to `pages` pages (SQLite raises a limit below what the file has to that;
+    /// 0 leaves it as it is): writes past it fail with SQLITE_FULL, a full disk without root.
+    /// Returns the limit in force.
+    #[cfg(test)]
+    pub(crate) fn limit_pages(&self, pages: u64) -> u64 {
+        self.conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_or(0, |n| n as u64)
+    }
+
     /// Write events in one transaction; returns their sequence numbers.
     pub fn append(&mut self, batch: &[NewEvent]) -> Result<Vec<u64>, JournalError> {
         let path = self.path.clone();
