@@ -183,6 +183,10 @@ pub struct JournalConfig {
     pub retention_days: u64,
     /// The journal is kept under this size by deleting the oldest events (0: no limit).
     pub max_size_mb: u64,
+    /// While commits fail (a full disk), events wait in memory up to about this many MiB; past
+    /// it new events are dropped and counted. From 1 to 4096.
+    #[serde(deserialize_with = "max_pending_mb")]
+    pub max_pending_mb: u64,
 }
 
 impl Default for JournalConfig {
@@ -190,8 +194,19 @@ impl Default for JournalConfig {
         Self {
             retention_days: 30,
             max_size_mb: 1024,
+            max_pending_mb: 64,
         }
     }
+}
+
+fn max_pending_mb<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let mb = u64::deserialize(d)?;
+    if !(1..=4096).contains(&mb) {
+        return Err(serde::de::Error::custom(format!(
+            "max_pending_mb = {mb}: it must be from 1 to 4096"
+        )));
+    }
+    Ok(mb)
 }
 
 /// File exports.
@@ -352,5 +367,12 @@ mod tests {
         assert!(err.to_string().contains("power of two"), "{err}");
         let ok = Config::parse("[tap]\nring_buffer_mb = 64\n", "s.toml").unwrap();
         assert_eq!(ok.tap.ring_buffer_mb, 64);
+        let err = Config::parse("[journal]\n\nmax_pending_mb = 0\n", "s.toml").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().contains("from 1 to 4096"), "{err}");
+        assert!(err.to_string().contains("s.toml"), "{err}");
+        let ok = Config::parse("[journal]\nmax_pending_mb = 8\n", "s.toml").unwrap();
+        assert_eq!(ok.journal.max_pending_mb, 8);
+        assert_eq!(Config::default().journal.max_pending_mb, 64);
     }
 }

@@ -95,6 +95,8 @@ pub fn table(s: &pb::Status, palette: Palette) -> String {
         s.flows_tracked
     ));
 
+    out.push_str(&journal_line(s, palette));
+
     let mut hooks = Table::new();
     hooks
         .load_style(NOTHING)
@@ -114,10 +116,21 @@ pub fn table(s: &pb::Status, palette: Palette) -> String {
     out.push_str(&hooks.trim_fmt());
     out.push('\n');
 
+    let journal_losses = [
+        pb::Counter {
+            name: "journal_queue_drops".into(),
+            value: s.journal_queue_drops,
+        },
+        pb::Counter {
+            name: "journal_pending_drops".into(),
+            value: s.journal_pending_drops,
+        },
+    ];
     let losses: Vec<&pb::Counter> = s
         .kernel_counters
         .iter()
         .chain(&s.engine_counters)
+        .chain(&journal_losses)
         .filter(|c| is_loss(&c.name) && c.value > 0)
         .collect();
     out.push('\n');
@@ -165,6 +178,41 @@ pub fn table(s: &pb::Status, palette: Palette) -> String {
     out
 }
 
+/// The journal's state name, as the metrics say it.
+fn journal_state(s: &pb::Status) -> &'static str {
+    match s.journal_state() {
+        pb::JournalState::Ok => "ok",
+        pb::JournalState::Recovered => "recovered",
+        pb::JournalState::Degraded => "degraded",
+        // A sensord from before the journal had a state.
+        pb::JournalState::Unspecified => "unknown",
+    }
+}
+
+/// `journal: ok`, or what is wrong and what waits.
+fn journal_line(s: &pb::Status, palette: Palette) -> String {
+    let style = |sev| Palette::severity_style(Some(sev));
+    match s.journal_state() {
+        pb::JournalState::Degraded => format!(
+            "journal: {} ({}); {} event(s), {} waiting in memory, {} dropped; retried every second\n",
+            palette.paint(style(Severity::High), "DEGRADED"),
+            s.journal_detail,
+            s.journal_pending_events,
+            human_bytes(s.journal_pending_bytes),
+            s.journal_pending_drops
+        ),
+        pb::JournalState::Recovered => format!(
+            "journal: {}: the damaged journal was moved to {}; a new one is in use\n",
+            palette.paint(style(Severity::Medium), "recovered"),
+            s.journal_moved_aside
+        ),
+        pb::JournalState::Ok => {
+            format!("journal: {}\n", palette.paint(style(Severity::Info), "ok"))
+        }
+        pb::JournalState::Unspecified => String::new(),
+    }
+}
+
 fn json(s: &pb::Status) -> serde_json::Value {
     let counters = |cs: &[pb::Counter]| -> serde_json::Map<String, serde_json::Value> {
         cs.iter()
@@ -188,6 +236,14 @@ fn json(s: &pb::Status) -> serde_json::Value {
         "journal_events": s.journal_events,
         "subscribers": s.subscribers,
         "last_seq": s.last_seq,
+        "journal_state": journal_state(s),
+        "journal_detail": s.journal_detail,
+        "journal_moved_aside": s.journal_moved_aside,
+        "journal_pending_events": s.journal_pending_events,
+        "journal_pending_bytes": s.journal_pending_bytes,
+        "journal_pending_drops": s.journal_pending_drops,
+        "journal_queue_drops": s.journal_queue_drops,
+        "journal_write_failures": s.journal_write_failures,
     })
 }
 
@@ -221,5 +277,37 @@ mod tests {
         assert!(text.contains("tap_egress"), "{text}");
         assert!(text.contains("attached"), "{text}");
         assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn the_journal_state_is_shown() {
+        let mut s = pb::Status {
+            journal_state: pb::JournalState::Ok.into(),
+            ..pb::Status::default()
+        };
+        let plain = Palette { enabled: false };
+        assert!(table(&s, plain).contains("journal: ok\n"));
+        s.journal_state = pb::JournalState::Degraded.into();
+        s.journal_detail = "disk full: database or disk is full".into();
+        s.journal_pending_events = 12;
+        s.journal_pending_bytes = 2048;
+        s.journal_pending_drops = 3;
+        let text = table(&s, plain);
+        assert!(
+            text.contains(
+                "journal: DEGRADED (disk full: database or disk is full); 12 event(s), 2.0 KiB \
+                 waiting in memory, 3 dropped"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("drops: journal_pending_drops 3"), "{text}");
+        assert_eq!(json(&s)["journal_state"], "degraded");
+        s.journal_state = pb::JournalState::Recovered.into();
+        s.journal_moved_aside = "/var/lib/sensor/journal.sqlite.damaged-20250101T000000Z".into();
+        let text = table(&s, plain);
+        assert!(
+            text.contains("journal: recovered: the damaged journal was moved to /var/lib/sensor/"),
+            "{text}"
+        );
     }
 }

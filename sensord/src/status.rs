@@ -12,7 +12,64 @@ use std::{
 
 use sensor_core::event::Verdict;
 
-use crate::kernel::HookStatus;
+use crate::{
+    journal::{WriteFailure, recover::MovedAside},
+    kernel::HookStatus,
+};
+
+/// The journal's state, as GetStatus, the metrics and `sensorctl status` name it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum JournalState {
+    /// Commits succeed.
+    #[default]
+    Ok,
+    /// Commits succeed, into a new journal: a damaged one was moved aside during this run.
+    Recovered,
+    /// Commits fail: events wait in memory and a commit is retried every second.
+    Degraded,
+}
+
+impl JournalState {
+    pub const ALL: [Self; 3] = [Self::Ok, Self::Recovered, Self::Degraded];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Recovered => "recovered",
+            Self::Degraded => "degraded",
+        }
+    }
+}
+
+/// What the journal writer says about the journal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JournalHealth {
+    /// While commits fail: why, and the last error.
+    pub failing: Option<(WriteFailure, String)>,
+    /// A damaged journal moved aside during this run.
+    pub moved_aside: Option<MovedAside>,
+}
+
+impl JournalHealth {
+    pub fn state(&self) -> JournalState {
+        if self.failing.is_some() {
+            JournalState::Degraded
+        } else if self.moved_aside.is_some() {
+            JournalState::Recovered
+        } else {
+            JournalState::Ok
+        }
+    }
+
+    /// In words, when there is something to say: why commits fail, or what was moved aside.
+    pub fn detail(&self) -> String {
+        match (&self.failing, &self.moved_aside) {
+            (Some((cause, error)), _) => format!("{}: {error}", cause.describe()),
+            (None, Some(m)) => format!("the damaged journal was moved aside ({})", m.why),
+            (None, None) => String::new(),
+        }
+    }
+}
 
 /// Live state of the daemon, updated by its tasks.
 #[derive(Debug)]
@@ -34,6 +91,15 @@ pub struct Shared {
     pub journal_lag: AtomicU64,
     /// Events the capture could not hand to the journal writer (its queue was full).
     pub journal_queue_drops: AtomicU64,
+    /// The journal's state (ok, recovered, degraded), published by the journal writer.
+    pub journal: Mutex<JournalHealth>,
+    /// Events waiting in the writer's memory for their commit, and about their size.
+    pub journal_pending_events: AtomicU64,
+    pub journal_pending_bytes: AtomicU64,
+    /// Events dropped because the memory for events waiting for a commit was full.
+    pub journal_pending_drops: AtomicU64,
+    /// Commits (or raises of the sequence reservation) that failed.
+    pub journal_write_failures: AtomicU64,
     pub subscribers: AtomicU64,
     /// Events by verdict since start.
     pub verdicts: Mutex<BTreeMap<Verdict, u64>>,
@@ -67,6 +133,11 @@ impl Shared {
             journal_events: AtomicU64::new(0),
             journal_lag: AtomicU64::new(0),
             journal_queue_drops: AtomicU64::new(0),
+            journal: Mutex::new(JournalHealth::default()),
+            journal_pending_events: AtomicU64::new(0),
+            journal_pending_bytes: AtomicU64::new(0),
+            journal_pending_drops: AtomicU64::new(0),
+            journal_write_failures: AtomicU64::new(0),
             subscribers: AtomicU64::new(0),
             verdicts: Mutex::new(BTreeMap::new()),
             events_per_second: Mutex::new(0.0),
@@ -83,6 +154,22 @@ impl Shared {
 
     pub fn get(&self, a: &AtomicU64) -> u64 {
         a.load(Ordering::Relaxed)
+    }
+
+    /// The journal's health now.
+    pub fn journal_health(&self) -> JournalHealth {
+        self.journal
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Change the journal's health.
+    pub fn update_journal_health(&self, f: impl FnOnce(&mut JournalHealth)) {
+        match self.journal.lock() {
+            Ok(mut h) => f(&mut h),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
     }
 }
 

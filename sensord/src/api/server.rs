@@ -1,16 +1,63 @@
 //! Serving the API: the Unix socket (mode 0660, an optional group), an optional TCP listener
 //! that requires mTLS, the standard health service and server reflection.
+//!
+//! Health: the server ("") and `sensor.v1.Sensor` are SERVING while sensord runs;
+//! [`JOURNAL_HEALTH`] is NOT_SERVING while journal commits fail. The sensor's own service stays
+//! SERVING then: it still captures and judges, and the events waiting are in its memory, which
+//! the restart a failing health check usually brings would lose.
 
-use std::{os::unix::fs::PermissionsExt as _, path::Path};
+use std::{os::unix::fs::PermissionsExt as _, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use sensor_proto::v1::sensor_server::SensorServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::HealthServer,
+    server::{HealthReporter, HealthService},
+};
 
 use super::service::SensorService;
+use crate::status::{JournalState, Shared};
 use sensor_host::config::ApiConfig;
+
+/// The health service's name for the journal: NOT_SERVING while its commits fail.
+pub const JOURNAL_HEALTH: &str = "sensor.v1.Journal";
+
+/// The journal's health as the health service says it.
+fn journal_serving(shared: &Shared) -> ServingStatus {
+    match shared.journal_health().state() {
+        JournalState::Degraded => ServingStatus::NotServing,
+        JournalState::Ok | JournalState::Recovered => ServingStatus::Serving,
+    }
+}
+
+/// The health service for one listener, kept current (every second) until sensord stops.
+fn health(service: &SensorService) -> HealthServer<HealthService> {
+    let reporter = HealthReporter::new();
+    let server = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+    let shared: Arc<Shared> = service.shared.clone();
+    let mut shutdown = service.shutdown.clone();
+    tokio::spawn(async move {
+        reporter.set_serving::<SensorServer<SensorService>>().await;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut said = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+            let now = journal_serving(&shared);
+            if said != Some(now) {
+                said = Some(now);
+                reporter.set_service_status(JOURNAL_HEALTH, now).await;
+            }
+        }
+    });
+    server
+}
 
 /// Bind the Unix socket: remove a stale one, create the folder, set mode and group.
 pub fn bind_unix(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
@@ -49,14 +96,11 @@ fn group_id(name: &str) -> Option<u32> {
 
 /// The services every listener serves.
 fn router(service: SensorService) -> anyhow::Result<tonic::transport::server::Router> {
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let health_service = health(&service);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sensor_proto::v1::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building server reflection")?;
-    tokio::spawn(async move {
-        health.set_serving::<SensorServer<SensorService>>().await;
-    });
     Ok(Server::builder()
         .add_service(health_service)
         .add_service(reflection)
@@ -109,10 +153,8 @@ pub async fn serve(
              only for tests"
         ),
     }
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<SensorServer<SensorService>>().await;
     let tcp_server = builder
-        .add_service(health_service)
+        .add_service(health(&service))
         .add_service(SensorServer::new(service))
         .serve_with_shutdown(addr, wait(shutdown));
     tracing::info!(%addr, "gRPC API on TCP");

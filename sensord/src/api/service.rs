@@ -17,9 +17,9 @@ use sensor_core::filter::Filter;
 
 use super::convert;
 use crate::{
-    journal::{Journal, StoredEvent, follow::Follower},
+    journal::{Journal, JournalError, StoredEvent, follow::Follower},
     reload::{ReloadReply, ReloadRequest},
-    status::Shared,
+    status::{JournalState, Shared},
 };
 
 /// The service, shared by every connection.
@@ -37,6 +37,15 @@ pub struct SensorService {
 
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
+}
+
+/// A journal error as the API's status: a resume point the journal never reached is the
+/// caller's to change, not an internal failure.
+fn journal_status(e: JournalError) -> Status {
+    match e {
+        JournalError::Ahead { .. } => Status::out_of_range(e.to_string()),
+        e => internal(e),
+    }
 }
 
 /// Counts a subscriber while it lives.
@@ -151,7 +160,7 @@ async fn subscriber(
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    let _ = tx.send(Err(internal(e))).await;
+                    let _ = tx.send(Err(journal_status(e))).await;
                     return;
                 }
             },
@@ -307,6 +316,7 @@ impl Sensor for SensorService {
             })
             .unwrap_or_default();
         let files = s.files.lock().map(|f| f.clone()).unwrap_or_default();
+        let journal = s.journal_health();
         Ok(Response::new(pb::Status {
             version: s.version.to_owned(),
             uptime_seconds: s.started.elapsed().as_secs(),
@@ -322,6 +332,22 @@ impl Sensor for SensorService {
             config_file: files.config.unwrap_or_default(),
             pins_file: files.pins.unwrap_or_default(),
             trust_generation: s.get(&s.trust_generation),
+            journal_state: match journal.state() {
+                JournalState::Ok => pb::JournalState::Ok,
+                JournalState::Recovered => pb::JournalState::Recovered,
+                JournalState::Degraded => pb::JournalState::Degraded,
+            }
+            .into(),
+            journal_detail: journal.detail(),
+            journal_moved_aside: journal
+                .moved_aside
+                .map(|m| m.to.display().to_string())
+                .unwrap_or_default(),
+            journal_pending_events: s.get(&s.journal_pending_events),
+            journal_pending_bytes: s.get(&s.journal_pending_bytes),
+            journal_pending_drops: s.get(&s.journal_pending_drops),
+            journal_queue_drops: s.get(&s.journal_queue_drops),
+            journal_write_failures: s.get(&s.journal_write_failures),
         }))
     }
 
@@ -352,5 +378,78 @@ impl Sensor for SensorService {
                 ..pb::ReloadResponse::default()
             },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sensor_core::event::Verdict;
+    use tokio_stream::StreamExt as _;
+
+    use super::*;
+    use crate::journal::{WriteFailure, path_in, testing};
+
+    /// The service, and the sender that keeps its streams open.
+    fn service(
+        journal: PathBuf,
+        shared: Arc<Shared>,
+    ) -> (SensorService, tokio::sync::watch::Sender<bool>) {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let svc = SensorService {
+            shared,
+            journal,
+            live: broadcast::channel(16).0,
+            reload: mpsc::channel(1).0,
+            aggregation_window: Duration::from_secs(60),
+            shutdown,
+        };
+        (svc, stop)
+    }
+
+    #[tokio::test]
+    async fn status_tells_the_journal_state() {
+        let shared = Arc::new(Shared::new());
+        let (svc, _stop) = service(PathBuf::from("/nonexistent"), shared.clone());
+        let status = |svc: SensorService| async move {
+            svc.get_status(Request::new(pb::GetStatusRequest {}))
+                .await
+                .unwrap()
+                .into_inner()
+        };
+        assert_eq!(
+            status(svc.clone()).await.journal_state(),
+            pb::JournalState::Ok
+        );
+        shared.update_journal_health(|h| {
+            h.failing = Some((WriteFailure::DiskFull, "database or disk is full".into()));
+        });
+        shared.journal_pending_events.store(42, Ordering::Relaxed);
+        let s = status(svc).await;
+        assert_eq!(s.journal_state(), pb::JournalState::Degraded);
+        assert_eq!(s.journal_detail, "disk full: database or disk is full");
+        assert_eq!(s.journal_pending_events, 42);
+    }
+
+    #[tokio::test]
+    async fn a_watch_past_the_journal_is_out_of_range_not_a_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_in(dir.path());
+        let mut j = Journal::open(&path).unwrap();
+        j.append(&[testing::event(1, Verdict::Clean)]).unwrap();
+        let (svc, _stop) = service(path, Arc::new(Shared::new()));
+        let mut stream = svc
+            .watch(Request::new(pb::WatchRequest {
+                since_seq: 50,
+                ..pb::WatchRequest::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("an answer, not a wait")
+            .expect("an item");
+        let status = first.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status}");
     }
 }

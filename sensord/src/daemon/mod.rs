@@ -9,6 +9,7 @@
 //! - Reloads are loaded by their own task ([`reload::loader`]) and applied here.
 
 mod journal_writer;
+mod pending;
 pub mod pipeline;
 mod probing;
 
@@ -33,7 +34,7 @@ use crate::{
     api::{server, service::SensorService},
     clock::Clock,
     export::{cursor::CursorFile, jsonl::Exporter},
-    journal::{self, Journal},
+    journal,
     kernel::{KernelTap, TapSettings},
     reload::{self, ReloadReply, ReloadReport},
     status::Shared,
@@ -128,7 +129,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let trust = Arc::new(trust);
 
     let journal_path = journal::path_in(&cfg.state_dir);
-    let journal = Journal::open(&journal_path)?;
+    // A damaged journal is moved aside and a new one started, above every sequence number
+    // given before; only errors that are not the file's (permissions, a full disk) stop here.
+    let opened = journal::recover::open(&journal_path, journal::recover::CHECK_BUDGET)?;
+    let journal = &opened.journal;
     let shared = Arc::new(Shared::new());
     set_files(&shared, &opts, &trust);
     let last_seq = journal.last_seq()?;
@@ -147,12 +151,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (live, _) = broadcast::channel(cfg.api.buffer_events.max(16));
     let (journal_tx, journal_rx) = std::sync::mpsc::sync_channel::<JournalMsg>(65_536);
     let writer = journal_writer::spawn(
-        journal,
+        opened,
+        journal_path.clone(),
         journal_rx,
         live.clone(),
         shared.clone(),
-        journal_writer::Retention::of(&cfg.journal),
-    );
+        journal_writer::Limits::of(&cfg.journal),
+    )
+    .context("spawning the journal thread")?;
     let mut exporter = spawn_exporter(&cfg, &journal_path, &live, &shared)?;
 
     let mut tap = KernelTap::start(&TapSettings {
@@ -427,9 +433,7 @@ fn apply_reload(
     pipeline.on_reload(Arc::new(loaded.trust), &new.probe);
     let _ = r
         .journal
-        .try_send(JournalMsg::Retention(journal_writer::Retention::of(
-            &new.journal,
-        )));
+        .try_send(JournalMsg::Limits(journal_writer::Limits::of(&new.journal)));
     if new.tap.byte_budget != cfg.tap.byte_budget
         && let Err(e) = tap.set_byte_budget(new.tap.byte_budget)
     {

@@ -126,6 +126,15 @@ impl Exporter {
         let saved = cursor
             .load()
             .with_context(|| format!("reading {}", cursor.path().display()))?;
+        if let Some(seq) = saved.filter(|&seq| seq > last_seq) {
+            // Never silently: a cursor past the journal's end means the journal is not the one
+            // it followed (replaced, and the sequence state lost with it).
+            tracing::warn!(
+                "{}: the export's cursor ({seq}) is past the journal's last event ({last_seq}); \
+                 exporting the journal from its start",
+                cursor.path().display()
+            );
+        }
         let mut follower = Follower::new(journal, live.subscribe(), start_after(saved, last_seq));
         let (stop, mut stopped) = watch::channel(false);
         let runtime = tokio::runtime::Builder::new_current_thread()

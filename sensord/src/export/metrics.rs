@@ -9,7 +9,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::status::Shared;
+use crate::status::{JournalState, Shared};
 
 /// The metrics text, now.
 pub fn render(s: &Shared) -> String {
@@ -65,6 +65,26 @@ pub fn render(s: &Shared) -> String {
         ),
         ("journal_events", "Events in the journal", &s.journal_events),
         ("journal_bytes", "Journal size on disk", &s.journal_bytes),
+        (
+            "journal_pending_events",
+            "Events waiting in memory for a journal commit that fails",
+            &s.journal_pending_events,
+        ),
+        (
+            "journal_pending_bytes",
+            "Bytes (about) of the events waiting for a journal commit",
+            &s.journal_pending_bytes,
+        ),
+        (
+            "journal_pending_drops",
+            "Events lost because the memory for events waiting for the journal was full",
+            &s.journal_pending_drops,
+        ),
+        (
+            "journal_write_failures",
+            "Journal commits that failed",
+            &s.journal_write_failures,
+        ),
         ("subscribers", "gRPC Watch subscribers", &s.subscribers),
         ("last_seq", "Last journal sequence number", &s.last_seq),
     ];
@@ -73,6 +93,20 @@ pub fn render(s: &Shared) -> String {
         g.set(value.load(Ordering::Relaxed) as i64);
         reg.register(name, help, g);
     }
+    // One series per state, 1 for the one in force: alerts match `state="degraded"`.
+    let journal_state = Family::<Vec<(String, String)>, Gauge>::default();
+    let now = s.journal_health().state();
+    for state in JournalState::ALL {
+        journal_state
+            .get_or_create(&vec![("state".into(), state.as_str().into())])
+            .set(i64::from(state == now));
+    }
+    reg.register(
+        "journal_state",
+        "The journal's state: ok, recovered (a damaged journal was moved aside) or degraded \
+         (commits fail, events wait in memory)",
+        journal_state,
+    );
     let mut out = String::new();
     let _ = encode(&mut out, &reg);
     out
@@ -117,5 +151,24 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sensor_subscribers 0"), "{text}");
+        assert!(
+            text.contains("sensor_journal_state{state=\"ok\"} 1"),
+            "{text}"
+        );
+        s.update_journal_health(|h| {
+            h.failing = Some((crate::journal::WriteFailure::DiskFull, "full".into()));
+        });
+        s.journal_pending_events
+            .store(7, std::sync::atomic::Ordering::Relaxed);
+        let text = super::render(&s);
+        assert!(
+            text.contains("sensor_journal_state{state=\"degraded\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sensor_journal_state{state=\"ok\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("sensor_journal_pending_events 7"), "{text}");
     }
 }

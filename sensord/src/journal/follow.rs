@@ -9,7 +9,10 @@
 //!
 //! What it promises: events come in sequence order, none twice, none skipped while it is in
 //! the journal. Events retention deleted before the follower read them are counted
-//! ([`Follower::lost`]), not silently passed over.
+//! ([`Follower::lost`]), not silently passed over. A follower asked to start after a number the
+//! journal never gave fails with [`JournalError::Ahead`] rather than wait, in silence, for the
+//! journal to get there and then skip what came before (a journal started anew continues
+//! above every number given before: [`super::recover`]).
 
 use std::{collections::VecDeque, path::PathBuf, sync::Arc};
 
@@ -73,6 +76,12 @@ impl Cursor {
         out
     }
 
+    /// Whether the cursor is past `last_given`, the highest number the journal ever gave:
+    /// whatever it waits for would never come, and what comes would be skipped.
+    pub fn ahead_of(&self, last_given: u64) -> bool {
+        self.last() > last_given
+    }
+
     /// A live event with sequence number `seq`.
     pub fn live(&mut self, seq: u64) -> Live {
         if seq < self.next {
@@ -134,7 +143,15 @@ impl Follower {
                 return Ok(Some(Arc::new(r)));
             }
             if !self.caught_up {
-                let page = read_after(self.journal.clone(), self.cursor.last()).await?;
+                let (page, last_given) =
+                    read_after(self.journal.clone(), self.cursor.last()).await?;
+                if page.is_empty() && self.cursor.ahead_of(last_given) {
+                    return Err(JournalError::Ahead {
+                        path: self.journal.display().to_string(),
+                        after: self.cursor.last(),
+                        last: last_given,
+                    });
+                }
                 self.backlog.extend(self.cursor.stored(page));
                 // Nothing new (an empty page, or only events already had): caught up.
                 self.caught_up = self.backlog.is_empty();
@@ -152,7 +169,7 @@ impl Follower {
                 Err(broadcast::error::RecvError::Lagged(_)) => self.caught_up = false,
                 Err(broadcast::error::RecvError::Closed) => {
                     // A last look: what was committed before the close.
-                    let page = read_after(self.journal.clone(), self.cursor.last()).await?;
+                    let (page, _) = read_after(self.journal.clone(), self.cursor.last()).await?;
                     if page.is_empty() {
                         return Ok(None);
                     }
@@ -163,15 +180,21 @@ impl Follower {
     }
 }
 
-/// A page of the journal after `after`, read on a blocking thread.
-async fn read_after(journal: PathBuf, after: u64) -> Result<Vec<StoredEvent>, JournalError> {
+/// A page of the journal after `after`, and the highest number it ever gave, read on a
+/// blocking thread.
+async fn read_after(journal: PathBuf, after: u64) -> Result<(Vec<StoredEvent>, u64), JournalError> {
     let shown = journal.display().to_string();
-    tokio::task::spawn_blocking(move || Journal::open_read(&journal)?.read_after(after, PAGE))
-        .await
-        .map_err(|e| JournalError::Other {
-            path: shown,
-            message: format!("the reading task failed: {e}"),
-        })?
+    tokio::task::spawn_blocking(move || {
+        let j = Journal::open_read(&journal)?;
+        // The page first: a number given in between is then in `last`, never the other way.
+        let page = j.read_after(after, PAGE)?;
+        Ok((page, j.last_seq()?))
+    })
+    .await
+    .map_err(|e| JournalError::Other {
+        path: shown,
+        message: format!("the reading task failed: {e}"),
+    })?
 }
 
 #[cfg(test)]
@@ -199,6 +222,8 @@ mod tests {
         let page = c.stored(vec![stored(9)]);
         assert_eq!(page.len(), 1);
         assert_eq!((c.last(), c.lost()), (9, 2));
+        assert!(!c.ahead_of(9));
+        assert!(c.ahead_of(8));
     }
 
     /// The journal writer's order: commit, then publish.
@@ -313,5 +338,64 @@ mod tests {
         w.commit(5);
         take(&mut f, 5).await;
         assert_eq!(f.last(), 18);
+    }
+
+    #[tokio::test]
+    async fn a_follower_past_the_journal_fails_instead_of_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_in(dir.path());
+        let mut w = Writer::open(&path, 8);
+        w.commit(3);
+        let mut f = Follower::new(path, w.live.subscribe(), 50);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), f.next())
+            .await
+            .expect("an answer, not a wait");
+        assert!(
+            matches!(
+                got,
+                Err(JournalError::Ahead {
+                    after: 50,
+                    last: 3,
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recreated_journal_is_followed_from_the_old_number() {
+        use crate::journal::{
+            recover,
+            seqstate::{self, SeqState},
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_in(dir.path());
+        let mut w = Writer::open(&path, 64);
+        w.commit(10);
+        // What the journal writer keeps beside the journal.
+        SeqState {
+            reserved: 10,
+            committed: 10,
+            boot: seqstate::boot_id(),
+            journal: w.journal.id().unwrap(),
+        }
+        .save(&seqstate::path_for(&path))
+        .unwrap();
+        drop(w);
+        for s in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(crate::journal::with_suffix(&path, s));
+        }
+        let opened = recover::open(&path, recover::CHECK_BUDGET).unwrap();
+        let mut w = Writer {
+            journal: opened.journal,
+            live: broadcast::channel(64).0,
+            made: 10,
+        };
+        // A subscriber resuming after the last event it saw gets the new journal's events.
+        let mut f = Follower::new(path, w.live.subscribe(), 10);
+        w.commit(3);
+        take(&mut f, 3).await;
+        assert_eq!((f.last(), f.lost()), (13, 0));
     }
 }

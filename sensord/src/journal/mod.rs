@@ -6,18 +6,28 @@
 //!   JSON contract (which reads back into the typed event).
 //! - `certs`: each certificate's DER once, under its SHA-256; `event_certs` links events to them.
 //! - `baseline`: the trust-on-first-use state.
+//! - `meta`: the journal's own id, which tells the sequence state file ([`seqstate`]) whether
+//!   the journal it describes is still this one.
 //!
 //! WAL with `synchronous = NORMAL` survives a killed process without corruption and without
-//! losing a committed transaction; a power cut may lose the last few commits.
+//! losing a committed transaction; a power cut may lose the last few commits. [`recover`] opens
+//! it for the writer whatever state the file is in.
+//!
+//! The files are created with mode 0640 (the WAL and shared-memory files take the database
+//! file's mode), whatever the umask.
 
 pub mod follow;
+pub mod recover;
+pub mod seqstate;
 
 use std::{
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use sensor_core::{
     event::{Event, Severity, Verdict},
     filter::{EventMeta, Filter},
@@ -34,6 +44,91 @@ pub enum JournalError {
     },
     #[error("journal {path}: {message}")]
     Other { path: String, message: String },
+    /// SQLite reads the file but it is not sound (the integrity check's first finding).
+    #[error("journal {path}: damaged: {detail}")]
+    Damaged { path: String, detail: String },
+    #[error("journal {path}: {what}: {error}")]
+    Io {
+        path: String,
+        what: &'static str,
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    SeqState(#[from] seqstate::SeqStateError),
+    /// A follower asked for events after a sequence number this journal never gave.
+    #[error(
+        "journal {path}: sequence number {after} is beyond the last one this journal gave \
+         ({last}): it is not from this journal (one that was replaced?); resume from {last} for \
+         new events, or from 0 for every event kept"
+    )]
+    Ahead { path: String, after: u64, last: u64 },
+}
+
+/// Why a journal write failed, as the health reports name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WriteFailure {
+    /// No space left (SQLITE_FULL, ENOSPC, a quota).
+    DiskFull,
+    /// The disk or the file system failed.
+    Io,
+    /// The file is not a sound database.
+    Damaged,
+    /// Anything else.
+    Other,
+}
+
+impl WriteFailure {
+    /// In words, for the log and `sensorctl status`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::DiskFull => "disk full",
+            Self::Io => "I/O error",
+            Self::Damaged => "damaged journal",
+            Self::Other => "write error",
+        }
+    }
+}
+
+fn io_failure(e: &std::io::Error) -> WriteFailure {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => WriteFailure::DiskFull,
+        _ => WriteFailure::Io,
+    }
+}
+
+impl JournalError {
+    /// What kind of failure this is.
+    pub fn failure(&self) -> WriteFailure {
+        match self {
+            Self::Sqlite { error, .. } => match error.sqlite_error_code() {
+                Some(ErrorCode::DiskFull) => WriteFailure::DiskFull,
+                Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => WriteFailure::Damaged,
+                Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen) => WriteFailure::Io,
+                _ => WriteFailure::Other,
+            },
+            Self::Damaged { .. } => WriteFailure::Damaged,
+            Self::Io { error, .. } => io_failure(error),
+            Self::SeqState(e) => e.io().map_or(WriteFailure::Other, io_failure),
+            Self::Other { .. } | Self::Ahead { .. } => WriteFailure::Other,
+        }
+    }
+
+    /// Whether the error says the file itself is bad (not the disk, the permissions or the
+    /// moment): only then is it moved aside.
+    pub fn is_damage(&self) -> bool {
+        self.failure() == WriteFailure::Damaged
+    }
+}
+
+/// The journal's mode: root writes, its group may read (events name processes and sites).
+pub const MODE: u32 = 0o640;
+
+/// Whether the integrity check read the whole file within its budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checked {
+    Complete,
+    /// The budget ran out first: what was read was sound.
+    Unfinished,
 }
 
 /// One event in the journal, with its sequence number: what every subscriber receives.
@@ -81,6 +176,14 @@ impl NewEvent {
             json: self.json,
         }
     }
+
+    /// About the memory this event holds, for the bound on events waiting for a commit: its
+    /// JSON, the typed event (about as large), the certificates' DER (in the event's chain and
+    /// here) and a fixed part for the rest.
+    pub fn approx_bytes(&self) -> usize {
+        let certs: usize = self.certs.iter().map(|(s, d)| s.len() + d.len()).sum();
+        self.json.len().saturating_mul(2) + certs.saturating_mul(2) + 256
+    }
 }
 
 const SCHEMA: &str = "
@@ -114,6 +217,10 @@ CREATE TABLE IF NOT EXISTS baseline (
     key TEXT PRIMARY KEY,
     entry TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
 
 /// The journal file in a state directory.
@@ -121,10 +228,75 @@ pub fn path_in(state_dir: &Path) -> PathBuf {
     state_dir.join("journal.sqlite")
 }
 
+/// A path with a suffix appended (`journal.sqlite` → `journal.sqlite-wal`).
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The files SQLite keeps beside the database in WAL mode.
+pub const SIDE_FILES: [&str; 2] = ["-wal", "-shm"];
+
 /// A connection to the journal.
 pub struct Journal {
     conn: Connection,
     path: String,
+    /// Device and inode of the database file opened for writing: the writer notices when the
+    /// file at the path is no longer this one (deleted or replaced).
+    file: Option<(u64, u64)>,
+}
+
+/// Create the database file with its mode if it does not exist, and put the mode on the files
+/// that do (an older sensord left them with the umask's). SQLite creates the WAL and
+/// shared-memory files with the database file's mode, exactly.
+fn prepare_files(path: &Path) -> Result<(), JournalError> {
+    let shown = path.display().to_string();
+    let io = |what: &'static str| {
+        let shown = shown.clone();
+        move |error| JournalError::Io {
+            path: shown,
+            what,
+            error,
+        }
+    };
+    let set_mode = |f: &std::fs::File| f.set_permissions(std::fs::Permissions::from_mode(MODE));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(MODE)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+    {
+        // The umask only takes bits away; this makes the mode exact whatever it is.
+        Ok(f) => set_mode(&f).map_err(io("setting the mode"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("creating")(e)),
+    }
+    for suffix in ["", SIDE_FILES[0], SIDE_FILES[1]] {
+        let file = with_suffix(path, suffix);
+        // Never through a symlink: whatever it points at is not ours to change.
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&file)
+        {
+            Ok(f) => {
+                if !f.metadata().is_ok_and(|m| m.mode() & 0o777 == MODE) {
+                    set_mode(&f).map_err(io("setting the mode"))?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {}
+            Err(e) => return Err(io("opening")(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Device and inode of a file, without following a symlink.
+fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino()))
 }
 
 fn sql<T>(path: &str, r: rusqlite::Result<T>) -> Result<T, JournalError> {
@@ -166,9 +338,11 @@ const COLUMNS: &str =
     "seq, time_ns, verdict, severity, sni, comm, exe, pid, dst_addr, dst_port, issuer, json";
 
 impl Journal {
-    /// Open (creating it if needed) the journal for writing.
+    /// Open (creating it if needed, mode 0640) the journal for writing. [`recover::open`] is
+    /// the writer's way in: it checks the file and moves a damaged one aside.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
         let shown = path.display().to_string();
+        prepare_files(path)?;
         let conn = sql(&shown, Connection::open(path))?;
         sql(
             &shown,
@@ -177,7 +351,14 @@ impl Journal {
             ),
         )?;
         sql(&shown, conn.execute_batch(SCHEMA))?;
-        Ok(Self { conn, path: shown })
+        let file = file_id(path).ok();
+        let journal = Self {
+            conn,
+            path: shown,
+            file,
+        };
+        journal.ensure_id()?;
+        Ok(journal)
     }
 
     /// Open an existing journal for reading.
@@ -191,7 +372,155 @@ impl Journal {
             ),
         )?;
         sql(&shown, conn.execute_batch("PRAGMA busy_timeout = 5000;"))?;
-        Ok(Self { conn, path: shown })
+        Ok(Self {
+            conn,
+            path: shown,
+            file: None,
+        })
+    }
+
+    /// The path it was opened at, as shown in errors.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Give the journal an id once (the sequence state file records it). Only written when
+    /// missing, so that opening a journal on a full disk does not need space.
+    fn ensure_id(&self) -> Result<(), JournalError> {
+        if self.id()?.is_some() {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        // Unique on this host: no process makes two journals in the same nanosecond.
+        let id = format!("{now:x}-{:x}", std::process::id());
+        match sql(
+            &self.path,
+            self.conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('id', ?1)",
+                params![id],
+            ),
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_damage() => Err(e),
+            // A journal from before ids, on a full disk: it opens without one (its sequence
+            // numbers then continue above the state file's reservation, the safe side).
+            Err(e) => {
+                tracing::warn!("giving the journal an id: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// The journal's id (set when it was created, or first opened by a sensord that has ids).
+    pub fn id(&self) -> Result<Option<String>, JournalError> {
+        sql(
+            &self.path,
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key = 'id'", [], |r| r.get(0))
+                .optional(),
+        )
+    }
+
+    /// Whether the file at the path is no longer the one this connection writes (deleted, or
+    /// replaced). An error reading the path says nothing: `false`.
+    pub fn replaced(&self) -> bool {
+        let Some(opened) = self.file else {
+            return false;
+        };
+        match file_id(Path::new(&self.path)) {
+            Ok(now) => now != opened,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+
+    /// Raise the sequence numbers so that the next event gets one above `floor` (never
+    /// lowers them).
+    pub fn continue_above(&mut self, floor: u64) -> Result<(), JournalError> {
+        let path = self.path.clone();
+        let floor = sql_int(floor);
+        let tx = sql(&path, self.conn.transaction())?;
+        let changed = sql(
+            &path,
+            tx.execute(
+                "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'events'",
+                params![floor],
+            ),
+        )?;
+        if changed == 0 {
+            sql(
+                &path,
+                tx.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?1)",
+                    params![floor],
+                ),
+            )?;
+        }
+        sql(&path, tx.commit())
+    }
+
+    /// Check that the file is sound: the cheap reads first (the header, the schema, the sequence,
+    /// the newest event), then `PRAGMA quick_check` for at most `budget` (it reads every page:
+    /// about a second per GiB from the page cache, more from a cold disk). Damage is
+    /// [`JournalError::Damaged`] (or SQLite's own corruption error).
+    pub fn check(&self, budget: Duration) -> Result<Checked, JournalError> {
+        self.last_seq()?;
+        sql(
+            &self.path,
+            self.conn
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM events ORDER BY seq DESC LIMIT 1"),
+                    [],
+                    row_to_record,
+                )
+                .optional(),
+        )?;
+        let interrupt = self.conn.get_interrupt_handle();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        // The timer interrupts the check when the budget runs out; the check's end (the
+        // sender dropped) ends the timer at once. Without a thread, no check beyond the above.
+        let Ok(timer) = std::thread::Builder::new()
+            .name("journal-check".into())
+            .spawn(move || {
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(budget) {
+                    interrupt.interrupt();
+                }
+            })
+        else {
+            return Ok(Checked::Unfinished);
+        };
+        let result: rusqlite::Result<String> =
+            self.conn
+                .query_row("PRAGMA quick_check(1)", [], |r| r.get(0));
+        drop(done);
+        let _ = timer.join();
+        match result {
+            Ok(ok) if ok == "ok" => Ok(Checked::Complete),
+            Ok(finding) => Err(JournalError::Damaged {
+                path: self.path.clone(),
+                detail: finding,
+            }),
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::OperationInterrupted) => {
+                Ok(Checked::Unfinished)
+            }
+            Err(error) => Err(JournalError::Sqlite {
+                path: self.path.clone(),
+                error,
+            }),
+        }
+    }
+
+    /// Limit the file to `pages` pages (SQLite raises a limit below what the file has to that;
+    /// 0 leaves it as it is): writes past it fail with SQLITE_FULL, a full disk without root.
+    /// Returns the limit in force.
+    #[cfg(test)]
+    pub(crate) fn limit_pages(&self, pages: u64) -> u64 {
+        self.conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_or(0, |n| n as u64)
     }
 
     /// Write events in one transaction; returns their sequence numbers.
