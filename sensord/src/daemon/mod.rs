@@ -160,7 +160,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         uprobes: cfg.uprobe.enabled.then(|| cfg.uprobe.libraries.clone()),
         config: sensor_common::TapConfig {
             byte_budget: cfg.tap.byte_budget,
-            self_tgid: std::process::id(),
+            self_tgid: kernel::own_kernel_tgid(),
             ..sensor_common::TapConfig::default()
         },
     })
