@@ -193,7 +193,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let reload_opts = opts.clone();
     let loader = tokio::spawn(reload::loader(
         move |generation| reload_opts.load(generation),
-        shared.clone(),
+        trust.clone(),
         load_rx,
         loaded_tx,
     ));
@@ -407,10 +407,11 @@ struct Reloaders<'a> {
     shared: &'a Shared,
 }
 
-/// Put a loaded reload in force: the trust context always, and every changed setting that
-/// applies while running. The others are reported as needing a restart.
+/// Put a loaded reload in force: the trust context always (the one in force when its inputs
+/// did not change), and every changed setting that applies while running. The others are
+/// reported as needing a restart.
 fn apply_reload(
-    loaded: reload::Loaded,
+    loaded: reload::Ready,
     cfg: &mut Config,
     pipeline: &mut Pipeline,
     tap: &mut KernelTap,
@@ -420,7 +421,7 @@ fn apply_reload(
     let new = loaded.config;
     let generation = loaded.trust.generation;
     let (mut applied, restart_required) = reload::classify(cfg.changed_settings(&new));
-    pipeline.on_reload(Arc::new(loaded.trust), &new.probe);
+    pipeline.on_reload(loaded.trust, &new.probe);
     let _ = r
         .journal
         .try_send(JournalMsg::Retention(journal_writer::Retention::of(
