@@ -35,6 +35,11 @@ pub struct Shared {
     /// Events the capture could not hand to the journal writer (its queue was full).
     pub journal_queue_drops: AtomicU64,
     pub subscribers: AtomicU64,
+    /// API calls refused: a change by a caller who is not an admin, a Reload within a second
+    /// of the last, a Watch beyond `api.max_subscribers`.
+    pub api_denied: AtomicU64,
+    pub reloads_rate_limited: AtomicU64,
+    pub watch_refused: AtomicU64,
     /// Events by verdict since start.
     pub verdicts: Mutex<BTreeMap<Verdict, u64>>,
     /// Events per second over the last few seconds.
@@ -68,6 +73,9 @@ impl Shared {
             journal_lag: AtomicU64::new(0),
             journal_queue_drops: AtomicU64::new(0),
             subscribers: AtomicU64::new(0),
+            api_denied: AtomicU64::new(0),
+            reloads_rate_limited: AtomicU64::new(0),
+            watch_refused: AtomicU64::new(0),
             verdicts: Mutex::new(BTreeMap::new()),
             events_per_second: Mutex::new(0.0),
             trust_generation: AtomicU64::new(1),
@@ -83,6 +91,18 @@ impl Shared {
 
     pub fn get(&self, a: &AtomicU64) -> u64 {
         a.load(Ordering::Relaxed)
+    }
+
+    /// The API's refusals, by name, for GetStatus and /metrics.
+    pub fn api_counters(&self) -> [(&'static str, u64); 3] {
+        [
+            ("api_denied", self.get(&self.api_denied)),
+            (
+                "api_reloads_rate_limited",
+                self.get(&self.reloads_rate_limited),
+            ),
+            ("api_watch_refused", self.get(&self.watch_refused)),
+        ]
     }
 }
 

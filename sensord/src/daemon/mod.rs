@@ -30,7 +30,11 @@ use tokio::{
 };
 
 use crate::{
-    api::{server, service::SensorService},
+    api::{
+        access::Admins,
+        server,
+        service::{self, RateGate, SensorService},
+    },
     export::{cursor::CursorFile, jsonl::Exporter},
     journal::{self, Journal},
     kernel::{self, KernelTap, TapSettings},
@@ -197,6 +201,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         load_rx,
         loaded_tx,
     ));
+    let admins = Admins::from_config(&cfg.api).with_context(|| match &opts.config_path {
+        Some(p) => format!("in {}", p.display()),
+        None => "in the configuration".to_owned(),
+    })?;
     let unix = server::bind_unix(&cfg.api.socket, cfg.api.socket_group.as_deref())?;
     let our_socket = socket_id(&cfg.api.socket);
     let service = SensorService {
@@ -206,6 +214,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         reload: reload_tx,
         aggregation_window: Duration::from_secs(cfg.api.aggregation_window_secs),
         shutdown: shutdown_rx.clone(),
+        admins: Arc::new(admins),
+        reload_gate: Arc::new(RateGate::new(service::RELOAD_INTERVAL)),
+        max_subscribers: cfg.api.max_subscribers,
     };
     let api_cfg = cfg.api.clone();
     let api_shutdown = shutdown_rx.clone();
