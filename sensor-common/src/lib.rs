@@ -390,7 +390,9 @@ pub struct TapConfig {
     pub byte_budget: u32,
     /// Plaintext bytes scanned for a TLS start after a CONNECT or STARTTLS prefix.
     pub prefix_budget: u32,
-    /// tgid of the daemon, whose own connections are not reported (0: none).
+    /// tgid of the daemon, whose own connections are not reported (0: none). As
+    /// `bpf_get_current_pid_tgid` gives it: in the initial PID namespace, which is not what
+    /// `getpid` says when the daemon runs in a child one.
     pub self_tgid: u32,
     /// Non-zero when the programs see every local socket (attached at the cgroup v2 root):
     /// then ingress on loopback repeats what the sender's egress forwarded and is not

@@ -1,8 +1,9 @@
 //! Event filters: the same allow- and deny-lists for gRPC streams, ListEvents and file exports,
 //! over the few fields of an event the journal keeps as columns ([`EventMeta`]). Pure. Globs
-//! are compiled once, when the filter is made.
+//! are compiled and destinations parsed once, when the filter is made: a Watch stream tests
+//! every event, on the daemon's runtime, and must not pay for its patterns each time.
 
-use std::{fmt, net::IpAddr};
+use std::{fmt, net::IpAddr, str::FromStr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use wildmatch::WildMatch;
@@ -106,6 +107,71 @@ impl<'de> Deserialize<'de> for Glob {
     }
 }
 
+/// A destination pattern: `ip`, `ip:port`, `[ipv6]:port` or `:port`, parsed once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Port(u16),
+    Addr(IpAddr),
+    AddrPort(IpAddr, u16),
+}
+
+/// A destination pattern that is none of the forms.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("destination {0:?}: give an address, address:port, [IPv6]:port or :port")]
+pub struct BadDestination(pub String);
+
+impl FromStr for Destination {
+    type Err = BadDestination;
+
+    fn from_str(pattern: &str) -> Result<Self, Self::Err> {
+        let bad = || BadDestination(pattern.chars().take(64).collect());
+        if let Some(p) = pattern.strip_prefix(':') {
+            return p.parse().map(Self::Port).map_err(|_| bad());
+        }
+        if let Ok(ip) = pattern.parse::<IpAddr>() {
+            return Ok(Self::Addr(ip));
+        }
+        pattern
+            .parse::<std::net::SocketAddr>()
+            .map(|sa| Self::AddrPort(sa.ip(), sa.port()))
+            .map_err(|_| bad())
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Port(p) => write!(f, ":{p}"),
+            Self::Addr(a) => write!(f, "{a}"),
+            Self::AddrPort(a, p) => write!(f, "{}", std::net::SocketAddr::new(*a, *p)),
+        }
+    }
+}
+
+impl Destination {
+    pub fn matches(&self, addr: Option<IpAddr>, port: u16) -> bool {
+        match *self {
+            Self::Port(p) => p == port,
+            Self::Addr(a) => addr == Some(a),
+            Self::AddrPort(a, p) => addr == Some(a) && p == port,
+        }
+    }
+}
+
+impl Serialize for Destination {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Destination {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Allow-lists (empty: everything) and deny-lists.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -119,30 +185,16 @@ pub struct Filter {
     pub exe: Vec<Glob>,
     pub pid: Vec<u32>,
     /// `ip`, `ip:port`, `[ipv6]:port` or `:port`.
-    pub destination: Vec<String>,
+    pub destination: Vec<Destination>,
     pub exclude_verdicts: Vec<Verdict>,
     pub exclude_sni: Vec<Glob>,
     pub exclude_comm: Vec<Glob>,
     pub exclude_exe: Vec<Glob>,
-    pub exclude_destination: Vec<String>,
+    pub exclude_destination: Vec<Destination>,
 }
 
 fn glob_any(patterns: &[Glob], value: Option<&str>) -> bool {
     value.is_some_and(|v| patterns.iter().any(|p| p.matches(v)))
-}
-
-/// `ip`, `ip:port`, `[v6]:port`, `:port` against a destination.
-fn destination_matches(pattern: &str, addr: Option<IpAddr>, port: u16) -> bool {
-    if let Some(p) = pattern.strip_prefix(':') {
-        return p.parse::<u16>().is_ok_and(|p| p == port);
-    }
-    if let Ok(ip) = pattern.parse::<IpAddr>() {
-        return addr == Some(ip);
-    }
-    if let Ok(sa) = pattern.parse::<std::net::SocketAddr>() {
-        return addr == Some(sa.ip()) && port == sa.port();
-    }
-    false
 }
 
 impl Filter {
@@ -170,7 +222,7 @@ impl Filter {
             && !self
                 .destination
                 .iter()
-                .any(|d| destination_matches(d, m.dst_addr, m.dst_port))
+                .any(|d| d.matches(m.dst_addr, m.dst_port))
         {
             return false;
         }
@@ -182,7 +234,7 @@ impl Filter {
             || self
                 .exclude_destination
                 .iter()
-                .any(|d| destination_matches(d, m.dst_addr, m.dst_port))
+                .any(|d| d.matches(m.dst_addr, m.dst_port))
         {
             return false;
         }
@@ -208,6 +260,32 @@ mod tests {
         }
     }
 
+    fn dest(pattern: &str) -> Destination {
+        pattern.parse().unwrap()
+    }
+
+    #[test]
+    fn destinations_are_parsed_once_and_bad_ones_refused() {
+        assert_eq!(dest(":443"), Destination::Port(443));
+        assert_eq!(
+            dest("[2001:db8::1]:443"),
+            Destination::AddrPort("2001:db8::1".parse().unwrap(), 443)
+        );
+        assert_eq!(dest("2001:db8::1").to_string(), "2001:db8::1");
+        assert_eq!(dest("[2001:db8::1]:443").to_string(), "[2001:db8::1]:443");
+        // Before, these matched nothing, silently: a deny-list with a typo denied nothing.
+        for bad in ["example.com", ":https", "192.0.2.1:", ":70000", ""] {
+            assert!(bad.parse::<Destination>().is_err(), "{bad}");
+        }
+        let f: Filter = serde_json::from_str(r#"{"exclude_destination": [":22"]}"#).unwrap();
+        assert_eq!(f.exclude_destination, [Destination::Port(22)]);
+        let err = serde_json::from_str::<Filter>(r#"{"destination": ["host:443"]}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("destination \"host:443\""),
+            "{err}"
+        );
+    }
+
     #[test]
     fn allow_and_deny_lists() {
         let m = meta();
@@ -230,15 +308,15 @@ mod tests {
             ..Filter::default()
         }));
         assert!(f(Filter {
-            destination: vec![":443".into()],
+            destination: vec![dest(":443")],
             ..Filter::default()
         }));
         assert!(f(Filter {
-            destination: vec!["192.0.2.1:443".into()],
+            destination: vec![dest("192.0.2.1:443")],
             ..Filter::default()
         }));
         assert!(!f(Filter {
-            destination: vec!["192.0.2.1:8443".into()],
+            destination: vec![dest("192.0.2.1:8443")],
             ..Filter::default()
         }));
         assert!(!f(Filter {

@@ -69,8 +69,18 @@ impl Default for Config {
 pub struct ApiConfig {
     /// The Unix socket.
     pub socket: PathBuf,
-    /// Group that owns the socket (its mode is 0660), if any.
+    /// Group that owns the socket (its mode is 0660), if any: its members may read events.
     pub socket_group: Option<String>,
+    /// Group whose members may also change sensord (Reload, and so `sensorctl pins`); root
+    /// always may. Checked with the socket peer's credentials. None: root only.
+    #[serde(deserialize_with = "group_name")]
+    pub admin_group: Option<String>,
+    /// mTLS clients that may change sensord, by a name in their certificate (subject common
+    /// name or DNS subjectAltName). Empty: none.
+    pub admin_clients: Vec<String>,
+    /// Watch streams open at once, at most; more are refused (RESOURCE_EXHAUSTED).
+    #[serde(deserialize_with = "at_least_one_usize")]
+    pub max_subscribers: usize,
     /// An optional TCP listener, for remote SIEMs. It requires mTLS.
     pub tcp_listen: Option<SocketAddr>,
     /// The server's certificate and key (PEM) for the TCP listener.
@@ -93,6 +103,9 @@ impl Default for ApiConfig {
         Self {
             socket: PathBuf::from("/run/sensor/sensord.sock"),
             socket_group: None,
+            admin_group: None,
+            admin_clients: Vec::new(),
+            max_subscribers: 64,
             tcp_listen: None,
             tls_cert: None,
             tls_key: None,
@@ -135,6 +148,46 @@ fn ring_buffer_mb<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Erro
         )));
     }
     Ok(mb)
+}
+
+/// A limit that 0 would turn into "never": for quotas, where the way to lift one is a value as
+/// large as the global limit.
+fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    match u32::deserialize(d)? {
+        0 => Err(serde::de::Error::custom(
+            "0 would allow nothing: the value must be at least 1",
+        )),
+        v => Ok(v),
+    }
+}
+
+fn at_least_one_usize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(serde::de::Error::custom(
+            "0 would allow nothing: the value must be at least 1",
+        )),
+        v => Ok(v),
+    }
+}
+
+/// A group name as groupadd takes it: letters, digits, `_`, `-`, `.`, a final `$`, not
+/// starting with `-`. Whether the host has it is checked when sensord starts.
+fn group_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(d)?;
+    let body = name.strip_suffix('$').unwrap_or(&name);
+    let valid = !body.is_empty()
+        && name.len() <= 256
+        && !body.starts_with('-')
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !valid {
+        return Err(serde::de::Error::custom(format!(
+            "{:?} is not a group name",
+            crate::render::escape(&name)
+        )));
+    }
+    Ok(Some(name))
 }
 
 /// Trust inputs.
@@ -267,6 +320,13 @@ pub struct ProbeConfig {
     /// Probes per minute at most, per destination (address and port) and kind of client
     /// (its JA4).
     pub max_per_destination_per_minute: u32,
+    /// Probes per second at most for the handshakes of one user (uid), so that one local user
+    /// cannot use up `max_per_second` for everyone. At least 1.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_per_uid_per_second: u32,
+    /// Likewise per cgroup (a service, a container, a login session). At least 1.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_per_cgroup_per_second: u32,
     /// Destinations never probed: host globs or addresses.
     pub exclude: Vec<String>,
     /// Seconds a probe may take.
@@ -280,6 +340,8 @@ impl Default for ProbeConfig {
             cache_ttl_secs: 3600,
             max_per_second: 10,
             max_per_destination_per_minute: 2,
+            max_per_uid_per_second: 4,
+            max_per_cgroup_per_second: 4,
             exclude: Vec::new(),
             timeout_secs: 5,
         }
@@ -374,5 +436,48 @@ mod tests {
         let ok = Config::parse("[journal]\nmax_pending_mb = 8\n", "s.toml").unwrap();
         assert_eq!(ok.journal.max_pending_mb, 8);
         assert_eq!(Config::default().journal.max_pending_mb, 64);
+    }
+
+    #[test]
+    fn api_admins_and_subscribers() {
+        let c = Config::default();
+        assert_eq!(c.api.admin_group, None);
+        assert!(c.api.admin_clients.is_empty());
+        assert_eq!(c.api.max_subscribers, 64);
+        let ok = Config::parse(
+            "[api]\nadmin_group = \"sensor-admin\"\nadmin_clients = [\"ops\"]\nmax_subscribers = 8\n",
+            "s.toml",
+        )
+        .unwrap();
+        assert_eq!(ok.api.admin_group.as_deref(), Some("sensor-admin"));
+        assert_eq!(ok.api.admin_clients, ["ops"]);
+        assert_eq!(ok.api.max_subscribers, 8);
+        let err = Config::parse("[api]\n\nadmin_group = \"bad group\"\n", "s.toml").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().contains("not a group name"), "{err}");
+        assert!(err.to_string().starts_with("s.toml:3: "), "{err}");
+        let err = Config::parse("[api]\nmax_subscribers = 0\n", "s.toml").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        let err = Config::parse("[api]\nadmin_clients = \"ops\"\n", "s.toml").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn probe_quotas_have_defaults_and_refuse_zero() {
+        let c = Config::default();
+        assert!(c.probe.max_per_uid_per_second < c.probe.max_per_second);
+        assert!(c.probe.max_per_cgroup_per_second < c.probe.max_per_second);
+        let err = Config::parse("[probe]\n\nmax_per_uid_per_second = 0\n", "s.toml").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().contains("at least 1"), "{err}");
+        let err = Config::parse("[probe]\nmax_per_cgroup_per_second = 0\n", "s.toml").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        let ok = Config::parse(
+            "[probe]\nmax_per_uid_per_second = 10\nmax_per_cgroup_per_second = 2\n",
+            "s.toml",
+        )
+        .unwrap();
+        assert_eq!(ok.probe.max_per_uid_per_second, 10);
+        assert_eq!(ok.probe.max_per_cgroup_per_second, 2);
     }
 }

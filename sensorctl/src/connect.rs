@@ -4,6 +4,7 @@ use std::{io::ErrorKind, path::Path, path::PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use hyper_util::rt::TokioIo;
+use sensor_host::render::escape;
 use sensor_proto::v1::{self as pb, sensor_client::SensorClient};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
@@ -134,30 +135,44 @@ async fn tcp(url: &str, args: &TcpArgs) -> anyhow::Result<SensorClient<Channel>>
     Ok(SensorClient::new(channel))
 }
 
-/// One line for an RPC failure.
+/// One line for an RPC failure. The server's message is escaped: it may quote files and
+/// certificate names.
 pub fn rpc_error(what: &str, status: &tonic::Status) -> anyhow::Error {
+    let message = escape(status.message());
     match status.code() {
         tonic::Code::Unavailable => anyhow!("{what}: lost the connection to sensord"),
         tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
-            anyhow!("{what}: sensord refused this client: {}", status.message())
+            anyhow!("{what}: sensord refused this client: {message}")
         }
-        _ => anyhow!("{what}: {}", status.message()),
+        _ => anyhow!("{what}: {message}"),
     }
 }
 
-/// Ask sensord to reload; what it did, or why not.
+/// How often sensorctl asks again when sensord says reloads come too fast (it allows one a
+/// second), before giving up.
+const RELOAD_ATTEMPTS: u32 = 5;
+
+/// Ask sensord to reload; what it did, or why not. A reload refused for coming too soon
+/// after another is asked again a little later: `sensorctl pins` has changed the file by
+/// then, and must not leave it unread.
 pub async fn reload(api: &mut SensorClient<Channel>) -> anyhow::Result<pb::ReloadResponse> {
-    let r = api
-        .reload(pb::ReloadRequest {})
-        .await
-        .map_err(|s| rpc_error("reload", &s))?
-        .into_inner();
+    let mut attempt = 1;
+    let r = loop {
+        match api.reload(pb::ReloadRequest {}).await {
+            Ok(r) => break r.into_inner(),
+            Err(s) if s.code() == tonic::Code::ResourceExhausted && attempt < RELOAD_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(s) => return Err(rpc_error("reload", &s)),
+        }
+    };
     if r.ok {
         Ok(r)
     } else {
         Err(anyhow!(
             "sensord refused the reload and keeps its running configuration: {}",
-            r.error
+            escape(&r.error)
         ))
     }
 }

@@ -27,7 +27,7 @@ pub struct FilterArgs {
     #[arg(long, value_delimiter = ',', value_name = "PID")]
     pub pid: Vec<u32>,
     /// Only these destinations: IP, IP:PORT or :PORT.
-    #[arg(long, value_delimiter = ',', value_name = "DEST")]
+    #[arg(long, value_delimiter = ',', value_name = "DEST", value_parser = destination)]
     pub dest: Vec<String>,
     /// Leave out these verdicts.
     #[arg(long, value_delimiter = ',', value_name = "VERDICT")]
@@ -77,6 +77,13 @@ impl FilterArgs {
     }
 }
 
+/// A destination as sensord takes it, checked here so that a typo is an error at once.
+pub fn destination(s: &str) -> Result<String, String> {
+    s.parse::<sensor_core::filter::Destination>()
+        .map(|d| d.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// `--since`: a sequence number, or a duration back from now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Since {
@@ -120,6 +127,16 @@ pub fn ago(ago: Duration) -> prost_types::Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destinations_are_checked_before_sending() {
+        assert_eq!(destination(":443"), Ok(":443".into()));
+        assert_eq!(
+            destination("[2001:db8::1]:443"),
+            Ok("[2001:db8::1]:443".into())
+        );
+        assert!(destination("example.com:443").is_err());
+    }
 
     #[test]
     fn since_takes_a_seq_or_a_duration() {

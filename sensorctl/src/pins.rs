@@ -202,12 +202,87 @@ fn read_or_empty(path: &Path) -> anyhow::Result<(String, Pins)> {
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     Pins::parse(text, &path.display().to_string())
         .context("the edited pin file would not load; nothing was changed")?;
-    let tmp = path.with_extension("sensorctl-new");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let _ = std::fs::set_permissions(&tmp, meta.permissions());
+    replace(path, text.as_bytes())
+}
+
+/// The mode of a new pin file: sensord (root) reads it, and so may anyone who runs
+/// `sensorctl pins list`; pins are not secrets.
+const NEW_FILE_MODE: u32 = 0o644;
+
+/// Replace `path` with `contents` so that a reader sees the old file or the new one, never a
+/// part, and a crash leaves no half-written pin file:
+/// - the temporary file is created next to `path` with `O_EXCL` (`create_new`), which never
+///   follows a symlink nor reuses a file someone else placed there (the folder may be
+///   writable by others than the caller, and sensorctl may run as root);
+/// - its mode is the old file's (else 0644), set on the open file so the umask does not
+///   decide it;
+/// - the data is fsynced before the rename, and the folder after it, so that the rename is
+///   durable and never points at empty data after a power cut.
+fn replace(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::{io::Write as _, os::unix::fs::PermissionsExt as _};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let mode = std::fs::metadata(path).map_or(NEW_FILE_MODE, |m| m.permissions().mode() & 0o7777);
+    let (tmp, mut file) = create_temporary(dir, &name)?;
+    let written = (|| -> std::io::Result<()> {
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.write_all(contents)?;
+        file.sync_all()
+    })();
+    drop(file);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot replace {}", path.display()));
+    }
+    // The new name is in the folder only once the folder itself is synced.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync the folder {}", dir.display()))
+}
+
+/// A new temporary file beside `name` in `dir`, created exclusively. The first names tried
+/// are predictable (`.NAME.sensorctl-PID-N`); one that exists (a stale file, or a symlink
+/// planted there) is skipped, never opened.
+fn create_temporary(dir: &Path, name: &str) -> anyhow::Result<(PathBuf, std::fs::File)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    const ATTEMPTS: u32 = 16;
+    let pid = std::process::id();
+    for n in 0..ATTEMPTS {
+        let tmp = dir.join(temporary_name(name, pid, n));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            // Owner only until the final mode is set on the open file.
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create {}", tmp.display()));
+            }
+        }
+    }
+    bail!(
+        "cannot create a temporary file in {}: {ATTEMPTS} names are taken (.{name}.sensorctl-*); \
+         remove them",
+        dir.display()
+    )
+}
+
+fn temporary_name(name: &str, pid: u32, n: u32) -> String {
+    format!(".{name}.sensorctl-{pid}-{n}")
 }
 
 /// Tell sensord, when it runs.
@@ -387,6 +462,54 @@ mod tests {
         assert!(pins.pins[1].report_only);
         let empty = add("", &host("c.example"), &[PIN_A.into()], false).unwrap();
         assert_eq!(Pins::parse(&empty, "t").unwrap().pins.len(), 1);
+    }
+
+    #[test]
+    fn the_replacement_never_follows_a_symlink_and_keeps_the_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pins.toml");
+        std::fs::write(&path, "# old\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // Someone plants symlinks where a temporary file would go (the first name tried, and
+        // the fixed name earlier versions used), pointing at a file the caller (root) may
+        // write.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let planted = dir
+            .path()
+            .join(temporary_name("pins.toml", std::process::id(), 0));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let fixed = dir.path().join("pins.sensorctl-new");
+        std::os::unix::fs::symlink(&victim, &fixed).unwrap();
+
+        let text = add("# old\n", &host("a.example"), &[PIN_A.into()], false).unwrap();
+        write(&path, &text).unwrap();
+
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(planted.symlink_metadata().unwrap().is_symlink());
+        assert!(fixed.symlink_metadata().unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640, "the old file's mode stays");
+        // No temporary file is left behind besides the planted one.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("sensorctl"))
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
+
+    #[test]
+    fn a_new_pin_file_gets_an_explicit_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new-pins.toml");
+        let text = add("", &host("a.example"), &[PIN_A.into()], false).unwrap();
+        write(&path, &text).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, NEW_FILE_MODE);
     }
 
     #[test]

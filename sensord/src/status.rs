@@ -101,6 +101,11 @@ pub struct Shared {
     /// Commits (or raises of the sequence reservation) that failed.
     pub journal_write_failures: AtomicU64,
     pub subscribers: AtomicU64,
+    /// API calls refused: a change by a caller who is not an admin, a Reload within a second
+    /// of the last, a Watch beyond `api.max_subscribers`.
+    pub api_denied: AtomicU64,
+    pub reloads_rate_limited: AtomicU64,
+    pub watch_refused: AtomicU64,
     /// Events by verdict since start.
     pub verdicts: Mutex<BTreeMap<Verdict, u64>>,
     /// Events per second over the last few seconds.
@@ -139,6 +144,9 @@ impl Shared {
             journal_pending_drops: AtomicU64::new(0),
             journal_write_failures: AtomicU64::new(0),
             subscribers: AtomicU64::new(0),
+            api_denied: AtomicU64::new(0),
+            reloads_rate_limited: AtomicU64::new(0),
+            watch_refused: AtomicU64::new(0),
             verdicts: Mutex::new(BTreeMap::new()),
             events_per_second: Mutex::new(0.0),
             trust_generation: AtomicU64::new(1),
@@ -170,6 +178,18 @@ impl Shared {
             Ok(mut h) => f(&mut h),
             Err(poisoned) => f(&mut poisoned.into_inner()),
         }
+    }
+
+    /// The API's refusals, by name, for GetStatus and /metrics.
+    pub fn api_counters(&self) -> [(&'static str, u64); 3] {
+        [
+            ("api_denied", self.get(&self.api_denied)),
+            (
+                "api_reloads_rate_limited",
+                self.get(&self.reloads_rate_limited),
+            ),
+            ("api_watch_refused", self.get(&self.watch_refused)),
+        ]
     }
 }
 

@@ -313,12 +313,16 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
             "still running on the old configuration"
         );
         // The Reload call says why, then works once the file is fixed.
-        let r = api.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        let r = client::reload(&mut api).await.unwrap();
         assert!(!r.ok && r.error.contains("sensord.toml:2"), "{r:?}");
         std::fs::write(&config, "[journal]\nretention_days = 3\n").unwrap();
-        let r = api.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        // At once: one reload a second.
+        let soon = api.reload(pb::ReloadRequest {}).await.unwrap_err();
+        assert_eq!(soon.code(), tonic::Code::ResourceExhausted, "{soon:?}");
+        let r = client::reload(&mut api).await.unwrap();
         assert!(r.ok, "{r:?}");
-        assert_eq!(r.trust_generation, 2);
+        // The trust inputs did not change: the context in force (and its cache) stays.
+        assert_eq!(r.trust_generation, 1);
         assert_eq!(r.applied, ["journal.retention_days"]);
         assert!(r.restart_required.is_empty(), "{r:?}");
         // A setting that needs a restart is named as such, in the reply and the log.
@@ -328,9 +332,9 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
              [probe]\nmax_per_second = 3\n",
         )
         .unwrap();
-        let r = api.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        let r = client::reload(&mut api).await.unwrap();
         assert!(r.ok, "{r:?}");
-        assert_eq!(r.trust_generation, 3);
+        assert_eq!(r.trust_generation, 1);
         assert_eq!(r.applied, ["probe.max_per_second"]);
         assert_eq!(r.restart_required, ["api.aggregation_window_secs"]);
     });
@@ -373,7 +377,7 @@ fn the_jsonl_exporter_resumes_where_it_stopped() {
     std::fs::write(&config, "").unwrap();
     rt.block_on(async {
         let mut api = client::unix(&daemon.socket()).await;
-        let r = api.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        let r = client::reload(&mut api).await.unwrap();
         assert_eq!(r.applied, ["export.jsonl"], "{r:?}");
         let mut stream = api.watch(watch(None, 0)).await.unwrap().into_inner();
         server.handshake(&names[1]);
@@ -384,7 +388,7 @@ fn the_jsonl_exporter_resumes_where_it_stopped() {
         .expect("journaled");
         // Back on: the exporter resumes from its cursor and delivers what it missed.
         std::fs::write(&config, &exporting).unwrap();
-        let r = api.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        let r = client::reload(&mut api).await.unwrap();
         assert_eq!(r.applied, ["export.jsonl"], "{r:?}");
     });
     assert!(exported(&names[1]).contains(&names[1]), "missed while off");
@@ -433,13 +437,15 @@ async fn tcp_client(
 #[test]
 fn tcp_needs_a_client_certificate_from_the_right_ca() {
     let m = mtls();
+    let ops_dir = tempfile::tempdir().unwrap();
+    let ops = pki::issue_client(ops_dir.path(), &m.client_ca, "ops-admin");
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sensord.toml");
     std::fs::write(
         &config,
         format!(
-            "[api]\ntcp_listen = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
+            "[api]\ntcp_listen = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\nadmin_clients = [\"ops-admin\"]\n",
             m.server.cert.display(),
             m.server.key.display(),
             m.client_ca.cert.display()
@@ -461,6 +467,24 @@ fn tcp_needs_a_client_certificate_from_the_right_ca() {
             .unwrap()
             .into_inner();
         assert!(!status.version.is_empty());
+        // Reading is for every client of the CA; changing only for those named in
+        // api.admin_clients.
+        let denied = good.reload(pb::ReloadRequest {}).await.unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+        assert!(
+            denied
+                .message()
+                .contains("the mTLS clients ops-admin (api.admin_clients)")
+                && denied.message().ends_with("this is the mTLS client siem"),
+            "{denied:?}"
+        );
+        let mut admin = tcp_client(addr, &m, Some(&ops)).await.unwrap();
+        let r = admin
+            .reload(pb::ReloadRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.ok, "{r:?}");
         for (who, id) in [
             ("no certificate", None),
             ("the wrong CA", Some(&m.bad_client)),

@@ -30,6 +30,8 @@ named_enum! {
     pub enum ProbeSkip {
         /// Over the global or per-destination rate limit.
         RateLimit => "rate_limit",
+        /// The handshake's user (uid) or cgroup had its share of probes this second.
+        Quota => "quota",
         /// Too many handshakes wait for probes already.
         Busy => "busy",
         /// sensord stopped while the probe ran.

@@ -21,8 +21,24 @@ pub struct Product {
     pub source: String,
 }
 
+/// Products are the same when they say the same: their patterns compare by their text.
+impl PartialEq for Product {
+    fn eq(&self, other: &Self) -> bool {
+        fn same(a: &[Regex], b: &[Regex]) -> bool {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.as_str() == y.as_str())
+        }
+        self.id == other.id
+            && self.name == other.name
+            && self.source == other.source
+            && same(&self.issuer_cn, &other.issuer_cn)
+            && same(&self.issuer_o, &other.issuer_o)
+    }
+}
+
+impl Eq for Product {}
+
 /// All products.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Catalogue {
     pub products: Vec<Product>,
     pub source: String,

@@ -57,7 +57,7 @@ pub struct AnchorInfo {
 }
 
 /// A set of trust anchors.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Store {
     /// `host` or `public`.
     pub name: &'static str,
@@ -192,6 +192,17 @@ pub struct TrustContext {
 }
 
 impl TrustContext {
+    /// Whether `other` was built from the same inputs: the same anchors in both stores, pins,
+    /// catalogue and approvals, whatever its generation. A reload that changes none of them
+    /// keeps the context in force, and with it the verdict cache.
+    pub fn same_inputs(&self, other: &TrustContext) -> bool {
+        *self.host == *other.host
+            && *self.public == *other.public
+            && self.pins == other.pins
+            && *self.catalogue == *other.catalogue
+            && self.approved == other.approved
+    }
+
     /// Whether a CA of the host store (by SPKI pin or subject text) is approved for
     /// inspection.
     pub fn is_approved(&self, spki_sha256: &str, subject: &str) -> bool {

@@ -124,8 +124,14 @@ impl VerdictEngine {
         &self.trust
     }
 
-    /// Use a new trust context (a reload); cached results of the old one are dropped.
+    /// Use a new trust context (a reload); cached results of the old one are dropped. The
+    /// context in force handed back again (a reload that changed no trust input: see
+    /// [`TrustContext::same_inputs`]) keeps them: reloading must not make every chain cost a
+    /// full validation again.
     pub fn set_trust(&mut self, trust: Arc<TrustContext>) {
+        if Arc::ptr_eq(&self.trust, &trust) {
+            return;
+        }
         self.trust = trust;
         self.cache.clear();
     }

@@ -601,6 +601,39 @@ fn a_repeated_chain_is_a_cache_hit_with_the_same_verdict() {
 }
 
 #[test]
+fn a_reload_that_changes_no_trust_input_keeps_the_cache() {
+    let p = public();
+    let c = chain(&[&p.leaf, &p.inter.der]);
+    let in_force = Arc::new(context(&[&p.root.der], &[&p.root.der]));
+    let mut engine = VerdictEngine::new(in_force.clone());
+    let f = facts(&c, "www.example.test");
+    engine.judge(&f);
+    // The same inputs loaded again, with the next generation: the loader hands back the
+    // context in force, and the cache answers.
+    let reloaded = TrustContext {
+        generation: 2,
+        ..context(&[&p.root.der], &[&p.root.der])
+    };
+    assert!(reloaded.same_inputs(&in_force));
+    engine.set_trust(in_force.clone());
+    engine.judge(&f);
+    assert_eq!(engine.stats().cache_hits, 1);
+    // Other inputs (a pin): a new context, and the cache starts again.
+    let mut pinned = context(&[&p.root.der], &[&p.root.der]);
+    pinned.pins = Pins::parse(
+        "[[pin]]\nhost = \"www.example.test\"\nspki = [\"YLh1dUR9y6Kja30RrAn7JKnbQG/uEtLMkBgFF2Fuihg=\"]\n",
+        "pins.toml",
+    )
+    .unwrap();
+    assert!(!pinned.same_inputs(&in_force));
+    let other_store = context(&[&p.root.der], &[]);
+    assert!(!other_store.same_inputs(&in_force));
+    engine.set_trust(Arc::new(pinned));
+    engine.judge(&f);
+    assert_eq!(engine.stats().cache_hits, 1);
+}
+
+#[test]
 fn a_rejection_with_an_encrypted_alert_is_named_as_such() {
     let mut engine = VerdictEngine::new(Arc::new(context(&[], &[])));
     let hs = Handshake {

@@ -2,7 +2,7 @@
 
 use sensor_core::{
     event::{Event, Timestamp, Verdict},
-    filter::{Filter, Glob},
+    filter::{Destination, Filter, Glob},
     x509::CertSummary,
 };
 use sensor_proto::v1 as pb;
@@ -102,6 +102,15 @@ pub fn filter(f: Option<&pb::Filter>) -> Result<Filter, Status> {
             .collect()
     };
     let globs = |patterns: &[String]| patterns.iter().map(|p| Glob::new(p)).collect();
+    let destinations = |patterns: &[String]| -> Result<Vec<Destination>, Status> {
+        patterns
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .map_err(|e| Status::invalid_argument(format!("filter: {e}")))
+            })
+            .collect()
+    };
     Ok(Filter {
         verdicts: verdicts(&f.verdicts)?,
         min_severity: u8::try_from(f.min_severity.max(0)).unwrap_or(0),
@@ -109,12 +118,12 @@ pub fn filter(f: Option<&pb::Filter>) -> Result<Filter, Status> {
         comm: globs(&f.comm),
         exe: globs(&f.exe),
         pid: f.pid.clone(),
-        destination: f.destination.clone(),
+        destination: destinations(&f.destination)?,
         exclude_verdicts: verdicts(&f.exclude_verdicts)?,
         exclude_sni: globs(&f.exclude_sni),
         exclude_comm: globs(&f.exclude_comm),
         exclude_exe: globs(&f.exclude_exe),
-        exclude_destination: f.exclude_destination.clone(),
+        exclude_destination: destinations(&f.exclude_destination)?,
     })
 }
 
@@ -155,5 +164,12 @@ mod tests {
             filter(Some(&bad)).unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
+        let bad = pb::Filter {
+            exclude_destination: vec!["db.example:5432".into()],
+            ..pb::Filter::default()
+        };
+        let refused = filter(Some(&bad)).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("db.example:5432"), "{refused:?}");
     }
 }

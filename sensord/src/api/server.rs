@@ -79,19 +79,11 @@ pub fn bind_unix(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListene
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
     if let Some(group) = group {
-        let gid = group_id(group).with_context(|| format!("no group {group:?}"))?;
+        let gid = super::access::group_id(group).with_context(|| format!("no group {group:?}"))?;
         std::os::unix::fs::chown(path, None, Some(gid))
             .with_context(|| format!("giving {} to group {group}", path.display()))?;
     }
     Ok(listener)
-}
-
-fn group_id(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getgrnam with a valid C string; the result is read before any other call.
-    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
-    // SAFETY: non-null pointer to a group entry from getgrnam.
-    (!gr.is_null()).then(|| unsafe { (*gr).gr_gid })
 }
 
 /// The services every listener serves.

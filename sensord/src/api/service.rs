@@ -3,8 +3,8 @@
 use std::{
     collections::HashMap,
     path::PathBuf,
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
+    sync::{Arc, Mutex, PoisonError, atomic::Ordering},
+    time::{Duration, Instant},
 };
 
 use base64::Engine as _;
@@ -15,7 +15,10 @@ use tonic::{Request, Response, Status};
 
 use sensor_core::filter::Filter;
 
-use super::convert;
+use super::{
+    access::{self, Admins, Peer},
+    convert,
+};
 use crate::{
     journal::{Journal, JournalError, StoredEvent, follow::Follower},
     reload::{ReloadReply, ReloadRequest},
@@ -33,7 +36,16 @@ pub struct SensorService {
     /// Becomes true when sensord stops: every Watch stream then ends, so that the server's
     /// graceful shutdown does not wait on subscribers.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Who may change sensord (Reload).
+    pub admins: Arc<Admins>,
+    /// Reloads at most once per interval, whoever asks: each one reads every trust store.
+    pub reload_gate: Arc<RateGate>,
+    /// Watch streams open at once, at most.
+    pub max_subscribers: usize,
 }
+
+/// Reloads over the API, one a second at most.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
@@ -48,13 +60,75 @@ fn journal_status(e: JournalError) -> Status {
     }
 }
 
+/// Lets one call through per interval; the others are told how long to wait.
+#[derive(Debug)]
+pub struct RateGate {
+    interval: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl RateGate {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Let a call through at `now`, or say how long until one may be.
+    pub fn admit(&self, now: Instant) -> Result<(), Duration> {
+        // Nothing panics while holding the lock; should something ever, the time inside is
+        // still a time.
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = *last {
+            let since = now.saturating_duration_since(t);
+            if since < self.interval {
+                return Err(self.interval - since);
+            }
+        }
+        *last = Some(now);
+        Ok(())
+    }
+}
+
+/// Who sent a request: the Unix socket peer's credentials (`SO_PEERCRED`, which tonic takes
+/// for every connection on the socket), or the names in an mTLS client's certificate.
+fn peer_of<T>(request: &Request<T>) -> Peer {
+    if let Some(info) = request
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+    {
+        return info.peer_cred.map_or(Peer::Unknown, |c| Peer::Local {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid(),
+        });
+    }
+    match request.peer_certs() {
+        Some(chain) => Peer::Remote {
+            names: chain
+                .first()
+                .and_then(|leaf| sensor_core::x509::holder_names(leaf).ok())
+                .unwrap_or_default(),
+        },
+        None => Peer::Unknown,
+    }
+}
+
 /// Counts a subscriber while it lives.
 struct Subscribed(Arc<Shared>);
 
 impl Subscribed {
-    fn new(shared: Arc<Shared>) -> Self {
-        shared.subscribers.fetch_add(1, Ordering::Relaxed);
-        Self(shared)
+    /// A subscriber's place, if fewer than `max` are taken.
+    fn try_new(shared: Arc<Shared>, max: usize) -> Option<Self> {
+        let max = u64::try_from(max).unwrap_or(u64::MAX);
+        shared
+            .subscribers
+            .try_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Self(shared))
     }
 }
 
@@ -135,8 +209,8 @@ async fn subscriber(
     after: u64,
     aggregate: bool,
     tx: mpsc::Sender<Result<pb::Event, Status>>,
+    _counted: Subscribed,
 ) {
-    let _counted = Subscribed::new(service.shared.clone());
     let mut follower = Follower::new(service.journal.clone(), service.live.subscribe(), after);
     let mut agg = aggregate.then(|| Aggregator {
         window: service.aggregation_window,
@@ -188,6 +262,29 @@ fn pem(der: &[u8]) -> String {
     out
 }
 
+impl SensorService {
+    /// Let `peer` do `what`, a change, or refuse it (PERMISSION_DENIED, saying who may).
+    async fn authorize(&self, what: &'static str, peer: &Peer) -> Result<(), Status> {
+        let groups = match peer {
+            Peer::Local { uid, .. } if self.admins.needs_groups(peer) => {
+                let uid = *uid;
+                tokio::task::spawn_blocking(move || access::groups_of(uid))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            _ => None,
+        };
+        self.admins
+            .check(what, peer, groups.as_deref())
+            .map_err(|denied| {
+                self.shared.api_denied.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("refused: {denied}");
+                Status::permission_denied(denied.to_string())
+            })
+    }
+}
+
 #[tonic::async_trait]
 impl Sensor for SensorService {
     type WatchStream = ReceiverStream<Result<pb::Event, Status>>;
@@ -198,6 +295,15 @@ impl Sensor for SensorService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let req = request.into_inner();
         let filter = convert::filter(req.filter.as_ref())?;
+        // Each stream holds a journal reader and a task: their number is bounded.
+        let Some(slot) = Subscribed::try_new(self.shared.clone(), self.max_subscribers) else {
+            self.shared.watch_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Status::resource_exhausted(format!(
+                "{} Watch streams are open, as many as api.max_subscribers allows; try again \
+                 later",
+                self.max_subscribers
+            )));
+        };
         let after = if req.tail {
             self.shared.last_seq.load(Ordering::Relaxed)
         } else {
@@ -205,7 +311,7 @@ impl Sensor for SensorService {
         };
         let (tx, rx) = mpsc::channel(256);
         let mut shutdown = self.shutdown.clone();
-        let task = subscriber(self.clone(), filter, after, req.aggregate, tx);
+        let task = subscriber(self.clone(), filter, after, req.aggregate, tx, slot);
         tokio::spawn(async move {
             tokio::select! {
                 () = task => {}
@@ -322,7 +428,14 @@ impl Sensor for SensorService {
             uptime_seconds: s.started.elapsed().as_secs(),
             hooks,
             kernel_counters: counters(&s.kernel_counters),
-            engine_counters: counters(&s.engine_counters),
+            engine_counters: {
+                let mut c: Vec<pb::Counter> = counters(&s.engine_counters);
+                c.extend(s.api_counters().map(|(name, value)| pb::Counter {
+                    name: name.to_owned(),
+                    value,
+                }));
+                c
+            },
             flows_tracked: s.get(&s.flows_tracked),
             events_per_second: s.events_per_second.lock().map(|v| *v).unwrap_or(0.0),
             journal_bytes: s.get(&s.journal_bytes),
@@ -353,8 +466,20 @@ impl Sensor for SensorService {
 
     async fn reload(
         &self,
-        _request: Request<pb::ReloadRequest>,
+        request: Request<pb::ReloadRequest>,
     ) -> Result<Response<pb::ReloadResponse>, Status> {
+        let peer = peer_of(&request);
+        self.authorize("Reload", &peer).await?;
+        if let Err(wait) = self.reload_gate.admit(Instant::now()) {
+            self.shared
+                .reloads_rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Status::resource_exhausted(format!(
+                "Reload is limited to one a second; try again in {} ms",
+                wait.as_millis().max(1)
+            )));
+        }
+        tracing::info!("reload asked over the API by {peer}");
         let (tx, rx) = oneshot::channel();
         self.reload
             .send(tx)
@@ -402,6 +527,9 @@ mod tests {
             reload: mpsc::channel(1).0,
             aggregation_window: Duration::from_secs(60),
             shutdown,
+            admins: Arc::new(Admins::default()),
+            reload_gate: Arc::new(RateGate::new(RELOAD_INTERVAL)),
+            max_subscribers: 4,
         };
         (svc, stop)
     }
@@ -451,5 +579,207 @@ mod tests {
             .expect("an item");
         let status = first.unwrap_err();
         assert_eq!(status.code(), tonic::Code::OutOfRange, "{status}");
+    }
+
+    use std::{os::unix::fs::PermissionsExt as _, path::Path};
+
+    use hyper_util::rt::TokioIo;
+    use sensor_proto::v1::{sensor_client::SensorClient, sensor_server::SensorServer};
+    use tokio::net::UnixListener;
+    use tokio_stream::wrappers::UnixListenerStream;
+    use tonic::transport::{Channel, Endpoint, Uri};
+
+    use crate::reload::{ReloadReport, ReloadRequest};
+
+    /// A service on a journal of its own, whose reloads are answered at once.
+    struct Fixture {
+        service: SensorService,
+        _stop: tokio::sync::watch::Sender<bool>,
+        dir: tempfile::TempDir,
+    }
+
+    fn fixture(admins: Admins, max_subscribers: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal.sqlite");
+        Journal::open(&journal).unwrap();
+        let (live, _) = broadcast::channel(16);
+        let (reload, mut requests) = mpsc::channel::<ReloadRequest>(4);
+        tokio::spawn(async move {
+            while let Some(reply) = requests.recv().await {
+                let _ = reply.send(ReloadReply::Done(ReloadReport {
+                    generation: 1,
+                    ..ReloadReport::default()
+                }));
+            }
+        });
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        Fixture {
+            service: SensorService {
+                shared: Arc::new(Shared::new()),
+                journal,
+                live,
+                reload,
+                aggregation_window: Duration::from_secs(60),
+                shutdown,
+                admins: Arc::new(admins),
+                reload_gate: Arc::new(RateGate::new(RELOAD_INTERVAL)),
+                max_subscribers,
+            },
+            _stop: stop,
+            dir,
+        }
+    }
+
+    async fn client(socket: &Path) -> SensorClient<Channel> {
+        let socket = socket.to_path_buf();
+        let channel = Endpoint::try_from("http://sensord.test")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(socket).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(stream))
+                }
+            }))
+            .await
+            .unwrap();
+        SensorClient::new(channel)
+    }
+
+    /// Where the test below tells its child (run as nobody) to connect.
+    const CHILD_SOCKET: &str = "SENSORD_TEST_RELOAD_AS_NOBODY";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reload_is_for_admins_and_once_a_second() {
+        let fx = fixture(Admins::default(), 4);
+        // A socket anyone may reach, so that only the credentials decide.
+        std::fs::set_permissions(fx.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = fx.dir.path().join("api.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(SensorServer::new(fx.service.clone()))
+                .serve_with_incoming(UnixListenerStream::new(listener)),
+        );
+        let mut api = client(&socket).await;
+        let shared = fx.service.shared.clone();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            // Not root (and no admin group): refused, saying who may.
+            let denied = api.reload(pb::ReloadRequest {}).await.unwrap_err();
+            assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+            assert!(
+                denied.message().starts_with("Reload is for root"),
+                "{denied:?}"
+            );
+            server.abort();
+            return;
+        }
+        let done = api.reload(pb::ReloadRequest {}).await.unwrap().into_inner();
+        assert!(done.ok, "{done:?}");
+        let again = api.reload(pb::ReloadRequest {}).await.unwrap_err();
+        assert_eq!(again.code(), tonic::Code::ResourceExhausted, "{again:?}");
+        assert!(again.message().contains("one a second"), "{again:?}");
+        assert_eq!(shared.get(&shared.reloads_rate_limited), 1);
+
+        // Someone else on the socket: this test binary again, as nobody.
+        let exe = std::env::current_exe().unwrap();
+        let child = tokio::task::spawn_blocking(move || {
+            use std::os::unix::process::CommandExt as _;
+            std::process::Command::new(exe)
+                .args([
+                    "--exact",
+                    "api::service::tests::reload_as_nobody",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_SOCKET, &socket)
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let out = String::from_utf8_lossy(&child.stdout);
+        assert!(child.status.success(), "{out}");
+        assert!(out.contains("1 passed"), "{out}");
+        assert_eq!(shared.get(&shared.api_denied), 1);
+        // The refusal spent nothing of the rate: a second later, root reloads again.
+        tokio::time::sleep(RELOAD_INTERVAL).await;
+        assert!(
+            api.reload(pb::ReloadRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .ok
+        );
+        server.abort();
+    }
+
+    /// The other half of the test above: does nothing unless that test started it.
+    #[test]
+    fn reload_as_nobody() {
+        let Some(socket) = std::env::var_os(CHILD_SOCKET) else {
+            return;
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut api = client(Path::new(&socket)).await;
+            // Reading is for everyone who can reach the socket...
+            api.get_status(pb::GetStatusRequest {}).await.unwrap();
+            // ...changing is not.
+            let denied = api.reload(pb::ReloadRequest {}).await.unwrap_err();
+            assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+            let text = denied.message();
+            assert!(
+                text.starts_with("Reload is for root, members of api.admin_group"),
+                "{text}"
+            );
+            assert!(
+                text.contains("this is uid 65534 (gid 65534, pid "),
+                "{text}"
+            );
+        });
+    }
+
+    #[tokio::test]
+    async fn watch_streams_are_capped() {
+        let fx = fixture(Admins::default(), 2);
+        let shared = fx.service.shared.clone();
+        let watch = || fx.service.watch(Request::new(pb::WatchRequest::default()));
+        let first = watch().await.unwrap();
+        let _second = watch().await.unwrap();
+        let refused = watch().await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("api.max_subscribers"),
+            "{refused:?}"
+        );
+        assert_eq!(shared.get(&shared.watch_refused), 1);
+        assert_eq!(shared.get(&shared.subscribers), 2);
+        // A stream that ends gives its place back.
+        drop(first);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while shared.get(&shared.subscribers) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(watch().await.is_ok());
+    }
+
+    #[test]
+    fn the_reload_gate_lets_one_through_a_second() {
+        let gate = RateGate::new(RELOAD_INTERVAL);
+        let t0 = Instant::now();
+        assert!(gate.admit(t0).is_ok());
+        let wait = gate.admit(t0 + Duration::from_millis(300)).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(700));
+        assert!(gate.admit(t0 + RELOAD_INTERVAL).is_ok());
+        // Refusals do not push the next admission back.
+        assert!(gate.admit(t0 + Duration::from_millis(1500)).is_err());
+        assert!(gate.admit(t0 + 2 * RELOAD_INTERVAL).is_ok());
     }
 }

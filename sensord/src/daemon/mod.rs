@@ -8,6 +8,7 @@
 //! - The API (tonic) and the exporters follow the journal ([`crate::journal::follow`]).
 //! - Reloads are loaded by their own task ([`reload::loader`]) and applied here.
 
+mod exports;
 mod journal_writer;
 mod pending;
 pub mod pipeline;
@@ -31,15 +32,20 @@ use tokio::{
 };
 
 use crate::{
-    api::{server, service::SensorService},
+    api::{
+        access::Admins,
+        server,
+        service::{self, RateGate, SensorService},
+    },
     clock::Clock,
     export::{cursor::CursorFile, jsonl::Exporter},
     journal,
-    kernel::{KernelTap, TapSettings},
+    kernel::{self, KernelTap, TapSettings},
     reload::{self, ReloadReply, ReloadReport},
     status::Shared,
 };
 
+use exports::Exports;
 use journal_writer::JournalMsg;
 use pipeline::{Outputs, Pipeline};
 
@@ -159,7 +165,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         journal_writer::Limits::of(&cfg.journal),
     )
     .context("spawning the journal thread")?;
-    let mut exporter = spawn_exporter(&cfg, &journal_path, &live, &shared)?;
+    let mut exports = Exports::new(spawn_exporter(&cfg, &journal_path, &live, &shared)?);
 
     let mut tap = KernelTap::start(&TapSettings {
         cgroup: cfg.tap.cgroup.clone(),
@@ -168,7 +174,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         config: sensor_common::TapConfig {
             byte_budget: cfg.tap.byte_budget,
             ring_budget: sensor_common::default_ring_budget(cfg.tap.byte_budget),
-            self_tgid: std::process::id(),
+            self_tgid: kernel::own_kernel_tgid(),
             ..sensor_common::TapConfig::default()
         },
     })
@@ -201,10 +207,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let reload_opts = opts.clone();
     let loader = tokio::spawn(reload::loader(
         move |generation| reload_opts.load(generation),
-        shared.clone(),
+        trust.clone(),
         load_rx,
         loaded_tx,
     ));
+    let admins = Admins::from_config(&cfg.api).with_context(|| match &opts.config_path {
+        Some(p) => format!("in {}", p.display()),
+        None => "in the configuration".to_owned(),
+    })?;
     let unix = server::bind_unix(&cfg.api.socket, cfg.api.socket_group.as_deref())?;
     let our_socket = socket_id(&cfg.api.socket);
     let service = SensorService {
@@ -214,6 +224,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         reload: reload_tx,
         aggregation_window: Duration::from_secs(cfg.api.aggregation_window_secs),
         shutdown: shutdown_rx.clone(),
+        admins: Arc::new(admins),
+        reload_gate: Arc::new(RateGate::new(service::RELOAD_INTERVAL)),
+        max_subscribers: cfg.api.max_subscribers,
     };
     let api_cfg = cfg.api.clone();
     let api_shutdown = shutdown_rx.clone();
@@ -294,16 +307,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Some((loaded, reply)) = loaded_rx.recv() => {
                 let outcome = match loaded {
                     Ok(loaded) => {
-                        let report = apply_reload(
+                        let (report, export) = apply_reload(
                             loaded,
                             &mut cfg,
                             &mut pipeline,
                             &mut tap,
-                            &mut exporter,
+                            &mut exports,
                             Reloaders { journal: &journal_tx, journal_path: &journal_path, live: &live, shared: &shared },
                         );
                         set_files(&shared, &opts, pipeline.verdicts().trust());
-                        ReloadReply::Done(report)
+                        conclude(report, export, reply);
+                        continue;
                     }
                     Err(msg) => {
                         tracing::error!("reload refused, the running configuration stays: {msg}");
@@ -368,6 +382,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     // The exporter ends when the last sender of live events is gone, after what was committed.
     // An API still running holds one: then stop it where it is (its cursor resumes there).
+    let exporter = exports.settle().await;
     drop(live);
     if let Some(exporter) = exporter {
         if api_stopped {
@@ -414,23 +429,25 @@ struct Reloaders<'a> {
     journal: &'a std::sync::mpsc::SyncSender<JournalMsg>,
     journal_path: &'a std::path::Path,
     live: &'a broadcast::Sender<Arc<journal::StoredEvent>>,
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
 }
 
-/// Put a loaded reload in force: the trust context always, and every changed setting that
-/// applies while running. The others are reported as needing a restart.
+/// Put a loaded reload in force: the trust context always (the one in force when its inputs
+/// did not change), and every changed setting that applies while running. The others are
+/// reported as needing a restart. A changed export is replaced off the capture loop: the
+/// report is final once that is done ([`conclude`]).
 fn apply_reload(
-    loaded: reload::Loaded,
+    loaded: reload::Ready,
     cfg: &mut Config,
     pipeline: &mut Pipeline,
     tap: &mut KernelTap,
-    exporter: &mut Option<Exporter>,
+    exports: &mut Exports<Exporter>,
     r: Reloaders<'_>,
-) -> ReloadReport {
+) -> (ReloadReport, Option<exports::Replaced>) {
     let new = loaded.config;
     let generation = loaded.trust.generation;
     let (mut applied, restart_required) = reload::classify(cfg.changed_settings(&new));
-    pipeline.on_reload(Arc::new(loaded.trust), &new.probe);
+    pipeline.on_reload(loaded.trust, &new.probe);
     let _ = r
         .journal
         .try_send(JournalMsg::Limits(journal_writer::Limits::of(&new.journal)));
@@ -440,20 +457,16 @@ fn apply_reload(
         tracing::warn!("reload: the byte budget stays {}: {e}", cfg.tap.byte_budget);
         applied.retain(|s| s != "tap.byte_budget");
     }
-    if new.export != cfg.export {
-        if let Some(old) = exporter.take() {
-            old.stop();
-        }
+    let export = (new.export != cfg.export).then(|| {
         let mut next = cfg.clone();
         next.export = new.export.clone();
-        match spawn_exporter(&next, r.journal_path, r.live, r.shared) {
-            Ok(e) => *exporter = e,
-            Err(e) => {
-                tracing::error!("reload: the JSON-lines export stopped: {e:#}");
-                applied.retain(|s| !s.starts_with("export"));
-            }
-        }
-    }
+        let (journal_path, live, shared) = (
+            r.journal_path.to_path_buf(),
+            r.live.clone(),
+            r.shared.clone(),
+        );
+        exports.replace(move || spawn_exporter(&next, &journal_path, &live, &shared))
+    });
     // What needs a restart stays as it runs; the rest is now in force.
     let mut running = new;
     running.state_dir = cfg.state_dir.clone();
@@ -466,25 +479,60 @@ fn apply_reload(
     r.shared
         .trust_generation
         .store(generation, Ordering::Relaxed);
-    if restart_required.is_empty() {
+    let report = ReloadReport {
+        generation,
+        applied,
+        restart_required,
+    };
+    (report, export)
+}
+
+/// Log a reload and answer whoever asked for it, once the export (when it changed) is
+/// replaced; without waiting for that here, on the capture loop.
+fn conclude(
+    mut report: ReloadReport,
+    export: Option<exports::Replaced>,
+    reply: Option<reload::ReloadRequest>,
+) {
+    let done = move |report: ReloadReport| {
+        log_reload(&report);
+        if let Some(reply) = reply {
+            let _ = reply.send(ReloadReply::Done(report));
+        }
+    };
+    let Some(export) = export else {
+        return done(report);
+    };
+    tokio::spawn(async move {
+        let failed = match export.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some("the export task ended".to_owned()),
+        };
+        if let Some(e) = failed {
+            tracing::error!("reload: the JSON-lines export stopped: {e}");
+            report.applied.retain(|s| !s.starts_with("export"));
+        }
+        done(report);
+    });
+}
+
+fn log_reload(report: &ReloadReport) {
+    let generation = report.generation;
+    if report.restart_required.is_empty() {
         tracing::info!(
             generation,
             "reloaded the configuration and trust inputs; changed: {}",
-            list(&applied)
+            list(&report.applied)
         );
     } else {
         tracing::warn!(
             generation,
             "reloaded the configuration and trust inputs; changed: {}; these need a restart \
              to take effect: {}",
-            list(&applied),
-            restart_required.join(", ")
+            list(&report.applied),
+            report.restart_required.join(", ")
         );
-    }
-    ReloadReport {
-        generation,
-        applied,
-        restart_required,
     }
 }
 

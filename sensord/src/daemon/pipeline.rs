@@ -274,6 +274,8 @@ impl Pipeline {
                     ("probes_failed", ps.failed),
                     ("probe_cache_hits", ps.cached),
                     ("probes_rate_limited", ps.rate_limited),
+                    ("probes_over_uid_quota", ps.over_uid_quota),
+                    ("probes_over_cgroup_quota", ps.over_cgroup_quota),
                     ("uprobe_certs_assembled", assembled.certs),
                     ("uprobe_certs_unusable", assembled.truncated),
                     ("uprobe_certs_abandoned", assembled.abandoned),

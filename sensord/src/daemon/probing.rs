@@ -11,7 +11,7 @@ use sensor_core::{
     event::{
         ChainSource, Event, ProbeFailure, ProbeSkip, Reason, Role, Severity, TlsVersion, Verdict,
     },
-    probe::schedule::{Decision, Limits, Outcome, ProbeKey, ScheduleStats, Scheduler},
+    probe::schedule::{Decision, Limits, Outcome, ProbeKey, Requester, ScheduleStats, Scheduler},
     x509::SummaryCache,
 };
 use sensor_host::{
@@ -123,6 +123,8 @@ fn limits(cfg: &ProbeConfig) -> Limits {
         ttl_ns: cfg.cache_ttl_secs.saturating_mul(1_000_000_000),
         max_per_second: cfg.max_per_second,
         max_per_destination_per_minute: cfg.max_per_destination_per_minute,
+        max_per_uid_per_second: cfg.max_per_uid_per_second,
+        max_per_cgroup_per_second: cfg.max_per_cgroup_per_second,
         exclude: cfg.exclude.clone(),
         cache_entries: 8192,
     }
@@ -148,8 +150,9 @@ impl Prober {
         )
     }
 
-    /// A new configuration (a reload). Probes under way finish; the cache starts afresh. The
-    /// same settings again change nothing (the cache and the limits' history stay).
+    /// A new configuration (a reload). Probes under way finish; the cache starts afresh, but
+    /// the probes started lately still count against the new limits and quotas, so that a
+    /// reload never resets them. The same settings again change nothing (the cache stays).
     pub fn reconfigure(&mut self, cfg: &ProbeConfig) {
         if *cfg == self.cfg {
             return;
@@ -157,7 +160,7 @@ impl Prober {
         self.cfg = cfg.clone();
         self.enabled = cfg.enabled;
         self.timeout = Duration::from_secs(cfg.timeout_secs.max(1));
-        self.scheduler = Scheduler::new(limits(cfg));
+        self.scheduler.reconfigure(limits(cfg));
     }
 
     pub fn stats(&self) -> ScheduleStats {
@@ -230,13 +233,23 @@ impl Prober {
         if self.stopping {
             return Some((p.event, Note::Skipped(ProbeSkip::Shutdown)));
         }
-        match self.scheduler.decide(&key, now) {
+        let who = p
+            .event
+            .process
+            .as_ref()
+            .map_or_else(Requester::default, |p| Requester {
+                uid: p.uid,
+                cgroup: p.cgroup.clone(),
+            });
+        match self.scheduler.decide(&key, &who, now) {
             Decision::Cached(outcome) => {
                 let note = self.fill(&mut p.event, &outcome);
                 Some((p.event, note))
             }
             Decision::Excluded => Some((p.event, Note::None)),
             Decision::RateLimited => Some((p.event, Note::Skipped(ProbeSkip::RateLimit))),
+            // As loud as a rate limit: the handshake stays unverified, at least medium.
+            Decision::OverQuota(_) => Some((p.event, Note::Skipped(ProbeSkip::Quota))),
             Decision::Wait | Decision::Start if self.waiting_count >= MAX_WAITING => {
                 // A probe not started must not stay "running": its key's later handshakes
                 // would wait for it, with no event, for ever.
@@ -355,6 +368,80 @@ fn flights_differ(client: u64, probe: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use sensor_core::{
+        event::{Handshake, Process, Role},
+        trust::{Catalogue, Pins, Store, TrustContext},
+        verdict::VerdictEngine,
+    };
+
+    use super::*;
+
+    /// A TLS 1.3 handshake of `uid` whose chain nobody saw: one the probe is for.
+    fn hidden(uid: u32) -> Pending {
+        let mut event = Event::observed(Handshake {
+            tls_version: Some(TlsVersion::Tls13),
+            server_name: Some("quota.test".into()),
+            dst_addr: Some(IpAddr::from([192, 0, 2, 1])),
+            dst_port: 443,
+            ..Handshake::default()
+        });
+        event.process = Some(Process {
+            uid: Some(uid),
+            cgroup: Some(format!("/user.slice/user-{uid}.slice/session-1.scope")),
+            ..Process::new(Role::Client)
+        });
+        Pending { event, netns: None }
+    }
+
+    fn judged(event: Event, note: &Note) -> Event {
+        let mozilla = Arc::new(Store::mozilla());
+        let mut verdicts = VerdictEngine::new(Arc::new(TrustContext {
+            generation: 1,
+            host: mozilla.clone(),
+            public: mozilla,
+            pins: Pins::default(),
+            catalogue: Arc::new(Catalogue::default()),
+            approved: Vec::new(),
+        }));
+        let mut event = event;
+        verdicts.apply(&mut event);
+        note.apply(&mut event);
+        event
+    }
+
+    #[test]
+    fn a_probe_refused_by_a_quota_ends_as_loudly_as_a_rate_limited_one() {
+        let (mut quota, _rx) = Prober::new(&ProbeConfig {
+            max_per_uid_per_second: 0,
+            ..ProbeConfig::default()
+        });
+        let Some((event, note)) = quota.submit(hidden(1000), 0) else {
+            panic!("a refused probe must give its event back at once");
+        };
+        assert!(matches!(note, Note::Skipped(ProbeSkip::Quota)), "{note:?}");
+        assert_eq!(quota.stats().over_uid_quota, 1);
+        let skipped = judged(event, &note);
+        let j = skipped.judgement.as_ref().unwrap();
+        assert_eq!(j.verdict, Verdict::Unverified);
+        assert!(j.has(&Reason::ProbeSkipped(ProbeSkip::Quota)), "{j:?}");
+        assert!(j.severity >= Severity::Medium, "{j:?}");
+
+        let (mut limited, _rx) = Prober::new(&ProbeConfig {
+            max_per_second: 0,
+            ..ProbeConfig::default()
+        });
+        let (event, note) = limited.submit(hidden(1000), 0).unwrap();
+        assert!(
+            matches!(note, Note::Skipped(ProbeSkip::RateLimit)),
+            "{note:?}"
+        );
+        let rate_limited = judged(event, &note);
+        assert_eq!(
+            rate_limited.judgement.as_ref().unwrap().severity,
+            j.severity
+        );
+    }
+
     #[test]
     fn flight_sizes_that_differ() {
         assert!(!super::flights_differ(2900, 3000));

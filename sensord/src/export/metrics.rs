@@ -107,6 +107,25 @@ pub fn render(s: &Shared) -> String {
          (commits fail, events wait in memory)",
         journal_state,
     );
+    let refused = [
+        (
+            "api_denied",
+            "API changes refused: the caller is not an admin",
+        ),
+        (
+            "api_reloads_rate_limited",
+            "Reload calls refused: within a second of the last",
+        ),
+        (
+            "api_watch_refused",
+            "Watch streams refused: api.max_subscribers are open",
+        ),
+    ];
+    for ((name, help), (_, value)) in refused.into_iter().zip(s.api_counters()) {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        reg.register(name, help, c);
+    }
     let mut out = String::new();
     let _ = encode(&mut out, &reg);
     out
@@ -170,5 +189,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sensor_journal_pending_events 7"), "{text}");
+        s.reloads_rate_limited
+            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        let text = super::render(&s);
+        assert!(
+            text.contains("sensor_api_reloads_rate_limited_total 2"),
+            "{text}"
+        );
     }
 }

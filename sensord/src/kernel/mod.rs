@@ -278,3 +278,60 @@ fn raise_memlock_limit() {
         tracing::debug!("could not lift RLIMIT_MEMLOCK; fine on kernels with memcg accounting");
     }
 }
+
+/// sensord's own process id as the kernel programs see it, for `TapConfig::self_tgid`.
+///
+/// `bpf_get_current_pid_tgid` names processes by their ids in the initial PID namespace;
+/// `getpid` (`std::process::id`) by their ids in sensord's own. The two differ when sensord
+/// runs in a child PID namespace (a container, `unshare --pid`, systemd's `PrivatePIDs=`),
+/// and the kernel then never recognised sensord's own connections: its probes were reported
+/// as handshakes of their own, and probed again. The first `NSpid` field of
+/// /proc/self/status is the id in the PID namespace of the /proc mount: the host's, which
+/// sensord needs anyway (it reads /proc/PID with the kernel's pids to attribute processes).
+/// Without the field (kernels before 4.1, where nobody could tell), `getpid` stays.
+pub fn own_kernel_tgid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").ok();
+    let ids = status.as_deref().and_then(ns_pids).unwrap_or_default();
+    if ids.len() > 1 {
+        tracing::info!(
+            host_pid = ids[0],
+            own_pid = std::process::id(),
+            "sensord runs in a child PID namespace; the kernel knows it as pid {}",
+            ids[0]
+        );
+    }
+    ids.first().copied().unwrap_or_else(std::process::id)
+}
+
+/// The `NSpid` ids of a /proc/PID/status text, outermost (the /proc mount's namespace) first.
+fn ns_pids(status: &str) -> Option<Vec<u32>> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    let ids: Option<Vec<u32>> = line
+        .split_ascii_whitespace()
+        .map(|f| f.parse().ok())
+        .collect();
+    ids.filter(|ids| !ids.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_knows_sensord_by_its_pid_in_the_outermost_namespace() {
+        // sensord as pid 17 of a container whose init is host pid 4000: the kernel's tgid is
+        // the first field, not what getpid says.
+        let status = "Name:\tsensord\nTgid:\t17\nNgid:\t0\nPid:\t17\nPPid:\t1\n\
+                      NSpid:\t4242\t17\nNSpgid:\t4242\t17\n";
+        assert_eq!(ns_pids(status), Some(vec![4242, 17]));
+        assert_eq!(
+            ns_pids("Name:\tx\nPid:\t17\n"),
+            None,
+            "kernels without NSpid"
+        );
+        assert_eq!(ns_pids("NSpid:\t\n"), None);
+        assert_eq!(ns_pids("NSpid:\t12 x\n"), None);
+        // Here, in the host's namespace: the same as getpid.
+        assert_eq!(own_kernel_tgid(), std::process::id());
+    }
+}

@@ -5,6 +5,10 @@
 //! [`Process`]: from the connect-time owner when there is one, else from the pid the tap saw on
 //! egress, else, for a local server's accepted socket, through sock_diag and /proc. The last two
 //! read /proc ([`procfs`]) and netlink ([`sockdiag`]): they are the edge.
+//!
+//! A pid is reused once its process exits, so /proc details are tied to the process instance
+//! (pid and start time): the connecting process's start time is read when its socket is
+//! reported, and a process that has its pid later is not taken for it.
 
 pub mod procfs;
 pub mod sockdiag;
@@ -26,9 +30,17 @@ pub struct Attributed {
     pub netns: Option<Netns>,
 }
 
-/// Recent socket owners by cookie, bounded.
+/// A socket's owner as the kernel reported it, and the start time of that process when it
+/// could be read at the time (`None`: it was already gone).
+#[derive(Clone, Debug)]
+pub struct Owner {
+    pub owner: SocketOwner,
+    pub start: Option<u64>,
+}
+
+/// Recent socket owners by cookie, bounded. Cookies are never reused while the system runs.
 pub struct Owners {
-    cache: LruCache<u64, SocketOwner>,
+    cache: LruCache<u64, Owner>,
 }
 
 impl Owners {
@@ -38,11 +50,11 @@ impl Owners {
         }
     }
 
-    pub fn insert(&mut self, owner: SocketOwner) {
-        self.cache.insert(owner.cookie, owner);
+    pub fn insert(&mut self, owner: Owner) {
+        self.cache.insert(owner.owner.cookie, owner);
     }
 
-    pub fn get(&mut self, cookie: u64) -> Option<&SocketOwner> {
+    pub fn get(&mut self, cookie: u64) -> Option<&Owner> {
         self.cache.get(&cookie)
     }
 
@@ -78,10 +90,11 @@ impl Resolver {
     }
 
     /// The kernel reported a socket's owner. Its /proc details are read now, while the
-    /// process is most likely still alive (cached per pid, so once per process).
+    /// process is most likely still alive (cached per process instance, so once per process),
+    /// and its start time is kept with the owner.
     pub fn on_socket(&mut self, owner: SocketOwner) {
-        self.procs.warm(owner.pid);
-        self.owners.insert(owner);
+        let start = self.procs.warm(owner.pid).map(|i| i.start);
+        self.owners.insert(Owner { owner, start });
     }
 
     /// The process behind a flow: the client's if it is local, else the local server's.
@@ -97,7 +110,7 @@ impl Resolver {
                 return Some(self.owned_by(owner, Role::Client));
             }
             if let Some(pid) = sock.pid_hint {
-                return Some(self.with_pid(pid, None, Role::Client));
+                return Some(self.with_pid(pid, None, None, Role::Client));
             }
         }
         let (sock, local, remote) = server?;
@@ -114,7 +127,7 @@ impl Resolver {
             .flatten()
             .or(sock.pid_hint);
         match pid {
-            Some(pid) => Some(self.with_pid(pid, uid, Role::Server)),
+            Some(pid) => Some(self.with_pid(pid, uid, None, Role::Server)),
             None => uid.map(|uid| Attributed {
                 process: Process {
                     uid: Some(uid),
@@ -127,19 +140,88 @@ impl Resolver {
 
     /// The connect-time owner, with its details from /proc. The process name comes from
     /// /proc; the kernel's comm is the connecting thread's.
-    fn owned_by(&mut self, owner: SocketOwner, role: Role) -> Attributed {
-        let mut a = self.with_pid(owner.pid, Some(owner.uid), role);
+    fn owned_by(&mut self, owner: Owner, role: Role) -> Attributed {
+        let Owner { owner, start } = owner;
+        let mut a = match start {
+            Some(start) => self.with_pid(owner.pid, Some(owner.uid), Some(start), role),
+            // Gone before its socket was reported: whatever has its pid now is another
+            // process, so only the kernel's word counts.
+            None => Attributed {
+                process: Process {
+                    pid: Some(owner.pid),
+                    uid: Some(owner.uid),
+                    ..Process::new(role)
+                },
+                netns: None,
+            },
+        };
         a.process.comm = a.process.comm.or(Some(owner.comm));
         a
     }
 
-    fn with_pid(&mut self, pid: u32, uid: Option<u32>, role: Role) -> Attributed {
+    /// A process by pid, with its details from /proc when they are that process's: `start`
+    /// when it is known, else whoever has the pid now.
+    fn with_pid(
+        &mut self,
+        pid: u32,
+        uid: Option<u32>,
+        start: Option<u64>,
+        role: Role,
+    ) -> Attributed {
         let mut process = Process {
             pid: Some(pid),
             uid,
             ..Process::new(role)
         };
-        let netns = self.procs.fill(&mut process);
+        let netns = self.procs.fill(&mut process, start);
         Attributed { process, netns }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(cookie: u64, pid: u32) -> SocketOwner {
+        SocketOwner {
+            cookie,
+            pid,
+            uid: 1000,
+            comm: "kernel-comm".into(),
+        }
+    }
+
+    fn client(cookie: u64) -> Option<LocalSocket> {
+        Some(LocalSocket {
+            cookie,
+            pid_hint: None,
+        })
+    }
+
+    #[test]
+    fn the_connecting_process_keeps_its_identity() {
+        let mut r = Resolver::new();
+        let pid = std::process::id();
+        r.on_socket(owner(1, pid));
+        let a = r.resolve(client(1), None, 0).unwrap();
+        assert_eq!(a.process.pid, Some(pid));
+        assert!(a.process.exe.is_some(), "alive: /proc details");
+        assert_eq!(a.process.uid, Some(1000), "the kernel's uid first");
+    }
+
+    #[test]
+    fn an_owner_gone_before_it_was_seen_gets_nothing_from_a_reused_pid() {
+        let mut r = Resolver::new();
+        // The kernel reported a socket of a process that had our pid and exited before its
+        // start time could be read: /proc/OUR_PID is someone else now.
+        r.owners.insert(Owner {
+            owner: owner(2, std::process::id()),
+            start: None,
+        });
+        let a = r.resolve(client(2), None, 0).unwrap();
+        assert_eq!(a.process.comm.as_deref(), Some("kernel-comm"));
+        assert_eq!(a.process.uid, Some(1000));
+        assert!(a.process.exe.is_none(), "{:?}", a.process);
+        assert!(a.process.cgroup.is_none(), "{:?}", a.process);
     }
 }

@@ -1,4 +1,10 @@
 //! Process details from /proc, through the procfs crate. An edge: reads files.
+//!
+//! A pid names a process only until it exits: the kernel hands it out again. Everything cached
+//! here is therefore keyed by the process *instance*, its pid with its start time (field 22
+//! of /proc/PID/stat, clock ticks after boot), or checked against /proc when used, so that a
+//! new process with an old pid never inherits the old one's name, executable, uid, cgroup or
+//! namespace.
 
 use std::collections::HashMap;
 
@@ -8,7 +14,30 @@ use procfs::process::FDTarget;
 use sensor_core::event::Process;
 use sensor_host::probe::Netns;
 
-/// What /proc tells about a pid, cached.
+/// One process: its pid and its start time. A pid is reused; the pair is not while the
+/// system runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Instance {
+    pub pid: u32,
+    /// Clock ticks after boot (/proc/PID/stat field 22).
+    pub start: u64,
+}
+
+/// The start time in a /proc/PID/stat line: field 22. The name (field 2) is in parentheses
+/// and may hold spaces and parentheses itself, so fields are counted after the last `)`.
+pub fn parse_start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // After the name: field 3 (state) is the first, so field 22 is the 20th.
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// The start time of the process that has `pid` now, if there is one.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+/// What /proc tells about a process, cached.
 #[derive(Clone, Debug, Default)]
 struct ProcInfo {
     comm: Option<String>,
@@ -19,10 +48,9 @@ struct ProcInfo {
     netns: Option<Netns>,
 }
 
-/// pid -> details, bounded. A pid's details are read once; a reused pid may show stale details
-/// until it falls out of the cache, which is acceptable for attribution.
+/// Process instance -> details, bounded. An instance's details are read once.
 pub struct ProcCache {
-    cache: LruCache<u32, ProcInfo>,
+    cache: LruCache<Instance, ProcInfo>,
     namespaces: Namespaces,
 }
 
@@ -84,27 +112,39 @@ impl ProcCache {
         }
     }
 
-    /// Read and cache a pid's details now, if they are not cached yet.
-    pub fn warm(&mut self, pid: u32) {
-        if self.cache.get(&pid).is_none() {
-            let info = self.read(pid);
-            if info.exe.is_some() {
-                self.cache.insert(pid, info);
-            }
+    /// Read and cache the details of the process that has `pid` now, if they are not cached
+    /// yet, and say which instance it is (`None`: no such process any more).
+    pub fn warm(&mut self, pid: u32) -> Option<Instance> {
+        let instance = Instance {
+            pid,
+            start: start_time(pid)?,
+        };
+        if self.cache.get(&instance).is_none()
+            && let Some(info) = self.read(instance)
+            && info.exe.is_some()
+        {
+            self.cache.insert(instance, info);
         }
+        Some(instance)
     }
 
     /// Fill in what `p` lacks from /proc/PID, and say which network namespace it is in when
-    /// that is not sensord's. Fields that cannot be read (the process is gone, or /proc is
+    /// that is not sensord's. `start` is the start time of the process meant, when known
+    /// (read while it connected); otherwise the process that has the pid now is taken. Fields
+    /// that cannot be read (the process is gone, the pid is another process's now, or /proc is
     /// hidden) stay empty.
-    pub fn fill(&mut self, p: &mut Process) -> Option<Netns> {
+    pub fn fill(&mut self, p: &mut Process, start: Option<u64>) -> Option<Netns> {
         let pid = p.pid?;
-        let info = match self.cache.get(&pid) {
+        let instance = Instance {
+            pid,
+            start: start.or_else(|| start_time(pid))?,
+        };
+        let info = match self.cache.get(&instance) {
             Some(info) => info.clone(),
             None => {
-                let info = self.read(pid);
+                let info = self.read(instance)?;
                 if info.exe.is_some() {
-                    self.cache.insert(pid, info.clone());
+                    self.cache.insert(instance, info.clone());
                 }
                 info
             }
@@ -117,12 +157,30 @@ impl ProcCache {
         info.netns
     }
 
-    fn read(&mut self, pid: u32) -> ProcInfo {
-        let mut info = read(pid);
-        if info.exe.is_some() {
-            info.netns = self.namespaces.of(pid);
+    /// The details of `instance`, if the process with its pid is still that one: checked
+    /// before and after reading, so that nothing read belongs to a process that took the pid
+    /// meanwhile.
+    fn read(&mut self, instance: Instance) -> Option<ProcInfo> {
+        if start_time(instance.pid) != Some(instance.start) {
+            return None;
         }
-        info
+        let mut info = read(instance.pid);
+        if info.exe.is_some() {
+            info.netns = self.namespaces.of(instance.pid);
+        }
+        (start_time(instance.pid) == Some(instance.start)).then_some(info)
+    }
+
+    /// Cache details for an instance, as if read (tests).
+    #[cfg(test)]
+    fn plant(&mut self, instance: Instance, comm: &str) {
+        let info = ProcInfo {
+            comm: Some(comm.into()),
+            exe: Some(format!("/planted/{comm}")),
+            uid: Some(4242),
+            ..ProcInfo::default()
+        };
+        self.cache.insert(instance, info);
     }
 }
 
@@ -156,10 +214,12 @@ pub fn container_id(cgroup: &str) -> Option<String> {
     })
 }
 
-/// Socket inode -> pid, built by scanning /proc/*/fd, at most once a second.
+/// Socket inode -> (pid, fd), built by scanning /proc/*/fd, at most once a second. An entry is
+/// checked when used (the fd still links to that socket): since the scan, the socket may have
+/// closed, its inode gone to another socket, or its pid to another process.
 #[derive(Default)]
 pub struct InodeIndex {
-    map: HashMap<u64, u32>,
+    map: HashMap<u64, (u32, i32)>,
     last_scan_ns: Option<u64>,
 }
 
@@ -167,11 +227,14 @@ impl InodeIndex {
     const MIN_SCAN_INTERVAL_NS: u64 = 1_000_000_000;
     const MAX_ENTRIES: usize = 1 << 20;
 
-    /// The pid holding a socket inode, rescanning /proc if the inode is unknown and the last
-    /// scan is old enough.
+    /// The pid holding a socket inode, rescanning /proc if the inode is unknown (or its entry
+    /// out of date) and the last scan is old enough.
     pub fn pid_of(&mut self, inode: u64, now_ns: u64) -> Option<u32> {
-        if let Some(pid) = self.map.get(&inode) {
-            return Some(*pid);
+        if let Some(&(pid, fd)) = self.map.get(&inode) {
+            if holds(pid, fd, inode) {
+                return Some(pid);
+            }
+            self.map.remove(&inode);
         }
         let due = self
             .last_scan_ns
@@ -181,7 +244,7 @@ impl InodeIndex {
         }
         self.last_scan_ns = Some(now_ns);
         self.scan();
-        self.map.get(&inode).copied()
+        self.map.get(&inode).map(|&(pid, _)| pid)
     }
 
     fn scan(&mut self) {
@@ -195,11 +258,17 @@ impl InodeIndex {
                 if let FDTarget::Socket(inode) = fd.target
                     && self.map.len() < Self::MAX_ENTRIES
                 {
-                    self.map.entry(inode).or_insert(proc.pid as u32);
+                    self.map.entry(inode).or_insert((proc.pid as u32, fd.fd));
                 }
             }
         }
     }
+}
+
+/// Whether `pid`'s file descriptor `fd` is the socket `inode` now.
+fn holds(pid: u32, fd: i32, inode: u64) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .is_ok_and(|target| target.as_os_str() == format!("socket:[{inode}]").as_str())
 }
 
 #[cfg(test)]
@@ -229,10 +298,76 @@ mod tests {
             ..Process::new(sensor_core::event::Role::Client)
         };
         // Our own namespace is not reported.
-        assert!(cache.fill(&mut p).is_none());
+        assert!(cache.fill(&mut p, None).is_none());
         assert!(p.comm.is_some());
         assert!(p.exe.is_some());
         assert!(p.uid.is_some());
+    }
+
+    #[test]
+    fn start_times_from_stat_lines() {
+        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    987654 1000 200 18446744073709551615";
+        assert_eq!(parse_start_time(line), Some(987_654));
+        assert_eq!(parse_start_time("4242 (short) S 1 2"), None);
+        assert_eq!(parse_start_time("no parenthesis"), None);
+        assert!(start_time(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn a_reused_pid_does_not_inherit_the_old_process_details() {
+        let pid = std::process::id();
+        let start = start_time(pid).unwrap();
+        let mut cache = ProcCache::new(4);
+        // Details cached for an earlier process that had our pid (it started earlier).
+        cache.plant(
+            Instance {
+                pid,
+                start: start.saturating_sub(1),
+            },
+            "old-process",
+        );
+        let mut p = Process {
+            pid: Some(pid),
+            ..Process::new(sensor_core::event::Role::Client)
+        };
+        cache.fill(&mut p, None);
+        assert_ne!(p.comm.as_deref(), Some("old-process"));
+        assert_ne!(p.uid, Some(4242));
+        assert!(p.exe.is_some_and(|e| !e.starts_with("/planted/")));
+
+        // An event of that earlier process, whose pid is ours now: nothing from /proc (it
+        // would be ours), only what the event had.
+        let mut old = Process {
+            pid: Some(pid),
+            ..Process::new(sensor_core::event::Role::Client)
+        };
+        let mut fresh = ProcCache::new(4);
+        fresh.fill(&mut old, Some(start.saturating_sub(1)));
+        assert!(old.comm.is_none() && old.exe.is_none() && old.uid.is_none());
+
+        // The same instance again: the cache answers.
+        let mut again = Process {
+            pid: Some(pid),
+            ..Process::new(sensor_core::event::Role::Client)
+        };
+        cache.plant(Instance { pid, start }, "cached");
+        cache.fill(&mut again, Some(start));
+        assert_eq!(again.comm.as_deref(), Some("cached"));
+    }
+
+    #[test]
+    fn a_closed_socket_is_no_longer_found_by_its_inode() {
+        use std::os::fd::AsRawFd as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let inode = std::fs::metadata(format!("/proc/self/fd/{}", listener.as_raw_fd()))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap();
+        let mut index = InodeIndex::default();
+        assert_eq!(index.pid_of(inode, 0), Some(std::process::id()));
+        drop(listener);
+        // Within the second, no rescan: the stale entry must not answer.
+        assert_eq!(index.pid_of(inode, 1), None);
     }
 
     #[test]
