@@ -3,7 +3,7 @@
 //! name and a time taken from the input, with and without a pin that covers the name.
 #![no_main]
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
 use rustls_pki_types::CertificateDer;
@@ -12,6 +12,9 @@ use sensor_core::{
     verdict::{Facts, VerdictEngine},
     x509::summarize,
 };
+
+/// Parsed once: the catalogue is the project's own file, not the input.
+static CATALOGUE: LazyLock<Arc<Catalogue>> = LazyLock::new(|| Arc::new(Catalogue::builtin()));
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, mut rest)) = data.split_first() else {
@@ -48,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
         host: Arc::new(host),
         public: Arc::new(Store::from_anchors("public", "fuzz", Vec::new(), true)),
         pins,
-        catalogue: Arc::new(Catalogue::builtin()),
+        catalogue: CATALOGUE.clone(),
         approved: Vec::new(),
     };
     let mut verdicts = VerdictEngine::new(Arc::new(trust));
