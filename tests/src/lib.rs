@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod client;
 pub mod interceptors;
 pub mod lab;
+pub mod load;
 pub mod mtls;
 pub mod netns;
 pub mod pki;

@@ -600,6 +600,32 @@ pub fn abuse(ws: &Workspace, seconds: u64) -> anyhow::Result<()> {
         .args(["--seconds", &seconds.to_string()]))
 }
 
+/// `cargo xtask bench durability`: kill -9 cycles, a corrupt journal, a full disk, a clock step.
+pub fn durability(ws: &Workspace, cycles: u32, rate: u32) -> anyhow::Result<()> {
+    release_binaries(
+        ws,
+        "the durability benchmark loads eBPF programs and steps the clock: run it as root",
+        "sensord",
+        "durability-bench",
+    )?;
+    run(ws.cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sensorctl",
+        "--bin",
+        "sensorctl",
+    ]))?;
+    run(
+        Command::new(ws.root.join("target/release/durability-bench"))
+            .arg("--sensord")
+            .arg(ws.root.join("target/release/sensord"))
+            .arg("--sensorctl")
+            .arg(ws.root.join("target/release/sensorctl"))
+            .args(["--cycles", &cycles.to_string(), "--rate", &rate.to_string()]),
+    )
+}
+
 /// `cargo xtask bench tls13`: curl's TLS 1.3 handshake latency with and without the uprobes.
 pub fn tls13(ws: &Workspace, rounds: usize, runs: usize) -> anyhow::Result<()> {
     release_binaries(

@@ -109,6 +109,16 @@ enum BenchCmd {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// sensord killed and restarted (kill -9) under load, a corrupt journal, a full disk, a
+    /// wall-clock step: what is lost, and how long recovery takes.
+    Durability {
+        /// kill -9 cycles.
+        #[arg(long, default_value_t = 1000)]
+        cycles: u32,
+        /// Events per second during the cycles.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+    },
     /// What the OpenSSL uprobes cost a client: curl TLS 1.3 handshake latency with and
     /// without them, sensord running both times.
     Tls13 {
@@ -200,6 +210,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 BenchCmd::Verdict => bench::verdict(&ws),
                 BenchCmd::Daemon { rate, seconds } => bench::daemon(&ws, rate, seconds),
                 BenchCmd::Abuse { seconds } => bench::abuse(&ws, seconds),
+                BenchCmd::Durability { cycles, rate } => bench::durability(&ws, cycles, rate),
                 BenchCmd::Tls13 { rounds, runs } => bench::tls13(&ws, rounds, runs),
             }
         }

@@ -11,9 +11,10 @@
 //!   name). `benign_captured_ratio` is the share of completed benign handshakes with an event,
 //!   `benign_ringbuf_drops` the kernel's ring buffer drops meanwhile, `peak_rss_mb` sensord's
 //!   peak resident memory (VmHWM, ring buffer mappings included).
-//! - Phase 2, reload storm: a member of the API socket's group (uid 65534, gid `nogroup`)
-//!   calls Reload `--reloads-per-s` times a second. `reload_storm_capture_ratio` as above,
-//!   with how many calls were done, refused, or failed.
+//! - Phase 2, reload storm: a member of the API socket's group and of `api.admin_group`
+//!   (uid 65534, gid `nogroup`) calls Reload `--reloads-per-s` times a second.
+//!   `reload_storm_capture_ratio` as above, with how many calls were done, rate-limited,
+//!   denied or failed.
 
 use std::{
     collections::HashSet,
@@ -31,13 +32,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Parser;
-use rustls::pki_types::ServerName;
 use sensor_proto::v1::{GetStatusRequest, ReloadRequest, WatchRequest};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::StreamExt as _;
 
 /// The unprivileged user and group of the abusers (Debian's nobody and nogroup).
@@ -96,29 +91,11 @@ fn main() -> anyhow::Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
     let socket = state.path().join("sensord.sock");
-    let config = state.path().join("sensord.toml");
-    std::fs::write(&config, format!("[api]\nsocket_group = \"{NOGROUP}\"\n"))?;
-    let mut sensord = sensor_tests::Proc::spawn(
-        "sensord",
-        Command::new(&args.sensord)
-            .arg("--config")
-            .arg(&config)
-            .arg("--state-dir")
-            .arg(state.path())
-            .arg("--socket")
-            .arg(&socket)
-            .env("SENSOR_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    // The storm's caller is in the admin group: the strongest case, where only the rate limit
+    // stands between it and the capture loop.
+    let config = format!("[api]\nsocket_group = \"{NOGROUP}\"\nadmin_group = \"{NOGROUP}\"\n");
+    let mut sensord = sensor_tests::load::sensord(&args.sensord, state.path(), Some(&config));
     let pid = sensord.pid();
-    for _ in 0..600 {
-        if socket.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     std::thread::sleep(Duration::from_secs(3));
     let seconds = Duration::from_secs(args.seconds);
 
@@ -227,29 +204,7 @@ async fn benign(
     duration: Duration,
 ) -> anyhow::Result<Benign> {
     let domain = format!("{label}.benign.test");
-    let (server_cfg, client_cfg) =
-        sensor_tests::rustls_configs(&format!("*.{domain}"), &rustls::version::TLS12)?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let acceptor = TlsAcceptor::from(server_cfg);
-    let server = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(mut tls) = acceptor.accept(tcp).await {
-                    let mut b = [0u8; 1];
-                    if tls.read_exact(&mut b).await.is_ok() {
-                        let _ = tls.write_all(&b).await;
-                        let _ = tls.shutdown().await;
-                    }
-                }
-            });
-        }
-    });
+    let server = sensor_tests::load::Server::start(&domain).await?;
     let mut api = sensor_tests::client::unix(socket).await;
     let mut stream = api
         .watch(WatchRequest {
@@ -272,7 +227,6 @@ async fn benign(
         }
         names
     });
-    let connector = TlsConnector::from(client_cfg);
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let deadline = Instant::now() + duration;
@@ -282,9 +236,10 @@ async fn benign(
         ticker.tick().await;
         i += 1;
         let name = format!("b{i}.{domain}");
-        let connector = connector.clone();
+        let (connector, addr) = server.client();
         tasks.push(tokio::spawn(async move {
-            tokio::time::timeout(Duration::from_secs(20), one(&connector, addr, &name))
+            let done = sensor_tests::load::handshake(&connector, addr, &name);
+            tokio::time::timeout(Duration::from_secs(20), done)
                 .await
                 .ok()
                 .and_then(Result::ok)
@@ -297,25 +252,12 @@ async fn benign(
             completed.insert(name);
         }
     }
-    server.abort();
+    drop(server);
     let seen = collector.await?;
     Ok(Benign {
         completed: completed.len(),
         captured: completed.iter().filter(|n| seen.contains(*n)).count(),
     })
-}
-
-async fn one(connector: &TlsConnector, addr: SocketAddr, name: &str) -> anyhow::Result<()> {
-    let tcp = TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let mut tls = connector
-        .connect(ServerName::try_from(name.to_owned())?, tcp)
-        .await?;
-    tls.write_all(b"x").await?;
-    let mut b = [0u8; 1];
-    tls.read_exact(&mut b).await?;
-    tls.shutdown().await?;
-    Ok(())
 }
 
 /// A local TCP server that reads and discards whatever the abusers send.
@@ -464,18 +406,22 @@ async fn reload_storm(socket: &Path, per_s: u32, duration: Duration) -> anyhow::
     let mut api = sensor_tests::client::unix(socket).await;
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(per_s.max(1))));
     let deadline = Instant::now() + duration;
-    let (mut done, mut refused, mut failed) = (0u64, 0u64, 0u64);
+    let (mut done, mut refused, mut limited, mut denied, mut failed) = (0u64, 0, 0, 0, 0);
     while Instant::now() < deadline {
         ticker.tick().await;
         match api.reload(ReloadRequest {}).await {
             Ok(r) if r.get_ref().ok => done += 1,
             Ok(_) => refused += 1,
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => limited += 1,
+            Err(s) if s.code() == tonic::Code::PermissionDenied => denied += 1,
             Err(_) => failed += 1,
         }
     }
     println!("calls_done={done}");
     println!("calls_refused={refused}");
-    println!("calls_denied={failed}");
+    println!("calls_rate_limited={limited}");
+    println!("calls_denied={denied}");
+    println!("calls_failed={failed}");
     Ok(())
 }
 

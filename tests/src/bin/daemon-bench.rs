@@ -11,19 +11,13 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     process::{Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use clap::Parser;
-use rustls::pki_types::ServerName;
 use sensor_proto::v1::WatchRequest;
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 use tokio_stream::StreamExt as _;
 
 #[derive(Parser)]
@@ -103,25 +97,8 @@ fn main() -> anyhow::Result<()> {
     let journal_rate = journal_bench()?;
     let state = tempfile::tempdir()?;
     let socket = state.path().join("sensord.sock");
-    let mut sensord = sensor_tests::Proc::spawn(
-        "sensord",
-        Command::new(&args.sensord)
-            .arg("--state-dir")
-            .arg(state.path())
-            .arg("--socket")
-            .arg(&socket)
-            .env("SENSOR_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let mut sensord = sensor_tests::load::sensord(&args.sensord, state.path(), None);
     let pid = sensord.pid();
-    for _ in 0..600 {
-        if socket.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     std::thread::sleep(Duration::from_secs(5));
     let idle = rss_mb(pid);
     let idle_own = rss_mb_without_maps(pid);
@@ -225,45 +202,19 @@ fn journal_bench() -> anyhow::Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-/// A rustls server and the client and server configurations.
-fn tls_configs() -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)> {
-    sensor_tests::rustls_configs("latency.test", &rustls::version::TLS12)
-}
-
 /// Handshakes at `rate` per second; a subscriber measures capture-to-subscriber latency.
 async fn latency(
     socket: &std::path::Path,
     rate: u32,
     seconds: u64,
 ) -> anyhow::Result<(f64, f64, usize, u64)> {
-    let (server_cfg, client_cfg) = tls_configs()?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let acceptor = TlsAcceptor::from(server_cfg);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(mut tls) = acceptor.accept(tcp).await {
-                    let mut b = [0u8; 1];
-                    if tls.read_exact(&mut b).await.is_ok() {
-                        let _ = tls.write_all(&b).await;
-                        let _ = tls.shutdown().await;
-                    }
-                }
-            });
-        }
-    });
+    let server = sensor_tests::load::Server::start("latency.test").await?;
     let mut api = sensor_tests::client::unix(socket).await;
     let mut stream = api
         .watch(WatchRequest {
             tail: true,
             filter: Some(sensor_proto::v1::Filter {
-                sni: vec!["latency.test".into()],
+                sni: vec!["*.latency.test".into()],
                 ..Default::default()
             }),
             ..Default::default()
@@ -286,7 +237,6 @@ async fn latency(
         }
         lat
     });
-    let connector = TlsConnector::from(client_cfg);
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -295,9 +245,9 @@ async fn latency(
     while Instant::now() < deadline {
         ticker.tick().await;
         made += 1;
-        let connector = connector.clone();
+        let (connector, addr) = server.client();
         tokio::spawn(async move {
-            let _ = one(&connector, addr).await;
+            let _ = sensor_tests::load::handshake(&connector, addr, "b.latency.test").await;
         });
     }
     let mut lat = collector.await?;
@@ -308,21 +258,6 @@ async fn latency(
         lat.len(),
         made,
     ))
-}
-
-async fn one(connector: &TlsConnector, addr: SocketAddr) -> anyhow::Result<()> {
-    let tcp = TcpStream::connect(addr).await?;
-    // As curl and browsers do; without it Nagle and delayed ACKs stretch the handshake itself
-    // by 40 ms, which is not the sensor's latency.
-    tcp.set_nodelay(true)?;
-    let mut tls = connector
-        .connect(ServerName::try_from("latency.test")?, tcp)
-        .await?;
-    tls.write_all(b"x").await?;
-    let mut b = [0u8; 1];
-    tls.read_exact(&mut b).await?;
-    tls.shutdown().await?;
-    Ok(())
 }
 
 /// Hold `n` connections in mid-handshake (a ClientHello record header and part of its body),
