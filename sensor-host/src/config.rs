@@ -128,6 +128,11 @@ pub struct TapConfig {
     /// Size of the kernel-to-daemon ring buffer in MiB: a power of two from 1 to 256.
     #[serde(deserialize_with = "ring_buffer_mb")]
     pub ring_buffer_mb: u32,
+    /// MiB sensord holds for handshakes in progress, all connections together: reassembly
+    /// buffers, parsed hellos, chains. Past it the least recently active connections are
+    /// given up on (counted in `flows_evicted_memory`).
+    #[serde(deserialize_with = "flow_memory_mb")]
+    pub flow_memory_mb: u32,
 }
 
 impl Default for TapConfig {
@@ -136,6 +141,7 @@ impl Default for TapConfig {
             byte_budget: sensor_common::DEFAULT_BYTE_BUDGET,
             cgroup: None,
             ring_buffer_mb: 8,
+            flow_memory_mb: 64,
         }
     }
 }
@@ -145,6 +151,16 @@ fn ring_buffer_mb<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Erro
     if !(1..=256).contains(&mb) || !mb.is_power_of_two() {
         return Err(serde::de::Error::custom(format!(
             "ring_buffer_mb = {mb}: it must be a power of two from 1 to 256"
+        )));
+    }
+    Ok(mb)
+}
+
+fn flow_memory_mb<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let mb = u32::deserialize(d)?;
+    if !(4..=4096).contains(&mb) {
+        return Err(serde::de::Error::custom(format!(
+            "flow_memory_mb = {mb}: it must be from 4 to 4096"
         )));
     }
     Ok(mb)
@@ -429,6 +445,11 @@ mod tests {
         assert!(err.to_string().contains("power of two"), "{err}");
         let ok = Config::parse("[tap]\nring_buffer_mb = 64\n", "s.toml").unwrap();
         assert_eq!(ok.tap.ring_buffer_mb, 64);
+        let err = Config::parse("[tap]\n\nflow_memory_mb = 0\n", "s.toml").unwrap_err();
+        assert!(err.to_string().starts_with("s.toml:3:"), "{err}");
+        assert!(err.to_string().contains("from 4 to 4096"), "{err}");
+        let ok = Config::parse("[tap]\nflow_memory_mb = 256\n", "s.toml").unwrap();
+        assert_eq!(ok.tap.flow_memory_mb, 256);
         let err = Config::parse("[journal]\n\nmax_pending_mb = 0\n", "s.toml").unwrap_err();
         assert_eq!(err.line, Some(3), "{err}");
         assert!(err.to_string().contains("from 1 to 4096"), "{err}");

@@ -85,7 +85,13 @@ async fn watch(global: &Global, args: &WatchArgs, palette: Palette) -> anyhow::R
                 loop {
                     match stream.next().await {
                         Some(Ok(ev)) => {
-                            last = last.max(ev.seq);
+                            // An aggregated stream says where to resume: events it folded
+                            // and has not sent yet lie before this one's seq.
+                            last = if args.aggregate && ev.resume_after > 0 {
+                                ev.resume_after
+                            } else {
+                                last.max(ev.seq)
+                            };
                             let line = match args.output {
                                 LineOutput::Text => render::event_line(&line(&ev), palette),
                                 LineOutput::Json => json_line(&ev),

@@ -595,6 +595,9 @@ impl Flow {
         if bad_certificate {
             self.seen.note_malformed(Malformed::BadCertificate);
         }
+        if chain.iter().any(|c| c.names_cut) {
+            self.seen.note_malformed(Malformed::OversizedField);
+        }
         let ch = self.seen.client_hello.as_ref()?;
         let c = self.seen.client.unwrap_or(0);
         let s = 1 - c;

@@ -396,6 +396,10 @@ impl Engine {
             return false;
         };
         let key = *key;
+        // Its handshake is reported as far as it got, and says why it ends there.
+        if let Some(Slot::Live(flow)) = self.flows.get_mut(&key) {
+            flow.note_loss(crate::event::CaptureLoss::Evicted);
+        }
         self.close(&key);
         self.flows.remove(&key);
         true

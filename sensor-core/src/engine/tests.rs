@@ -593,3 +593,40 @@ fn parsed_hellos_and_chains_count_against_the_memory_limit() {
     // The hello is parsed and its record consumed: what the flow still holds is the summary.
     assert!(e.buffered_bytes() > 0, "the parsed hello is counted");
 }
+
+#[test]
+fn a_flow_given_up_on_for_memory_says_so_in_its_event() {
+    let mut e = Engine::new(EngineLimits {
+        max_buffered_bytes: 4096,
+        ..EngineLimits::default()
+    });
+    // ClientHellos waiting for their servers: each holds its parsed hello.
+    let ch = record(22, &client_hello("evicted.test"));
+    for i in 0..200u32 {
+        let src: SocketAddr = format!("10.3.{}.{}:1000", i / 250, i % 250 + 1)
+            .parse()
+            .unwrap();
+        e.push(&Segment {
+            ts_ns: u64::from(i) + 1,
+            src,
+            dst: SERVER.parse().unwrap(),
+            seq: 1,
+            tcp_flags: ACK,
+            payload: &ch,
+            missing: 0,
+            received: Received::default(),
+            attribution: None,
+        });
+    }
+    let evicted = e.stats().flows_evicted_memory;
+    assert!(evicted > 0, "{:?}", e.stats());
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len() as u64, evicted);
+    assert!(
+        events
+            .iter()
+            .all(|h| h.capture_incomplete.contains(&CaptureLoss::Evicted)),
+        "{:?}",
+        events.first()
+    );
+}

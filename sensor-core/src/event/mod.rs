@@ -141,6 +141,9 @@ named_enum! {
         OutOfOrder => "out_of_order",
         /// The same stream bytes arrived twice with different content.
         Conflict => "conflict",
+        /// The connection was given up on before its handshake was over: the memory for
+        /// handshakes in progress (`tap.flow_memory_mb`) or the flow table was full.
+        Evicted => "evicted",
     }
 }
 

@@ -45,8 +45,9 @@ named_enum! {
         ChainTooLong => "chain_too_long",
         /// A certificate in the chain that does not parse.
         BadCertificate => "bad_certificate",
-        /// A ClientHello field longer than any real client sends: a server name over 255
-        /// bytes (dropped), more ALPN protocols than the sensor keeps (cut).
+        /// A field longer than the sensor keeps: a ClientHello's server name over 255 bytes
+        /// (dropped), more ALPN protocols than it keeps (cut), a certificate's names over
+        /// their bounds (cut, the certificate marked `names_cut`).
         OversizedField => "oversized_field",
     }
 }

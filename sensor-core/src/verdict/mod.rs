@@ -624,6 +624,7 @@ fn losses_in_words(f: &Facts<'_>) -> String {
             CaptureLoss::RingDrop => "the kernel's buffer to sensord was full",
             CaptureLoss::PrefixTooLong => "the plaintext before TLS was longer than it reads",
             CaptureLoss::OutOfOrder => "more data came out of order than it holds",
+            CaptureLoss::Evicted => "the sensor gave up on the connection to make room for others",
             CaptureLoss::Conflict => {
                 "the same bytes came twice with different content, so what the client kept is \
                  not known"

@@ -43,8 +43,36 @@ pub struct CertSummary {
     /// JA4X (FoxIO License 1.1; only with the `ja4plus` feature).
     #[cfg(feature = "ja4plus")]
     pub ja4x: Option<String>,
+    /// Names were cut to what the sensor keeps ([`MAX_SAN_NAMES`] subjectAltNames of at most
+    /// [`MAX_NAME_LEN`] bytes, distinguished names of at most [`MAX_DN_LEN`] bytes): written
+    /// only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub names_cut: bool,
     #[serde(skip)]
     pub der: Vec<u8>,
+}
+
+/// subjectAltNames kept per certificate: Let's Encrypt issues at most 100; a forged
+/// certificate can carry thousands, each of which would go into every event and log line.
+pub const MAX_SAN_NAMES: usize = 100;
+/// Longest subjectAltName kept (a DNS name has at most 253 characters).
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest subject or issuer text kept, cut on a character boundary and marked `…`.
+pub const MAX_DN_LEN: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, `…` marking the cut; whether it
+/// was cut.
+fn bounded(mut text: String, max: usize) -> (String, bool) {
+    if text.len() <= max {
+        return (text, false);
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    (text, true)
 }
 
 /// A certificate that did not parse.
@@ -148,7 +176,7 @@ pub fn summarize(der: &[u8]) -> Result<CertSummary, CertError> {
             }
         }
     };
-    let san = match cert.subject_alternative_name() {
+    let mut san: Vec<String> = match cert.subject_alternative_name() {
         Ok(Some(ext)) => ext
             .value
             .general_names
@@ -158,17 +186,24 @@ pub fn summarize(der: &[u8]) -> Result<CertSummary, CertError> {
                 GeneralName::IPAddress(ip) => ip_to_string(ip),
                 _ => None,
             })
+            .take(MAX_SAN_NAMES + 1)
             .collect(),
         _ => Vec::new(),
     };
+    let long_name = san.iter().any(|n| n.len() > MAX_NAME_LEN);
+    san.retain(|n| n.len() <= MAX_NAME_LEN);
+    let many_names = san.len() > MAX_SAN_NAMES;
+    san.truncate(MAX_SAN_NAMES);
+    let (subject, subject_cut) = bounded(cert.subject().to_string(), MAX_DN_LEN);
+    let (issuer, issuer_cut) = bounded(cert.issuer().to_string(), MAX_DN_LEN);
     let sig_oid = &cert.signature_algorithm.algorithm;
     let signature_algorithm = oid_registry()
         .get(sig_oid)
         .map(|e| e.sn().to_owned())
         .unwrap_or_else(|| sig_oid.to_id_string());
     Ok(CertSummary {
-        subject: cert.subject().to_string(),
-        issuer: cert.issuer().to_string(),
+        subject,
+        issuer,
         serial: cert.raw_serial_as_string(),
         not_before: ts(&cert.validity().not_before),
         not_after: ts(&cert.validity().not_after),
@@ -182,6 +217,7 @@ pub fn summarize(der: &[u8]) -> Result<CertSummary, CertError> {
         self_issued: cert.subject().as_raw() == cert.issuer().as_raw(),
         #[cfg(feature = "ja4plus")]
         ja4x: crate::tls::fingerprint::ja4x(der),
+        names_cut: long_name || many_names || subject_cut || issuer_cut,
         der: der.to_vec(),
     })
 }
@@ -219,6 +255,33 @@ fn ip_to_string(ip: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_certificate_with_too_many_or_too_long_names_is_cut_and_marked() {
+        let mut names: Vec<String> = (0..5000).map(|i| format!("n{i}.example.test")).collect();
+        names.push("x".repeat(300));
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        let cn = "C".repeat(5000);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn.as_str());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let s = super::summarize(cert.der()).unwrap();
+        assert!(s.names_cut);
+        assert_eq!(s.san.len(), super::MAX_SAN_NAMES);
+        assert!(s.san.iter().all(|n| n.len() <= super::MAX_NAME_LEN));
+        assert!(s.subject.len() <= super::MAX_DN_LEN && s.subject.ends_with('…'));
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.len() < 8 * 1024, "{} bytes", json.len());
+        assert!(json.contains("\"names_cut\":true"));
+
+        // An ordinary certificate keeps every name and says nothing of cutting.
+        let ok = rcgen::generate_simple_self_signed(vec!["a.example.test".to_owned()]).unwrap();
+        let s = super::summarize(ok.cert.der()).unwrap();
+        assert!(!s.names_cut);
+        assert!(!serde_json::to_string(&s).unwrap().contains("names_cut"));
+    }
+
     #[test]
     fn names_host_takes_exact_names_and_one_label_wildcards() {
         let san = [

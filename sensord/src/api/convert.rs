@@ -44,6 +44,7 @@ pub fn event(r: &StoredEvent, count: u64) -> pb::Event {
     let j = e.judgement.as_ref();
     pb::Event {
         seq: r.seq,
+        resume_after: r.seq,
         time: Some(timestamp(h.time)),
         src_addr: h.src_addr.map(|a| a.to_string()).unwrap_or_default(),
         src_port: u32::from(h.src_port),

@@ -149,8 +149,9 @@ fn fold(agg: &mut Option<Aggregator>, r: Arc<StoredEvent>) -> Option<(Arc<Stored
 
 struct Aggregator {
     window: Duration,
-    /// key -> (window end, latest record, events folded into it and not sent yet).
-    open: HashMap<String, (tokio::time::Instant, Arc<StoredEvent>, u64)>,
+    /// key -> (window end, latest record, events folded into it and not sent yet, the first
+    /// of those).
+    open: HashMap<String, (tokio::time::Instant, Arc<StoredEvent>, u64, u64)>,
 }
 
 impl Aggregator {
@@ -171,23 +172,36 @@ impl Aggregator {
         let now = tokio::time::Instant::now();
         let key = Self::key(&r);
         match self.open.get_mut(&key) {
-            Some((end, latest, n)) if *end > now => {
+            Some((end, latest, n, first)) if *end > now => {
+                if *n == 0 {
+                    *first = r.seq;
+                }
                 *latest = r;
                 *n += 1;
                 None
             }
             _ => {
-                self.open.insert(key, (now + self.window, r.clone(), 0));
+                self.open.insert(key, (now + self.window, r.clone(), 0, 0));
                 Some((r, 1))
             }
         }
+    }
+
+    /// Where a subscriber may resume after having been sent `seq`: before the first event
+    /// folded into a window and not sent yet.
+    fn resume_after(&self, seq: u64) -> u64 {
+        self.open
+            .values()
+            .filter(|(_, _, n, _)| *n > 0)
+            .map(|(_, _, _, first)| first.saturating_sub(1))
+            .fold(seq, u64::min)
     }
 
     /// Windows that ended with folded events: their latest event and how many were folded.
     fn expired(&mut self) -> Vec<(Arc<StoredEvent>, u64)> {
         let now = tokio::time::Instant::now();
         let mut out = Vec::new();
-        self.open.retain(|_, (end, latest, n)| {
+        self.open.retain(|_, (end, latest, n, _)| {
             if *end > now {
                 return true;
             }
@@ -217,19 +231,25 @@ async fn subscriber(
         open: HashMap::new(),
     });
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let send = |r: Arc<StoredEvent>, count: u64| {
+    let send = |r: Arc<StoredEvent>, count: u64, resume_after: u64| {
         let tx = tx.clone();
-        async move { tx.send(Ok(convert::event(&r, count))).await.is_ok() }
+        let mut ev = convert::event(&r, count);
+        ev.resume_after = resume_after;
+        async move { tx.send(Ok(ev)).await.is_ok() }
     };
+    let resume =
+        |agg: &Option<Aggregator>, seq: u64| agg.as_ref().map_or(seq, |a| a.resume_after(seq));
     loop {
         tokio::select! {
             got = follower.next() => match got {
                 Ok(Some(r)) => {
                     if filter.matches(&r.meta)
                         && let Some((r, n)) = fold(&mut agg, r)
-                        && !send(r, n).await
                     {
-                        return;
+                        let after = resume(&agg, r.seq);
+                        if !send(r, n, after).await {
+                            return;
+                        }
                     }
                 }
                 Ok(None) => return,
@@ -241,7 +261,8 @@ async fn subscriber(
             _ = tick.tick(), if agg.is_some() => {
                 let due = agg.as_mut().map(Aggregator::expired).unwrap_or_default();
                 for (r, n) in due {
-                    if !send(r, n).await {
+                    let after = resume(&agg, r.seq);
+                    if !send(r, n, after).await {
                         return;
                     }
                 }
@@ -768,6 +789,36 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(watch().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_aggregated_stream_resumes_before_what_it_folded_and_has_not_sent() {
+        let record = |seq: u64, sni: &str| {
+            let mut r =
+                crate::journal::testing::event(seq, sensor_core::event::Verdict::Clean).stored(seq);
+            r.meta.sni = Some(sni.to_owned());
+            Arc::new(r)
+        };
+        let mut agg = Aggregator {
+            window: Duration::from_secs(60),
+            open: HashMap::new(),
+        };
+        // a.test at 1 goes out; at 2 and 3 it is folded; b.test at 4 goes out.
+        assert!(agg.add(record(1, "a.test")).is_some());
+        assert_eq!(agg.resume_after(1), 1);
+        assert!(agg.add(record(2, "a.test")).is_none());
+        assert!(agg.add(record(3, "a.test")).is_none());
+        let (sent, _) = agg.add(record(4, "b.test")).unwrap();
+        // Resuming after 4 would lose 2 and 3, which no one has seen yet.
+        assert_eq!(agg.resume_after(sent.seq), 1);
+        // Once the window's count goes out, nothing is pending.
+        agg.open
+            .values_mut()
+            .for_each(|w| w.0 = tokio::time::Instant::now());
+        let folded = agg.expired();
+        assert_eq!(folded.len(), 1);
+        assert_eq!((folded[0].0.seq, folded[0].1), (3, 2));
+        assert_eq!(agg.resume_after(4), 4);
     }
 
     #[test]

@@ -249,6 +249,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         trust,
         prober,
         clock.kernel(),
+        cfg.tap.flow_memory_mb,
         Outputs {
             print: opts.print,
             journal: journal_tx.clone(),

@@ -73,9 +73,18 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(trust: Arc<TrustContext>, prober: Prober, clock: ClockOffset, out: Outputs) -> Self {
+    pub fn new(
+        trust: Arc<TrustContext>,
+        prober: Prober,
+        clock: ClockOffset,
+        flow_memory_mb: u32,
+        out: Outputs,
+    ) -> Self {
         Self {
-            engine: Engine::new(EngineLimits::default()),
+            engine: Engine::new(EngineLimits {
+                max_buffered_bytes: (flow_memory_mb as usize) << 20,
+                ..EngineLimits::default()
+            }),
             resolver: Resolver::new(),
             certs: CertAssembler::default(),
             verdicts: VerdictEngine::new(trust),

@@ -125,6 +125,7 @@ mod tests {
             self_issued: false,
             #[cfg(feature = "ja4plus")]
             ja4x: None,
+            names_cut: false,
             der: Vec::new(),
         };
         let e = Event {
