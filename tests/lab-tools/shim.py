@@ -13,10 +13,10 @@ record reassembly and on how far into a stream it looks for the TLS handshake.
       records, the rest passes unchanged.
 
   tiny-segments --listen HOST:PORT --upstream HOST:PORT
-      A plain TCP relay that sends the server's bytes to the client one byte per send(), with
-      TCP_NODELAY: one byte per TCP segment (turn net.ipv4.tcp_autocorking off in the relay's
-      network namespace, or the kernel merges sends while packets wait). Client to server
-      passes unchanged. What a sensor that copies every segment to userspace pays most for.
+      A plain TCP relay that sends the server's bytes to the client one byte per TCP segment:
+      TCP_NODELAY, and each byte only once the previous one was acknowledged (SIOCOUTQ is 0),
+      so TCP never merges queued bytes (turn net.ipv4.tcp_autocorking off in the relay's
+      network namespace too). Client to server passes unchanged. What a sensor that copies every segment to userspace pays most for.
 
   pad-connect --listen HOST:PORT --pad BYTES [--upstream-proxy HOST:PORT]
       An explicit HTTP proxy for CONNECT only whose "200" answer carries BYTES of padding
@@ -33,8 +33,11 @@ SIGINT.
 
 import argparse
 import asyncio
+import fcntl
 import signal
 import socket
+import struct
+import termios
 
 from labtool import host_port, log
 
@@ -143,15 +146,30 @@ async def split_records(args, c_reader, c_writer) -> None:
     log(f"{peer}: done, {splitter.split} handshake record(s) split into one-byte records")
 
 
+async def unacked(fd: int) -> None:
+    """Wait (up to a second) until the socket's send queue is empty: every byte sent was
+    acknowledged, so the next send is a segment of its own (TCP would otherwise merge queued
+    bytes into one segment when the window opens)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.0
+    while loop.time() < deadline:
+        left = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        if left == 0:
+            return
+        await asyncio.sleep(0.0002)
+
+
 async def pump_bytewise(reader, writer) -> int:
-    """Copy reader to writer one byte per send (the transport sends at once when its buffer
-    is empty, which drain() ensures); the bytes sent."""
+    """Copy reader to writer one byte per TCP segment: each byte is sent once the previous
+    one was acknowledged; the bytes sent."""
     sent = 0
+    fd = writer.get_extra_info("socket").fileno()
     try:
         while data := await reader.read(65536):
             for i in range(len(data)):
                 writer.write(data[i : i + 1])
                 await writer.drain()
+                await unacked(fd)
             sent += len(data)
         if writer.can_write_eof():
             writer.write_eof()
