@@ -166,11 +166,25 @@ impl Admins {
     }
 }
 
+/// Run a reentrant lookup of the user and group databases (`getgrnam_r`, `getpwuid_r`) with a
+/// buffer that doubles while the lookup says `ERANGE`, up to 4 MiB. `lookup` gets the buffer
+/// and answers with the call's return code and what it found.
+fn with_buffer<T>(mut lookup: impl FnMut(&mut [u8]) -> (libc::c_int, Option<T>)) -> Option<T> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (rc, found) = lookup(&mut buf);
+        if rc == libc::ERANGE && buf.len() < 1 << 22 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        return if rc == 0 { found } else { None };
+    }
+}
+
 /// A group's id by name.
 pub(crate) fn group_id(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0u8; 4096];
-    loop {
+    with_buffer(|buf| {
         // SAFETY: an all-zero `group` is a valid out-parameter; getgrnam_r only writes into it,
         // the buffer and `result`, with the buffer's true length.
         let mut gr: libc::group = unsafe { std::mem::zeroed() };
@@ -185,19 +199,14 @@ pub(crate) fn group_id(name: &str) -> Option<u32> {
                 &mut result,
             )
         };
-        if rc == libc::ERANGE && buf.len() < 1 << 22 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        return (rc == 0 && !result.is_null()).then_some(gr.gr_gid);
-    }
+        (rc, (!result.is_null()).then_some(gr.gr_gid))
+    })
 }
 
 /// The groups of user `uid` in the user and group databases: its primary group and every
 /// group that lists it, as a login would get them. `None` when the uid has no user entry.
 pub fn groups_of(uid: u32) -> Option<Vec<u32>> {
-    let mut buf = vec![0u8; 4096];
-    let (name, primary) = loop {
+    let (name, primary) = with_buffer(|buf| {
         // SAFETY: an all-zero `passwd` is a valid out-parameter; getpwuid_r writes into it, the
         // buffer (its true length given) and `result`.
         let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
@@ -212,16 +221,12 @@ pub fn groups_of(uid: u32) -> Option<Vec<u32>> {
                 &mut result,
             )
         };
-        if rc == libc::ERANGE && buf.len() < 1 << 22 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() || pw.pw_name.is_null() {
-            return None;
-        }
-        // SAFETY: pw_name points into `buf`, a NUL-terminated string getpwuid_r wrote.
-        break (unsafe { CStr::from_ptr(pw.pw_name) }.to_owned(), pw.pw_gid);
-    };
+        let found = (!result.is_null() && !pw.pw_name.is_null()).then(|| {
+            // SAFETY: pw_name points into `buf`, a NUL-terminated string getpwuid_r wrote.
+            (unsafe { CStr::from_ptr(pw.pw_name) }.to_owned(), pw.pw_gid)
+        });
+        (rc, found)
+    })?;
     let mut groups: Vec<libc::gid_t> = vec![0; 64];
     loop {
         let mut count = libc::c_int::try_from(groups.len()).unwrap_or(libc::c_int::MAX);
