@@ -332,6 +332,45 @@ fn mitmproxy_explicit_tls13_is_intercepted() {
     }
 }
 
+/// Wait until a TCP connection from `ns` to `addr:port` is accepted (by the interceptor the
+/// redirect leads to), before any daemon runs: the path must work before the test can say
+/// anything about what the sensor saw on it. If it never does, say what the host had.
+fn wait_redirected(ns: &Netns, addr: &str, port: u16, icpt: &Interceptor) {
+    const CONNECT: &str = "import socket, sys\n\
+                           socket.create_connection((sys.argv[1], int(sys.argv[2])), 2).close()";
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        let out = ns
+            .command("python3")
+            .args(["-c", CONNECT, addr, &port.to_string()])
+            .output()
+            .expect("python3");
+        if out.status.success() {
+            return;
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let show = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| e.to_string())
+    };
+    panic!(
+        "{addr}:{port} from {} never answered through the redirect to port {}: {last}\n\
+         interceptor pid {} alive: {}\nnat rules:\n{}\nlisteners:\n{}",
+        ns.name,
+        icpt.port,
+        icpt.proc.pid(),
+        Path::new(&format!("/proc/{}", icpt.proc.pid())).exists(),
+        show("iptables", &["-t", "nat", "-S"]),
+        show("ss", &["-Hltnp"]),
+    );
+}
+
 #[test]
 fn mitmproxy_transparent_tls13_is_intercepted() {
     let _serial = serial();
@@ -347,6 +386,7 @@ fn mitmproxy_transparent_tls13_is_intercepted() {
     );
     let mitm = interceptors::mitmproxy_transparent(dir.path());
     let _redirect = Redirect::new(&ns.host_if, origin.port, mitm.port);
+    wait_redirected(&ns, &ns.host_ip, origin.port, &mitm);
     let conn = Conn {
         addr: ns.host_ip.clone(),
         port: origin.port,
