@@ -1,6 +1,8 @@
 //! The sensor's gRPC API, package `sensor.v1`.
 #![allow(clippy::all, clippy::pedantic)]
 
+pub mod authority;
+
 pub mod v1 {
     tonic::include_proto!("sensor.v1");
 

@@ -145,6 +145,30 @@ pub mod counter {
         "segments_unreadable",
         "ring_budget_exhausted",
     ];
+
+    /// What each counter counts, indexed by counter: the metrics' HELP text.
+    pub const HELP: [&str; COUNT as usize] = [
+        "TCP packets the tap programs looked at",
+        "Payload bytes written to the ring buffer",
+        "Records that did not fit into the ring buffer",
+        "Flows the kernel started tracking",
+        "Flows whose byte budget ran out before the handshake was over",
+        "Segment records emitted",
+        "Segments cut because they were larger than one record holds",
+        "Flows found not to be TLS and ignored from then on",
+        "Packets the tap could not parse (bad IP or TCP header)",
+        "Flows whose handshake the kernel saw end",
+        "Tracked sockets seen closing",
+        "Directions whose record headers the kernel lost track of",
+        "Socket (process attribution) events emitted",
+        "Flows that opened in plaintext and did not turn into TLS within the prefix budget",
+        "Certificates captured by the d2i_X509 uprobe during a handshake",
+        "Uprobe certificates longer than the capture limit, cut",
+        "Reads of user memory that failed in the uprobe",
+        "Segments the local socket's TCP would not take (injected or stale), not followed",
+        "Packets of a socket mid-handshake whose TCP header the tap could not find",
+        "Flows that used up their share of the ring buffer",
+    ];
 }
 
 /// Largest payload one segment record carries. Larger segments are split into several records

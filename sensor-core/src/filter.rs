@@ -8,7 +8,7 @@ use std::{fmt, net::IpAddr, str::FromStr};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use wildmatch::WildMatch;
 
-use crate::event::{Event, Severity, Verdict};
+use crate::event::{ContainerRuntime, Event, Severity, Verdict};
 
 /// What a filter looks at, for one event. Kept with each event in the journal.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,6 +25,10 @@ pub struct EventMeta {
     pub dst_port: u16,
     /// The leaf's issuer, for aggregation.
     pub issuer: Option<String>,
+    /// The container the local process runs in: its id, name and runtime.
+    pub container_id: Option<String>,
+    pub container_name: Option<String>,
+    pub container_runtime: Option<ContainerRuntime>,
 }
 
 impl EventMeta {
@@ -42,7 +46,20 @@ impl EventMeta {
             dst_addr: h.dst_addr,
             dst_port: h.dst_port,
             issuer: e.issuer().map(str::to_owned),
+            ..Self::default()
         }
+        .with_container_of(e)
+    }
+
+    /// The same with the container fields of `e`'s process (for metadata read from
+    /// columns, which do not hold them).
+    pub fn with_container_of(mut self, e: &Event) -> Self {
+        let p = e.process.as_ref();
+        let c = p.and_then(|p| p.container.as_ref());
+        self.container_id = p.and_then(|p| p.container_id.clone());
+        self.container_name = c.and_then(|c| c.name.clone());
+        self.container_runtime = c.and_then(|c| c.runtime);
+        self
     }
 
     /// The API's severity number: 0 (none) to 5 (critical).
@@ -191,6 +208,10 @@ pub struct Filter {
     pub exclude_comm: Vec<Glob>,
     pub exclude_exe: Vec<Glob>,
     pub exclude_destination: Vec<Destination>,
+    /// Containers by name or id (globs: `web-*`, `3f4e*`).
+    pub container: Vec<Glob>,
+    /// Container runtimes: docker, podman, containerd, cri-o.
+    pub container_runtime: Vec<ContainerRuntime>,
 }
 
 fn glob_any(patterns: &[Glob], value: Option<&str>) -> bool {
@@ -223,6 +244,19 @@ impl Filter {
                 .destination
                 .iter()
                 .any(|d| d.matches(m.dst_addr, m.dst_port))
+        {
+            return false;
+        }
+        if !self.container.is_empty()
+            && !glob_any(&self.container, m.container_name.as_deref())
+            && !glob_any(&self.container, m.container_id.as_deref())
+        {
+            return false;
+        }
+        if !self.container_runtime.is_empty()
+            && !m
+                .container_runtime
+                .is_some_and(|r| self.container_runtime.contains(&r))
         {
             return false;
         }
@@ -284,6 +318,27 @@ mod tests {
             err.to_string().contains("destination \"host:443\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn containers_by_name_id_and_runtime() {
+        let in_container = EventMeta {
+            container_id: Some("3f4e".repeat(16)),
+            container_name: Some("web-1".into()),
+            container_runtime: Some(ContainerRuntime::Podman),
+            ..meta()
+        };
+        let f = |json: &str| serde_json::from_str::<Filter>(json).unwrap();
+        assert!(f(r#"{"container": ["web-*"]}"#).matches(&in_container));
+        assert!(f(r#"{"container": ["3f4e3f4e*"]}"#).matches(&in_container));
+        assert!(!f(r#"{"container": ["db-*"]}"#).matches(&in_container));
+        assert!(
+            !f(r#"{"container": ["*"]}"#).matches(&meta()),
+            "not in a container"
+        );
+        assert!(f(r#"{"container_runtime": ["podman"]}"#).matches(&in_container));
+        assert!(!f(r#"{"container_runtime": ["docker", "cri-o"]}"#).matches(&in_container));
+        assert!(serde_json::from_str::<Filter>(r#"{"container_runtime": ["lxc"]}"#).is_err());
     }
 
     #[test]

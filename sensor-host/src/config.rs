@@ -27,6 +27,43 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub probe: ProbeConfig,
     pub uprobe: UprobeConfig,
+    pub host: HostConfig,
+}
+
+/// What every event says about the host besides what sensord reads from it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Labels (site, environment, ...) every event carries: keys of `a-z 0-9 _ -` starting
+    /// with a letter, at most 32 of them, values of at most 256 bytes.
+    #[serde(deserialize_with = "host_labels")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+fn host_labels<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    use sensor_core::event::host::{MAX_LABELS, MAX_TEXT, is_label_key};
+    let labels = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+    if labels.len() > MAX_LABELS {
+        return Err(serde::de::Error::custom(format!(
+            "{} labels: at most {MAX_LABELS}",
+            labels.len()
+        )));
+    }
+    for (k, v) in &labels {
+        if !is_label_key(k) {
+            return Err(serde::de::Error::custom(format!(
+                "label {k:?}: a key is 1 to 64 of a-z, 0-9, _ and -, starting with a letter"
+            )));
+        }
+        if v.len() > MAX_TEXT || v.chars().any(char::is_control) {
+            return Err(serde::de::Error::custom(format!(
+                "label {k:?}: a value is at most {MAX_TEXT} bytes, without control characters"
+            )));
+        }
+    }
+    Ok(labels)
 }
 
 /// Uprobes on OpenSSL: the chains its clients parse, TLS 1.3 included.
@@ -59,6 +96,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             probe: ProbeConfig::default(),
             uprobe: UprobeConfig::default(),
+            host: HostConfig::default(),
         }
     }
 }
@@ -283,6 +321,228 @@ fn max_pending_mb<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Erro
 #[serde(deny_unknown_fields, default)]
 pub struct ExportConfig {
     pub jsonl: Option<JsonlConfig>,
+    pub syslog: Option<SyslogConfig>,
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// OpenTelemetry logs (OTLP) over gRPC or HTTP, for an OpenTelemetry Collector or any OTLP
+/// receiver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// `http://host:4317` (gRPC) or `http://host:4318` (HTTP; `/v1/logs` is added unless the
+    /// endpoint has a path); `https://` for TLS.
+    #[serde(deserialize_with = "otlp_endpoint")]
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// The CA (PEM) the receiver's certificate must chain to; by default the system's roots.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and key (PEM), for receivers that ask for one.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Headers sent with every request (an `authorization` token, a tenant).
+    #[serde(deserialize_with = "otlp_headers")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Log records per request at most (1 to 10000).
+    #[serde(deserialize_with = "batch_size")]
+    pub batch_size: usize,
+    /// After an outage, events older than this many seconds are not sent (they are counted in
+    /// `sensor_export_otlp_expired_total`). 0: no limit.
+    pub max_age_secs: u64,
+    /// Which events are sent (the same filter as the API's).
+    pub filter: Filter,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "http://127.0.0.1:4317".to_owned(),
+            protocol: OtlpProtocol::Grpc,
+            ca: None,
+            client_cert: None,
+            client_key: None,
+            headers: std::collections::BTreeMap::new(),
+            batch_size: 512,
+            max_age_secs: 86_400,
+            filter: Filter::default(),
+        }
+    }
+}
+
+/// How OTLP travels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (`LogsService/Export`).
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with binary protobuf (`POST /v1/logs`).
+    Http,
+}
+
+fn otlp_endpoint<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    let ok = text
+        .parse::<http::Uri>()
+        .ok()
+        .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
+        .and_then(|u| u.host().map(|h| !h.is_empty()))
+        .unwrap_or(false);
+    if !ok {
+        return Err(serde::de::Error::custom(format!(
+            "endpoint = {text:?}: it must be http://host:port or https://host:port"
+        )));
+    }
+    Ok(text)
+}
+
+fn otlp_headers<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    let headers = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+    for (k, v) in &headers {
+        // gRPC takes `-bin` keys as binary metadata, which a text value cannot be.
+        let key_ok = !k.is_empty()
+            && !k.ends_with("-bin")
+            && k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !key_ok || v.bytes().any(|b| b.is_ascii_control()) {
+            return Err(serde::de::Error::custom(format!(
+                "header {k:?}: names are lowercase letters, digits, - and _, not ending in \
+                 -bin; values without control characters"
+            )));
+        }
+    }
+    Ok(headers)
+}
+
+fn batch_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if !(1..=10_000).contains(&n) {
+        return Err(serde::de::Error::custom(format!(
+            "batch_size = {n}: it must be from 1 to 10000"
+        )));
+    }
+    Ok(n)
+}
+
+/// RFC 5424 syslog over TCP, optionally over TLS (RFC 5425), for rsyslog, syslog-ng and the
+/// SIEMs' collectors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogConfig {
+    /// The receiver, `host:port`.
+    #[serde(deserialize_with = "host_port")]
+    pub address: String,
+    /// TLS (RFC 5425); the receiver's certificate is verified.
+    pub tls: bool,
+    /// The CA (PEM) the receiver's certificate must chain to; by default the system's roots.
+    pub ca: Option<PathBuf>,
+    /// The name the receiver's certificate must carry; by default the address's host.
+    pub server_name: Option<String>,
+    /// A client certificate and key (PEM), for receivers that ask for one.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// The message: `json` (the JSON contract), `ecs` (its ECS form) or `cef` (ArcSight's
+    /// Common Event Format, which QRadar and Microsoft Sentinel also take).
+    pub format: SyslogFormat,
+    /// The syslog facility.
+    pub facility: SyslogFacility,
+    /// After an outage, events older than this many seconds are not sent (they are counted in
+    /// `sensor_export_syslog_expired_total`). 0: no limit.
+    pub max_age_secs: u64,
+    /// Which events are sent (the same filter as the API's).
+    pub filter: Filter,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        Self {
+            address: String::new(),
+            tls: false,
+            ca: None,
+            server_name: None,
+            client_cert: None,
+            client_key: None,
+            format: SyslogFormat::Json,
+            facility: SyslogFacility::Local0,
+            max_age_secs: 86_400,
+            filter: Filter::default(),
+        }
+    }
+}
+
+impl SyslogConfig {
+    /// The host part of `address` (brackets of an IPv6 address removed).
+    pub fn host(&self) -> &str {
+        let host = self.address.rsplit_once(':').map_or("", |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+/// What a syslog message carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFormat {
+    #[default]
+    Json,
+    Ecs,
+    Cef,
+}
+
+/// Syslog facilities (RFC 5424, 6.2.1) a sensor may log under.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFacility {
+    User,
+    Daemon,
+    Auth,
+    Authpriv,
+    #[default]
+    Local0,
+    Local1,
+    Local2,
+    Local3,
+    Local4,
+    Local5,
+    Local6,
+    Local7,
+}
+
+impl SyslogFacility {
+    /// The facility's number.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::User => 1,
+            Self::Daemon => 3,
+            Self::Auth => 4,
+            Self::Authpriv => 10,
+            Self::Local0 => 16,
+            Self::Local1 => 17,
+            Self::Local2 => 18,
+            Self::Local3 => 19,
+            Self::Local4 => 20,
+            Self::Local5 => 21,
+            Self::Local6 => 22,
+            Self::Local7 => 23,
+        }
+    }
+}
+
+fn host_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    let ok = text.rsplit_once(':').is_some_and(|(host, port)| {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        !host.is_empty()
+            && !host.contains(char::is_whitespace)
+            && port.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    if !ok {
+        return Err(serde::de::Error::custom(format!(
+            "address = {text:?}: it must be host:port"
+        )));
+    }
+    Ok(text)
 }
 
 /// JSON lines to a file, for log shippers.
@@ -364,13 +624,74 @@ impl Default for ProbeConfig {
     }
 }
 
+/// The line (1-based) that starts with `text`, the first time.
+fn line_with(text: &str, start: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(start))
+        .map(|i| i + 1)
+}
+
+/// The line (1-based) where `key` is set, the first time.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
 impl Config {
     /// Parse a configuration file's text.
     pub fn parse(text: &str, file: &str) -> Result<Self, TrustError> {
-        toml::from_str(text).map_err(|e| {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             TrustError::new(file, line, e.message().to_owned())
-        })
+        })?;
+        let api = &cfg.api;
+        let mtls = api.tls_cert.is_some() && api.tls_key.is_some() && api.client_ca.is_some();
+        if api.tcp_listen.is_some() && !mtls && !api.insecure_tcp {
+            return Err(TrustError::new(
+                file,
+                key_line(text, "tcp_listen"),
+                "api.tcp_listen needs tls_cert, tls_key and client_ca (mTLS); set insecure_tcp \
+                 = true only for tests"
+                    .to_owned(),
+            ));
+        }
+        let halves = |c: &Option<PathBuf>, k: &Option<PathBuf>| c.is_some() != k.is_some();
+        if let Some(otlp) = &cfg.export.otlp
+            && halves(&otlp.client_cert, &otlp.client_key)
+        {
+            return Err(TrustError::new(
+                file,
+                key_line(text, "client_cert").or_else(|| key_line(text, "client_key")),
+                "export.otlp needs both client_cert and client_key, or neither".to_owned(),
+            ));
+        }
+        if cfg
+            .export
+            .syslog
+            .as_ref()
+            .is_some_and(|s| s.address.is_empty())
+        {
+            return Err(TrustError::new(
+                file,
+                line_with(text, "[export.syslog]"),
+                "export.syslog needs an address (host:port)".to_owned(),
+            ));
+        }
+        if let Some(syslog) = &cfg.export.syslog
+            && halves(&syslog.client_cert, &syslog.client_key)
+        {
+            return Err(TrustError::new(
+                file,
+                key_line(text, "client_cert").or_else(|| key_line(text, "client_key")),
+                "export.syslog needs both client_cert and client_key, or neither".to_owned(),
+            ));
+        }
+        Ok(cfg)
     }
 
     /// The settings that differ between `self` and `new`, as `section.key` names (a whole
@@ -443,6 +764,53 @@ mod tests {
         let err = Config::parse("\n[tap]\nring_buffer_mb = 12\n", "s.toml").unwrap_err();
         assert_eq!(err.line, Some(3), "{err}");
         assert!(err.to_string().contains("power of two"), "{err}");
+        let err = Config::parse(
+            "[host]\nlabels = { site = \"a\", \"Bad.Key\" = \"b\" }\n",
+            "s.toml",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.to_string().contains("\"Bad.Key\""), "{err}");
+        let ok = Config::parse(
+            "[host]\nlabels = { site = \"fra1\", env = \"prod\" }\n",
+            "s.toml",
+        )
+        .unwrap();
+        assert_eq!(ok.host.labels["site"], "fra1");
+        let err =
+            Config::parse("[export.syslog]\naddress = \"siem.example\"\n", "s.toml").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.to_string().contains("host:port"), "{err}");
+        let err = Config::parse(
+            "[export.syslog]\naddress = \"a:1\"\nformat = \"xml\"\n",
+            "s.toml",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        let ok = Config::parse(
+            "[export.syslog]\naddress = \"[::1]:6514\"\ntls = true\nformat = \"cef\"\nfacility = \"authpriv\"\n",
+            "s.toml",
+        )
+        .unwrap();
+        let syslog = ok.export.syslog.unwrap();
+        assert_eq!(syslog.host(), "::1");
+        assert_eq!(syslog.format, SyslogFormat::Cef);
+        assert_eq!(syslog.facility.code(), 10);
+        let err =
+            Config::parse("[export.otlp]\nendpoint = \"localhost:4317\"\n", "s.toml").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        let err = Config::parse(
+            "[export.otlp]\nheaders = { Authorization = \"x\" }\n",
+            "s.toml",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        let ok = Config::parse(
+            "[export.otlp]\nendpoint = \"https://otel.example:4318\"\nprotocol = \"http\"\n",
+            "s.toml",
+        )
+        .unwrap();
+        assert_eq!(ok.export.otlp.unwrap().protocol, OtlpProtocol::Http);
         let ok = Config::parse("[tap]\nring_buffer_mb = 64\n", "s.toml").unwrap();
         assert_eq!(ok.tap.ring_buffer_mb, 64);
         let err = Config::parse("[tap]\n\nflow_memory_mb = 0\n", "s.toml").unwrap_err();

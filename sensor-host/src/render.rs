@@ -105,6 +105,26 @@ impl Palette {
     }
 }
 
+/// How a line names a container: `runtime:name`, the name alone, or the id's first 12 digits
+/// (as `docker ps` shows it).
+pub fn container_label(
+    runtime: Option<&str>,
+    name: Option<&str>,
+    id: Option<&str>,
+) -> Option<String> {
+    let what = name
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .or_else(|| {
+            id.filter(|i| !i.is_empty())
+                .map(|i| i.chars().take(12).collect())
+        })?;
+    Some(match runtime.filter(|r| !r.is_empty()) {
+        Some(r) => format!("{r}:{what}"),
+        None => what,
+    })
+}
+
 /// The CN of a distinguished name, or the whole name when it has none.
 pub fn common_name(dn: &str) -> &str {
     dn.split(',')
@@ -122,6 +142,8 @@ pub struct Line<'a> {
     pub severity: Option<Severity>,
     pub comm: Option<&'a str>,
     pub pid: Option<u32>,
+    /// The process's container: `runtime:name` (or its id's first 12 digits).
+    pub container: Option<String>,
     pub server_name: Option<&'a str>,
     pub dst_addr: Option<IpAddr>,
     pub dst_port: u16,
@@ -147,6 +169,14 @@ impl<'a> Line<'a> {
             severity: j.map(|j| j.severity),
             comm: p.and_then(|p| p.comm.as_deref()),
             pid: p.and_then(|p| p.pid),
+            container: p.and_then(|p| {
+                let c = p.container.as_ref();
+                container_label(
+                    c.and_then(|c| c.runtime).map(|r| r.as_str()),
+                    c.and_then(|c| c.name.as_deref()),
+                    p.container_id.as_deref(),
+                )
+            }),
             server_name: h.server_name.as_deref(),
             dst_addr: h.dst_addr,
             dst_port: h.dst_port,
@@ -165,12 +195,17 @@ impl<'a> Line<'a> {
         self.reasons.contains(r)
     }
 
-    /// `comm[pid]`, or `-` when no local process was found.
+    /// `comm[pid]`, with ` (runtime:container)` when it runs in one, or `-` when no local
+    /// process was found.
     pub fn process(&self) -> String {
-        match (self.comm, self.pid) {
+        let process = match (self.comm, self.pid) {
             (comm, Some(pid)) => format!("{}[{pid}]", escape(comm.unwrap_or("?"))),
             (Some(comm), None) => escape(comm).into_owned(),
             (None, None) => "-".into(),
+        };
+        match &self.container {
+            Some(c) => format!("{process} ({})", escape(c)),
+            None => process,
         }
     }
 
@@ -497,6 +532,22 @@ mod tests {
 
     #[test]
     fn text_from_outside_cannot_steer_the_terminal() {
+        assert_eq!(
+            container_label(Some("podman"), Some("web"), Some("ab")),
+            Some("podman:web".into())
+        );
+        assert_eq!(
+            container_label(None, None, Some(&"3f4e".repeat(16))),
+            Some("3f4e3f4e3f4e".into())
+        );
+        assert_eq!(container_label(Some("docker"), None, None), None);
+        let line = Line {
+            comm: Some("curl"),
+            pid: Some(7),
+            container: Some("podman:evil\u{1b}[2J".into()),
+            ..Line::default()
+        };
+        assert_eq!(line.process(), "curl[7] (podman:evil\\u{1b}[2J)");
         assert_eq!(escape("plain.example"), "plain.example");
         assert_eq!(escape("\u{1b}[2Jclean"), "\\u{1b}[2Jclean");
         assert_eq!(escape("a\u{61c}b"), "a\\u{61c}b");

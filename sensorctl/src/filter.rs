@@ -38,6 +38,12 @@ pub struct FilterArgs {
     /// Leave out these process names.
     #[arg(long, value_delimiter = ',', value_name = "COMM")]
     pub exclude_comm: Vec<String>,
+    /// Only processes in these containers, by name or id (globs: web-*).
+    #[arg(long, value_delimiter = ',', value_name = "GLOB")]
+    pub container: Vec<String>,
+    /// Only processes under these container runtimes: docker, podman, containerd, cri-o.
+    #[arg(long, value_delimiter = ',', value_name = "RUNTIME")]
+    pub container_runtime: Vec<String>,
 }
 
 /// Severities, lowest first.
@@ -73,6 +79,8 @@ impl FilterArgs {
             exclude_comm: self.exclude_comm.clone(),
             exclude_exe: Vec::new(),
             exclude_destination: Vec::new(),
+            container: self.container.clone(),
+            container_runtime: self.container_runtime.clone(),
         }
     }
 }

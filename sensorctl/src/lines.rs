@@ -26,6 +26,13 @@ pub fn line(ev: &pb::Event) -> Line<'_> {
             .and_then(Severity::from_number),
         comm: process.and_then(|p| non_empty(&p.comm)),
         pid: process.map(|p| p.pid).filter(|&p| p != 0),
+        container: process.and_then(|p| {
+            sensor_host::render::container_label(
+                non_empty(&p.container_runtime),
+                non_empty(&p.container_name),
+                non_empty(&p.container_id),
+            )
+        }),
         server_name: non_empty(&ev.server_name),
         dst_addr: ev.dst_addr.parse().ok(),
         dst_port: u16::try_from(ev.dst_port).unwrap_or(0),

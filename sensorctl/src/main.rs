@@ -28,7 +28,10 @@ Environment: SENSOR_SOCKET (the API socket), NO_COLOR (no colours), HTTPS_PROXY 
 
 /// Ask the sensor what it saw, or check a server yourself: is my TLS traffic being inspected?
 #[derive(Debug, Parser)]
-#[command(name = "sensorctl", version, propagate_version = true, after_help = AFTER_HELP)]
+#[command(
+    name = "sensorctl",
+    version = sensor_host::VERSION,
+    propagate_version = true, after_help = AFTER_HELP)]
 struct Args {
     #[command(flatten)]
     global: Global,

@@ -59,7 +59,8 @@ pub struct FileArg {
     /// sensord.toml names.
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
-    /// sensord's configuration, read when sensord cannot be asked.
+    /// sensord's configuration, read when sensord cannot be asked; an edit is checked with
+    /// it (`sensord --check-config`) before it replaces the pin file.
     #[arg(long, value_name = "PATH", default_value = "/etc/sensor/sensord.toml")]
     pub config: PathBuf,
 }
@@ -94,7 +95,7 @@ pub fn run(global: &Global, cmd: PinsCommand) -> anyhow::Result<ExitCode> {
     let rt = crate::runtime()?;
     match cmd {
         PinsCommand::List { file } => {
-            let path = rt.block_on(pin_file(global, &file))?;
+            let (path, _) = rt.block_on(pin_file(global, &file))?;
             let pins = read(&path)?.1;
             print!("{}", list(&pins, &path));
             Ok(ExitCode::SUCCESS)
@@ -118,10 +119,10 @@ pub fn run(global: &Global, cmd: PinsCommand) -> anyhow::Result<ExitCode> {
             if spki.is_empty() {
                 bail!("nothing to pin: give --spki PIN or --from-cert PEM");
             }
-            let path = rt.block_on(pin_file(global, &file))?;
+            let (path, config) = rt.block_on(pin_file(global, &file))?;
             let (text, _) = read_or_empty(&path)?;
             let new = add(&text, &target, &spki, report_only)?;
-            write(&path, &new)?;
+            write(&path, &new, config.as_deref())?;
             println!(
                 "pinned {} key(s) for {} in {}",
                 spki.len(),
@@ -131,10 +132,10 @@ pub fn run(global: &Global, cmd: PinsCommand) -> anyhow::Result<ExitCode> {
             rt.block_on(reload(global, &path))
         }
         PinsCommand::Remove { file, target, spki } => {
-            let path = rt.block_on(pin_file(global, &file))?;
+            let (path, config) = rt.block_on(pin_file(global, &file))?;
             let (text, _) = read(&path)?;
             let new = remove(&text, &target, &spki)?;
-            write(&path, &new)?;
+            write(&path, &new, config.as_deref())?;
             println!(
                 "removed pins for {} from {}",
                 describe(&target),
@@ -150,15 +151,20 @@ fn describe(t: &TargetArgs) -> String {
     format!("{k} {v}")
 }
 
-/// The pin file: --file, else sensord's (over the API), else sensord.toml's `trust.pins`.
-async fn pin_file(global: &Global, file: &FileArg) -> anyhow::Result<PathBuf> {
+/// The pin file, and sensord's configuration file when known: --file (with --config, if it
+/// exists), else sensord's (over the API), else sensord.toml's `trust.pins`.
+async fn pin_file(global: &Global, file: &FileArg) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
     if let Some(f) = &file.file {
-        return Ok(f.clone());
+        return Ok((
+            f.clone(),
+            file.config.is_file().then(|| file.config.clone()),
+        ));
     }
     if let Ok(mut api) = connect::connect(global).await {
         let status = connect::status(&mut api).await?;
         if !status.pins_file.is_empty() {
-            return Ok(PathBuf::from(status.pins_file));
+            let config = (!status.config_file.is_empty()).then(|| status.config_file.into());
+            return Ok((PathBuf::from(status.pins_file), config));
         }
         bail!(
             "sensord uses no pin file: set `pins = \"/etc/sensor/pins.toml\"` under [trust] in {}, \
@@ -174,7 +180,7 @@ async fn pin_file(global: &Global, file: &FileArg) -> anyhow::Result<PathBuf> {
         || "sensord is not reachable and its configuration cannot be read; pass --file",
     )?;
     match cfg.trust.pins {
-        Some(p) => Ok(p),
+        Some(p) => Ok((p, Some(file.config.clone()))),
         None => bail!(
             "{} names no pin file: set `pins = \"/etc/sensor/pins.toml\"` under [trust], or pass --file",
             file.config.display()
@@ -198,11 +204,52 @@ fn read_or_empty(path: &Path) -> anyhow::Result<(String, Pins)> {
     }
 }
 
-/// Replace the file with checked text: a temporary file, then a rename.
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+/// Replace the file with checked text: a temporary file, checked, then a rename.
+fn write(path: &Path, text: &str, config: Option<&Path>) -> anyhow::Result<()> {
     Pins::parse(text, &path.display().to_string())
         .context("the edited pin file would not load; nothing was changed")?;
-    replace(path, text.as_bytes())
+    replace(path, text.as_bytes(), |new| check_with_sensord(config, new))
+}
+
+/// sensord beside sensorctl, else on PATH.
+fn sensord_program() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("sensord")))
+        .filter(|p| p.is_file());
+    beside.or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("sensord"))
+                .find(|p| p.is_file())
+        })
+    })
+}
+
+/// Check the new pin file as sensord will load it at its reload: `sensord --check-config`
+/// with sensord's configuration (when known) and the new file. Where no sensord is installed
+/// the parser's check in [`write`] is the check.
+fn check_with_sensord(config: Option<&Path>, pins: &Path) -> anyhow::Result<()> {
+    let Some(sensord) = sensord_program() else {
+        return Ok(());
+    };
+    let mut cmd = std::process::Command::new(&sensord);
+    cmd.arg("--check-config");
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let out = cmd
+        .arg("--pins")
+        .arg(pins)
+        .env("SENSOR_LOG", "error")
+        .output()
+        .with_context(|| format!("running {} --check-config", sensord.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr);
+    let said = said.trim().trim_start_matches("sensord: ");
+    bail!("sensord would not load it ({said}); nothing was changed")
 }
 
 /// The mode of a new pin file: sensord (root) reads it, and so may anyone who runs
@@ -216,9 +263,14 @@ const NEW_FILE_MODE: u32 = 0o644;
 ///   writable by others than the caller, and sensorctl may run as root);
 /// - its mode is the old file's (else 0644), set on the open file so the umask does not
 ///   decide it;
+/// - `check` sees the temporary file before the rename: when it fails, the old file stays;
 /// - the data is fsynced before the rename, and the folder after it, so that the rename is
 ///   durable and never points at empty data after a power cut.
-fn replace(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+fn replace(
+    path: &Path,
+    contents: &[u8],
+    check: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     use std::{io::Write as _, os::unix::fs::PermissionsExt as _};
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -240,6 +292,10 @@ fn replace(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+    }
+    if let Err(e) = check(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
@@ -484,7 +540,7 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &fixed).unwrap();
 
         let text = add("# old\n", &host("a.example"), &[PIN_A.into()], false).unwrap();
-        write(&path, &text).unwrap();
+        write(&path, &text, None).unwrap();
 
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
         assert!(planted.symlink_metadata().unwrap().is_symlink());
@@ -507,7 +563,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("new-pins.toml");
         let text = add("", &host("a.example"), &[PIN_A.into()], false).unwrap();
-        write(&path, &text).unwrap();
+        write(&path, &text, None).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, NEW_FILE_MODE);
     }

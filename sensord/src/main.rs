@@ -8,7 +8,7 @@ use sensord::daemon::{self, Options, Overrides, PrintFormat};
 
 /// Watches the TLS handshakes of every process on this host and reports interception.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "sensord", version = sensor_host::VERSION)]
 struct Args {
     /// The configuration file (TOML; every key optional, see dist/sensord.toml).
     #[arg(long, value_name = "FILE")]
@@ -30,6 +30,11 @@ struct Args {
     byte_budget: Option<u32>,
     #[command(flatten)]
     trust: TrustArgs,
+    /// Load and check the configuration, trust stores, pins and catalogue as a start would,
+    /// print what would be used, and exit: 0 if all is well, 1 with the file and line of the
+    /// first error. Attaches nothing and opens no journal.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +51,18 @@ fn main() -> std::process::ExitCode {
         },
         print: args.print,
     };
+    if args.check_config {
+        return match daemon::check::check(&opts) {
+            Ok(report) => {
+                print!("sensord: {report}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("sensord: {err:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -4,12 +4,13 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Instant,
 };
 
+use prometheus::{Histogram, HistogramOpts};
 use sensor_core::event::Verdict;
 
 use crate::{
@@ -71,6 +72,34 @@ impl JournalHealth {
     }
 }
 
+/// The OTLP exporter's counters, for /metrics.
+#[derive(Debug, Default)]
+pub struct OtlpStats {
+    /// Log records the receiver accepted.
+    pub sent: AtomicU64,
+    /// Requests the receiver accepted.
+    pub batches: AtomicU64,
+    /// Requests that failed and were tried again.
+    pub retries: AtomicU64,
+    /// Log records the receiver refused for good (not retryable), dropped.
+    pub dropped: AtomicU64,
+    /// Events past `max_age_secs` when their turn came, not sent.
+    pub expired: AtomicU64,
+}
+
+/// The syslog exporter's counters, for /metrics.
+#[derive(Debug, Default)]
+pub struct SyslogStats {
+    /// Messages written to the receiver.
+    pub sent: AtomicU64,
+    /// Events past `max_age_secs` when their turn came, not sent.
+    pub expired: AtomicU64,
+    /// Connections that could not be made or broke.
+    pub connection_failures: AtomicU64,
+    /// 1 while connected.
+    pub connected: AtomicU64,
+}
+
 /// Live state of the daemon, updated by its tasks.
 #[derive(Debug)]
 pub struct Shared {
@@ -108,12 +137,27 @@ pub struct Shared {
     pub watch_refused: AtomicU64,
     /// Events by verdict since start.
     pub verdicts: Mutex<BTreeMap<Verdict, u64>>,
+    /// The syslog exporter's counters (zero without one).
+    pub syslog: Arc<SyslogStats>,
+    /// The OTLP exporter's counters (zero without one).
+    pub otlp: Arc<OtlpStats>,
     /// Events per second over the last few seconds.
     pub events_per_second: Mutex<f64>,
     /// The trust context's generation in force.
     pub trust_generation: AtomicU64,
     /// The configuration file and the pin file in force, for `sensorctl pins`.
     pub files: Mutex<Files>,
+    /// From a handshake's last packet to its event's commit, in seconds.
+    pub event_latency: Histogram,
+    /// Time to judge one event, in seconds.
+    pub verdict_duration: Histogram,
+}
+
+/// A histogram of 17 buckets from `start` seconds, each twice the last.
+fn histogram(name: &str, help: &str, start: f64) -> Histogram {
+    let buckets = (0..17).map(|i| start * f64::from(1u32 << i)).collect();
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("the histograms' names and buckets are this file's constants")
 }
 
 /// Files the daemon reads, as given.
@@ -132,6 +176,18 @@ impl Shared {
             kernel_counters: Mutex::new(Vec::new()),
             engine_counters: Mutex::new(Vec::new()),
             program_stats: Mutex::new(Vec::new()),
+            // 1 ms to 65 s: an event waits for the client's outcome, and for a probe.
+            event_latency: histogram(
+                "sensor_event_latency_seconds",
+                "From a handshake's last packet to its event in the journal",
+                0.001,
+            ),
+            // 1 µs to 65 ms: a cache hit, a validation, a long chain.
+            verdict_duration: histogram(
+                "sensor_verdict_duration_seconds",
+                "Time to judge one event (chain validation, pins, catalogue, baseline)",
+                0.000_001,
+            ),
             flows_tracked: AtomicU64::new(0),
             last_seq: AtomicU64::new(0),
             journal_bytes: AtomicU64::new(0),
@@ -148,6 +204,8 @@ impl Shared {
             reloads_rate_limited: AtomicU64::new(0),
             watch_refused: AtomicU64::new(0),
             verdicts: Mutex::new(BTreeMap::new()),
+            syslog: Arc::default(),
+            otlp: Arc::default(),
             events_per_second: Mutex::new(0.0),
             trust_generation: AtomicU64::new(1),
             files: Mutex::new(Files::default()),

@@ -17,7 +17,7 @@ use crate::{
     Proc, free_port,
     netns::Namespace,
     pki::{self, Issued, Key},
-    wait_listening, workspace_root,
+    wait_listening,
 };
 
 /// Where a server runs: the host namespace, or a lab namespace, listening on `addr`.
@@ -157,13 +157,7 @@ pub struct Interceptor {
 
 /// The venv's mitmdump (cargo xtask setup installs it).
 pub fn mitmdump() -> PathBuf {
-    let path = workspace_root().join("target/venv/bin/mitmdump");
-    assert!(
-        path.exists(),
-        "{} missing: cargo xtask setup installs mitmproxy",
-        path.display()
-    );
-    path
+    crate::venv_program("mitmdump")
 }
 
 /// How mitmproxy takes its traffic.

@@ -44,6 +44,18 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A program of the tests' Python virtual environment, `target/venv/bin/NAME`, which
+/// `cargo xtask setup` installs.
+pub fn venv_program(name: &str) -> PathBuf {
+    let path = workspace_root().join("target/venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run cargo xtask setup",
+        path.display()
+    );
+    path
+}
+
 /// Fail the test unless it runs as root: loading eBPF needs it.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -177,6 +189,51 @@ impl Daemon {
     /// Start sensord with its state in `state_dir` (a restart keeps the journal).
     pub fn start_in(state_dir: tempfile::TempDir, extra_args: &[&str]) -> Self {
         Self::start_wrapped(state_dir, &[], extra_args)
+    }
+
+    /// Start sensord with `config` as a host whose machine id is `id`: in a private mount
+    /// namespace where a file holding `id` (written in `dir`) is bound over /etc/machine-id,
+    /// as a container or a cloned VM image would show it.
+    pub fn start_as_host(id: &str, dir: &Path, config: &Path) -> Self {
+        Self::start_as_host_in(
+            id,
+            dir,
+            config,
+            tempfile::tempdir().expect("temp state dir"),
+        )
+    }
+
+    /// The same with a state directory of the caller's (to start again where a run stopped).
+    pub fn start_as_host_in(
+        id: &str,
+        dir: &Path,
+        config: &Path,
+        state_dir: tempfile::TempDir,
+    ) -> Self {
+        if !Path::new("/etc/machine-id").exists() {
+            // The bind mount needs a file to cover; an empty one is what systemd leaves in
+            // images too.
+            std::fs::write("/etc/machine-id", "").expect("creating /etc/machine-id");
+        }
+        let fake = dir.join(format!("machine-id-{id}"));
+        std::fs::write(&fake, format!("{id}\n")).expect("writing the machine id");
+        let wrapper: Vec<String> = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &format!(
+                "mount --bind {} /etc/machine-id && exec \"$0\" \"$@\"",
+                fake.display()
+            ),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let config = config.to_str().expect("a UTF-8 path");
+        Self::start_wrapped(state_dir, &wrapper, &["--config", config])
     }
 
     /// Start sensord through `wrapper` (a program and its arguments, which must end by

@@ -38,3 +38,17 @@ pub fn mtls() -> Mtls {
         bad_client,
     }
 }
+
+impl Mtls {
+    /// sensord's `[api]` section for a TCP listener on 127.0.0.1:`port` with this material,
+    /// and `more` lines.
+    pub fn api_section(&self, port: u16, more: &str) -> String {
+        format!(
+            "[api]\ntcp_listen = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+             client_ca = \"{}\"\n{more}",
+            self.server.cert.display(),
+            self.server.key.display(),
+            self.client_ca.cert.display()
+        )
+    }
+}

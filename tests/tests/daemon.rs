@@ -73,6 +73,17 @@ fn watch_with_filters_list_certificates_and_status() {
         assert_eq!(ev.chain.len(), 1);
         let json: serde_json::Value = serde_json::from_str(&ev.json).unwrap();
         assert_eq!(json["server_name"], keep);
+        // Every event names its host, in the message and in the JSON contract alike.
+        let host = ev.host.as_ref().expect("the host");
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        assert_eq!(host.kernel, kernel.trim(), "{host:?}");
+        assert_eq!(host.sensor_version, env!("CARGO_PKG_VERSION"));
+        assert!(
+            !host.name.is_empty() && !host.boot_id.is_empty(),
+            "{host:?}"
+        );
+        assert_eq!(json["host"]["kernel"], host.kernel.as_str(), "{json}");
+        assert_eq!(json["host"]["boot_id"], host.boot_id.as_str(), "{json}");
 
         // The other one is in the journal.
         let listed = api
@@ -444,12 +455,7 @@ fn tcp_needs_a_client_certificate_from_the_right_ca() {
     let config = dir.path().join("sensord.toml");
     std::fs::write(
         &config,
-        format!(
-            "[api]\ntcp_listen = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\nadmin_clients = [\"ops-admin\"]\n",
-            m.server.cert.display(),
-            m.server.key.display(),
-            m.client_ca.cert.display()
-        ),
+        m.api_section(port, "admin_clients = [\"ops-admin\"]\n"),
     )
     .unwrap();
     let _daemon = Daemon::start_in(
@@ -527,7 +533,7 @@ fn jsonl_export_and_metrics() {
     std::fs::write(
         &config,
         format!(
-            "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[export.jsonl]\npath = \"{}\"\necs = true\n[export.jsonl.filter]\nsni = [\"export-*\"]\n",
+            "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[export.jsonl]\npath = \"{}\"\necs = true\n[export.jsonl.filter]\nsni = [\"export-*\"]\n[host]\nlabels = {{ site = \"lab-1\", environment = \"ci\" }}\n",
             jsonl.display()
         ),
     )
@@ -557,15 +563,84 @@ fn jsonl_export_and_metrics() {
         line["tls"]["client"]["server_name"], name,
         "ECS names: {line}"
     );
-
-    let body = http_get(&format!("127.0.0.1:{metrics_port}"), "/metrics");
+    // The host it came from, as this machine describes itself, and the configured labels.
+    let first_line = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_owned()))
+    };
+    let machine_id = first_line("/etc/machine-id")
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(line["host"]["id"].as_str(), machine_id.as_deref(), "{line}");
+    assert_eq!(
+        line["host"]["os"]["kernel"].as_str(),
+        first_line("/proc/sys/kernel/osrelease").as_deref(),
+        "{line}"
+    );
+    assert_eq!(
+        line["host"]["boot"]["id"].as_str(),
+        first_line("/proc/sys/kernel/random/boot_id").as_deref(),
+        "{line}"
+    );
+    assert_eq!(line["labels"]["site"], "lab-1", "{line}");
+    assert_eq!(line["labels"]["environment"], "ci", "{line}");
+    assert_eq!(
+        line["agent"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{line}"
+    );
+    assert_eq!(line["ecs"]["version"], "8.17.0", "{line}");
     assert!(
-        body.contains("sensor_handshakes_total{verdict=\"untrusted\"}"),
-        "{body}"
+        line["event"]["id"]
+            .as_str()
+            .is_some_and(|id| id.parse::<u64>().is_ok()),
+        "{line}"
+    );
+    assert!(line["event"]["severity"].is_u64(), "{line}");
+    assert_eq!(line["network"]["direction"], "egress", "{line}");
+    assert!(
+        line["network"]["community_id"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("1:")),
+        "{line}"
+    );
+
+    let response = http_get(&format!("127.0.0.1:{metrics_port}"), "/metrics");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    for line in [
+        "sensor_handshakes_total{verdict=\"untrusted\"}",
+        "sensor_kernel_ringbuf_drops_total 0",
+        "sensor_kernel_packets_seen_total ",
+        "sensor_event_latency_seconds_count ",
+        "sensor_verdict_duration_seconds_count ",
+    ] {
+        assert!(body.contains(line), "{line}: {body}");
+    }
+    // Prometheus' own linter: no problem and no warning (naming, units, types, help).
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (cargo xtask setup installs Debian's prometheus)");
+    use std::io::Write as _;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        body.contains("sensor_kernel{counter=\"ringbuf_drops\"}"),
-        "{body}"
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
     );
 }
 

@@ -476,21 +476,57 @@ fn pins_add_list_remove_and_the_daemon_reloads() {
 }
 
 #[test]
+fn a_pin_edit_sensord_would_not_load_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pins = dir.path().join("pins.toml");
+    let before =
+        "[[pin]]\nhost = \"a.test\"\nspki = [\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n";
+    std::fs::write(&pins, before).unwrap();
+    // sensord's configuration names a catalogue that does not load: sensord --check-config,
+    // which sensorctl runs on the edited file, refuses the whole.
+    let catalogue = dir.path().join("catalogue.toml");
+    std::fs::write(&catalogue, "[[product]]\nname = 1\n").unwrap();
+    let config = dir.path().join("sensord.toml");
+    std::fs::write(
+        &config,
+        format!("[trust]\ncatalogue = \"{}\"\n", catalogue.display()),
+    )
+    .unwrap();
+    let nowhere = dir.path().join("none.sock");
+    let add = || {
+        run(ctl(&nowhere)
+            .args(["pins", "add", "--host", "b.test", "--spki"])
+            .arg("BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=")
+            .arg("--file")
+            .arg(&pins)
+            .arg("--config")
+            .arg(&config))
+    };
+    let out = add();
+    assert_one_line_error(&out, "sensord would not load it");
+    assert!(out.stderr.contains("catalogue.toml:2"), "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&pins).unwrap(), before);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 3, "no temporary file is left behind");
+    // With a configuration that loads, the same edit goes through.
+    std::fs::write(&config, "").unwrap();
+    let out = add();
+    assert!(
+        out.stdout.contains("pinned 1 key(s)"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(std::fs::read_to_string(&pins).unwrap().contains("b.test"));
+}
+
+#[test]
 fn status_over_tcp_needs_the_client_certificate() {
     let m = mtls();
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sensord.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[api]\ntcp_listen = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
-            m.server.cert.display(),
-            m.server.key.display(),
-            m.client_ca.cert.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, m.api_section(port, "")).unwrap();
     let _daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
     sensor_tests::wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
     let nowhere = dir.path().join("none.sock");

@@ -8,7 +8,16 @@ use crate::util::{Workspace, say};
 
 /// The targets in fuzz/fuzz_targets.
 pub const TARGETS: &[&str] = &[
-    "engine", "capture", "x509", "uprobe", "ring", "verdict", "pins", "config",
+    "engine",
+    "capture",
+    "x509",
+    "uprobe",
+    "ring",
+    "verdict",
+    "pins",
+    "config",
+    "grpc_authority",
+    "host",
 ];
 
 /// Run each target (or the one named) for `seconds`. The capture target's corpus starts from

@@ -44,11 +44,7 @@ pub enum Installed {
 /// `cargo xtask install`.
 pub fn install(ws: &Workspace, layout: &Layout, build: bool) -> anyhow::Result<()> {
     if build {
-        crate::setup::build_tools(ws)?;
-        say("building release binaries");
-        run(ws
-            .cargo()
-            .args(["build", "--release", "-p", "sensord", "-p", "sensorctl"]))?;
+        build_release(ws)?;
     }
     let generated = ws.root.join("target/release/generated");
     generate_docs(&ws.root.join("target/release/sensorctl"), &generated)?;
@@ -69,6 +65,15 @@ pub fn install(ws: &Workspace, layout: &Layout, build: bool) -> anyhow::Result<(
         say("next: systemctl enable --now sensord");
     }
     Ok(())
+}
+
+/// The release binaries, sensord and sensorctl, in target/release.
+pub fn build_release(ws: &Workspace) -> anyhow::Result<()> {
+    crate::setup::build_tools(ws)?;
+    say("building release binaries");
+    run(ws
+        .cargo()
+        .args(["build", "--release", "-p", "sensord", "-p", "sensorctl"]))
 }
 
 /// Man pages (into `out`) and completion scripts (into `out/completions`), made by sensorctl.

@@ -3,6 +3,7 @@
 mod bench;
 mod fuzz;
 mod install;
+mod package;
 mod setup;
 mod util;
 
@@ -64,6 +65,13 @@ enum Cmd {
         #[arg(long, default_value = "/usr/local")]
         prefix: std::path::PathBuf,
         /// Install what target/release already holds, without building.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Build the .deb and the .rpm (cargo-deb, cargo-generate-rpm) into target/package, from
+    /// the release binaries.
+    Package {
+        /// Package what target/release already holds, without building.
         #[arg(long)]
         no_build: bool,
     },
@@ -179,6 +187,11 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             prefix,
             no_build,
         } => install::install(&ws, &install::Layout { destdir, prefix }, !no_build),
+        Cmd::Package { no_build } => {
+            let made = package::package(&ws, !no_build)?;
+            say(&format!("{}\n{}", made.deb.display(), made.rpm.display()));
+            Ok(())
+        }
         Cmd::Man => {
             setup::build_tools(&ws)?;
             run(ws.cargo().args(["build", "--bin", "sensorctl"]))?;
@@ -319,6 +332,26 @@ fn test(ws: &Workspace) -> anyhow::Result<()> {
     ]))?;
     say("building the binaries the tests start");
     run(ws.cargo().args(["build", "--bins"]))?;
+    // The package tests (tests/tests/package.rs) install these. Packaging twice from the same
+    // binaries must give the same bytes (SOURCE_DATE_EPOCH).
+    say("the .deb and the .rpm, twice");
+    let first = package::package(ws, true)?;
+    let kept = first.deb.with_extension("deb.first");
+    std::fs::rename(&first.deb, &kept)?;
+    let kept_rpm = first.rpm.with_extension("rpm.first");
+    std::fs::rename(&first.rpm, &kept_rpm)?;
+    let second = package::package(ws, false)?;
+    for (a, b) in [(&kept, &second.deb), (&kept_rpm, &second.rpm)] {
+        if !package::same_bytes(a, b)? {
+            bail!(
+                "{} and {} differ: the packaging is not reproducible",
+                a.display(),
+                b.display()
+            );
+        }
+        std::fs::remove_file(a)?;
+    }
+    say("packages reproducible: two packagings are byte-identical");
     say("cargo test");
     let tests = run(ws.cargo().args(["test", "--no-fail-fast"]));
     // The lab runs even when a test failed: its table says more about what broke.

@@ -34,6 +34,26 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("python3-venv", "the Python tools' virtual environment"),
     ("sslsplit", "a real transparent interceptor in tests"),
     ("squid-openssl", "squid's ssl-bump in tests"),
+    (
+        "prometheus",
+        "promtool and a real Prometheus scraping sensord's /metrics",
+    ),
+    ("rsyslog", "a real syslog receiver for the syslog export"),
+    ("rsyslog-openssl", "rsyslog's TLS (RFC 5425) receiver"),
+    (
+        "podman",
+        "a client in a container, for container attribution",
+    ),
+    (
+        "runc",
+        "podman's runtime on hybrid cgroups, which crun refuses",
+    ),
+    (
+        "dpkg-dev",
+        "the .deb's library dependencies (dpkg-shlibdeps)",
+    ),
+    ("lintian", "checking the .deb"),
+    ("rpm", "checking the .rpm (rpm -qlp, -qip)"),
 ];
 
 /// What building alone needs: the toolchains and bpf-linker (for `cargo xtask install`).
@@ -48,9 +68,11 @@ pub fn setup(ws: &Workspace) -> anyhow::Result<()> {
     let mut needs_root = Vec::new();
     build_tools(ws)?;
     cargo_fuzz()?;
+    package_tools()?;
     debian_packages(&mut needs_root)?;
     if needs_root.is_empty() {
         python_tools(ws)?;
+        node_packages(ws)?;
     }
     if !needs_root.is_empty() {
         say("these steps need root; run them, or run `sudo -E cargo xtask setup`:");
@@ -177,6 +199,30 @@ fn bpf_linker(ws: &Workspace) -> anyhow::Result<()> {
     .context("cargo install bpf-linker")
 }
 
+/// The packagers, pinned: cargo-deb and cargo-generate-rpm.
+pub const PACKAGERS: &[(&str, &str)] = &[("cargo-deb", "3.8.0"), ("cargo-generate-rpm", "0.21.1")];
+
+/// cargo-deb and cargo-generate-rpm at their pinned versions, for `cargo xtask package`.
+pub fn package_tools() -> anyhow::Result<()> {
+    for (tool, version) in PACKAGERS {
+        let sub = tool.trim_start_matches("cargo-");
+        let have = Command::new("cargo")
+            .args([sub, "--version"])
+            .output()
+            .is_ok_and(|o| {
+                o.status.success() && String::from_utf8_lossy(&o.stdout).contains(version)
+            });
+        if have {
+            say(&format!("ok: {tool} {version}"));
+            continue;
+        }
+        say(&format!("installing {tool} {version}"));
+        run(Command::new("cargo").args(["install", tool, "--version", version, "--locked"]))
+            .with_context(|| format!("cargo install {tool}"))?;
+    }
+    Ok(())
+}
+
 /// cargo-fuzz, for the fuzz targets.
 fn cargo_fuzz() -> anyhow::Result<()> {
     if command_ok(Command::new("cargo").args(["fuzz", "--version"])) {
@@ -209,11 +255,16 @@ fn llvm_prefix_dir(toolchain: &str) -> anyhow::Result<PathBuf> {
 
 /// Debian packages; apt-get needs root, so without it the steps are listed instead.
 fn debian_packages(needs_root: &mut Vec<String>) -> anyhow::Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    let mut missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .map(|(name, _)| *name)
         .filter(|name| !dpkg_installed(name))
         .collect();
+    // Node.js for the gRPC tests: the machine's own if it has one (it may come from elsewhere
+    // than Debian, npm with it), else Debian's.
+    if !command_ok(Command::new("npm").arg("--version")) {
+        missing.extend(["nodejs", "npm"]);
+    }
     if missing.is_empty() {
         say("ok: Debian packages");
         return Ok(());
@@ -244,10 +295,23 @@ fn debian_packages(needs_root: &mut Vec<String>) -> anyhow::Result<()> {
 }
 
 /// PyPI packages the tests use, pinned, in `target/venv`.
-pub const PYTHON_PACKAGES: &[&str] = &["ja4plus==1.4.0", "mitmproxy==11.0.2", "scapy==2.8.0"];
+pub const PYTHON_PACKAGES: &[&str] = &[
+    "ja4plus==1.4.0",
+    "mitmproxy==11.0.2",
+    "scapy==2.8.0",
+    "grpcio==1.85.1",
+    "grpcio-tools==1.85.1",
+    "grpcio-reflection==1.85.1",
+    "grpcio-health-checking==1.85.1",
+    "opentelemetry-proto==1.45.2",
+];
+
+/// npm packages the gRPC interoperability tests use, pinned, in `target/npm`.
+pub const NODE_PACKAGES: &[&str] = &["@grpc/grpc-js@1.14.7", "@grpc/proto-loader@0.8.1"];
 
 /// A virtual environment with the Python tools: `ja4plus` (an independent JA4 implementation),
-/// mitmproxy (a real interceptor) and scapy (the evasion lab's packet injection).
+/// mitmproxy (a real interceptor), scapy (the evasion lab's packet injection) and the official
+/// gRPC packages (the API's interoperability tests).
 fn python_tools(ws: &Workspace) -> anyhow::Result<()> {
     let venv = ws.root.join("target/venv");
     let pip = venv.join("bin/pip");
@@ -277,6 +341,32 @@ fn python_tools(ws: &Workspace) -> anyhow::Result<()> {
         .args(["install", "-q", "--disable-pip-version-check"])
         .args(PYTHON_PACKAGES))
     .context("pip install")
+}
+
+/// The npm packages of the gRPC tests in `target/npm` (Node.js itself is a Debian package, or
+/// the machine's own).
+fn node_packages(ws: &Workspace) -> anyhow::Result<()> {
+    let prefix = ws.root.join("target/npm");
+    let have = |spec: &str| {
+        let (name, version) = spec.rsplit_once('@').unwrap_or((spec, ""));
+        let manifest = prefix.join("node_modules").join(name).join("package.json");
+        std::fs::read_to_string(manifest)
+            .is_ok_and(|text| text.contains(&format!("\"version\": \"{version}\"")))
+    };
+    if NODE_PACKAGES.iter().all(|p| have(p)) {
+        say("ok: npm packages in target/npm");
+        return Ok(());
+    }
+    say(&format!(
+        "installing {} into target/npm",
+        NODE_PACKAGES.join(" ")
+    ));
+    std::fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
+    run(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+        .arg(&prefix)
+        .args(NODE_PACKAGES))
+    .context("npm install (is Node.js with npm installed?)")
 }
 
 fn dpkg_installed(name: &str) -> bool {

@@ -7,10 +7,10 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeStruct};
 
-use super::{Event, Handshake, Interceptor, Judgement, Process, Reason, Severity, Verdict};
+use super::{Event, Handshake, Host, Interceptor, Judgement, Process, Reason, Severity, Verdict};
 
 /// Fields of the contract (the JA4+ ones only with that feature).
-const FIELDS: usize = 44 + if cfg!(feature = "ja4plus") { 1 } else { 0 };
+const FIELDS: usize = 45 + if cfg!(feature = "ja4plus") { 1 } else { 0 };
 
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -73,6 +73,11 @@ impl Serialize for Event {
             "extra_certificates",
             j.map_or(&[][..], |j| &j.extra_certificates),
         )?;
+        // Only events a daemon recorded have a host; offline analysis leaves the field out.
+        match &self.host {
+            Some(host) => m.serialize_field("host", host)?,
+            None => m.skip_field("host")?,
+        }
         m.end()
     }
 }
@@ -91,6 +96,7 @@ struct Stored {
     process: Option<Process>,
     #[serde(default)]
     extra_certificates: Vec<String>,
+    host: Option<Host>,
 }
 
 impl<'de> Deserialize<'de> for Event {
@@ -111,6 +117,7 @@ impl<'de> Deserialize<'de> for Event {
             handshake: s.handshake,
             process: s.process,
             judgement,
+            host: s.host.map(std::sync::Arc::new),
         })
     }
 }
@@ -210,6 +217,7 @@ mod tests {
                 cgroup: Some("/user.slice".into()),
                 container_id: Some("abc".into()),
                 role: Role::Client,
+                container: None,
             }),
             judgement: Some(Judgement {
                 verdict: Verdict::Intercepted,
@@ -227,6 +235,12 @@ mod tests {
                 }),
                 extra_certificates: vec!["ef".into()],
             }),
+            host: Some(Arc::new(Host {
+                id: Some("0123456789abcdef0123456789abcdef".into()),
+                name: Some("web-1".into()),
+                labels: [("site".to_owned(), "fra1".to_owned())].into(),
+                ..Host::default()
+            })),
         }
     }
 
@@ -241,7 +255,7 @@ mod tests {
             .expect("the recorded fields first, unchanged");
         assert_eq!(
             added,
-            r#","capture_incomplete":["gap"],"wire_chain_sha256":["cd"],"proxy_user_agent":"curl/7.88.1","extra_certificates":["ef"]}"#
+            r#","capture_incomplete":["gap"],"wire_chain_sha256":["cd"],"proxy_user_agent":"curl/7.88.1","extra_certificates":["ef"],"host":{"id":"0123456789abcdef0123456789abcdef","name":"web-1","boot_id":null,"os_id":null,"os_name":null,"os_version":null,"kernel":null,"architecture":null,"sensor_version":null,"sensor_commit":null,"labels":{"site":"fra1"}}}"#
         );
     }
 
@@ -258,6 +272,10 @@ mod tests {
         assert!(
             json.contains(r#""verdict":null,"reasons":[],"severity":null"#),
             "{json}"
+        );
+        assert!(
+            !json.contains("\"host\""),
+            "offline events have no host: {json}"
         );
         assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), bare);
     }

@@ -10,12 +10,14 @@
 //! The JSON form is a contract (see README and [`contract`]): add fields, never rename them.
 
 pub mod contract;
+pub mod host;
 mod reason;
 
 use std::{net::IpAddr, sync::Arc};
 
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use host::Host;
 pub use reason::{ProbeFailure, ProbeSkip, Reason, Rejection};
 
 use crate::{capture::LocalSocket, tls::alert, x509::CertSummary};
@@ -234,6 +236,34 @@ pub struct Process {
     pub container_id: Option<String>,
     /// Which end of the flow this process is.
     pub role: Role,
+    /// The container it runs in, when its cgroup says so: runtime, name, image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+}
+
+named_enum! {
+    /// The container runtime a process runs under, as its cgroup path shows.
+    pub enum ContainerRuntime {
+        Docker => "docker",
+        Podman => "podman",
+        Containerd => "containerd",
+        CriO => "cri-o",
+    }
+}
+
+/// The container a process runs in. The id and runtime come from the cgroup path; the name
+/// and image from the runtime's own records, when the sensor can read them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Container {
+    /// 64 hex digits.
+    pub id: String,
+    pub runtime: Option<ContainerRuntime>,
+    pub name: Option<String>,
+    pub image: Option<String>,
+    /// The Kubernetes pod's uid, when the cgroup path goes through kubepods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
 }
 
 impl Process {
@@ -247,6 +277,7 @@ impl Process {
             cgroup: None,
             container_id: None,
             role,
+            container: None,
         }
     }
 }
@@ -407,6 +438,8 @@ pub struct Event {
     pub process: Option<Process>,
     /// The verdict, once judged.
     pub judgement: Option<Judgement>,
+    /// The host it was seen on, once the daemon recorded it (never offline).
+    pub host: Option<Arc<Host>>,
 }
 
 impl Handshake {
@@ -431,6 +464,7 @@ impl Event {
             handshake,
             process: None,
             judgement: None,
+            host: None,
         }
     }
 

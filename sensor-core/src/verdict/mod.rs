@@ -199,16 +199,22 @@ impl VerdictEngine {
             (None, Some(b)) => Some(b.clone()),
             (None, None) => None,
         };
+        // The kind of client: what the server's answer depends on.
+        let client = hs.ja4.as_deref().or(hs.ja3.as_deref());
         // Per server name and port: a name's addresses change (DNS, CDNs), its server does not.
-        let signal = match &hs.server_name {
-            Some(sni) if !hs.chain.is_empty() || server_fingerprint.is_some() => {
-                self.baseline.observe(
+        let observed = hs
+            .server_name
+            .as_ref()
+            .filter(|_| !hs.chain.is_empty() || server_fingerprint.is_some())
+            .map(|sni| {
+                (
                     baseline::Key {
                         sni: sni.clone(),
                         addr: None,
                         port: hs.dst_port,
                     },
-                    &baseline::Observation {
+                    baseline::Observation {
+                        client,
                         issuer: if hs.chain.is_empty() {
                             None
                         } else {
@@ -219,8 +225,10 @@ impl VerdictEngine {
                         flight_size: hs.server_encrypted_flight_bytes,
                     },
                 )
-            }
-            _ => baseline::Signal::default(),
+            });
+        let signal = match &observed {
+            Some((key, obs)) => self.baseline.compare(key, obs),
+            None => baseline::Signal::default(),
         };
         let process = event.process.as_ref();
         let facts = Facts {
@@ -239,7 +247,28 @@ impl VerdictEngine {
             chain_source: hs.chain_source,
         };
         let judgement = self.judge(&facts);
+        if let Some((key, obs)) = observed
+            && let Some(how) = learns(&judgement, &signal)
+        {
+            self.baseline.learn(key, &obs, how);
+        }
         event.judgement = Some(judgement);
+    }
+}
+
+/// Whether, and how, a judged handshake teaches the baseline: a clean one, or one whose
+/// certificate was not visible with nothing else wrong (severity info), when the baseline did
+/// not flag it; a clean one it flagged only counts towards learning (a server that changed
+/// answers the same way again, with a publicly valid chain). Anything else, an interceptor's
+/// handshake among them, teaches nothing.
+fn learns(j: &Judgement, signal: &baseline::Signal) -> Option<baseline::Learn> {
+    match j.verdict {
+        Verdict::Clean if !signal.changed() => Some(baseline::Learn::Now),
+        Verdict::Clean => Some(baseline::Learn::AfterRepeats),
+        Verdict::Unverified if !signal.changed() && j.severity == Severity::Info => {
+            Some(baseline::Learn::Now)
+        }
+        _ => None,
     }
 }
 

@@ -553,6 +553,7 @@ fn tls13_server_changes_are_reasons_without_a_chain() {
         dst_addr: Some(addr.parse().unwrap()),
         dst_port: 443,
         tls_version: Some(TlsVersion::Tls13),
+        ja4: Some("t13d1516h2_8daaf6152771_e5627efa2ab1".into()),
         ja3s: Some(ja3s.into()),
         server_encrypted_flight_bytes: Some(flight),
         client_outcome: ClientOutcome::Completed,
@@ -571,6 +572,16 @@ fn tls13_server_changes_are_reasons_without_a_chain() {
         ["certificate_not_visible", "server_flight_size_changed"]
     );
     assert_eq!(smaller.severity, Severity::Low);
+    // A flagged handshake teaches nothing: the same again is flagged again.
+    let again = apply(&mut engine, hs("192.0.2.1", "aaaa", 2900));
+    assert_eq!(reasons(&again), reasons(&smaller));
+    // Another kind of client gets another answer from the same server: not a change.
+    let mut other = hs("192.0.2.1", "cccc", 2500);
+    other.ja4 = Some("t12d280700_d943125447b4_e7e480e5a997".into());
+    assert_eq!(
+        reasons(&apply(&mut engine, other)),
+        ["certificate_not_visible"]
+    );
     // Another ServerHello and another size: both.
     let both = apply(&mut engine, hs("192.0.2.1", "bbbb", 9000));
     assert_eq!(

@@ -48,8 +48,82 @@ pub struct CertSummary {
     /// only when true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub names_cut: bool,
+    /// The X.509 version (1 to 3).
+    #[serde(default)]
+    pub version: u32,
+    /// Hex SHA-1 of the DER: SIEMs and older tools still look certificates up by it.
+    #[serde(default)]
+    pub sha1: String,
+    /// The subject's parts (common names, organizations, ...), as SIEM schemas split them.
+    #[serde(default)]
+    pub subject_parts: NameParts,
+    #[serde(default)]
+    pub issuer_parts: NameParts,
+    /// The named curve of an EC key (`secp256r1`, or the curve's OID when unnamed).
+    #[serde(default)]
+    pub public_key_curve: Option<String>,
+    /// The public exponent of an RSA key (when it fits in 64 bits).
+    #[serde(default)]
+    pub public_key_exponent: Option<u64>,
     #[serde(skip)]
     pub der: Vec<u8>,
+}
+
+/// The parts of a distinguished name, each as often as the name holds it (at most
+/// [`MAX_NAME_PARTS`], each at most [`MAX_NAME_LEN`] bytes). Empty parts are not written.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NameParts {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub common_name: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub organization: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub organizational_unit: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub country: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locality: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state_or_province: Vec<String>,
+}
+
+/// Values kept per part of a name.
+pub const MAX_NAME_PARTS: usize = 8;
+
+impl NameParts {
+    fn of(name: &x509_parser::x509::X509Name<'_>) -> Self {
+        fn keep<'a>(
+            it: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+        ) -> Vec<String> {
+            it.filter_map(|a| a.as_str().ok())
+                .take(MAX_NAME_PARTS)
+                .map(|v| bounded(v.to_owned(), MAX_NAME_LEN).0)
+                .collect()
+        }
+        Self {
+            common_name: keep(name.iter_common_name()),
+            organization: keep(name.iter_organization()),
+            organizational_unit: keep(name.iter_organizational_unit()),
+            country: keep(name.iter_country()),
+            locality: keep(name.iter_locality()),
+            state_or_province: keep(name.iter_state_or_province()),
+        }
+    }
+}
+
+/// The name SIEMs use for a named curve's OID, or the OID.
+fn curve_name(oid: &str) -> String {
+    match oid {
+        "1.2.840.10045.3.1.7" => "secp256r1".to_owned(),
+        "1.3.132.0.34" => "secp384r1".to_owned(),
+        "1.3.132.0.35" => "secp521r1".to_owned(),
+        "1.3.132.0.10" => "secp256k1".to_owned(),
+        "1.3.36.3.3.2.8.1.1.7" => "brainpoolP256r1".to_owned(),
+        "1.3.36.3.3.2.8.1.1.11" => "brainpoolP384r1".to_owned(),
+        "1.3.36.3.3.2.8.1.1.13" => "brainpoolP512r1".to_owned(),
+        other => other.to_owned(),
+    }
 }
 
 /// subjectAltNames kept per certificate: Let's Encrypt issues at most 100; a forged
@@ -163,9 +237,29 @@ impl SummaryCache {
 pub fn summarize(der: &[u8]) -> Result<CertSummary, CertError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError(e.to_string()))?;
     let spki = cert.public_key();
+    let mut public_key_curve = None;
+    let mut public_key_exponent = None;
     let (key_type, key_bits) = match spki.parsed() {
-        Ok(PublicKey::RSA(k)) => ("rsa".to_owned(), k.key_size()),
-        Ok(PublicKey::EC(k)) => ("ec".to_owned(), k.key_size()),
+        Ok(PublicKey::RSA(k)) => {
+            let e = k.exponent;
+            let e = &e[e.iter().take_while(|b| **b == 0).count()..];
+            // Kept when it fits a signed 64-bit integer (ECS and OTLP type it so); a larger one
+            // is left out rather than rejected downstream with the whole event.
+            if e.len() <= 8 {
+                let n = e.iter().fold(0u64, |n, b| n << 8 | u64::from(*b));
+                public_key_exponent = i64::try_from(n).is_ok().then_some(n);
+            }
+            ("rsa".to_owned(), k.key_size())
+        }
+        Ok(PublicKey::EC(k)) => {
+            public_key_curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|oid| curve_name(&oid.to_id_string()));
+            ("ec".to_owned(), k.key_size())
+        }
         Ok(PublicKey::DSA(_)) => ("dsa".to_owned(), 0),
         _ => {
             let oid = spki.algorithm.algorithm.to_id_string();
@@ -218,6 +312,13 @@ pub fn summarize(der: &[u8]) -> Result<CertSummary, CertError> {
         #[cfg(feature = "ja4plus")]
         ja4x: crate::tls::fingerprint::ja4x(der),
         names_cut: long_name || many_names || subject_cut || issuer_cut,
+        // The field is a bare INTEGER on the wire: a forged certificate may say anything.
+        version: cert.version().0.checked_add(1).unwrap_or(0),
+        sha1: hex::encode(sha1::Sha1::digest(der)),
+        subject_parts: NameParts::of(cert.subject()),
+        issuer_parts: NameParts::of(cert.issuer()),
+        public_key_curve,
+        public_key_exponent,
         der: der.to_vec(),
     })
 }
@@ -280,6 +381,59 @@ mod tests {
         let s = super::summarize(ok.cert.der()).unwrap();
         assert!(!s.names_cut);
         assert!(!serde_json::to_string(&s).unwrap().contains("names_cut"));
+    }
+
+    #[test]
+    fn names_are_split_into_parts_with_the_key_details() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.example.test".to_owned()]).unwrap();
+        let dn = &mut params.distinguished_name;
+        dn.push(rcgen::DnType::CommonName, "a.example.test");
+        dn.push(rcgen::DnType::OrganizationName, "Example Org");
+        dn.push(rcgen::DnType::OrganizationalUnitName, "Ops");
+        dn.push(rcgen::DnType::CountryName, "DE");
+        dn.push(rcgen::DnType::LocalityName, "Berlin");
+        dn.push(rcgen::DnType::StateOrProvinceName, "Berlin State");
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let s = super::summarize(cert.der()).unwrap();
+        assert_eq!(s.version, 3);
+        assert_eq!(s.subject_parts.common_name, ["a.example.test"]);
+        assert_eq!(s.subject_parts.organization, ["Example Org"]);
+        assert_eq!(s.subject_parts.organizational_unit, ["Ops"]);
+        assert_eq!(s.subject_parts.country, ["DE"]);
+        assert_eq!(s.subject_parts.locality, ["Berlin"]);
+        assert_eq!(s.subject_parts.state_or_province, ["Berlin State"]);
+        assert_eq!(s.issuer_parts, s.subject_parts);
+        assert_eq!(s.public_key_curve.as_deref(), Some("secp384r1"));
+        assert_eq!(s.public_key_exponent, None);
+        use sha1::Digest as _;
+        assert_eq!(s.sha1, hex::encode(sha1::Sha1::digest(cert.der())));
+        assert_eq!(s.sha1.len(), 40);
+
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256);
+        // rcgen generates RSA keys only with some backends; the exponent is checked where it can.
+        if let Ok(key) = key {
+            let cert = rcgen::CertificateParams::new(vec!["r.test".to_owned()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let s = super::summarize(cert.der()).unwrap();
+            assert_eq!(s.public_key_exponent, Some(65537));
+            assert_eq!(s.public_key_curve, None);
+        }
+        // Read back from the journal, older entries without these fields still parse.
+        let mut json: serde_json::Value = serde_json::to_value(&s).unwrap();
+        for k in [
+            "version",
+            "sha1",
+            "subject_parts",
+            "issuer_parts",
+            "public_key_curve",
+        ] {
+            json.as_object_mut().unwrap().remove(k);
+        }
+        let back: super::CertSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back.version, 0);
     }
 
     #[test]

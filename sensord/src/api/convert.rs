@@ -1,7 +1,7 @@
 //! Typed events to protobuf messages, and protobuf filters to the core's. Pure.
 
 use sensor_core::{
-    event::{Event, Timestamp, Verdict},
+    event::{Event, Host, Timestamp, Verdict},
     filter::{Destination, Filter, Glob},
     x509::CertSummary,
 };
@@ -75,6 +75,15 @@ pub fn event(r: &StoredEvent, count: u64) -> pb::Event {
             exe: text(&p.exe),
             cgroup: text(&p.cgroup),
             container_id: text(&p.container_id),
+            container_runtime: p
+                .container
+                .as_ref()
+                .and_then(|c| c.runtime)
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+            container_name: text(&p.container.as_ref().and_then(|c| c.name.clone())),
+            container_image: text(&p.container.as_ref().and_then(|c| c.image.clone())),
+            pod_uid: text(&p.container.as_ref().and_then(|c| c.pod_uid.clone())),
         }),
         chain_source: h.chain_source.map(|s| s.to_string()).unwrap_or_default(),
         count,
@@ -85,6 +94,27 @@ pub fn event(r: &StoredEvent, count: u64) -> pb::Event {
                 id: i.id.clone(),
                 name: i.name.clone(),
             }),
+        host: e.host.as_deref().map(host),
+    }
+}
+
+fn host(h: &Host) -> pb::Host {
+    pb::Host {
+        id: text(&h.id),
+        name: text(&h.name),
+        boot_id: text(&h.boot_id),
+        os_id: text(&h.os_id),
+        os_name: text(&h.os_name),
+        os_version: text(&h.os_version),
+        kernel: text(&h.kernel),
+        architecture: text(&h.architecture),
+        sensor_version: text(&h.sensor_version),
+        sensor_commit: text(&h.sensor_commit),
+        labels: h
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -125,6 +155,15 @@ pub fn filter(f: Option<&pb::Filter>) -> Result<Filter, Status> {
         exclude_comm: globs(&f.exclude_comm),
         exclude_exe: globs(&f.exclude_exe),
         exclude_destination: destinations(&f.exclude_destination)?,
+        container: globs(&f.container),
+        container_runtime: f
+            .container_runtime
+            .iter()
+            .map(|n| {
+                n.parse()
+                    .map_err(|e| Status::invalid_argument(format!("filter: {e}")))
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 

@@ -2,6 +2,7 @@
 //! socket and, with mTLS, TCP. An edge.
 
 pub mod access;
+pub mod authority;
 pub mod convert;
 pub mod server;
 pub mod service;

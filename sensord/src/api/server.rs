@@ -1,5 +1,6 @@
 //! Serving the API: the Unix socket (mode 0660, an optional group), an optional TCP listener
-//! that requires mTLS, the standard health service and server reflection.
+//! that requires mTLS, the standard health service and server reflection (v1 and v1alpha) on
+//! both.
 //!
 //! Health: the server ("") and `sensor.v1.Sensor` are SERVING while sensord runs;
 //! [`JOURNAL_HEALTH`] is NOT_SERVING while journal commits fail. The sensor's own service stays
@@ -11,7 +12,7 @@ use std::{os::unix::fs::PermissionsExt as _, path::Path, sync::Arc, time::Durati
 use anyhow::{Context as _, bail};
 use sensor_proto::v1::sensor_server::SensorServer;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::{StreamExt as _, wrappers::UnixListenerStream};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::{
     ServingStatus,
@@ -19,7 +20,7 @@ use tonic_health::{
     server::{HealthReporter, HealthService},
 };
 
-use super::service::SensorService;
+use super::{authority::AuthorityFixed, service::SensorService};
 use crate::status::{JournalState, Shared};
 use sensor_host::config::ApiConfig;
 
@@ -86,29 +87,70 @@ pub fn bind_unix(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListene
     Ok(listener)
 }
 
-/// The services every listener serves.
-fn router(service: SensorService) -> anyhow::Result<tonic::transport::server::Router> {
-    let health_service = health(&service);
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sensor_proto::v1::FILE_DESCRIPTOR_SET)
+/// The services every listener serves: health, reflection (v1 and v1alpha: grpcurl speaks the
+/// first, grpcio-reflection and most other tools the second) and the sensor's own.
+fn router(
+    mut builder: Server,
+    service: SensorService,
+) -> anyhow::Result<tonic::transport::server::Router> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sensor_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = reflection()
         .build_v1()
-        .context("building server reflection")?;
-    Ok(Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
+        .context("building server reflection (v1)")?;
+    let v1alpha = reflection()
+        .build_v1alpha()
+        .context("building server reflection (v1alpha)")?;
+    Ok(builder
+        .add_service(health(&service))
+        .add_service(v1)
+        .add_service(v1alpha)
         .add_service(SensorServer::new(service)))
 }
 
-/// Refuse, before anything starts, a TCP listener without mTLS (unless `insecure_tcp`).
-pub fn check(cfg: &ApiConfig) -> anyhow::Result<()> {
-    let complete = cfg.tls_cert.is_some() && cfg.tls_key.is_some() && cfg.client_ca.is_some();
-    if cfg.tcp_listen.is_some() && !complete && !cfg.insecure_tcp {
-        bail!(
-            "api.tcp_listen needs tls_cert, tls_key and client_ca (mTLS); set insecure_tcp = true \
-             only for tests"
-        );
-    }
-    Ok(())
+/// The TCP listener's TLS files, read and checked: PEM that holds what it must.
+pub struct TlsMaterial {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub ca_pem: Vec<u8>,
+    /// Certificates in the server's chain, and client CAs.
+    pub chain: usize,
+    pub client_cas: usize,
+}
+
+/// Read the TCP listener's certificate, key and client CA, if all are set, and check that each
+/// file is PEM with at least one certificate (a key): an error names the file.
+pub fn tls_material(cfg: &ApiConfig) -> anyhow::Result<Option<TlsMaterial>> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    let (Some(cert), Some(key), Some(ca)) = (&cfg.tls_cert, &cfg.tls_key, &cfg.client_ca) else {
+        return Ok(None);
+    };
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let certificates = |p: &Path, pem: &[u8]| -> anyhow::Result<usize> {
+        let n = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{}: not PEM certificates", p.display()))?
+            .len();
+        if n == 0 {
+            bail!("{}: no certificate in it", p.display());
+        }
+        Ok(n)
+    };
+    let (cert_pem, key_pem, ca_pem) = (read(cert)?, read(key)?, read(ca)?);
+    let chain = certificates(cert, &cert_pem)?;
+    let client_cas = certificates(ca, &ca_pem)?;
+    PrivateKeyDer::from_pem_slice(&key_pem)
+        .with_context(|| format!("{}: no private key in it", key.display()))?;
+    Ok(Some(TlsMaterial {
+        cert_pem,
+        key_pem,
+        ca_pem,
+        chain,
+        client_cas,
+    }))
 }
 
 /// Serve the API until `shutdown` resolves. The TCP listener, if configured, needs TLS with a
@@ -122,22 +164,22 @@ pub async fn serve(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let unix_server = router(service.clone())?
-        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), wait(shutdown.clone()));
+    // Every client's header blocks pass the authority rewriter: see `super::authority`.
+    let incoming = UnixListenerStream::new(unix).map(|conn| conn.map(AuthorityFixed::new));
+    let unix_server = router(Server::builder(), service.clone())?
+        .serve_with_incoming_shutdown(incoming, wait(shutdown.clone()));
     let Some(addr) = cfg.tcp_listen else {
         return unix_server.await.context("serving the Unix socket");
     };
     let mut builder = Server::builder();
-    match (&cfg.tls_cert, &cfg.tls_key, &cfg.client_ca) {
-        (Some(cert), Some(key), Some(ca)) => {
-            let read =
-                |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    match tls_material(cfg)? {
+        Some(m) => {
             let tls = ServerTlsConfig::new()
-                .identity(Identity::from_pem(read(cert)?, read(key)?))
-                .client_ca_root(Certificate::from_pem(read(ca)?));
+                .identity(Identity::from_pem(m.cert_pem, m.key_pem))
+                .client_ca_root(Certificate::from_pem(m.ca_pem));
             builder = builder.tls_config(tls).context("the TCP listener's TLS")?;
         }
-        _ if cfg.insecure_tcp => {
+        None if cfg.insecure_tcp => {
             tracing::warn!(%addr, "TCP listener WITHOUT TLS (insecure_tcp = true): for tests only");
         }
         _ => bail!(
@@ -145,10 +187,7 @@ pub async fn serve(
              only for tests"
         ),
     }
-    let tcp_server = builder
-        .add_service(health(&service))
-        .add_service(SensorServer::new(service))
-        .serve_with_shutdown(addr, wait(shutdown));
+    let tcp_server = router(builder, service)?.serve_with_shutdown(addr, wait(shutdown));
     tracing::info!(%addr, "gRPC API on TCP");
     let (a, b) = tokio::join!(unix_server, tcp_server);
     a.context("serving the Unix socket")?;

@@ -1,4 +1,4 @@
-//! The JSON-lines exporter, replaced off the capture loop. Stopping an exporter waits for its
+//! The exporters (JSON lines, syslog, OTLP), replaced together off the capture loop. Stopping an exporter waits for its
 //! last flush and for any rotation it is in the middle of (gzip of up to `max_size_mb`): the
 //! capture loop, which applies reloads, must not wait for that, or the kernel's ring buffer
 //! fills meanwhile. A replacement runs on a blocking thread, after the one before it, so that
@@ -8,16 +8,47 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use crate::export::jsonl::Exporter;
+use crate::export::{jsonl, otlp, syslog};
 
 /// An exporter that can be stopped (after its last flush).
 pub trait Stop: Send + 'static {
     fn stop(self);
 }
 
-impl Stop for Exporter {
+/// The exporters the configuration asks for. Each follows the journal with its own cursor, so
+/// replacing them all when one changes loses and repeats nothing.
+pub struct Running {
+    pub jsonl: Option<jsonl::Exporter>,
+    pub syslog: Option<syslog::Exporter>,
+    pub otlp: Option<otlp::Exporter>,
+}
+
+impl Running {
+    /// sensord stops: each ends after what was committed (see each exporter's `join`).
+    pub fn join(self) {
+        if let Some(j) = self.jsonl {
+            j.join();
+        }
+        if let Some(s) = self.syslog {
+            s.join();
+        }
+        if let Some(o) = self.otlp {
+            o.join();
+        }
+    }
+}
+
+impl Stop for Running {
     fn stop(self) {
-        Exporter::stop(self);
+        if let Some(j) = self.jsonl {
+            j.stop();
+        }
+        if let Some(s) = self.syslog {
+            s.stop();
+        }
+        if let Some(o) = self.otlp {
+            o.stop();
+        }
     }
 }
 

@@ -332,7 +332,14 @@ impl Writer {
         }
         let s = &self.shared;
         let mut published = 0u64;
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         for (e, seq) in self.pending.pop_front(n).zip(seqs) {
+            // From the handshake's last packet (wall clock, as the event says it) to now.
+            let end = e.event.handshake.end_time.0.max(e.event.handshake.time.0);
+            s.event_latency
+                .observe(now_ns.saturating_sub(end) as f64 / 1e9);
             s.last_seq.store(seq, Ordering::Relaxed);
             published += 1;
             // No subscriber is not an error.

@@ -8,6 +8,7 @@
 //! - The API (tonic) and the exporters follow the journal ([`crate::journal::follow`]).
 //! - Reloads are loaded by their own task ([`reload::loader`]) and applied here.
 
+pub mod check;
 mod exports;
 mod journal_writer;
 mod pending;
@@ -38,14 +39,14 @@ use crate::{
         service::{self, RateGate, SensorService},
     },
     clock::Clock,
-    export::{cursor::CursorFile, jsonl::Exporter},
+    export::{cursor::CursorFile, jsonl, otlp, syslog},
     journal,
     kernel::{self, KernelTap, TapSettings},
     reload::{self, ReloadReply, ReloadReport},
     status::Shared,
 };
 
-use exports::Exports;
+use exports::{Exports, Running, Stop as _};
 use journal_writer::JournalMsg;
 use pipeline::{Outputs, Pipeline};
 
@@ -117,7 +118,6 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 /// before this returns.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut cfg = opts.effective_config()?;
-    server::check(&cfg.api)?;
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("creating the state directory {}", cfg.state_dir.display()))?;
     // A bad trust input stops the daemon here, before anything is attached.
@@ -244,6 +244,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if cfg.probe.enabled {
         tracing::info!("active probe on: TLS 1.3 handshakes whose chain is hidden are checked");
     }
+    let host = sensor_host::identity::Sources::default().host(&cfg.host.labels);
+    let missing = sensor_host::identity::Sources::missing(&host);
+    if !missing.is_empty() {
+        tracing::warn!(
+            "events will not name this host completely: nothing usable in {}",
+            missing.join(", ")
+        );
+    }
     let clock = Clock::start();
     let mut pipeline = Pipeline::new(
         trust,
@@ -254,6 +262,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             print: opts.print,
             journal: journal_tx.clone(),
             shared: shared.clone(),
+            host: Arc::new(host),
         },
     );
     pipeline.verdicts().baseline.import(baseline);
@@ -403,26 +412,76 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
 }
 
-/// Start the JSON-lines exporter, when the configuration has one.
+/// Start the exporters the configuration has (JSON lines, syslog, OTLP).
 fn spawn_exporter(
     cfg: &Config,
     journal_path: &std::path::Path,
     live: &broadcast::Sender<Arc<journal::StoredEvent>>,
     shared: &Shared,
-) -> anyhow::Result<Option<Exporter>> {
-    cfg.export
+) -> anyhow::Result<Option<Running>> {
+    let last_seq = shared.last_seq.load(Ordering::Relaxed);
+    let jsonl = cfg
+        .export
         .jsonl
         .clone()
         .map(|j| {
-            Exporter::spawn(
+            jsonl::Exporter::spawn(
                 j,
                 journal_path.to_path_buf(),
                 live,
                 CursorFile::new(&cfg.state_dir, "jsonl"),
-                shared.last_seq.load(Ordering::Relaxed),
+                last_seq,
             )
         })
-        .transpose()
+        .transpose()?;
+    let syslog = cfg.export.syslog.clone().map(|s| {
+        syslog::Exporter::spawn(
+            s,
+            syslog::Source {
+                journal: journal_path.to_path_buf(),
+                live: live.downgrade(),
+                cursor: CursorFile::new(&cfg.state_dir, "syslog"),
+                last_seq,
+            },
+            shared.syslog.clone(),
+        )
+    });
+    let syslog = match syslog.transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(j) = jsonl {
+                j.stop();
+            }
+            return Err(e);
+        }
+    };
+    let otlp = cfg.export.otlp.clone().map(|o| {
+        otlp::Exporter::spawn(
+            o,
+            otlp::Source {
+                journal: journal_path.to_path_buf(),
+                live: live.subscribe(),
+                cursor: CursorFile::new(&cfg.state_dir, "otlp"),
+                last_seq,
+            },
+            shared.otlp.clone(),
+        )
+    });
+    let running = Running {
+        jsonl,
+        syslog,
+        otlp: None,
+    };
+    match otlp.transpose() {
+        Ok(otlp) => Ok(
+            (running.jsonl.is_some() || running.syslog.is_some() || otlp.is_some())
+                .then_some(Running { otlp, ..running }),
+        ),
+        Err(e) => {
+            running.stop();
+            Err(e)
+        }
+    }
 }
 
 /// What a reload may restart besides the pipeline.
@@ -442,7 +501,7 @@ fn apply_reload(
     cfg: &mut Config,
     pipeline: &mut Pipeline,
     tap: &mut KernelTap,
-    exports: &mut Exports<Exporter>,
+    exports: &mut Exports<Running>,
     r: Reloaders<'_>,
 ) -> (ReloadReport, Option<exports::Replaced>) {
     let new = loaded.config;

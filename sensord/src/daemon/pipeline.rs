@@ -27,7 +27,7 @@ use sensor_core::{
         ring::{self, ClockOffset, RingRecord},
     },
     engine::{Engine, EngineLimits},
-    event::Event,
+    event::{Event, Host},
     probe::schedule::{Outcome, ProbeKey},
     trust::TrustContext,
     verdict::VerdictEngine,
@@ -51,6 +51,8 @@ pub struct Outputs {
     pub print: Option<PrintFormat>,
     pub journal: std::sync::mpsc::SyncSender<JournalMsg>,
     pub shared: Arc<Shared>,
+    /// The host every event is recorded on.
+    pub host: Arc<Host>,
 }
 
 /// The capture pipeline's state.
@@ -196,8 +198,14 @@ impl Pipeline {
         }
         let mut stdout = self.out.print.map(|_| std::io::stdout().lock());
         for (mut event, note) in done {
+            let judging = Instant::now();
             self.verdicts.apply(&mut event);
+            self.out
+                .shared
+                .verdict_duration
+                .observe(judging.elapsed().as_secs_f64());
             note.apply(&mut event);
+            event.host = Some(self.out.host.clone());
             if let Some(v) = event.verdict() {
                 self.out.shared.count_verdict(v);
             }

@@ -328,7 +328,9 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
             dst_addr: addr.and_then(|a| a.parse().ok()),
             dst_port: row.get::<_, i64>(9)? as u16,
             issuer: row.get(10)?,
-        },
+            ..EventMeta::default()
+        }
+        .with_container_of(&event),
         event: Arc::new(event),
         json: json.into(),
     })
@@ -823,6 +825,7 @@ pub(crate) mod testing {
                 interceptor: None,
                 extra_certificates: Vec::new(),
             }),
+            host: None,
         })
     }
 }

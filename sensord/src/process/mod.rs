@@ -10,6 +10,7 @@
 //! (pid and start time): the connecting process's start time is read when its socket is
 //! reported, and a process that has its pid later is not taken for it.
 
+pub mod container;
 pub mod procfs;
 pub mod sockdiag;
 

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use hashlink::LruCache;
 use procfs::process::FDTarget;
 
-use sensor_core::event::Process;
+use super::container::{Names, Stores};
+
+use sensor_core::event::{Container, Process};
 use sensor_host::probe::Netns;
 
 /// One process: its pid and its start time. A pid is reused; the pair is not while the
@@ -45,6 +47,7 @@ struct ProcInfo {
     uid: Option<u32>,
     cgroup: Option<String>,
     container_id: Option<String>,
+    container: Option<Container>,
     netns: Option<Netns>,
 }
 
@@ -52,6 +55,7 @@ struct ProcInfo {
 pub struct ProcCache {
     cache: LruCache<Instance, ProcInfo>,
     namespaces: Namespaces,
+    containers: Names,
 }
 
 /// Network namespaces other than ours, open, shared by the processes in them (bounded).
@@ -109,6 +113,7 @@ impl ProcCache {
         Self {
             cache: LruCache::new(capacity.max(1)),
             namespaces: Namespaces::new(),
+            containers: Names::new(Stores::default()),
         }
     }
 
@@ -154,6 +159,13 @@ impl ProcCache {
         p.uid = p.uid.or(info.uid);
         p.cgroup = p.cgroup.take().or(info.cgroup);
         p.container_id = p.container_id.take().or(info.container_id);
+        p.container = p.container.take().or(info.container);
+        // A name the records did not have when the process was first read may be there now.
+        if let (Some(c), Some(cgroup)) = (p.container.as_mut(), p.cgroup.as_deref())
+            && c.name.is_none()
+        {
+            self.containers.name(c, cgroup);
+        }
         info.netns
     }
 
@@ -167,6 +179,9 @@ impl ProcCache {
         let mut info = read(instance.pid);
         if info.exe.is_some() {
             info.netns = self.namespaces.of(instance.pid);
+        }
+        if let (Some(c), Some(cgroup)) = (info.container.as_mut(), info.cgroup.as_deref()) {
+            self.containers.name(c, cgroup);
         }
         (start_time(instance.pid) == Some(instance.start)).then_some(info)
     }
@@ -199,6 +214,7 @@ fn read(pid: u32) -> ProcInfo {
         exe: proc.exe().ok().map(|e| e.display().to_string()),
         uid: proc.uid().ok(),
         container_id: cgroup.as_deref().and_then(container_id),
+        container: cgroup.as_deref().and_then(super::container::from_cgroup),
         cgroup,
         netns: None,
     }

@@ -186,6 +186,7 @@ fn journal_bench() -> anyhow::Result<f64> {
                     interceptor: None,
                     extra_certificates: Vec::new(),
                 }),
+                host: None,
             });
             e.certs = vec![(format!("{:064x}", i % 16), vec![7u8; 1200])];
             e

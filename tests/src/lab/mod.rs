@@ -165,12 +165,7 @@ impl Scenario {
             (Tls::V13, false) => "probe",
         };
         if self.path == Interception::Clean {
-            return Expected {
-                verdicts: vec!["clean"],
-                reasons: vec!["public_root".into()],
-                source,
-                completes: true,
-            };
+            return Expected::clean(source);
         }
         if self.trusts {
             let mut reasons = vec!["local_root".to_owned()];
@@ -180,6 +175,7 @@ impl Scenario {
             Expected {
                 verdicts: vec!["intercepted"],
                 reasons,
+                exact: false,
                 source,
                 completes: true,
             }
@@ -194,6 +190,7 @@ impl Scenario {
             Expected {
                 verdicts: vec!["untrusted", "intercepted"],
                 reasons: vec![alert.into()],
+                exact: false,
                 source,
                 completes: false,
             }
@@ -201,22 +198,36 @@ impl Scenario {
     }
 }
 
-/// The verdict (one of), the reasons (all of), where the chain came from, and whether the
-/// client completed its request.
+/// The verdict (one of), the reasons (all of; with `exact`, those and no other), where the
+/// chain came from, and whether the client completed its request.
 #[derive(Clone, Debug)]
 pub struct Expected {
     pub verdicts: Vec<&'static str>,
     pub reasons: Vec<String>,
+    pub exact: bool,
     pub source: &'static str,
     pub completes: bool,
 }
 
 impl Expected {
+    /// A clean handshake: `clean` for `public_root` and nothing else (no `*_changed`, no
+    /// `probe_*`), and the client completed it.
+    pub fn clean(source: &'static str) -> Self {
+        Self {
+            verdicts: vec!["clean"],
+            reasons: vec!["public_root".into()],
+            exact: true,
+            source,
+            completes: true,
+        }
+    }
+
     pub fn describe(&self) -> String {
         format!(
-            "{} [{}] via {}; client {}",
+            "{} [{}{}] via {}; client {}",
             self.verdicts.join("|"),
             self.reasons.join(", "),
+            if self.exact { ", nothing else" } else { "" },
             self.source,
             if self.completes {
                 "completes"
@@ -254,6 +265,7 @@ impl Got {
     pub fn meets(&self, e: &Expected) -> bool {
         e.verdicts.contains(&self.verdict.as_str())
             && e.reasons.iter().all(|r| self.reasons.contains(r))
+            && (!e.exact || self.reasons.len() == e.reasons.len())
             && self.source == e.source
             && self.completed == e.completes
     }
@@ -303,6 +315,8 @@ pub struct Lab {
     _origin_more: Vec<Proc>,
     transparent_mitm_port: u16,
     sslsplit_port: u16,
+    /// Where the clean rows connect: the origin's port, or the churn row's own.
+    clean_port: u16,
     mitm_explicit: Interceptor,
     _mitm_transparent: Interceptor,
     _sslsplit: Interceptor,
@@ -395,13 +409,28 @@ impl Lab {
         for ca in &cas {
             args.extend(["--host-roots", ca.as_str()]);
         }
+        // One user (root) plays every row, a few a second, each to another destination or
+        // through another interceptor: the per-user and per-cgroup probe quotas (4 a second
+        // by default, for hosts where any user decides which handshakes happen) would refuse
+        // the probes of rows that follow each other closely. The lab gives that user the
+        // global rate; the quotas themselves are tested in sensor-core and `bench abuse`.
+        let config = dir.join("lab-sensord.toml");
+        std::fs::write(
+            &config,
+            "[probe]\nmax_per_uid_per_second = 10\nmax_per_cgroup_per_second = 10\n",
+        )
+        .expect("the lab's sensord.toml");
+        let config = config.display().to_string();
+        args.extend(["--config", config.as_str()]);
         let daemon = Daemon::start(&args);
+        let clean_port = origin.port;
         Self {
             topo,
             origin,
             _origin_more: origin_more,
             transparent_mitm_port,
             sslsplit_port,
+            clean_port,
             mitm_explicit,
             _mitm_transparent: mitm_transparent,
             _sslsplit: sslsplit,
@@ -418,7 +447,7 @@ impl Lab {
     /// The origin port the client asks for, and the explicit proxy it goes through.
     fn route(&self, path: Interception) -> (u16, Option<u16>) {
         match path {
-            Interception::Clean => (self.origin.port, None),
+            Interception::Clean => (self.clean_port, None),
             Interception::MitmproxyExplicit => (self.origin.port, Some(self.mitm_explicit.port)),
             Interception::SquidBump => (self.origin.port, Some(self.squid.port)),
             Interception::MitmproxyTransparent => (self.transparent_mitm_port, None),
@@ -532,12 +561,91 @@ impl Lab {
     /// Play one row.
     pub fn play(&mut self, s: &Scenario) -> Row {
         let expected = s.expected();
+        let got = self.handshake(s);
+        Row {
+            scenario: s.name(),
+            expected: expected.describe(),
+            got: got.describe(),
+            pass: got.meets(&expected),
+        }
+    }
+
+    /// The clean churn row: `n` clean handshakes from the lab's four clients over TLS 1.2 and
+    /// 1.3, in a random order, to the same origin. Every one must be `clean` for `public_root`
+    /// and nothing else: the same unchanged server answering different clients differently is
+    /// not a change. The origin answers on a port of its own here, so that the baseline starts
+    /// empty for it (sensord's baseline is per server name and port) and the row does not
+    /// depend on what the matrix taught it.
+    pub fn churn(&mut self, n: usize) -> Row {
+        let site = Site {
+            ns: Some(&self.topo.origin),
+            addr: &self.topo.origin_ip,
+        };
+        let port = site.port();
+        let _server = self.origin.also_serve(site, port);
+        self.clean_port = port;
+        let mut kinds = Vec::with_capacity(n);
+        for i in 0..n {
+            let client = Client::ALL[i % Client::ALL.len()];
+            let tls = if (i / Client::ALL.len()).is_multiple_of(2) {
+                Tls::V12
+            } else {
+                Tls::V13
+            };
+            kinds.push(Scenario {
+                path: Interception::Clean,
+                trusts: i.is_multiple_of(3),
+                tls,
+                client,
+            });
+        }
+        // A Fisher-Yates shuffle from a seed that the row names, so that a failure replays.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        let mut state = seed;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in (1..kinds.len()).rev() {
+            let j = (next() % (i as u64 + 1)) as usize;
+            kinds.swap(i, j);
+        }
+        let mut spurious = Vec::new();
+        for s in &kinds {
+            let expected = Expected::clean(s.expected().source);
+            let got = self.handshake(s);
+            if !got.meets(&expected) {
+                spurious.push(format!("{}: {}", s.name(), got.describe()));
+            }
+        }
+        self.clean_port = self.origin.port;
+        Row {
+            scenario: format!(
+                "clean churn: {n} handshakes, 4 clients, TLS 1.2 and 1.3, seed {seed}"
+            ),
+            expected: format!("{n} × clean [public_root, nothing else]"),
+            got: if spurious.is_empty() {
+                format!("{n} × clean [public_root]")
+            } else {
+                format!("{} of {n} not: {}", spurious.len(), spurious.join("; "))
+            },
+            pass: spurious.is_empty(),
+        }
+    }
+
+    /// Run a row's client and find its event.
+    fn handshake(&mut self, s: &Scenario) -> Got {
         let (pid, completed) = self.run_client(s);
         let name = self.topo.origin_name.clone();
         let event = self.daemon.event(Duration::from_secs(20), |e| {
             e["process"]["pid"] == pid && e["server_name"] == name.as_str()
         });
-        let got = match event {
+        match event {
             Some(e) => Got {
                 verdict: e["verdict"].as_str().unwrap_or("?").to_owned(),
                 reasons: e["reasons"]
@@ -557,15 +665,12 @@ impl Lab {
                 source: "none".into(),
                 completed,
             },
-        };
-        Row {
-            scenario: s.name(),
-            expected: expected.describe(),
-            got: got.describe(),
-            pass: got.meets(&expected),
         }
     }
 }
+
+/// Handshakes in the clean churn row.
+pub const CHURN_HANDSHAKES: usize = 200;
 
 /// Which parts of the lab to play.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -582,6 +687,7 @@ pub fn run(dir: &Path, part: Part) -> Vec<Row> {
     if part != Part::Evasion {
         let mut lab = Lab::start(dir);
         rows.extend(Scenario::all().iter().map(|s| lab.play(s)));
+        rows.push(lab.churn(CHURN_HANDSHAKES));
         let _ = lab.daemon.interrupt();
     }
     if part != Part::Matrix {

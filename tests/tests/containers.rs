@@ -1,0 +1,205 @@
+//! A client in a podman container (its image imported from local files: openssl and the
+//! libraries it links, nothing downloaded) makes a TLS handshake; sensord's event names the
+//! container, its runtime and its image, in the JSON contract, the API and the ECS export.
+//!
+//! This machine's cgroups are hybrid (v1 controllers, the v2 hierarchy beside them), which crun
+//! refuses, so the container runs under runc; it lacks CAP_SYS_RESOURCE, so the file and
+//! process limits are set below the hard ones rather than raised.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use sensor_tests::{Daemon, LocalServer, unique_name};
+
+/// podman with the flags this machine needs.
+fn podman(args: &[&str]) -> std::process::Output {
+    Command::new("podman")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("podman (cargo xtask setup installs Debian's podman and runc)")
+}
+
+/// An image holding `program` and the libraries `ldd` names, imported into podman as `tag`.
+/// Removed (with its containers) when dropped.
+struct Image {
+    tag: String,
+}
+
+impl Image {
+    fn import(dir: &Path, tag: &str, program: &str) -> Self {
+        let root = dir.join("rootfs");
+        let ldd = Command::new("ldd").arg(program).output().expect("ldd");
+        let mut files = vec![program.to_owned()];
+        files.extend(
+            String::from_utf8_lossy(&ldd.stdout)
+                .split_whitespace()
+                .filter(|w| w.starts_with('/'))
+                .map(str::to_owned),
+        );
+        for f in &files {
+            let to = root.join(f.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(f, &to).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+        let tar = dir.join("rootfs.tar");
+        let out = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let out = podman(&["import", tar.to_str().unwrap(), tag]);
+        assert!(
+            out.status.success(),
+            "podman import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            tag: tag.to_owned(),
+        }
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = podman(&["rmi", "--force", &self.tag]);
+    }
+}
+
+#[test]
+fn a_client_in_a_podman_container_is_named_with_its_runtime_and_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("localhost/sensor-test-client-{}:latest", std::process::id());
+    let image = Image::import(dir.path(), &tag, "/usr/bin/openssl");
+    let config = dir.path().join("sensord.toml");
+    let jsonl = dir.path().join("ecs.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            "[export.jsonl]\npath = \"{}\"\necs = true\ncompress = false\n\
+             [export.jsonl.filter]\nsni = [\"ctr-*\"]\n",
+            jsonl.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    let server = LocalServer::start();
+    let sni = unique_name("ctr");
+    let name = format!("sensor-test-{}", std::process::id());
+    let run = podman(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "runc",
+        "--network",
+        "host",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--name",
+        &name,
+        &image.tag,
+        "/usr/bin/openssl",
+        "s_client",
+        "-tls1_2",
+        "-connect",
+        &server.connect,
+        "-servername",
+        &sni,
+    ]);
+    assert!(
+        run.status.success(),
+        "the containerised client: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let ev = daemon
+        .event(Duration::from_secs(20), |v| {
+            v["server_name"] == sni.as_str()
+        })
+        .expect("the container's handshake");
+    let c = &ev["process"]["container"];
+    assert_eq!(ev["process"]["comm"], "openssl", "{ev}");
+    assert_eq!(c["runtime"], "podman", "{ev}");
+    assert_eq!(c["name"], name.as_str(), "{ev}");
+    assert_eq!(c["image"], tag.as_str(), "{ev}");
+    let id = c["id"].as_str().unwrap();
+    assert_eq!(ev["process"]["container_id"], id, "{ev}");
+    assert_eq!(id.len(), 64, "{ev}");
+
+    // The ECS export says the same in ECS's names.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut ecs = String::new();
+    while std::time::Instant::now() < deadline && !ecs.contains(&sni) {
+        std::thread::sleep(Duration::from_millis(200));
+        ecs = std::fs::read_to_string(&jsonl).unwrap_or_default();
+    }
+    let line: serde_json::Value = serde_json::from_str(
+        ecs.lines()
+            .find(|l| l.contains(&sni))
+            .expect("the ECS line"),
+    )
+    .unwrap();
+    assert_eq!(line["container"]["id"], id, "{line}");
+    assert_eq!(line["container"]["name"], name.as_str(), "{line}");
+    assert_eq!(line["container"]["runtime"], "podman", "{line}");
+    assert_eq!(line["container"]["image"]["name"], tag.as_str(), "{line}");
+    // ListEvents (sensorctl events) filters on the container's name and runtime.
+    let socket = daemon.socket();
+    let events = |filter: &[&str]| -> Vec<serde_json::Value> {
+        let out = Command::new(sensor_tests::bin("sensorctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["events", "--since", "1h", "-o", "json"])
+            .args(filter)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let by_name = events(&["--container", &name]);
+    assert_eq!(by_name.len(), 1, "{by_name:?}");
+    assert_eq!(by_name[0]["server_name"], sni.as_str());
+    assert_eq!(
+        events(&["--container", &format!("{}*", &id[..12])]).len(),
+        1
+    );
+    assert_eq!(
+        events(&["--container-runtime", "podman", "--sni", &sni]).len(),
+        1
+    );
+    assert!(events(&["--container-runtime", "docker"]).is_empty());
+    assert!(events(&["--container", "no-such-container"]).is_empty());
+    // The host's own handshakes are in no container.
+    let outside = unique_name("ctr");
+    server.handshake(&outside);
+    daemon
+        .event(Duration::from_secs(20), |v| {
+            v["server_name"] == outside.as_str()
+        })
+        .expect("the host's handshake");
+    assert!(
+        events(&["--container", "*"])
+            .iter()
+            .all(|e| e["server_name"] != outside.as_str())
+    );
+
+    assert!(daemon.interrupt().is_some_and(|s| s.success()));
+    drop(image);
+    let left = podman(&["ps", "-a", "--filter", &format!("name={name}"), "-q"]);
+    assert!(left.stdout.is_empty(), "the container is gone");
+}
