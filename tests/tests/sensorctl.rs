@@ -609,7 +609,11 @@ fn watch_on_a_terminal_is_coloured_by_severity() {
     let name = unique_name("pty");
     let pid = server.handshake(&name);
     let args = ["watch", "--since", "0", "--count", "1", "--sni", &name];
-    let json = run(ctl(&daemon.socket()).args(["events", "-o", "json", "--sni", &name]));
+    // watch waits for the event's commit (events, run now, could come before it).
+    let json = run(ctl(&daemon.socket()).args([
+        "watch", "--since", "0", "--count", "1", "-o", "json", "--sni", &name,
+    ]));
+    assert_eq!(json.code, Some(0), "{}", json.stderr);
     let ev = &json_lines(&json.stdout)[0];
     // openssl s_client goes on with an untrusted chain: critical.
     assert_eq!(ev["severity"], "critical", "{ev}");
