@@ -12,6 +12,7 @@ mod filter;
 mod lines;
 mod offline;
 mod pins;
+mod report;
 mod status;
 mod watch;
 
@@ -71,6 +72,11 @@ enum Command {
     },
     /// Query the history in sensord's journal.
     Events(events::EventsArgs),
+    /// Write one self-contained HTML page from the journal: verdicts over time, interception
+    /// by product, issuer, process and destination, the newest severe events.
+    ///
+    /// The page has no script and loads nothing: it opens anywhere, offline.
+    Report(report::ReportArgs),
     /// Show a certificate sensord stored, by the SHA-256 of its DER (as events show it).
     Cert {
         /// Hex SHA-256 (colons and case do not matter).
@@ -182,6 +188,7 @@ fn main() -> ExitCode {
         Command::Watch(a) => watch::run(&args.global, &a, palette),
         Command::Status { output } => status::run(&args.global, output, palette),
         Command::Events(a) => events::run(&args.global, &a, palette),
+        Command::Report(a) => report::run(&args.global, &a),
         Command::Cert { sha256, pem } => cert::run(&args.global, &sha256, pem),
         Command::Reload => reload(&args.global),
     };

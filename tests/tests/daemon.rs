@@ -605,6 +605,38 @@ fn jsonl_export_and_metrics() {
         "{line}"
     );
 
+    // The chain as the server sent it, in PEM, from the journal: its first certificate is the
+    // leaf whose hash the event names.
+    let chain = line["tls"]["server"]["certificate_chain"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a certificate chain: {line}"));
+    assert_eq!(chain.len(), 1, "a self-signed server: {line}");
+    let mut x509 = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        x509.stdin
+            .take()
+            .unwrap()
+            .write_all(chain[0].as_str().unwrap().as_bytes())
+            .unwrap();
+    }
+    let fingerprint = String::from_utf8(x509.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(
+        fingerprint
+            .trim()
+            .rsplit('=')
+            .next()
+            .unwrap()
+            .replace(':', ""),
+        line["tls"]["server"]["hash"]["sha256"].as_str().unwrap(),
+        "{fingerprint}"
+    );
+
     let response = http_get(&format!("127.0.0.1:{metrics_port}"), "/metrics");
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");

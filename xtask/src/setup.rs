@@ -54,6 +54,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ),
     ("lintian", "checking the .deb"),
     ("rpm", "checking the .rpm (rpm -qlp, -qip)"),
+    (
+        "chromium",
+        "headless Chromium: opens sensorctl report's page in a test",
+    ),
 ];
 
 /// What building alone needs: the toolchains and bpf-linker (for `cargo xtask install`).

@@ -17,7 +17,10 @@ use anyhow::Context as _;
 use sensor_host::config::JsonlConfig;
 use tokio::sync::{broadcast, watch};
 
-use super::cursor::{CursorFile, start_after};
+use super::{
+    cursor::{CursorFile, start_after},
+    ecs::chain::Chains,
+};
 use crate::journal::{StoredEvent, follow::Follower};
 
 /// Writes events to the file and rotates it.
@@ -25,6 +28,8 @@ pub struct JsonlWriter {
     cfg: JsonlConfig,
     file: File,
     size: u64,
+    /// Where the ECS form finds its certificates (`tls.server.certificate_chain`).
+    chains: Option<Chains>,
 }
 
 fn rotated(path: &Path, n: usize, gz: bool) -> PathBuf {
@@ -46,7 +51,18 @@ impl JsonlWriter {
             .append(true)
             .open(&cfg.path)?;
         let size = file.metadata()?.len();
-        Ok(Self { cfg, file, size })
+        Ok(Self {
+            cfg,
+            file,
+            size,
+            chains: None,
+        })
+    }
+
+    /// Read the ECS form's certificate chains from the journal at `journal`.
+    pub fn with_chains(mut self, journal: PathBuf) -> Self {
+        self.chains = Some(Chains::new(journal));
+        self
     }
 
     /// Write one event, if it passes the filter.
@@ -56,7 +72,12 @@ impl JsonlWriter {
         }
         let ecs;
         let line: &str = if self.cfg.ecs {
-            ecs = serde_json::to_string(&super::ecs::to_ecs(r)).unwrap_or_default();
+            let chain = self
+                .chains
+                .as_mut()
+                .map(|c| c.of(&r.event))
+                .unwrap_or_default();
+            ecs = serde_json::to_string(&super::ecs::to_ecs(r, &chain)).unwrap_or_default();
             &ecs
         } else {
             &r.json
@@ -122,7 +143,9 @@ impl Exporter {
         last_seq: u64,
     ) -> anyhow::Result<Self> {
         let shown = cfg.path.display().to_string();
-        let mut writer = JsonlWriter::open(cfg).with_context(|| format!("opening {shown}"))?;
+        let mut writer = JsonlWriter::open(cfg)
+            .with_context(|| format!("opening {shown}"))?
+            .with_chains(journal.clone());
         let saved = cursor
             .load()
             .with_context(|| format!("reading {}", cursor.path().display()))?;

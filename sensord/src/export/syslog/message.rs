@@ -6,6 +6,8 @@
 //! form it goes into: JSON escapes itself; CEF escapes `\`, `|` (header), `=` (extension) and
 //! line breaks, and control characters are dropped; header fields are printable ASCII only.
 
+use std::sync::Arc;
+
 use sensor_core::event::{Event, Role, Severity};
 use sensor_host::config::{SyslogFacility, SyslogFormat};
 
@@ -56,8 +58,9 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// The RFC 5424 message of a stored event, without framing.
-    pub fn message(&self, r: &StoredEvent) -> String {
+    /// The RFC 5424 message of a stored event, without framing; `chain` is the PEM of its
+    /// certificates for the ECS payload.
+    pub fn message(&self, r: &StoredEvent, chain: &[Arc<str>]) -> String {
         let e = &r.event;
         let pri = u16::from(self.facility.code()) * 8 + u16::from(syslog_severity(e.severity()));
         // RFC 5424 allows six digits of a second's fraction.
@@ -82,7 +85,7 @@ impl Sender {
         let payload = match self.format {
             SyslogFormat::Json => r.json.to_string(),
             SyslogFormat::Ecs => {
-                serde_json::to_string(&crate::export::ecs::to_ecs(r)).unwrap_or_default()
+                serde_json::to_string(&crate::export::ecs::to_ecs(r, chain)).unwrap_or_default()
             }
             SyslogFormat::Cef => cef(r, self.version),
         };
@@ -300,7 +303,7 @@ mod tests {
 
     #[test]
     fn an_rfc5424_message_with_its_header_and_structured_data() {
-        let m = sender(SyslogFormat::Json).message(&stored("a.test"));
+        let m = sender(SyslogFormat::Json).message(&stored("a.test"), &[]);
         // local0 (16) * 8 + err (3) = 131; microseconds; the host name without its space.
         let head = concat!(
             r#"<131>1 2026-11-18T11:06:40.123456Z web1 sensord 99 intercepted "#,
@@ -323,7 +326,7 @@ mod tests {
 
     #[test]
     fn cef_escapes_what_the_network_and_processes_wrote() {
-        let m = sender(SyslogFormat::Cef).message(&stored("evil|host=x\nCEF:0"));
+        let m = sender(SyslogFormat::Cef).message(&stored("evil|host=x\nCEF:0"), &[]);
         let cef = m
             .split_once(" CEF:")
             .map(|(_, c)| format!("CEF:{c}"))
@@ -439,7 +442,7 @@ mod tests {
             let e = Arc::make_mut(&mut r.event);
             e.process.as_mut().unwrap().comm = Some(comm.clone());
             e.judgement.as_mut().unwrap().explanation = explanation.clone();
-            let m = sender(SyslogFormat::Cef).message(&r);
+            let m = sender(SyslogFormat::Cef).message(&r, &[]);
             assert!(
                 !m.chars().any(|c| c.is_control()),
                 "a control character reached the message: {m:?}"

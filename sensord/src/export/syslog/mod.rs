@@ -23,7 +23,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use sensor_host::config::SyslogConfig;
+use sensor_host::config::{SyslogConfig, SyslogFormat};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     sync::{broadcast, watch},
@@ -32,6 +32,7 @@ use tokio::{
 use super::{
     connect::{Connection, Dialer, TlsFiles},
     cursor::CursorFile,
+    ecs::chain::Chains,
     worker::{self, Worker},
 };
 use crate::{
@@ -118,10 +119,13 @@ impl Exporter {
             "export-syslog",
             worker::runtime("syslog")?,
             move |stopped| {
+                let chains = (cfg.format == SyslogFormat::Ecs)
+                    .then(|| std::sync::Mutex::new(Chains::new(src.journal.clone())));
                 Run {
                     cfg,
                     dialer,
                     sender,
+                    chains,
                     src,
                     stats,
                     stopped,
@@ -149,6 +153,8 @@ struct Run {
     cfg: SyslogConfig,
     dialer: Dialer,
     sender: Sender,
+    /// The ECS payload's certificate chains.
+    chains: Option<std::sync::Mutex<Chains>>,
     src: Source,
     stats: Arc<SyslogStats>,
     stopped: watch::Receiver<bool>,
@@ -317,7 +323,13 @@ impl Run {
             self.stats.expired.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        wr.write_all(&frame(&self.sender.message(r))).await?;
+        let chain = self
+            .chains
+            .as_ref()
+            .and_then(|c| c.lock().ok().map(|mut c| c.of(&r.event)))
+            .unwrap_or_default();
+        wr.write_all(&frame(&self.sender.message(r, &chain)))
+            .await?;
         wr.flush().await?;
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
         Ok(())

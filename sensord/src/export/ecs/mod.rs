@@ -1,5 +1,6 @@
 //! The Elastic Common Schema (ECS 8.17) form of an event, for `[export.jsonl] ecs = true`,
-//! made from the typed event. Pure.
+//! made from the typed event and the PEM of its chain (`chain` reads those from the journal).
+//! Pure.
 //!
 //! Every field is an ECS field of the right type (tests/tests/ecs.rs checks them against ECS's
 //! own definitions, vendored in tests/fixtures/ecs), except:
@@ -9,7 +10,9 @@
 //!
 //! Fields without a value are left out.
 
-use std::net::IpAddr;
+pub mod chain;
+
+use std::{net::IpAddr, sync::Arc};
 
 use base64::Engine as _;
 use sensor_core::{
@@ -111,9 +114,14 @@ pub fn community_id(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Option<
     ))
 }
 
-/// Map a stored event to ECS field names.
-pub fn to_ecs(r: &StoredEvent) -> Value {
+/// Map a stored event to ECS field names; `chain` is the PEM of its certificates, leaf first
+/// (`tls.server.certificate_chain`, left out when empty).
+pub fn to_ecs(r: &StoredEvent, chain: &[Arc<str>]) -> Value {
     let mut v = event(&r.event);
+    if !chain.is_empty() {
+        v["tls"]["server"]["certificate_chain"] =
+            Value::Array(chain.iter().map(|p| Value::String(p.to_string())).collect());
+    }
     v["event"]["id"] = Value::String(r.seq.to_string());
     prune(&mut v);
     v
@@ -451,7 +459,7 @@ mod tests {
             }),
             host: None,
         };
-        let ecs = to_ecs(&crate::journal::NewEvent::of(e).stored(42));
+        let ecs = to_ecs(&crate::journal::NewEvent::of(e).stored(42), &[]);
         assert_eq!(ecs["tls"]["client"]["server_name"], "a.test");
         assert_eq!(
             ecs["tls"]["server"]["x509"]["issuer"]["distinguished_name"],
