@@ -9,7 +9,7 @@ use sensor_proto::v1::{self as pb, sensor_client::SensorClient};
 use sensor_tests::{
     Daemon, LocalServer, client, free_port,
     mtls::{Mtls, mtls},
-    pki, unique_name, workspace_root,
+    openssl_client, pki, unique_name, workspace_root,
 };
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
@@ -762,4 +762,52 @@ fn the_systemd_unit_verifies() {
         .expect("systemd-analyze");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.trim().is_empty(), "{err}");
+}
+
+/// openssl s_client saves its session, then resumes it (TLS 1.2: an abbreviated handshake;
+/// TLS 1.3: a PSK): the second event says `resumed`, the first does not.
+#[test]
+fn resumed_sessions_are_said() {
+    let mut daemon = Daemon::start(&[]);
+    let server = LocalServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (version, flag) in [("1.2", "-tls1_2"), ("1.3", "-tls1_3")] {
+        let name = unique_name("resume");
+        let session = dir.path().join(format!("session-{version}.pem"));
+        let session = session.to_str().unwrap();
+        // -ign_eof: read until the server closes, so that a TLS 1.3 ticket arrives.
+        let full = openssl_client(
+            &server.connect,
+            &name,
+            &[flag, "-ign_eof", "-sess_out", session],
+        );
+        let resumed = openssl_client(
+            &server.connect,
+            &name,
+            &[flag, "-ign_eof", "-sess_in", session],
+        );
+        // TLS 1.3 events wait for a probe: they may come in either order.
+        let mut seen = std::collections::HashMap::new();
+        daemon.event(Duration::from_secs(30), |e| {
+            for pid in [full, resumed] {
+                if e["process"]["pid"] == pid {
+                    seen.insert(pid, e.clone());
+                }
+            }
+            seen.len() == 2
+        });
+        for (pid, want) in [(full, false), (resumed, true)] {
+            let ev = seen
+                .get(&pid)
+                .unwrap_or_else(|| panic!("TLS {version}: no event for pid {pid}"));
+            assert_eq!(ev["tls_version"], version, "{ev}");
+            assert_eq!(ev["resumed"], want, "TLS {version}, resumed {want}: {ev}");
+            // A resumed session shows no certificate, whatever the version: the probe shows
+            // the server's, so that a resumed interception is judged too.
+            if want {
+                assert_eq!(ev["chain_source"], "probe", "{ev}");
+                assert_eq!(ev["verdict"], "untrusted", "{ev}");
+            }
+        }
+    }
 }

@@ -47,6 +47,7 @@ const EXPECTED: &[&str] = &[
     "tls.server.certificate_chain",
     "tls.server.hash.sha256",
     "tls.curve",
+    "tls.resumed",
     "tls.client.supported_ciphers",
     "tls.client.ja4",
     "network.direction",

@@ -64,6 +64,9 @@ struct Observed {
     client_certificate: bool,
     /// Named group or DH size from ServerKeyExchange (TLS <= 1.2).
     server_key_exchange: Option<String>,
+    /// The server sent a Certificate or ServerKeyExchange message (TLS <= 1.2), before its
+    /// ChangeCipherSpec if it sent one: a full handshake.
+    server_full_handshake: bool,
     /// A stapled OCSP response: its length and SHA-256.
     ocsp: Option<OcspStaple>,
     alerts: Vec<SideAlert>,
@@ -102,6 +105,24 @@ impl Observed {
             Some(c) if c != idx => Side::Server,
             _ => Side::Client,
         }
+    }
+
+    /// The server resumed a session: TLS 1.3 with its pre_shared_key extension (41), or a
+    /// TLS 1.2 ChangeCipherSpec from the server with no full handshake before it, the whole
+    /// flow seen (a loss could have hidden the Certificate).
+    fn resumed(&self) -> bool {
+        const PRE_SHARED_KEY: u16 = 41;
+        let Some(sh) = &self.server_hello else {
+            return false;
+        };
+        if self.is_tls13() {
+            return sh.extensions.contains(&PRE_SHARED_KEY);
+        }
+        let server = self.client.map(|c| 1 - c);
+        server.is_some_and(|s| self.ccs[s])
+            && !self.server_full_handshake
+            && self.losses.is_empty()
+            && self.malformed.is_empty()
     }
 
     fn is_tls13(&self) -> bool {
@@ -247,6 +268,7 @@ impl Observed {
             },
             msg::CERTIFICATE => self.on_certificate(idx, m),
             msg::SERVER_KEY_EXCHANGE if self.side(idx) == Side::Server => {
+                self.server_full_handshake = true;
                 if let Some(sh) = &self.server_hello {
                     self.server_key_exchange = hello::server_key_exchange(sh.cipher, m);
                 }
@@ -278,6 +300,7 @@ impl Observed {
             self.client_certificate = true;
             return;
         }
+        self.server_full_handshake = true;
         if !self.chain.is_empty() {
             return;
         }
@@ -675,6 +698,7 @@ impl Flow {
             capture_incomplete: self.seen.losses.clone(),
             wire_chain_sha256: Vec::new(),
             proxy_user_agent: self.seen.proxy_user_agent.clone(),
+            resumed: self.seen.resumed(),
             client_offer: Some(offer(ch)),
         })
     }

@@ -7,10 +7,13 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeStruct};
 
-use super::{Event, Handshake, Host, Interceptor, Judgement, Process, Reason, Severity, Verdict};
+use super::{
+    Event, Handshake, Host, Interceptor, InterceptorGrade, Judgement, Process, Reason, Severity,
+    Verdict,
+};
 
 /// Fields of the contract (the JA4+ ones only with that feature).
-const FIELDS: usize = 45 + if cfg!(feature = "ja4plus") { 1 } else { 0 };
+const FIELDS: usize = 47 + if cfg!(feature = "ja4plus") { 1 } else { 0 };
 
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -73,6 +76,11 @@ impl Serialize for Event {
             "extra_certificates",
             j.map_or(&[][..], |j| &j.extra_certificates),
         )?;
+        m.serialize_field(
+            "interceptor_grade",
+            &j.and_then(|j| j.interceptor_grade.as_ref()),
+        )?;
+        m.serialize_field("resumed", &h.resumed)?;
         // Only events a daemon recorded have a host; offline analysis leaves the field out.
         match &self.host {
             Some(host) => m.serialize_field("host", host)?,
@@ -96,6 +104,7 @@ struct Stored {
     process: Option<Process>,
     #[serde(default)]
     extra_certificates: Vec<String>,
+    interceptor_grade: Option<InterceptorGrade>,
     host: Option<Host>,
 }
 
@@ -110,6 +119,7 @@ impl<'de> Deserialize<'de> for Event {
                 explanation: s.explanation.unwrap_or_default(),
                 interceptor: s.interceptor,
                 extra_certificates: s.extra_certificates,
+                interceptor_grade: s.interceptor_grade,
             }),
             _ => None,
         };
@@ -234,6 +244,10 @@ mod tests {
                     name: "mitmproxy".into(),
                 }),
                 extra_certificates: vec!["ef".into()],
+                interceptor_grade: Some(InterceptorGrade::of(vec![
+                    crate::event::GradeReason::NoAead,
+                    crate::event::GradeReason::TripleDes,
+                ])),
             }),
             host: Some(Arc::new(Host {
                 id: Some("0123456789abcdef0123456789abcdef".into()),
@@ -255,7 +269,7 @@ mod tests {
             .expect("the recorded fields first, unchanged");
         assert_eq!(
             added,
-            r#","capture_incomplete":["gap"],"wire_chain_sha256":["cd"],"proxy_user_agent":"curl/7.88.1","extra_certificates":["ef"],"host":{"id":"0123456789abcdef0123456789abcdef","name":"web-1","boot_id":null,"os_id":null,"os_name":null,"os_version":null,"kernel":null,"architecture":null,"sensor_version":null,"sensor_commit":null,"labels":{"site":"fra1"}}}"#
+            r#","capture_incomplete":["gap"],"wire_chain_sha256":["cd"],"proxy_user_agent":"curl/7.88.1","extra_certificates":["ef"],"interceptor_grade":{"grade":"C","reasons":["3des","no_aead"]},"resumed":false,"host":{"id":"0123456789abcdef0123456789abcdef","name":"web-1","boot_id":null,"os_id":null,"os_name":null,"os_version":null,"kernel":null,"architecture":null,"sensor_version":null,"sensor_commit":null,"labels":{"site":"fra1"}}}"#
         );
     }
 

@@ -10,6 +10,7 @@
 //! The JSON form is a contract (see README and [`contract`]): add fields, never rename them.
 
 pub mod contract;
+pub mod grade;
 pub mod host;
 mod reason;
 
@@ -17,6 +18,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use grade::{Grade, GradeReason, InterceptorGrade};
 pub use host::Host;
 pub use reason::{ProbeFailure, ProbeSkip, Reason, Rejection};
 
@@ -404,6 +406,10 @@ pub struct Handshake {
     pub wire_chain_sha256: Vec<String>,
     /// The User-Agent of the HTTP CONNECT request, when the client went through a proxy.
     pub proxy_user_agent: Option<String>,
+    /// The server resumed an earlier session, so it sent no certificate: a TLS 1.3
+    /// ServerHello with a pre_shared_key, or a TLS 1.2 abbreviated handshake (its
+    /// ChangeCipherSpec with no Certificate or ServerKeyExchange before it, all of it seen).
+    pub resumed: bool,
     /// What the client offered, for the probe.
     #[serde(skip)]
     pub client_offer: Option<ClientOffer>,
@@ -422,6 +428,9 @@ pub struct Judgement {
     pub interceptor: Option<Interceptor>,
     /// SHA-256 of certificates the server sent that no validated path used.
     pub extra_certificates: Vec<String>,
+    /// How much the interceptor weakened what the client got, when the chain was not the
+    /// real server's.
+    pub interceptor_grade: Option<InterceptorGrade>,
 }
 
 impl Judgement {

@@ -11,6 +11,7 @@
 //! time lies inside the chain's validity, so a repeated handshake costs a lookup.
 
 pub mod baseline;
+pub mod grade;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
@@ -22,8 +23,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::{
     event::{
-        Alert, CaptureLoss, ChainSource, ClientOutcome, Event, Interceptor, Judgement, Reason,
-        Rejection, Severity, TlsVersion, Verdict,
+        Alert, CaptureLoss, ChainSource, ClientOutcome, Event, Grade, Interceptor, Judgement,
+        Reason, Rejection, Severity, TlsVersion, Verdict,
     },
     trust::{Store, TrustContext},
     x509::{self, CertSummary},
@@ -246,11 +247,23 @@ impl VerdictEngine {
             chain_conflict: !hs.wire_chain_sha256.is_empty(),
             chain_source: hs.chain_source,
         };
-        let judgement = self.judge(&facts);
+        let mut judgement = self.judge(&facts);
         if let Some((key, obs)) = observed
             && let Some(how) = learns(&judgement, &signal)
         {
             self.baseline.learn(key, &obs, how);
+        }
+        if judgement.verdict == Verdict::Intercepted || judgement.interceptor.is_some() {
+            let g = grade::downstream(hs);
+            if g.grade > Grade::A {
+                let why: Vec<&str> = g.reasons.iter().map(|r| r.as_str()).collect();
+                judgement.explanation.push_str(&format!(
+                    " The interceptor also weakened what the client got: grade {} ({}).",
+                    g.grade,
+                    why.join(", ")
+                ));
+            }
+            judgement.interceptor_grade = Some(g);
         }
         event.judgement = Some(judgement);
     }
@@ -725,6 +738,7 @@ fn unverified(f: &Facts<'_>) -> Judgement {
         explanation,
         interceptor: None,
         extra_certificates: Vec::new(),
+        interceptor_grade: None,
     }
 }
 
@@ -931,6 +945,7 @@ fn decide(trust: &TrustContext, a: &Assessment, f: &Facts<'_>) -> Judgement {
         explanation,
         interceptor: a.product.clone().map(|(id, name)| Interceptor { id, name }),
         extra_certificates: a.extra.clone(),
+        interceptor_grade: None,
     }
 }
 

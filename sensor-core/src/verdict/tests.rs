@@ -799,3 +799,62 @@ fn what_the_sensor_could_not_see_is_said_and_never_quiet() {
         (Verdict::Clean, strs(&["public_root"]))
     );
 }
+
+#[test]
+fn an_interception_is_graded_and_a_clean_handshake_is_not() {
+    let p = public();
+    let corp = make_root("Corp Inspection CA", Some("Example Corp"));
+    let forged = leaf(LeafSpec::default(), Some(&corp));
+    let mut engine =
+        VerdictEngine::new(Arc::new(context(&[&p.root.der, &corp.der], &[&p.root.der])));
+    // The client offered TLS 1.3 and AEAD suites; the interceptor answered TLS 1.2 with a
+    // CBC-SHA1 suite.
+    let hs = |chain: Vec<Arc<CertSummary>>, cipher: &str| Handshake {
+        time: Timestamp(NOW as u64 * 1_000_000_000),
+        server_name: Some("www.example.test".into()),
+        dst_port: 443,
+        tls_version: Some(TlsVersion::Tls12),
+        cipher: Some(cipher.into()),
+        client_offer: Some(crate::event::ClientOffer {
+            cipher_suites: vec![0x1301, 0xC02F, 0xC013],
+            versions: vec![0x0304, 0x0303],
+            ..Default::default()
+        }),
+        chain,
+        client_outcome: ClientOutcome::Completed,
+        ..Handshake::default()
+    };
+    let v = apply(
+        &mut engine,
+        hs(chain(&[&forged]), "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"),
+    );
+    assert_eq!(v.verdict, Verdict::Intercepted);
+    let g = v.interceptor_grade.as_ref().expect("graded");
+    assert_eq!(g.grade, Grade::C);
+    assert_eq!(
+        g.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        ["cbc_sha1", "no_aead", "version_downgrade"]
+    );
+    assert!(
+        v.explanation.contains(
+            "weakened what the client got: grade C (cbc_sha1, no_aead, version_downgrade)"
+        ),
+        "{}",
+        v.explanation
+    );
+    // The real server, answering the same way, is not an interceptor to grade.
+    let clean = apply(
+        &mut engine,
+        hs(
+            chain(&[&p.leaf, &p.inter.der]),
+            "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+        ),
+    );
+    assert_eq!(clean.verdict, Verdict::Clean);
+    assert_eq!(clean.interceptor_grade, None);
+    assert!(
+        !clean.explanation.contains("grade"),
+        "{}",
+        clean.explanation
+    );
+}

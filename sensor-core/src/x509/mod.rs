@@ -17,7 +17,7 @@ use crate::timestamp::Timestamp;
 
 /// One certificate of a chain. Its JSON form is part of the event's contract; read back (from
 /// the journal) it has no DER.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertSummary {
     pub subject: String,
     pub issuer: String,

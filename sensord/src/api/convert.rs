@@ -95,6 +95,12 @@ pub fn event(r: &StoredEvent, count: u64) -> pb::Event {
                 name: i.name.clone(),
             }),
         host: e.host.as_deref().map(host),
+        interceptor_grade: j.and_then(|j| j.interceptor_grade.as_ref()).map(|g| {
+            pb::InterceptorGrade {
+                grade: g.grade.to_string(),
+                reasons: g.reasons.iter().map(ToString::to_string).collect(),
+            }
+        }),
     }
 }
 

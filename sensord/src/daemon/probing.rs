@@ -170,9 +170,12 @@ impl Prober {
     /// Whether an event wants a probe, and with what.
     fn request(&self, p: &Pending) -> Option<(ProbeKey, Request)> {
         let hs = &p.event.handshake;
-        // TLS 1.3 hides the chain; a capture that lost part of the handshake may have missed
-        // it, whatever the version.
-        let hidden = hs.tls_version == Some(TlsVersion::Tls13) || !hs.capture_incomplete.is_empty();
+        // TLS 1.3 hides the chain; a resumed session sends none (an interceptor's session
+        // resumed after sensord started would otherwise never show its chain); a capture that
+        // lost part of the handshake may have missed it, whatever the version.
+        let hidden = hs.tls_version == Some(TlsVersion::Tls13)
+            || hs.resumed
+            || !hs.capture_incomplete.is_empty();
         if !self.enabled || !hidden || !hs.chain.is_empty() {
             return None;
         }

@@ -824,6 +824,7 @@ pub(crate) mod testing {
                 explanation: format!("event {i}"),
                 interceptor: None,
                 extra_certificates: Vec::new(),
+                interceptor_grade: None,
             }),
             host: None,
         })

@@ -185,6 +185,7 @@ fn journal_bench() -> anyhow::Result<f64> {
                     explanation: "x".repeat(600),
                     interceptor: None,
                     extra_certificates: Vec::new(),
+                    interceptor_grade: None,
                 }),
                 host: None,
             });

@@ -178,6 +178,7 @@ impl Scenario {
                 exact: false,
                 source,
                 completes: true,
+                graded: Some(true),
             }
         } else {
             let alert = match (self.client, self.tls) {
@@ -193,13 +194,15 @@ impl Scenario {
                 exact: false,
                 source,
                 completes: false,
+                graded: None,
             }
         }
     }
 }
 
 /// The verdict (one of), the reasons (all of; with `exact`, those and no other), where the
-/// chain came from, and whether the client completed its request.
+/// chain came from, whether the client completed its request, and whether the event grades
+/// an interceptor (`None`: either).
 #[derive(Clone, Debug)]
 pub struct Expected {
     pub verdicts: Vec<&'static str>,
@@ -207,6 +210,7 @@ pub struct Expected {
     pub exact: bool,
     pub source: &'static str,
     pub completes: bool,
+    pub graded: Option<bool>,
 }
 
 impl Expected {
@@ -219,12 +223,13 @@ impl Expected {
             exact: true,
             source,
             completes: true,
+            graded: Some(false),
         }
     }
 
     pub fn describe(&self) -> String {
         format!(
-            "{} [{}{}] via {}; client {}",
+            "{} [{}{}] via {}; client {}{}",
             self.verdicts.join("|"),
             self.reasons.join(", "),
             if self.exact { ", nothing else" } else { "" },
@@ -233,6 +238,11 @@ impl Expected {
                 "completes"
             } else {
                 "refuses"
+            },
+            match self.graded {
+                Some(true) => "; interceptor graded",
+                Some(false) => "; no grade",
+                None => "",
             }
         )
     }
@@ -245,12 +255,14 @@ pub struct Got {
     pub reasons: Vec<String>,
     pub source: String,
     pub completed: bool,
+    /// The interceptor's grade and its reasons: `C (3des, no_aead)`.
+    pub grade: Option<String>,
 }
 
 impl Got {
     pub fn describe(&self) -> String {
         format!(
-            "{} [{}] via {}; client {}",
+            "{} [{}] via {}; client {}{}",
             self.verdict,
             self.reasons.join(", "),
             self.source,
@@ -258,7 +270,11 @@ impl Got {
                 "completed"
             } else {
                 "refused"
-            }
+            },
+            self.grade
+                .as_ref()
+                .map(|g| format!("; grade {g}"))
+                .unwrap_or_default()
         )
     }
 
@@ -268,6 +284,7 @@ impl Got {
             && (!e.exact || self.reasons.len() == e.reasons.len())
             && self.source == e.source
             && self.completed == e.completes
+            && e.graded.is_none_or(|g| g == self.grade.is_some())
     }
 }
 
@@ -658,12 +675,24 @@ impl Lab {
                     .unwrap_or_default(),
                 source: e["chain_source"].as_str().unwrap_or("none").to_owned(),
                 completed,
+                grade: e["interceptor_grade"]["grade"].as_str().map(|g| {
+                    let why: Vec<&str> = e["interceptor_grade"]["reasons"]
+                        .as_array()
+                        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+                        .unwrap_or_default();
+                    if why.is_empty() {
+                        g.to_owned()
+                    } else {
+                        format!("{g} ({})", why.join(", "))
+                    }
+                }),
             },
             None => Got {
                 verdict: "no event".into(),
                 reasons: Vec::new(),
                 source: "none".into(),
                 completed,
+                grade: None,
             },
         }
     }

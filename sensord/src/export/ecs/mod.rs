@@ -292,6 +292,7 @@ fn event(e: &Event) -> Value {
             "cipher": h.cipher,
             "curve": h.key_exchange,
             "established": h.client_outcome == ClientOutcome::Completed,
+            "resumed": h.resumed,
             "next_protocol": h.alpn,
             "client": {
                 "server_name": h.server_name,
@@ -333,6 +334,7 @@ fn event(e: &Event) -> Value {
             "severity": e.severity(),
             "reasons": reasons,
             "interceptor": j.and_then(|j| j.interceptor.as_ref()),
+            "interceptor_grade": j.and_then(|j| j.interceptor_grade.as_ref()),
             "chain_source": h.chain_source,
             "alert": h.alert,
         },
@@ -456,6 +458,7 @@ mod tests {
                 explanation: "x".into(),
                 interceptor: None,
                 extra_certificates: Vec::new(),
+                interceptor_grade: None,
             }),
             host: None,
         };

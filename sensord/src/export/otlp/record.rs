@@ -144,6 +144,7 @@ pub fn log_record(r: &StoredEvent) -> LogRecord {
         "tls.established",
         h.client_outcome == ClientOutcome::Completed,
     );
+    a.bool("tls.resumed", h.resumed);
     a.text("tls.next_protocol", h.alpn.clone());
     a.text("tls.client.server_name", h.server_name.clone());
     a.text("tls.client.ja3", h.ja3.clone());
@@ -193,6 +194,17 @@ pub fn log_record(r: &StoredEvent) -> LogRecord {
             .map(|i| i.name.clone()),
     );
     a.text("sensor.chain_source", h.chain_source.map(|s| s.to_string()));
+    let grade = j.and_then(|j| j.interceptor_grade.as_ref());
+    a.text(
+        "sensor.interceptor_grade",
+        grade.map(|g| g.grade.to_string()),
+    );
+    a.list(
+        "sensor.interceptor_grade_reasons",
+        grade.map_or_else(Vec::new, |g| {
+            g.reasons.iter().map(ToString::to_string).collect()
+        }),
+    );
     let severity = severity_number(e.severity());
     LogRecord {
         time_unix_nano: nanos(h.time),

@@ -282,6 +282,7 @@ mod tests {
                 explanation: "line one\nline=two".into(),
                 interceptor: None,
                 extra_certificates: Vec::new(),
+                interceptor_grade: None,
             }),
             host: Some(Arc::new(Host {
                 id: Some("0123456789abcdef0123456789abcdef".into()),
