@@ -14,6 +14,9 @@ struct Args {
     /// Play only part of the lab.
     #[arg(long, value_enum, default_value = "all")]
     only: sensor_tests::lab::Part,
+    /// Play only the matrix rows of these clients (all when none is given).
+    #[arg(long = "client", value_enum)]
+    clients: Vec<sensor_tests::lab::Client>,
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -21,7 +24,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     sensor_tests::require_root();
     let start = Instant::now();
     let dir = tempfile::tempdir()?;
-    let rows = sensor_tests::lab::run(dir.path(), args.only);
+    let rows = sensor_tests::lab::run(dir.path(), args.only, &args.clients);
     let width = rows.iter().map(|r| r.scenario.len()).max().unwrap_or(0);
     let mut out = std::io::stdout().lock();
     for r in &rows {

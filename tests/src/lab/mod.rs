@@ -67,20 +67,26 @@ impl Interception {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Client {
     Curl,
     OpenSsl,
     Python,
     Gnutls,
+    /// Node.js `https.get` (its own OpenSSL, linked in).
+    Node,
+    /// wget (GnuTLS).
+    Wget,
 }
 
 impl Client {
-    pub const ALL: [Client; 4] = [
+    pub const ALL: [Client; 6] = [
         Client::Curl,
         Client::OpenSsl,
         Client::Python,
         Client::Gnutls,
+        Client::Node,
+        Client::Wget,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,12 +95,15 @@ impl Client {
             Self::OpenSsl => "openssl-s_client",
             Self::Python => "python-urllib",
             Self::Gnutls => "gnutls-cli",
+            Self::Node => "node-https",
+            Self::Wget => "wget",
         }
     }
 
-    /// Linked against the system's OpenSSL, so the uprobes see its chain.
+    /// Linked against the system's OpenSSL, so the uprobes see its chain. Node links its own
+    /// OpenSSL into its executable, which the uprobes do not cover yet.
     fn uses_openssl(self) -> bool {
-        !matches!(self, Self::Gnutls)
+        matches!(self, Self::Curl | Self::OpenSsl | Self::Python)
     }
 }
 
@@ -184,13 +193,16 @@ impl Scenario {
             let alert = match (self.client, self.tls) {
                 // GnuTLS encrypts its TLS 1.3 alert (OpenSSL sends it in clear): the sensor
                 // sees a refusal, not which alert.
-                (Client::Gnutls, Tls::V13) => "client_rejected:encrypted",
-                (Client::Gnutls, Tls::V12) => "client_rejected:bad_certificate",
-                _ => "client_rejected:unknown_ca",
+                (Client::Gnutls, Tls::V13) => Some("client_rejected:encrypted"),
+                (Client::Gnutls, Tls::V12) => Some("client_rejected:bad_certificate"),
+                // Node and wget check the chain after the handshake and close without an
+                // alert: the verdict stands on the chain alone.
+                (Client::Node | Client::Wget, _) => None,
+                _ => Some("client_rejected:unknown_ca"),
             };
             Expected {
                 verdicts: vec!["untrusted", "intercepted"],
-                reasons: vec![alert.into()],
+                reasons: alert.into_iter().map(str::to_owned).collect(),
                 exact: false,
                 source,
                 completes: false,
@@ -307,6 +319,37 @@ impl Row {
         })
     }
 }
+
+/// `node -e NODE_CLIENT URL CA VERSION [PROXY]`: https.get, through an HTTP CONNECT proxy when
+/// one is given (Node has no proxy support of its own), exit 0 once the response starts.
+const NODE_CLIENT: &str = r#"
+const fs = require('fs'), http = require('http'), https = require('https'), tls = require('tls');
+const [url, caFile, version, proxy] = process.argv.slice(1);
+const u = new URL(url);
+const v = 'TLSv' + version;
+const opts = { ca: fs.readFileSync(caFile), minVersion: v, maxVersion: v, servername: u.hostname };
+const fail = (e) => { console.error(String(e && e.message || e)); process.exit(1); };
+setTimeout(() => fail('timeout'), 15000).unref();
+function get(socket) {
+  // createConnection is used only when no agent is given.
+  const extra = socket
+    ? { createConnection: () => tls.connect({ ...opts, socket }) }
+    : { agent: false };
+  https.get({ ...opts, host: u.hostname, port: u.port, path: '/', ...extra }, (res) => {
+    res.destroy();
+    process.exit(0);
+  }).on('error', fail);
+}
+if (proxy) {
+  const [host, port] = proxy.split(':');
+  http.request({ host, port, method: 'CONNECT', path: u.hostname + ':' + u.port })
+    .on('connect', (res, socket) => (res.statusCode === 200 ? get(socket) : fail(res.statusCode)))
+    .on('error', fail)
+    .end();
+} else {
+  get(null);
+}
+"#;
 
 const PY_CLIENT: &str = r#"
 import ssl, sys, urllib.request
@@ -524,6 +567,47 @@ impl Lab {
                 }
                 c
             }
+            Client::Node => {
+                let mut c = ns.command("node");
+                c.args(["-e", NODE_CLIENT])
+                    .arg(format!("https://{name}:{port}/"))
+                    .arg(ca)
+                    .arg(s.tls.name());
+                if let Some(p) = &proxy_addr {
+                    c.arg(p);
+                }
+                c
+            }
+            Client::Wget => {
+                // The response's head on stdout (-S, the log on stdout): wget exits 4 when an
+                // interceptor closes without close_notify, after a good response. Debian's wget
+                // is built with GnuTLS, whose --secure-protocol=TLSv1_2 still allows 1.3: the
+                // priority string pins the version.
+                let mut c = ns.command("wget");
+                c.args([
+                    "-q",
+                    "-S",
+                    "-o",
+                    "-",
+                    "-O",
+                    "/dev/null",
+                    "--tries=1",
+                    "--timeout=15",
+                ])
+                .arg(format!("--ca-certificate={}", ca.display()))
+                .arg(format!(
+                    "--ciphers=NORMAL:-VERS-ALL:+VERS-TLS{}",
+                    s.tls.name()
+                ));
+                match &proxy_addr {
+                    Some(p) => c
+                        .args(["-e", "use_proxy=yes", "-e"])
+                        .arg(format!("https_proxy=http://{p}")),
+                    None => c.args(["--no-proxy"]),
+                };
+                c.arg(format!("https://{name}:{port}/"));
+                c
+            }
             Client::Gnutls => {
                 let mut c = ns.command("gnutls-cli");
                 c.arg("--x509cafile").arg(ca).arg(format!(
@@ -561,6 +645,9 @@ impl Lab {
                     break std::fs::read_to_string(&report)
                         .is_ok_and(|o| o.contains("- Handshake was completed"));
                 }
+                Ok(Some(_)) if s.client == Client::Wget => {
+                    break std::fs::read_to_string(&report).is_ok_and(|o| o.contains("HTTP/1."));
+                }
                 Ok(Some(status)) => break status.success(),
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20))
@@ -587,7 +674,7 @@ impl Lab {
         }
     }
 
-    /// The clean churn row: `n` clean handshakes from the lab's four clients over TLS 1.2 and
+    /// The clean churn row: `n` clean handshakes from every client of the lab over TLS 1.2 and
     /// 1.3, in a random order, to the same origin. Every one must be `clean` for `public_root`
     /// and nothing else: the same unchanged server answering different clients differently is
     /// not a change. The origin answers on a port of its own here, so that the baseline starts
@@ -643,7 +730,8 @@ impl Lab {
         self.clean_port = self.origin.port;
         Row {
             scenario: format!(
-                "clean churn: {n} handshakes, 4 clients, TLS 1.2 and 1.3, seed {seed}"
+                "clean churn: {n} handshakes, {} clients, TLS 1.2 and 1.3, seed {seed}",
+                Client::ALL.len()
             ),
             expected: format!("{n} × clean [public_root, nothing else]"),
             got: if spurious.is_empty() {
@@ -711,11 +799,16 @@ pub enum Part {
 
 /// Start the lab, play every row of the matrix, stop everything; then the evasion lab
 /// ([`evasion`]) in namespaces of its own.
-pub fn run(dir: &Path, part: Part) -> Vec<Row> {
+pub fn run(dir: &Path, part: Part, clients: &[Client]) -> Vec<Row> {
     let mut rows = Vec::new();
     if part != Part::Evasion {
         let mut lab = Lab::start(dir);
-        rows.extend(Scenario::all().iter().map(|s| lab.play(s)));
+        rows.extend(
+            Scenario::all()
+                .iter()
+                .filter(|s| clients.is_empty() || clients.contains(&s.client))
+                .map(|s| lab.play(s)),
+        );
         rows.push(lab.churn(CHURN_HANDSHAKES));
         let _ = lab.daemon.interrupt();
     }
