@@ -30,19 +30,23 @@ fn ctl(socket: &Path) -> Command {
     c
 }
 
+/// Run sensorctl; its output, once it succeeded.
+fn ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The journal's events of the last hour, once `until` holds of them (30 s at most).
 fn journal(socket: &Path, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = ctl(socket)
-            .args(["events", "--since", "1h", "--limit", "1000", "-o", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out =
+            ok(ctl(socket).args(["events", "--since", "1h", "--limit", "1000", "-o", "json"]));
         let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -155,16 +159,9 @@ fn the_report_draws_what_the_journal_holds() {
     );
 
     let page = dir.path().join("report.html");
-    let out = ctl(&socket)
+    let out = ok(ctl(&socket)
         .args(["report", "--since", "1h", "-o"])
-        .arg(&page)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&page));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!(
@@ -218,7 +215,7 @@ fn the_report_draws_what_the_journal_holds() {
 
     // An empty window is a page too, that says so.
     let empty = dir.path().join("empty.html");
-    let out = ctl(&socket)
+    ok(ctl(&socket)
         .args([
             "report",
             "--since",
@@ -227,14 +224,7 @@ fn the_report_draws_what_the_journal_holds() {
             "nothing-matches.invalid",
             "-o",
         ])
-        .arg(&empty)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&empty));
     let html = std::fs::read_to_string(&empty).unwrap();
     assert!(html.contains("<b>0</b>handshakes"), "{html}");
     assert!(html.contains("None in this window."));
