@@ -38,31 +38,51 @@ pub enum EventsOutput {
     Json,
 }
 
-pub fn run(global: &Global, args: &EventsArgs, palette: Palette) -> anyhow::Result<ExitCode> {
-    let (events, more) = crate::runtime()?.block_on(async {
-        let mut api = connect::connect(global).await?;
-        let mut events: Vec<pb::Event> = Vec::new();
-        let mut token = String::new();
-        loop {
-            let want = args.limit.saturating_sub(events.len() as u32).min(1000);
-            let page = api
-                .list_events(pb::ListEventsRequest {
-                    filter: Some(args.filter.to_proto()),
-                    from: Some(filter::ago(args.since)),
-                    to: args.until.map(filter::ago),
-                    limit: want,
-                    page_token: token.clone(),
-                })
-                .await
-                .map_err(|s| connect::rpc_error("listing events", &s))?
-                .into_inner();
-            events.extend(page.events);
-            token = page.next_page_token;
-            if token.is_empty() || events.len() as u32 >= args.limit {
-                return anyhow::Ok((events, !token.is_empty()));
-            }
+/// The journal's events in `from..to` that pass `filter`, oldest first, a page at a time
+/// (1,000 at most each) handed to `each`, `limit` at most in all; whether more matched.
+pub async fn pages(
+    global: &Global,
+    filter: pb::Filter,
+    from: prost_types::Timestamp,
+    to: Option<prost_types::Timestamp>,
+    limit: u64,
+    mut each: impl FnMut(Vec<pb::Event>),
+) -> anyhow::Result<bool> {
+    let mut api = connect::connect(global).await?;
+    let mut token = String::new();
+    let mut read = 0u64;
+    loop {
+        let want = limit.saturating_sub(read).min(1000) as u32;
+        let page = api
+            .list_events(pb::ListEventsRequest {
+                filter: Some(filter.clone()),
+                from: Some(from),
+                to,
+                limit: want,
+                page_token: token.clone(),
+            })
+            .await
+            .map_err(|s| connect::rpc_error("listing events", &s))?
+            .into_inner();
+        read += page.events.len() as u64;
+        each(page.events);
+        token = page.next_page_token;
+        if token.is_empty() || read >= limit {
+            return Ok(!token.is_empty());
         }
-    })?;
+    }
+}
+
+pub fn run(global: &Global, args: &EventsArgs, palette: Palette) -> anyhow::Result<ExitCode> {
+    let mut events: Vec<pb::Event> = Vec::new();
+    let more = crate::runtime()?.block_on(pages(
+        global,
+        args.filter.to_proto(),
+        filter::ago(args.since),
+        args.until.map(filter::ago),
+        u64::from(args.limit),
+        |page| events.extend(page),
+    ))?;
     match args.output {
         EventsOutput::Json => {
             for ev in &events {

@@ -156,15 +156,21 @@ fn legend(h: &mut String) {
     h.push_str("</p>\n");
 }
 
-/// Stacked bars in integer pixels (so that the fills are exact colours), worst verdict at
-/// the bottom.
+/// The verdicts present in `counts`, in [`VERDICTS`]' order, with their count and their length
+/// in whole pixels (at least one), so that the fills are exact colours.
+fn segments(counts: &Counts, scale: f64) -> impl Iterator<Item = (usize, u64, i64)> + '_ {
+    counts
+        .0
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(move |(i, n)| (i, *n, ((*n as f64 * scale).round() as i64).max(1)))
+}
+
+/// A stacked bar, worst verdict at the bottom.
 fn stack(h: &mut String, counts: &Counts, x: i64, w: i64, bottom: i64, scale: f64) {
     let mut y = bottom;
-    for (i, n) in counts.0.iter().enumerate() {
-        if *n == 0 {
-            continue;
-        }
-        let px = ((*n as f64 * scale).round() as i64).max(1);
+    for (i, n, px) in segments(counts, scale) {
         y -= px;
         let _ = write!(
             h,
@@ -252,13 +258,8 @@ fn table(h: &mut String, title: &str, what: &str, groups: &(Vec<Group>, usize), 
             g.counts.total(),
             g.counts.not_clean()
         );
-        let scale = W as f64 / max as f64;
         let mut x = 0;
-        for (i, n) in g.counts.0.iter().enumerate() {
-            if *n == 0 {
-                continue;
-            }
-            let px = ((*n as f64 * scale).round() as i64).max(1);
+        for (i, _, px) in segments(&g.counts, W as f64 / max as f64) {
             let _ = write!(
                 h,
                 "<rect x=\"{x}\" y=\"0\" width=\"{px}\" height=\"12\" fill=\"{}\"/>",

@@ -19,7 +19,7 @@ use sensor_host::render;
 use sensor_proto::v1 as pb;
 
 use crate::{
-    Global, connect,
+    Global, events,
     filter::{self, FilterArgs},
     lines::line,
 };
@@ -73,34 +73,18 @@ pub fn run(global: &Global, args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let to = i64::try_from(now / 1_000_000_000).unwrap_or(i64::MAX);
     let from = to.saturating_sub(i64::try_from(args.since.as_secs()).unwrap_or(i64::MAX));
     let mut builder = summary::Builder::new(from, to);
-    let truncated = crate::runtime()?.block_on(async {
-        let mut api = connect::connect(global).await?;
-        let mut token = String::new();
-        let mut read = 0u64;
-        let from = filter::ago(args.since);
-        loop {
-            let want = args.limit.saturating_sub(read).min(1000) as u32;
-            let page = api
-                .list_events(pb::ListEventsRequest {
-                    filter: Some(args.filter.to_proto()),
-                    from: Some(from),
-                    to: None,
-                    limit: want,
-                    page_token: token.clone(),
-                })
-                .await
-                .map_err(|s| connect::rpc_error("listing events", &s))?
-                .into_inner();
-            read += page.events.len() as u64;
-            for ev in &page.events {
+    let truncated = crate::runtime()?.block_on(events::pages(
+        global,
+        args.filter.to_proto(),
+        filter::ago(args.since),
+        None,
+        args.limit,
+        |page| {
+            for ev in &page {
                 builder.add(row(ev));
             }
-            token = page.next_page_token;
-            if token.is_empty() || read >= args.limit {
-                return anyhow::Ok(!token.is_empty());
-            }
-        }
-    })?;
+        },
+    ))?;
     let summary = builder.finish(truncated);
     let page = html::page(&summary, to);
     write(&args.output, page.as_bytes())?;

@@ -119,8 +119,8 @@ impl Exporter {
             "export-syslog",
             worker::runtime("syslog")?,
             move |stopped| {
-                let chains = (cfg.format == SyslogFormat::Ecs)
-                    .then(|| std::sync::Mutex::new(Chains::new(src.journal.clone())));
+                let chains =
+                    (cfg.format == SyslogFormat::Ecs).then(|| Chains::new(src.journal.clone()));
                 Run {
                     cfg,
                     dialer,
@@ -154,7 +154,7 @@ struct Run {
     dialer: Dialer,
     sender: Sender,
     /// The ECS payload's certificate chains.
-    chains: Option<std::sync::Mutex<Chains>>,
+    chains: Option<Chains>,
     src: Source,
     stats: Arc<SyslogStats>,
     stopped: watch::Receiver<bool>,
@@ -272,13 +272,14 @@ impl Run {
                 }
                 got = follower.next() => match got {
                     Ok(Some(r)) => {
+                        let message = self.message(&r);
                         let sent = tokio::select! {
                             biased;
                             // Not sent: the cursor stays before it.
                             _ = inner_stop.wait_for(|s| *s) => {
                                 return self.finish(&mut wr, fd, latest).await
                             }
-                            sent = tokio::time::timeout(WRITE_TIMEOUT, self.send(&mut wr, &r)) => sent,
+                            sent = tokio::time::timeout(WRITE_TIMEOUT, self.send(&mut wr, message.as_deref())) => sent,
                         };
                         match sent {
                             Ok(Ok(())) => {}
@@ -310,26 +311,33 @@ impl Run {
         }
     }
 
-    /// Write one event if it passes the filter and is young enough.
-    async fn send<W: AsyncWrite + Unpin>(
-        &self,
-        wr: &mut W,
-        r: &StoredEvent,
-    ) -> std::io::Result<()> {
+    /// The framed message of an event, if it passes the filter and is young enough.
+    fn message(&mut self, r: &StoredEvent) -> Option<Vec<u8>> {
         if !self.cfg.filter.matches(&r.meta) {
-            return Ok(());
+            return None;
         }
         if worker::too_old(r, self.cfg.max_age_secs) {
             self.stats.expired.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return None;
         }
         let chain = self
             .chains
-            .as_ref()
-            .and_then(|c| c.lock().ok().map(|mut c| c.of(&r.event)))
+            .as_mut()
+            .map(|c| c.of(&r.event))
             .unwrap_or_default();
-        wr.write_all(&frame(&self.sender.message(r, &chain)))
-            .await?;
+        Some(frame(&self.sender.message(r, &chain)))
+    }
+
+    /// Write one framed message (none: the event is not for this receiver).
+    async fn send<W: AsyncWrite + Unpin>(
+        &self,
+        wr: &mut W,
+        message: Option<&[u8]>,
+    ) -> std::io::Result<()> {
+        let Some(message) = message else {
+            return Ok(());
+        };
+        wr.write_all(message).await?;
         wr.flush().await?;
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
