@@ -115,7 +115,8 @@ pub struct Summary {
 }
 
 /// A bucket width (seconds) that puts the window in at most 61 buckets (an hour: 61 of a
-/// minute, the last one holding the current minute).
+/// minute, the last one holding the current minute); past the table, whatever width keeps it
+/// so, however long the window asked for.
 fn bucket_width(span: i64) -> i64 {
     const WIDTHS: [i64; 10] = [
         60,
@@ -132,14 +133,26 @@ fn bucket_width(span: i64) -> i64 {
     WIDTHS
         .into_iter()
         .find(|w| span / w <= 60)
-        .unwrap_or(365 * 86_400)
+        .unwrap_or(span / 60 + 1)
 }
+
+/// Distinct names a table keeps apart (server names come from the network: a flood of new
+/// ones must not grow the report without bound); the names past them count together as
+/// [`OTHER`].
+pub const MAX_GROUPS: usize = 10_000;
+/// The group of the names past [`MAX_GROUPS`].
+pub const OTHER: &str = "(other names)";
 
 #[derive(Default)]
 struct Grouper(HashMap<String, Counts>);
 
 impl Grouper {
     fn add(&mut self, name: &str, verdict: Verdict, n: u64) {
+        let name = if self.0.len() >= MAX_GROUPS && !self.0.contains_key(name) {
+            OTHER
+        } else {
+            name
+        };
         if let Some(c) = self.0.get_mut(name) {
             c.add(verdict, n);
         } else {
@@ -167,8 +180,9 @@ impl Grouper {
     }
 }
 
-/// Builds the summary as rows arrive (oldest first), holding only the counts and the newest
-/// severe rows, so that a long journal costs its groups, not its events.
+/// Builds the summary as rows arrive (oldest first), holding only the counts (at most
+/// [`MAX_GROUPS`] names per table) and the newest severe rows, so that a long journal costs
+/// its groups, not its events.
 pub struct Builder {
     from: i64,
     to: i64,
@@ -290,11 +304,27 @@ mod tests {
         assert_eq!(bucket_width(7 * 86_400), 3 * 3600);
         assert_eq!(bucket_width(30 * 86_400), 12 * 3600);
         assert_eq!(bucket_width(90 * 86_400), 7 * 86_400);
-        for span in [0, 59, 60, 3600, 86_400, 7 * 86_400, 400 * 86_400] {
+        for span in [
+            0,
+            59,
+            60,
+            3600,
+            86_400,
+            7 * 86_400,
+            400 * 86_400,
+            40_000 * 86_400,
+        ] {
             let s = Builder::new(1000, 1000 + span).finish(false);
             let n = s.timeline.buckets.len();
             assert!((1..=61).contains(&n), "{span}: {n}");
         }
+        // `--since 1000000y`: a window as long as time itself is still 61 buckets at most.
+        let s = Builder::new(i64::MIN / 2, i64::MAX / 2).finish(false);
+        assert!(
+            s.timeline.buckets.len() <= 61,
+            "{}",
+            s.timeline.buckets.len()
+        );
         let s = Builder::new(1000, 1000 + 7 * 86_400).finish(false);
         assert!(s.timeline.start + s.timeline.width * s.timeline.buckets.len() as i64 > s.to);
     }
@@ -387,6 +417,26 @@ mod tests {
         assert_eq!(s.programs.1, 4);
         assert_eq!(s.programs.0[0].name, "p00", "ties by name");
         assert!(s.truncated);
+    }
+
+    #[test]
+    fn a_flood_of_names_is_counted_in_bounded_groups() {
+        let mut b = Builder::new(0, 60);
+        for i in 0..(MAX_GROUPS + 50) {
+            b.add(row(
+                1,
+                Verdict::Untrusted,
+                Severity::Info,
+                "c",
+                &format!("d{i}:1"),
+            ));
+        }
+        assert_eq!(b.destinations.0.len(), MAX_GROUPS + 1);
+        let s = b.finish(false);
+        let other = s.destinations.0.iter().find(|g| g.name == OTHER).unwrap();
+        // The first MAX_GROUPS names fill the table; the 50 after them count as one.
+        assert_eq!(other.counts.total(), 50);
+        assert_eq!(s.totals.total(), (MAX_GROUPS + 50) as u64);
     }
 
     #[test]
