@@ -36,6 +36,9 @@ pub struct Attribution {
     /// The kernel saw the handshake end with this segment and forwards only FIN and RST from
     /// here on.
     pub handshake_done: bool,
+    /// Payload bytes the segment carried that the kernel did not forward and did not cut
+    /// (a closing segment's data once forwarding ended): where the sender's stream stood.
+    pub unforwarded: u32,
 }
 
 /// One TCP segment, or the part of it the source captured.

@@ -166,6 +166,11 @@ fn segment(record: &[u8], clock: ClockOffset) -> RingRecord<'_> {
             records_lost: h.losses & loss::RING_DROP != 0,
             packets_unreadable: h.losses & loss::UNREADABLE != 0,
             handshake_done: h.flags & segment_flags::HANDSHAKE_DONE != 0,
+            unforwarded: if missing == 0 {
+                h.segment_len.saturating_sub(h.payload_len)
+            } else {
+                0
+            },
         }),
     })
 }

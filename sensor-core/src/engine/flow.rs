@@ -375,6 +375,9 @@ pub(super) struct Flow {
     /// Already waiting in the engine's half-closed queue.
     pub(super) half_close_queued: bool,
     pub(super) last_ts: u64,
+    /// Bytes each endpoint sent after the kernel stopped forwarding, as far as the closing
+    /// segments' sequence numbers and the local receiver's position tell.
+    unseen_after_end: [u64; 2],
 }
 
 /// Where a flow stands after a segment.
@@ -399,6 +402,7 @@ impl Flow {
             forwarding_ended: false,
             half_close_queued: false,
             last_ts: 0,
+            unseen_after_end: [0; 2],
         }
     }
 
@@ -476,15 +480,22 @@ impl Flow {
         // How far the receivers had taken each stream: where a stream starts whose first bytes
         // come out of order, and bytes a receiver took that the capture never had (a packet
         // the source could not read, or did not get). Not once the kernel stopped forwarding.
+        // A segment of its sender's that the kernel forwarded without its bytes (a FIN once
+        // forwarding ended) says where the sender's stream stood.
+        let sent_to = (self.forwarding_ended && seg.payload.is_empty()).then(|| {
+            let unforwarded = seg.attribution.map_or(0, |a| a.unforwarded);
+            seg.seq.wrapping_add(seg.missing).wrapping_add(unforwarded)
+        });
         for (d, next) in [
             (idx, seg.received.from_src),
             (1 - idx, seg.received.from_dst),
+            (idx, sent_to),
         ] {
-            if let Some(next) = next
-                && dirs[d].stream.received_to(next) > 0
-                && !self.forwarding_ended
-                && !seen.losses.contains(&CaptureLoss::RingDrop)
-            {
+            let Some(next) = next else { continue };
+            let unseen = dirs[d].stream.received_to(next);
+            if self.forwarding_ended {
+                self.unseen_after_end[d] = self.unseen_after_end[d].max(unseen);
+            } else if unseen > 0 && !seen.losses.contains(&CaptureLoss::RingDrop) {
                 seen.note_loss(CaptureLoss::Gap);
             }
         }
@@ -535,10 +546,44 @@ impl Flow {
             return Progress::Decided;
         }
         match self.outcome(false) {
+            ClientOutcome::Completed if self.awaits_request() => Progress::Open,
             ClientOutcome::Completed | ClientOutcome::Rejected => Progress::Decided,
             _ if self.dirs.iter().any(|d| d.closed) => Progress::HalfClosed,
             _ => Progress::Open,
         }
+    }
+
+    /// An inbound TLS 1.3 session (only the server's socket is local) whose client finished
+    /// its handshake and has sent nothing else yet: it is reported when the connection ends
+    /// (or goes idle), so that it can say whether the client ever made a request. TLS 1.2
+    /// sessions are not decided before the client's first application data anyway.
+    fn awaits_request(&self) -> bool {
+        let Some(c) = self.seen.client else {
+            return false;
+        };
+        self.sockets[c].is_none()
+            && self.sockets[1 - c].is_some()
+            && self.seen.is_tls13()
+            && self.seen.app_records[c] <= 1
+    }
+
+    /// The handshake completed and the client sent no application data before the connection
+    /// ended: no request. TLS 1.3's first client record is its Finished; one more record of
+    /// a close_notify's size (24 bytes) that the kernel no longer forwarded is no request.
+    /// Only when the whole flow was seen (losses could hide a request) and it ended.
+    fn idle_after_handshake(&self, outcome: ClientOutcome) -> bool {
+        /// A TLS 1.3 close_notify: header, alert, content type, AEAD tag.
+        const CLOSE_NOTIFY_RECORD: u64 = 5 + 2 + 1 + 16;
+        let Some(c) = self.seen.client else {
+            return false;
+        };
+        let ended = self.reset || self.dirs.iter().any(|d| d.closed);
+        let finished_records = u32::from(self.seen.is_tls13());
+        outcome == ClientOutcome::Completed
+            && ended
+            && self.seen.losses.is_empty()
+            && self.seen.app_records[c] <= finished_records
+            && self.unseen_after_end[c] <= CLOSE_NOTIFY_RECORD
     }
 
     /// The client's outcome from what was seen. `final_` once nothing more will arrive.
@@ -639,6 +684,7 @@ impl Flow {
             server: self.sockets[s],
         };
         let client_fp = fingerprints.client(ch);
+        let outcome = self.outcome(true);
         let server_fp = sh.map(|sh| fingerprints.server(sh));
         Some(Handshake {
             time: Timestamp(self.seen.client_hello_ts),
@@ -669,7 +715,8 @@ impl Flow {
             chain,
             client_certificate: self.seen.client_certificate,
             resumption_offered: ch.session_ticket || ch.psk,
-            client_outcome: self.outcome(true),
+            client_outcome: outcome,
+            idle_after_handshake: self.idle_after_handshake(outcome),
             alert: self.seen.client_fatal,
             alerts: self.seen.alerts.clone(),
             proxy_connect: self.seen.proxy_connect.clone(),

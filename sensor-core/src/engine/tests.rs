@@ -630,3 +630,110 @@ fn a_flow_given_up_on_for_memory_says_so_in_its_event() {
         events.first()
     );
 }
+
+/// An inbound TLS 1.3 session as the kernel tap on the server's socket sees it: the client's
+/// segments on ingress, the server's on egress; the kernel stops forwarding once the server
+/// answered the client's Finished (its NewSessionTicket). The client then sends
+/// `unseen_request` bytes the kernel no longer forwards, and the server closes, its FIN
+/// carrying how far it had received the client's stream. Returns the events reported before
+/// the close and those after.
+fn inbound_tls13(unseen_request: u32) -> (usize, Vec<Handshake>) {
+    let mut e = Engine::new(EngineLimits::default());
+    let at_server = |mut s: Segment<'static>, from_client: bool, done: bool| {
+        s.attribution = Some(crate::capture::Attribution {
+            cookie: 31,
+            local_is_src: !from_client,
+            handshake_done: done,
+            ..crate::capture::Attribution::default()
+        });
+        s
+    };
+    let ch: &'static [u8] = Vec::leak(record(22, &client_hello("idle.test")));
+    let mut server = record(22, &server_hello_tls13());
+    server.extend_from_slice(&record(20, &[1]));
+    server.extend_from_slice(&record(23, &[0x55; 900]));
+    let server: &'static [u8] = Vec::leak(server);
+    let finished: &'static [u8] = Vec::leak(record(23, &[0xaa; 53]));
+    let ticket: &'static [u8] = Vec::leak(record(23, &[0xbb; 200]));
+    e.push(&at_server(seg(true, 1000, ACK | PSH, ch, 1), true, false));
+    e.push(&at_server(
+        seg(false, 7001, ACK | PSH, server, 2),
+        false,
+        false,
+    ));
+    let client_end = 1000 + ch.len() as u32 + finished.len() as u32;
+    e.push(&at_server(
+        seg(true, 1000 + ch.len() as u32, ACK | PSH, finished, 3),
+        true,
+        false,
+    ));
+    let server_end = 7001 + server.len() as u32;
+    e.push(&at_server(
+        seg(false, server_end, ACK | PSH, ticket, 4),
+        false,
+        true,
+    ));
+    let before = e.drain().count();
+    let mut fin = at_server(
+        seg(false, server_end + ticket.len() as u32, FIN | ACK, &[], 60),
+        false,
+        false,
+    );
+    fin.received.from_dst = Some(client_end + unseen_request);
+    e.push(&fin);
+    e.push(&at_server(
+        seg(true, client_end + unseen_request, FIN | ACK, &[], 61),
+        true,
+        false,
+    ));
+    e.finish();
+    (before, e.drain().collect())
+}
+
+#[test]
+fn an_inbound_client_that_finished_its_handshake_and_never_asked_is_idle() {
+    // The 408 pattern: the handshake completed, then nothing until the server gave up.
+    let (before, events) = inbound_tls13(0);
+    assert_eq!(before, 0, "reported only when the connection ends");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].client_outcome, ClientOutcome::Completed);
+    assert!(events[0].idle_after_handshake, "{:?}", events[0]);
+    // A close_notify is no request.
+    let (_, events) = inbound_tls13(24);
+    assert!(events[0].idle_after_handshake);
+    // A request the kernel no longer forwarded: the server's receiver took it.
+    let (_, events) = inbound_tls13(120);
+    assert_eq!(events[0].client_outcome, ClientOutcome::Completed);
+    assert!(!events[0].idle_after_handshake, "{:?}", events[0]);
+}
+
+#[test]
+fn a_tls12_client_that_never_sent_application_data_is_idle() {
+    let mut e = Engine::new(EngineLimits::default());
+    e.push(&seg(true, 0, SYN, &[], 1));
+    e.push(&seg(false, 0, SYN | ACK, &[], 2));
+    let ch = record(22, &client_hello("idle12.test"));
+    e.push(&seg(true, 1, ACK | PSH, &ch, 3));
+    let mut server = record(22, &server_hello_tls12());
+    server.extend_from_slice(&record(20, &[1]));
+    server.extend_from_slice(&record(22, &[0x77; 40]));
+    e.push(&seg(false, 1, ACK | PSH, &server, 4));
+    let mut client = record(20, &[1]);
+    client.extend_from_slice(&record(22, &[0x66; 40]));
+    let mut seq = 1 + ch.len() as u32;
+    e.push(&seg(true, seq, ACK | PSH, &client, 5));
+    seq += client.len() as u32;
+    // A close_notify (an alert record), and the close.
+    let close_notify = record(21, &[0x44; 26]);
+    e.push(&seg(true, seq, ACK | PSH, &close_notify, 6));
+    seq += close_notify.len() as u32;
+    e.push(&seg(true, seq, FIN | ACK, &[], 7));
+    e.push(&seg(false, 1 + server.len() as u32, FIN | ACK, &[], 8));
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].client_outcome, ClientOutcome::Completed);
+    assert!(events[0].idle_after_handshake, "{:?}", events[0]);
+    // The same with a request is not idle.
+    let (events, _, _) = run_client(std::slice::from_ref(&ch));
+    assert!(!events[0].idle_after_handshake, "no handshake completed");
+}

@@ -372,6 +372,10 @@ pub struct Handshake {
     /// The client offered to resume a session (ticket or PSK).
     pub resumption_offered: bool,
     pub client_outcome: ClientOutcome,
+    /// The handshake completed and the client sent no application data before the connection
+    /// ended (seen whole): it made no request. A server logs these as timeouts (HTTP 408); an
+    /// interceptor whose own client refused its certificate leaves this behind.
+    pub idle_after_handshake: bool,
     /// The client's fatal alert, if it sent one in clear.
     pub alert: Option<Alert>,
     /// Every alert seen in clear, from either side.

@@ -98,6 +98,14 @@ pub enum Reason {
     StreamConflict,
     /// The chain the client's TLS library parsed differs from the chain on the wire.
     ChainConflict,
+    /// An inbound ClientHello is the one this interception product sends itself (its id).
+    InterceptorFingerprint(String),
+    /// An inbound client completed the handshake and sent no request before the connection
+    /// ended.
+    IdleAfterHandshake,
+    /// Repeatedly, from one client address with one fingerprint: the pattern an interceptor
+    /// leaves whose own client refused its certificate.
+    IdleAfterHandshakeRepeated,
     /// A reason this version does not know (from a newer daemon or journal), kept verbatim.
     Other(String),
 }
@@ -133,6 +141,9 @@ impl Reason {
             Self::CaptureIncomplete(_) => "capture_incomplete",
             Self::StreamConflict => "stream_conflict",
             Self::ChainConflict => "chain_conflict",
+            Self::InterceptorFingerprint(_) => "interceptor_fingerprint",
+            Self::IdleAfterHandshake => "idle_after_handshake",
+            Self::IdleAfterHandshakeRepeated => "idle_after_handshake_repeated",
             Self::Other(text) => text.split(':').next().unwrap_or(text),
         }
     }
@@ -161,6 +172,8 @@ impl Reason {
         Self::ProbeChainDiffers,
         Self::StreamConflict,
         Self::ChainConflict,
+        Self::IdleAfterHandshake,
+        Self::IdleAfterHandshakeRepeated,
     ];
 }
 
@@ -168,6 +181,7 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::KnownInterceptor(id) => write!(f, "known_interceptor:{id}"),
+            Self::InterceptorFingerprint(id) => write!(f, "interceptor_fingerprint:{id}"),
             Self::ClientRejected(Rejection::Alert(code)) => {
                 write!(f, "client_rejected:{}", alert::description_name(*code))
             }
@@ -190,6 +204,9 @@ impl FromStr for Reason {
         let parsed = match s.split_once(':') {
             Some(("known_interceptor", id)) if !id.is_empty() => {
                 Self::KnownInterceptor(id.to_owned())
+            }
+            Some(("interceptor_fingerprint", id)) if !id.is_empty() => {
+                Self::InterceptorFingerprint(id.to_owned())
             }
             Some(("client_rejected", "encrypted")) => Self::ClientRejected(Rejection::Encrypted),
             Some(("client_rejected", name)) => match alert::description_code(name) {
@@ -242,6 +259,7 @@ mod tests {
     fn every_reason_round_trips_through_its_text() {
         let mut all: Vec<Reason> = Reason::PLAIN.to_vec();
         all.push(Reason::KnownInterceptor("mitmproxy".into()));
+        all.push(Reason::InterceptorFingerprint("squid".into()));
         all.push(Reason::ClientRejected(Rejection::Alert(48)));
         all.push(Reason::ClientRejected(Rejection::Encrypted));
         all.extend(ProbeFailure::ALL.iter().map(|&f| Reason::ProbeFailed(f)));
@@ -316,16 +334,23 @@ mod tests {
                 | CertificateNotVisible
                 | ProbeChainDiffers
                 | StreamConflict
-                | ChainConflict => true,
-                KnownInterceptor(_) | ClientRejected(_) | ProbeFailed(_) | ProbeSkipped(_)
-                | CaptureIncomplete(_) | Other(_) => false,
+                | ChainConflict
+                | IdleAfterHandshake
+                | IdleAfterHandshakeRepeated => true,
+                KnownInterceptor(_)
+                | InterceptorFingerprint(_)
+                | ClientRejected(_)
+                | ProbeFailed(_)
+                | ProbeSkipped(_)
+                | CaptureIncomplete(_)
+                | Other(_) => false,
             }
         }
         assert!(Reason::PLAIN.iter().all(is_plain));
         assert_eq!(
             Reason::PLAIN.len(),
-            22,
-            "is_plain names 22 plain reasons: each belongs in PLAIN"
+            24,
+            "is_plain names 24 plain reasons: each belongs in PLAIN"
         );
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod baseline;
 pub mod grade;
+pub mod inbound;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
@@ -24,7 +25,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::{
     event::{
         Alert, CaptureLoss, ChainSource, ClientOutcome, Event, Grade, Interceptor, Judgement,
-        Reason, Rejection, Severity, TlsVersion, Verdict,
+        Reason, Rejection, Role, Severity, TlsVersion, Verdict,
     },
     trust::{Store, TrustContext},
     x509::{self, CertSummary},
@@ -105,6 +106,8 @@ pub struct VerdictEngine {
     trust: Arc<TrustContext>,
     cache: LruCache<String, Arc<Assessment>>,
     pub baseline: baseline::Baseline,
+    /// Idle handshakes of inbound clients, for the pattern.
+    pub idle: inbound::IdleCounter,
     stats: VerdictStats,
 }
 
@@ -117,6 +120,7 @@ impl VerdictEngine {
             trust,
             cache: LruCache::new(4096),
             baseline: baseline::Baseline::new(65_536),
+            idle: inbound::IdleCounter::new(inbound::IdleRule::default(), 16_384),
             stats: VerdictStats::default(),
         }
     }
@@ -174,8 +178,18 @@ impl VerdictEngine {
         decide(&self.trust, &assessment, f)
     }
 
-    /// Judge an event, updating the baseline with what it showed.
+    /// Judge an event, updating the baseline with what it showed. An inbound one (the local
+    /// process is the server) is judged on its client's behaviour ([`inbound`]).
     pub fn apply(&mut self, event: &mut Event) {
+        if event
+            .process
+            .as_ref()
+            .is_some_and(|p| p.role == Role::Server)
+        {
+            self.stats.verdicts += 1;
+            event.judgement = Some(inbound::judge(&self.trust.catalogue, &mut self.idle, event));
+            return;
+        }
         let hs = &event.handshake;
         // The baseline keeps digests: names a server sends can be kilobytes long, and it keeps
         // eight of each for 65,536 destinations.

@@ -84,6 +84,7 @@ pub fn event(r: &StoredEvent, count: u64) -> pb::Event {
             container_name: text(&p.container.as_ref().and_then(|c| c.name.clone())),
             container_image: text(&p.container.as_ref().and_then(|c| c.image.clone())),
             pod_uid: text(&p.container.as_ref().and_then(|c| c.pod_uid.clone())),
+            role: p.role.to_string(),
         }),
         chain_source: h.chain_source.map(|s| s.to_string()).unwrap_or_default(),
         count,
@@ -101,6 +102,7 @@ pub fn event(r: &StoredEvent, count: u64) -> pb::Event {
                 reasons: g.reasons.iter().map(ToString::to_string).collect(),
             }
         }),
+        idle_after_handshake: h.idle_after_handshake,
     }
 }
 

@@ -337,6 +337,7 @@ fn event(e: &Event) -> Value {
             "interceptor_grade": j.and_then(|j| j.interceptor_grade.as_ref()),
             "chain_source": h.chain_source,
             "alert": h.alert,
+            "idle_after_handshake": h.idle_after_handshake.then_some(true),
         },
     })
 }

@@ -145,6 +145,7 @@ pub fn log_record(r: &StoredEvent) -> LogRecord {
         h.client_outcome == ClientOutcome::Completed,
     );
     a.bool("tls.resumed", h.resumed);
+    a.bool("sensor.idle_after_handshake", h.idle_after_handshake);
     a.text("tls.next_protocol", h.alpn.clone());
     a.text("tls.client.server_name", h.server_name.clone());
     a.text("tls.client.ja3", h.ja3.clone());
