@@ -6,6 +6,7 @@
 
 mod cert;
 mod check;
+mod clients;
 mod connect;
 mod events;
 mod filter;
@@ -77,6 +78,10 @@ enum Command {
     ///
     /// The page has no script and loads nothing: it opens anywhere, offline.
     Report(report::ReportArgs),
+    /// The server's view: per local service, its inbound clients by address and fingerprint,
+    /// which came through an interceptor, which completed the handshake and never asked
+    /// anything (the HTTP 408 pattern), which refused the server's certificate.
+    Clients(clients::ClientsArgs),
     /// Show a certificate sensord stored, by the SHA-256 of its DER (as events show it).
     Cert {
         /// Hex SHA-256 (colons and case do not matter).
@@ -189,6 +194,7 @@ fn main() -> ExitCode {
         Command::Status { output } => status::run(&args.global, output, palette),
         Command::Events(a) => events::run(&args.global, &a, palette),
         Command::Report(a) => report::run(&args.global, &a),
+        Command::Clients(a) => clients::run(&args.global, &a),
         Command::Cert { sha256, pem } => cert::run(&args.global, &sha256, pem),
         Command::Reload => reload(&args.global),
     };

@@ -271,9 +271,29 @@ pub fn squid_bump(dir: &Path) -> Interceptor {
 
 /// squid's ssl-bump as an explicit proxy at `site`.
 pub fn squid_bump_at(dir: &Path, site: Site<'_>) -> Interceptor {
+    squid_at(dir, site, SquidBump::ClientFirst)
+}
+
+/// When squid's ssl-bump meets the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SquidBump {
+    /// Peek at step 1, bump at step 2: the client's handshake first, the server only for its
+    /// request.
+    ClientFirst,
+    /// Peek, stare at step 2, bump at step 3: the server's handshake first, its certificate
+    /// mimicked for the client (a server sees a completed handshake even when the client
+    /// then refuses the forged certificate).
+    ServerFirst,
+}
+
+/// squid's ssl-bump as an explicit proxy at `site`, bumping as `bump` says.
+pub fn squid_at(dir: &Path, site: Site<'_>, bump: SquidBump) -> Interceptor {
     use std::os::unix::fs::PermissionsExt as _;
     let ca = own_ca(dir, "Squid Bump Test CA");
-    let work = dir.join("squid");
+    let work = dir.join(match bump {
+        SquidBump::ClientFirst => "squid",
+        SquidBump::ServerFirst => "squid-server-first",
+    });
     std::fs::create_dir_all(&work).unwrap();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let ca_both = work.join("ca.pem");
@@ -303,7 +323,9 @@ pub fn squid_bump_at(dir: &Path, site: Site<'_>) -> Interceptor {
              sslcrtd_program {certgen} -s {db} -M 4MB\n\
              sslcrtd_children 2 startup=1 idle=1\n\
              acl step1 at_step SslBump1\n\
+             acl step2 at_step SslBump2\n\
              ssl_bump peek step1\n\
+             {bump_steps}\
              ssl_bump bump all\n\
              tls_outgoing_options flags=DONT_VERIFY_PEER\n\
              http_access allow all\n\
@@ -317,6 +339,10 @@ pub fn squid_bump_at(dir: &Path, site: Site<'_>) -> Interceptor {
              collapsed_forwarding_shared_entries_limit 0\n\
              shutdown_lifetime 1 seconds\n",
             addr = site.addr,
+            bump_steps = match bump {
+                SquidBump::ClientFirst => "",
+                SquidBump::ServerFirst => "ssl_bump stare step2\n",
+            },
             ca = ca_both.display(),
             db = ssl_db.display(),
             log = work.join("cache.log").display(),

@@ -37,6 +37,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("sslsplit", "a real transparent interceptor in tests"),
     ("squid-openssl", "squid's ssl-bump in tests"),
     (
+        "nginx-light",
+        "the origin of the lab's server-side rows (issue 19)",
+    ),
+    (
         "prometheus",
         "promtool and a real Prometheus scraping sensord's /metrics",
     ),

@@ -15,6 +15,7 @@
 //! judges the event the client's handshake produced (found by the client's pid).
 
 pub mod evasion;
+pub mod server_side;
 pub mod topology;
 
 use std::{
@@ -842,6 +843,8 @@ pub const CHURN_HANDSHAKES: usize = 200;
 pub enum Part {
     All,
     Matrix,
+    /// The origin's side (issue 19): sensord watches only the server.
+    Server,
     Evasion,
 }
 
@@ -849,7 +852,7 @@ pub enum Part {
 /// ([`evasion`]) in namespaces of its own.
 pub fn run(dir: &Path, part: Part, clients: &[Client]) -> Vec<Row> {
     let mut rows = Vec::new();
-    if part != Part::Evasion {
+    if matches!(part, Part::All | Part::Matrix) {
         let mut lab = Lab::start(dir);
         rows.extend(
             Scenario::all()
@@ -859,8 +862,22 @@ pub fn run(dir: &Path, part: Part, clients: &[Client]) -> Vec<Row> {
         );
         rows.push(lab.churn(CHURN_HANDSHAKES));
         let _ = lab.daemon.interrupt();
+        // Every event sensord printed, for whoever reads a failed row (and for the
+        // fingerprints of the interceptors, which the server-side rows are measured from).
+        let _ = lab
+            .daemon
+            .events
+            .wait_for(Duration::from_secs(1), |_| false);
+        let dump = crate::workspace_root().join("target/lab/events.jsonl");
+        let _ = std::fs::create_dir_all(dump.parent().expect("a folder"));
+        let _ = std::fs::write(&dump, lab.daemon.events.seen.join("\n") + "\n");
     }
-    if part != Part::Matrix {
+    if matches!(part, Part::All | Part::Server) {
+        let server = dir.join("server-side");
+        std::fs::create_dir_all(&server).expect("the server-side lab's folder");
+        rows.extend(server_side::run(&server));
+    }
+    if matches!(part, Part::All | Part::Evasion) {
         let evasion = dir.join("evasion");
         std::fs::create_dir_all(&evasion).expect("the evasion lab's folder");
         rows.extend(evasion::run(&evasion));
