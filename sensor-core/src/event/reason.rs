@@ -100,12 +100,12 @@ pub enum Reason {
     ChainConflict,
     /// An inbound ClientHello is the one this interception product sends itself (its id).
     InterceptorFingerprint(String),
-    /// An inbound client completed the handshake and sent no request before the connection
-    /// ended.
+    /// Inbound clients from one address with one fingerprint repeatedly completed the
+    /// handshake and sent no request, more often than they made one: the pattern an
+    /// interceptor leaves whose own client refused its certificate.
     IdleAfterHandshake,
-    /// Repeatedly, from one client address with one fingerprint: the pattern an interceptor
-    /// leaves whose own client refused its certificate.
-    IdleAfterHandshakeRepeated,
+    /// The clients of a network switched to one fingerprint they had not used before.
+    ClientFingerprintChanged,
     /// A reason this version does not know (from a newer daemon or journal), kept verbatim.
     Other(String),
 }
@@ -143,7 +143,7 @@ impl Reason {
             Self::ChainConflict => "chain_conflict",
             Self::InterceptorFingerprint(_) => "interceptor_fingerprint",
             Self::IdleAfterHandshake => "idle_after_handshake",
-            Self::IdleAfterHandshakeRepeated => "idle_after_handshake_repeated",
+            Self::ClientFingerprintChanged => "client_fingerprint_changed",
             Self::Other(text) => text.split(':').next().unwrap_or(text),
         }
     }
@@ -173,7 +173,7 @@ impl Reason {
         Self::StreamConflict,
         Self::ChainConflict,
         Self::IdleAfterHandshake,
-        Self::IdleAfterHandshakeRepeated,
+        Self::ClientFingerprintChanged,
     ];
 }
 
@@ -336,7 +336,7 @@ mod tests {
                 | StreamConflict
                 | ChainConflict
                 | IdleAfterHandshake
-                | IdleAfterHandshakeRepeated => true,
+                | ClientFingerprintChanged => true,
                 KnownInterceptor(_)
                 | InterceptorFingerprint(_)
                 | ClientRejected(_)

@@ -1,6 +1,7 @@
-//! The rules behind an interceptor's grade (`event::grade`): what the interceptor gave the
-//! client (the version and suite it chose, its key exchange, the leaf it forged) against what
-//! the client offered. Pure; a unit test per rule.
+//! The rules behind an interceptor's grade (`event::grade`): downstream, what the interceptor
+//! gave the client (the version and suite it chose, its key exchange, the leaf it forged)
+//! against what the client offered; upstream, what it offers the server in its own
+//! ClientHello. Pure; a unit test per rule.
 
 use tls_parser::{TlsCipherAu, TlsCipherEnc, TlsCipherEncMode, TlsCipherKx, TlsCipherMac};
 
@@ -58,25 +59,16 @@ pub fn downstream(hs: &Handshake) -> InterceptorGrade {
         }
     }
     if let Some(s) = suite {
-        let broken = matches!(
-            s.enc,
-            TlsCipherEnc::Null | TlsCipherEnc::Rc4 | TlsCipherEnc::Rc2 | TlsCipherEnc::Des
-        ) || s.au == TlsCipherAu::Null
-            || s.kx == TlsCipherKx::Null
-            || s.name.contains("EXPORT");
-        if broken {
+        if is_broken(s) {
             found.push(GradeReason::BrokenCipher);
         }
         if s.enc == TlsCipherEnc::TripleDes {
             found.push(GradeReason::TripleDes);
         }
-        if s.enc_mode == TlsCipherEncMode::Cbc && s.mac == TlsCipherMac::HmacSha1 {
+        if is_cbc_sha1(s) {
             found.push(GradeReason::CbcSha1);
         }
-        if !matches!(
-            s.kx,
-            TlsCipherKx::Ecdhe | TlsCipherKx::Dhe | TlsCipherKx::Tls13 | TlsCipherKx::Null
-        ) {
+        if !has_forward_secrecy(s) {
             found.push(GradeReason::NoForwardSecrecy);
         }
         if s.mac != TlsCipherMac::Aead && offered_aead(hs) == Some(true) {
@@ -111,6 +103,68 @@ pub fn downstream(hs: &Handshake) -> InterceptorGrade {
         }
     }
     InterceptorGrade::of(found)
+}
+
+fn is_broken(s: &tls_parser::TlsCipherSuite) -> bool {
+    matches!(
+        s.enc,
+        TlsCipherEnc::Null | TlsCipherEnc::Rc4 | TlsCipherEnc::Rc2 | TlsCipherEnc::Des
+    ) || s.au == TlsCipherAu::Null
+        || s.kx == TlsCipherKx::Null
+        || s.name.contains("EXPORT")
+}
+
+fn is_cbc_sha1(s: &tls_parser::TlsCipherSuite) -> bool {
+    s.enc_mode == TlsCipherEncMode::Cbc && s.mac == TlsCipherMac::HmacSha1
+}
+
+fn has_forward_secrecy(s: &tls_parser::TlsCipherSuite) -> bool {
+    matches!(
+        s.kx,
+        TlsCipherKx::Ecdhe | TlsCipherKx::Dhe | TlsCipherKx::Tls13 | TlsCipherKx::Null
+    )
+}
+
+/// The grade of what an interceptor offers the server, from its ClientHello in `hs` (seen by
+/// the server's sensor): F when it offers a broken suite at all (RC4, export, NULL, anonymous,
+/// single DES) or SSL 3.0 at most; C when it offers 3DES, puts a CBC suite with SHA-1 first,
+/// or offers TLS 1.1 at most; B when its first suite has no forward secrecy or is not AEAD.
+/// `None` without the offer. Whether it accepts an invalid upstream certificate is not seen
+/// here.
+pub fn upstream(hs: &Handshake) -> Option<InterceptorGrade> {
+    /// Signalling values, not suites: the renegotiation SCSV and the fallback SCSV.
+    const SCSV: [u16; 2] = [0x00ff, 0x5600];
+    let offer = hs.client_offer.as_ref()?;
+    let mut found = Vec::new();
+    let suites: Vec<&tls_parser::TlsCipherSuite> = offer
+        .cipher_suites
+        .iter()
+        .filter(|id| !is_grease(**id) && !SCSV.contains(id))
+        .filter_map(|id| tls_parser::TlsCipherSuite::from_id(*id))
+        .collect();
+    if suites.iter().any(|s| is_broken(s)) {
+        found.push(GradeReason::BrokenCipher);
+    }
+    if suites.iter().any(|s| s.enc == TlsCipherEnc::TripleDes) {
+        found.push(GradeReason::TripleDes);
+    }
+    if let Some(first) = suites.first() {
+        if is_cbc_sha1(first) {
+            found.push(GradeReason::CbcSha1);
+        }
+        if !has_forward_secrecy(first) {
+            found.push(GradeReason::NoForwardSecrecy);
+        }
+        if first.mac != TlsCipherMac::Aead {
+            found.push(GradeReason::NoAead);
+        }
+    }
+    match offered_max(hs) {
+        Some(TlsVersion::Ssl3) => found.push(GradeReason::Ssl3),
+        Some(TlsVersion::Tls10 | TlsVersion::Tls11) => found.push(GradeReason::OldTlsVersion),
+        _ => {}
+    }
+    Some(InterceptorGrade::of(found))
 }
 
 #[cfg(test)]
@@ -159,6 +213,79 @@ mod tests {
         if let Some(o) = &mut hs.client_offer {
             o.versions = vec![0x0303];
         }
+    }
+
+    /// An interceptor's own ClientHello offering `suites` (TLS 1.3 and 1.2).
+    fn offering(suites: &[u16]) -> Option<InterceptorGrade> {
+        upstream(&Handshake {
+            client_offer: Some(ClientOffer {
+                cipher_suites: suites.to_vec(),
+                versions: vec![0x0304, 0x0303],
+                ..ClientOffer::default()
+            }),
+            ..Handshake::default()
+        })
+    }
+
+    #[test]
+    fn upstream_a_browser_like_offer_is_an_a() {
+        let g = offering(&[
+            0x0a0a,
+            0x1301,
+            ECDHE_RSA_AES128_GCM,
+            ECDHE_RSA_AES128_CBC_SHA,
+            0x00ff,
+        ]);
+        assert_eq!(g.map(|g| g.grade), Some(Grade::A));
+        assert_eq!(upstream(&Handshake::default()), None, "no offer, no grade");
+    }
+
+    #[test]
+    fn upstream_a_broken_suite_anywhere_is_an_f() {
+        // TLS_RSA_WITH_RC4_128_SHA, last.
+        let g = offering(&[0x1301, ECDHE_RSA_AES128_GCM, 0x0005]).unwrap();
+        assert_eq!(g.grade, Grade::F);
+        assert_eq!(g.reasons, [GradeReason::BrokenCipher]);
+    }
+
+    #[test]
+    fn upstream_3des_anywhere_or_cbc_sha1_first_is_a_c() {
+        // TLS_RSA_WITH_3DES_EDE_CBC_SHA, last.
+        let g = offering(&[0x1301, ECDHE_RSA_AES128_GCM, 0x000a]).unwrap();
+        assert_eq!(
+            (g.grade, g.reasons.clone()),
+            (Grade::C, vec![GradeReason::TripleDes])
+        );
+        let g = offering(&[ECDHE_RSA_AES128_CBC_SHA, ECDHE_RSA_AES128_GCM]).unwrap();
+        assert_eq!(g.grade, Grade::C);
+        assert!(g.reasons.contains(&GradeReason::CbcSha1), "{g:?}");
+    }
+
+    #[test]
+    fn upstream_no_forward_secrecy_first_is_a_b() {
+        // TLS_RSA_WITH_AES_128_GCM_SHA256 first.
+        let g = offering(&[0x009c, ECDHE_RSA_AES128_GCM]).unwrap();
+        assert_eq!(
+            (g.grade, g.reasons.clone()),
+            (Grade::B, vec![GradeReason::NoForwardSecrecy])
+        );
+    }
+
+    #[test]
+    fn upstream_tls_1_1_at_most_is_a_c() {
+        let g = upstream(&Handshake {
+            client_offer: Some(ClientOffer {
+                cipher_suites: vec![ECDHE_RSA_AES128_GCM],
+                ..ClientOffer::default()
+            }),
+            ja3_string: Some("770,49199,0,29,0".into()),
+            ..Handshake::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (g.grade, g.reasons.clone()),
+            (Grade::C, vec![GradeReason::OldTlsVersion])
+        );
     }
 
     #[test]

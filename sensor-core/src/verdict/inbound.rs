@@ -4,11 +4,16 @@
 //!
 //! - the ClientHello is one an interception product sends itself (the catalogue's
 //!   `client_ja4`): `interceptor_fingerprint:<id>`, `intercepted`;
-//! - the client completed the handshake and sent no request before the connection ended
-//!   (`idle_after_handshake`), and does so repeatedly from one address with one fingerprint
-//!   (`idle_after_handshake_repeated`): what an interceptor leaves behind on a server when its
-//!   own client refused its forged certificate, and what the server logs as HTTP 408s;
-//! - the client refused the server's certificate with an alert (`client_rejected:<alert>`).
+//! - clients that complete the handshake and send no request before the connection ends
+//!   (the event's `idle_after_handshake`), repeatedly from one address with one fingerprint and
+//!   more often than they ask anything (`idle_after_handshake`): what an interceptor leaves
+//!   behind on a server when its own client refused its forged certificate, and what the
+//!   server logs as HTTP 408s. One idle connection is no sign: browsers leave preconnections
+//!   unused;
+//! - the client refused the server's certificate with an alert (`client_rejected:<alert>`);
+//! - the clients of a network, which used a mix of fingerprints, switch to one they never used
+//!   (`client_fingerprint_changed`): an interceptor put in front of them, whatever its
+//!   fingerprint.
 //!
 //! Without a fingerprint match the verdict is `clean`: the weaker signals raise the severity
 //! and say what they suggest, but an idle client is not proof of a man in the middle.
@@ -18,7 +23,9 @@ use std::net::IpAddr;
 use hashlink::LruCache;
 
 use crate::{
-    event::{ClientOutcome, Event, Interceptor, Judgement, Reason, Rejection, Severity, Verdict},
+    event::{
+        ClientOutcome, Event, Grade, Interceptor, Judgement, Reason, Rejection, Severity, Verdict,
+    },
     trust::Catalogue,
 };
 
@@ -39,11 +46,33 @@ impl Default for IdleRule {
     }
 }
 
-/// Recent idle handshakes per (client address, JA4): bounded in keys, and each key keeps at
-/// most `threshold` times.
+/// Recent handshakes per (client address, JA4): when it completed one and asked nothing
+/// (idle), and when it completed one and made a request (active). Bounded in keys, and each
+/// key keeps at most [`MAX_TIMES`] of each.
 pub struct IdleCounter {
     rule: IdleRule,
-    recent: LruCache<(IpAddr, String), Vec<u64>>,
+    recent: LruCache<(IpAddr, String), Recent>,
+}
+
+/// Times kept per client and kind.
+const MAX_TIMES: usize = 64;
+
+#[derive(Default)]
+struct Recent {
+    idle: Vec<u64>,
+    active: Vec<u64>,
+}
+
+/// Keep `t` in `times`, drop what is outside `from..=t`, and the oldest beyond the bound;
+/// how many are left.
+fn note(times: &mut Vec<u64>, from: u64, t: u64) -> u32 {
+    times.retain(|&x| x >= from && x <= t);
+    times.push(t);
+    if times.len() > MAX_TIMES {
+        let cut = times.len() - MAX_TIMES;
+        times.drain(..cut);
+    }
+    times.len() as u32
 }
 
 impl IdleCounter {
@@ -58,34 +87,138 @@ impl IdleCounter {
         self.rule
     }
 
-    /// Count an idle handshake at `time_ns`; how many from this client with this fingerprint
-    /// fall in the window now (this one included), up to the threshold.
-    pub fn count(&mut self, client: IpAddr, ja4: &str, time_ns: u64) -> u32 {
-        let from = time_ns.saturating_sub(self.rule.window_ns);
+    fn entry(&mut self, client: IpAddr, ja4: &str) -> Option<&mut Recent> {
         let key = (client, ja4.to_owned());
-        let times = match self.recent.get_mut(&key) {
-            Some(t) => t,
-            None => {
-                self.recent.insert(key.clone(), Vec::new());
-                match self.recent.get_mut(&key) {
-                    Some(t) => t,
-                    None => return 1,
-                }
-            }
-        };
-        times.retain(|&t| t >= from && t <= time_ns);
-        times.push(time_ns);
-        let keep = self.rule.threshold.max(1) as usize;
-        if times.len() > keep {
-            let cut = times.len() - keep;
-            times.drain(..cut);
+        if self.recent.get(&key).is_none() {
+            self.recent.insert(key.clone(), Recent::default());
         }
-        times.len() as u32
+        self.recent.get_mut(&key)
+    }
+
+    /// This client completed a handshake at `time_ns` and made a request.
+    pub fn active(&mut self, client: IpAddr, ja4: &str, time_ns: u64) {
+        let from = time_ns.saturating_sub(self.rule.window_ns);
+        if let Some(r) = self.entry(client, ja4) {
+            note(&mut r.active, from, time_ns);
+        }
+    }
+
+    /// Count an idle handshake at `time_ns`. The pattern: at least the threshold of idle ones
+    /// within the window, and at least as many as this client's handshakes with a request in
+    /// it (a browser leaves a preconnection unused now and then among many it uses; an
+    /// interceptor whose clients refuse it asks nothing). How many idle ones, when it is.
+    pub fn count(&mut self, client: IpAddr, ja4: &str, time_ns: u64) -> Option<u32> {
+        let from = time_ns.saturating_sub(self.rule.window_ns);
+        let threshold = self.rule.threshold.max(1);
+        let r = self.entry(client, ja4)?;
+        let idle = note(&mut r.idle, from, time_ns);
+        r.active.retain(|&x| x >= from);
+        let active = r.active.len() as u32;
+        (idle >= threshold && idle >= active).then_some(idle)
     }
 }
 
+/// Handshakes a network's clients make before their fingerprints count as known.
+const LEARN_HANDSHAKES: u32 = 10;
+/// Fingerprints kept per network.
+const KNOWN_PER_NETWORK: usize = 16;
+/// Consecutive handshakes with one unknown fingerprint that make a change.
+const CHANGE_RUN: u32 = 3;
+/// After this many in a row the new fingerprint is the network's: it is learned.
+const ADOPT_RUN: u32 = 50;
+
+/// What one client network (an IPv4 /24, an IPv6 /48) used towards one local port.
+#[derive(Default)]
+struct Population {
+    /// Fingerprints seen while learning, with counts.
+    known: Vec<(String, u32)>,
+    handshakes: u32,
+    /// The current run of consecutive handshakes with one fingerprint not in `known`.
+    run: Option<(String, u32)>,
+}
+
+/// The fingerprints each client network used per local port: bounded in networks and in
+/// fingerprints a network.
+pub struct Populations {
+    networks: LruCache<(u16, IpAddr), Population>,
+}
+
+impl Populations {
+    pub fn new(max_networks: usize) -> Self {
+        Self {
+            networks: LruCache::new(max_networks.max(1)),
+        }
+    }
+
+    fn network(addr: IpAddr) -> IpAddr {
+        match addr {
+            IpAddr::V4(a) => {
+                let o = a.octets();
+                IpAddr::from([o[0], o[1], o[2], 0])
+            }
+            IpAddr::V6(a) => {
+                let s = a.segments();
+                IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0])
+            }
+        }
+    }
+
+    /// Count a handshake; the run of the new fingerprint when it makes a change.
+    pub fn observe(&mut self, port: u16, client: IpAddr, ja4: &str) -> Option<u32> {
+        let key = (port, Self::network(client));
+        if self.networks.get(&key).is_none() {
+            self.networks.insert(key, Population::default());
+        }
+        let p = self.networks.get_mut(&key)?;
+        p.handshakes = p.handshakes.saturating_add(1);
+        if let Some(k) = p.known.iter_mut().find(|(f, _)| f == ja4) {
+            k.1 = k.1.saturating_add(1);
+            p.run = None;
+            return None;
+        }
+        if p.handshakes <= LEARN_HANDSHAKES {
+            learn(&mut p.known, ja4);
+            return None;
+        }
+        let run = match &mut p.run {
+            Some((f, n)) if f == ja4 => {
+                *n = n.saturating_add(1);
+                *n
+            }
+            _ => {
+                p.run = Some((ja4.to_owned(), 1));
+                1
+            }
+        };
+        if run >= ADOPT_RUN {
+            learn(&mut p.known, ja4);
+            p.run = None;
+        }
+        (run >= CHANGE_RUN).then_some(run)
+    }
+}
+
+/// Add a fingerprint to a bounded list, in place of the least used one when it is full.
+fn learn(known: &mut Vec<(String, u32)>, ja4: &str) {
+    if known.len() >= KNOWN_PER_NETWORK
+        && let Some(least) = known
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (_, n))| *n)
+            .map(|(i, _)| i)
+    {
+        known.swap_remove(least);
+    }
+    known.push((ja4.to_owned(), 1));
+}
+
 /// Judge an inbound handshake.
-pub fn judge(catalogue: &Catalogue, idle: &mut IdleCounter, event: &Event) -> Judgement {
+pub fn judge(
+    catalogue: &Catalogue,
+    idle: &mut IdleCounter,
+    populations: &mut Populations,
+    event: &Event,
+) -> Judgement {
     let hs = &event.handshake;
     let client = hs
         .src_addr
@@ -130,32 +263,55 @@ pub fn judge(catalogue: &Catalogue, idle: &mut IdleCounter, event: &Event) -> Ju
         }
         _ => {}
     }
-    if hs.idle_after_handshake {
+    if let (Some(addr), Some(ja4)) = (hs.src_addr, hs.ja4.as_deref())
+        && let Some(run) = populations.observe(hs.dst_port, addr, ja4)
+    {
+        reasons.push(Reason::ClientFingerprintChanged);
+        severity = severity.max(Severity::Medium);
+        sentences.push(format!(
+            "The clients of {}'s network used a mix of TLS fingerprints towards this port;              the last {run} connections from it all used one it had never used: a device put              in front of them (an interceptor) makes its own handshakes{}.",
+            client,
+            if product.is_some() {
+                ""
+            } else {
+                ", and this one is not in the catalogue of known products"
+            }
+        ));
+    }
+    if hs.client_outcome == ClientOutcome::Completed
+        && !hs.idle_after_handshake
+        && let (Some(addr), Some(ja4)) = (hs.src_addr, hs.ja4.as_deref())
+    {
+        idle.active(addr, ja4, hs.time.0);
+    }
+    if hs.idle_after_handshake
+        && let (Some(addr), Some(ja4)) = (hs.src_addr, hs.ja4.as_deref())
+        && let Some(seen) = idle.count(addr, ja4, hs.time.0)
+    {
         reasons.push(Reason::IdleAfterHandshake);
-        severity = severity.max(Severity::Low);
-        let seen = match (hs.src_addr, hs.ja4.as_deref()) {
-            (Some(addr), Some(ja4)) => idle.count(addr, ja4, hs.time.0),
-            _ => 1,
-        };
-        let rule = idle.rule();
-        if seen >= rule.threshold {
-            reasons.push(Reason::IdleAfterHandshakeRepeated);
-            severity = severity.max(Severity::Medium);
-            sentences.push(format!(
-                "{seen} connections from {client} with this client fingerprint completed TLS \
-                 and sent no request within {} minutes; your server logs them as timeouts \
-                 (HTTP 408). The usual cause is an interception device: it completes the \
-                 handshake with your server for its client, the client refuses the device's \
-                 certificate, and the device's connection to you stays silent.",
-                rule.window_ns / 60_000_000_000
-            ));
-        } else {
-            sentences.push(
-                "The client completed the handshake and sent no request before the connection \
-                 ended."
-                    .into(),
-            );
-        }
+        severity = severity.max(Severity::Medium);
+        sentences.push(format!(
+            "{seen} connections from {client} with this client fingerprint completed TLS and \
+             sent no request within {} minutes, more than made one; your server logs them as \
+             timeouts (HTTP 408). The usual cause is {}: it completes the handshake with your \
+             server for its client, the client refuses the device's certificate, and the \
+             device's connection to you stays silent.",
+            idle.rule().window_ns / 60_000_000_000,
+            match product {
+                Some(p) => format!("an interception device, here {}", p.name),
+                None => "an interception device".into(),
+            }
+        ));
+    }
+    // What the interceptor offers this server, graded as the NDSS study graded them.
+    let interceptor_grade = product.and_then(|_| super::grade::upstream(hs));
+    if let Some(g) = interceptor_grade.as_ref().filter(|g| g.grade > Grade::A) {
+        let why: Vec<&str> = g.reasons.iter().map(|r| r.as_str()).collect();
+        sentences.push(format!(
+            "What it offers your server is weaker than a browser's: grade {} ({}).",
+            g.grade,
+            why.join(", ")
+        ));
     }
     let verdict = if product.is_some() {
         Verdict::Intercepted
@@ -175,7 +331,7 @@ pub fn judge(catalogue: &Catalogue, idle: &mut IdleCounter, event: &Event) -> Ju
         explanation: sentences.join(" "),
         interceptor,
         extra_certificates: Vec::new(),
-        interceptor_grade: None,
+        interceptor_grade,
     }
 }
 
@@ -215,7 +371,12 @@ mod tests {
     fn a_product_s_own_client_hello_is_intercepted_and_named() {
         let t = trust();
         let mut idle = IdleCounter::new(IdleRule::default(), 16);
-        let j = judge(&t, &mut idle, &inbound(MITMPROXY, false, SECOND));
+        let j = judge(
+            &t,
+            &mut idle,
+            &mut Populations::new(16),
+            &inbound(MITMPROXY, false, SECOND),
+        );
         assert_eq!(j.verdict, Verdict::Intercepted);
         assert_eq!(
             j.reasons,
@@ -230,7 +391,12 @@ mod tests {
     fn a_direct_client_is_clean_with_nothing_to_say() {
         let t = trust();
         let mut idle = IdleCounter::new(IdleRule::default(), 16);
-        let j = judge(&t, &mut idle, &inbound(CURL, false, SECOND));
+        let j = judge(
+            &t,
+            &mut idle,
+            &mut Populations::new(16),
+            &inbound(CURL, false, SECOND),
+        );
         assert_eq!(j.verdict, Verdict::Clean);
         assert!(j.reasons.is_empty());
         assert_eq!(j.severity, Severity::Info);
@@ -240,28 +406,96 @@ mod tests {
     fn idle_handshakes_become_a_pattern_at_the_threshold_within_the_window() {
         let t = trust();
         let mut idle = IdleCounter::new(IdleRule::default(), 16);
-        let first = judge(&t, &mut idle, &inbound(CURL, true, SECOND));
+        let mut pops = Populations::new(16);
+        // One idle connection is no sign.
+        let first = judge(&t, &mut idle, &mut pops, &inbound(CURL, true, SECOND));
         assert_eq!(first.verdict, Verdict::Clean);
-        assert_eq!(first.reasons, [Reason::IdleAfterHandshake]);
-        assert_eq!(first.severity, Severity::Low);
-        let _ = judge(&t, &mut idle, &inbound(CURL, true, 2 * SECOND));
-        let third = judge(&t, &mut idle, &inbound(CURL, true, 3 * SECOND));
-        assert_eq!(
-            third.reasons,
-            [
-                Reason::IdleAfterHandshake,
-                Reason::IdleAfterHandshakeRepeated
-            ]
-        );
+        assert!(first.reasons.is_empty());
+        assert_eq!(first.severity, Severity::Info);
+        let _ = judge(&t, &mut idle, &mut pops, &inbound(CURL, true, 2 * SECOND));
+        let third = judge(&t, &mut idle, &mut pops, &inbound(CURL, true, 3 * SECOND));
+        assert_eq!(third.reasons, [Reason::IdleAfterHandshake]);
         assert_eq!(third.severity, Severity::Medium);
         assert!(third.explanation.contains("408"), "{}", third.explanation);
         // Another fingerprint from the same address counts apart.
-        let other = judge(&t, &mut idle, &inbound(MITMPROXY, true, 4 * SECOND));
-        assert!(!other.has(&Reason::IdleAfterHandshakeRepeated));
+        let other = judge(
+            &t,
+            &mut idle,
+            &mut pops,
+            &inbound(MITMPROXY, true, 4 * SECOND),
+        );
+        assert!(!other.has(&Reason::IdleAfterHandshake));
         assert_eq!(other.verdict, Verdict::Intercepted);
         // Outside the window the count starts again.
-        let later = judge(&t, &mut idle, &inbound(CURL, true, 1_000 * SECOND));
-        assert_eq!(later.reasons, [Reason::IdleAfterHandshake]);
+        let later = judge(
+            &t,
+            &mut idle,
+            &mut pops,
+            &inbound(CURL, true, 1_000 * SECOND),
+        );
+        assert!(later.reasons.is_empty());
+    }
+
+    #[test]
+    fn a_client_that_also_asks_things_leaves_no_pattern_with_its_unused_connections() {
+        // A browser's preconnections it did not use, between connections it used.
+        let t = trust();
+        let mut idle = IdleCounter::new(IdleRule::default(), 16);
+        let mut pops = Populations::new(16);
+        for i in 0..5 {
+            let _ = judge(&t, &mut idle, &mut pops, &inbound(CURL, false, i * SECOND));
+        }
+        for i in 5..9 {
+            let j = judge(&t, &mut idle, &mut pops, &inbound(CURL, true, i * SECOND));
+            assert!(j.reasons.is_empty(), "{i}: {:?}", j.reasons);
+        }
+        // Idle ones outnumber those with a request: the pattern.
+        let j = judge(&t, &mut idle, &mut pops, &inbound(CURL, true, 9 * SECOND));
+        assert_eq!(j.reasons, [Reason::IdleAfterHandshake]);
+    }
+
+    #[test]
+    fn a_network_that_switches_to_one_new_fingerprint_is_a_change() {
+        let mut p = Populations::new(16);
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        let neighbour: IpAddr = "192.0.2.99".parse().unwrap();
+        for i in 0..LEARN_HANDSHAKES {
+            let ja4 = if i % 2 == 0 { CURL } else { "t13d_python" };
+            assert_eq!(p.observe(443, client, ja4), None);
+        }
+        // Known fingerprints, and a new one now and then, are no change.
+        assert_eq!(p.observe(443, neighbour, CURL), None);
+        assert_eq!(p.observe(443, client, "t13d_new_app"), None);
+        assert_eq!(p.observe(443, client, CURL), None);
+        // One unknown fingerprint, three times in a row, from the network.
+        assert_eq!(p.observe(443, client, "t13d_box"), None);
+        assert_eq!(p.observe(443, neighbour, "t13d_box"), None);
+        assert_eq!(p.observe(443, client, "t13d_box"), Some(3));
+        // Another port, another network: populations of their own.
+        assert_eq!(p.observe(8443, client, "t13d_box"), None);
+        let far: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(p.observe(443, far, "t13d_box"), None);
+        // After a long run the new fingerprint is the network's.
+        for _ in 3..ADOPT_RUN {
+            p.observe(443, client, "t13d_box");
+        }
+        assert_eq!(p.observe(443, client, "t13d_box"), None);
+    }
+
+    #[test]
+    fn populations_are_bounded() {
+        let mut p = Populations::new(8);
+        for i in 0..=255u8 {
+            for f in 0..40 {
+                p.observe(443, IpAddr::from([10, i, 0, 1]), &format!("f{f}"));
+            }
+        }
+        assert_eq!(p.networks.len(), 8);
+        assert!(
+            p.networks
+                .iter()
+                .all(|(_, n)| n.known.len() <= KNOWN_PER_NETWORK)
+        );
     }
 
     #[test]
@@ -269,12 +503,12 @@ mod tests {
         let mut idle = IdleCounter::new(IdleRule::default(), 4);
         for i in 0..100u8 {
             let addr = IpAddr::from([10, 0, 0, i]);
-            for t in 0..10 {
+            for t in 0..100 {
                 idle.count(addr, CURL, t * SECOND);
             }
         }
         assert_eq!(idle.recent.len(), 4);
-        assert!(idle.recent.iter().all(|(_, t)| t.len() <= 3));
+        assert!(idle.recent.iter().all(|(_, r)| r.idle.len() <= MAX_TIMES));
     }
 
     #[test]
@@ -284,7 +518,7 @@ mod tests {
         let mut ev = inbound(CURL, false, SECOND);
         ev.handshake.client_outcome = ClientOutcome::Rejected;
         ev.handshake.alert = Some(Alert::from_wire(2, 48));
-        let j = judge(&t, &mut idle, &ev);
+        let j = judge(&t, &mut idle, &mut Populations::new(16), &ev);
         assert_eq!(j.verdict, Verdict::Clean);
         assert_eq!(j.reasons, [Reason::ClientRejected(Rejection::Alert(48))]);
         assert_eq!(j.severity, Severity::Medium);

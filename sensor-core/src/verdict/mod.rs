@@ -108,6 +108,8 @@ pub struct VerdictEngine {
     pub baseline: baseline::Baseline,
     /// Idle handshakes of inbound clients, for the pattern.
     pub idle: inbound::IdleCounter,
+    /// The fingerprints inbound client networks used, per local port.
+    pub populations: inbound::Populations,
     stats: VerdictStats,
 }
 
@@ -121,6 +123,7 @@ impl VerdictEngine {
             cache: LruCache::new(4096),
             baseline: baseline::Baseline::new(65_536),
             idle: inbound::IdleCounter::new(inbound::IdleRule::default(), 16_384),
+            populations: inbound::Populations::new(16_384),
             stats: VerdictStats::default(),
         }
     }
@@ -187,7 +190,12 @@ impl VerdictEngine {
             .is_some_and(|p| p.role == Role::Server)
         {
             self.stats.verdicts += 1;
-            event.judgement = Some(inbound::judge(&self.trust.catalogue, &mut self.idle, event));
+            event.judgement = Some(inbound::judge(
+                &self.trust.catalogue,
+                &mut self.idle,
+                &mut self.populations,
+                event,
+            ));
             return;
         }
         let hs = &event.handshake;
