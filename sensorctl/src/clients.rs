@@ -93,6 +93,9 @@ impl Summary {
         }
         let c = groups.entry(group).or_default();
         c.handshakes += 1;
+        if ev.idle_after_handshake {
+            c.idle += 1;
+        }
         if ev.verdict == "intercepted" {
             c.intercepted += 1;
         }
@@ -103,8 +106,6 @@ impl Summary {
                 } else if c.interceptors.len() < 8 {
                     c.interceptors.push((id.to_owned(), 1));
                 }
-            } else if r == "idle_after_handshake" {
-                c.idle += 1;
             } else if r.starts_with("client_rejected") {
                 c.refused += 1;
             }
@@ -244,6 +245,7 @@ mod tests {
 
     fn inbound(src: &str, ja4: &str, reasons: &[&str]) -> pb::Event {
         pb::Event {
+            idle_after_handshake: reasons.contains(&"idle_after_handshake"),
             src_addr: src.into(),
             dst_port: 443,
             ja4: ja4.into(),

@@ -11,8 +11,10 @@
 //! Rows: direct clients are `clean` with nothing to say (no false positive); each interceptor
 //! is named by its own ClientHello (`interceptor_fingerprint:<id>`); and the issue's seed, start
 //! to end: a device that pins its own CA behind squid refuses squid's forged certificate, so
-//! nginx sees completed handshakes and no request (its 408s): `idle_after_handshake`, and from
-//! the third on `idle_after_handshake_repeated`; `sensorctl clients` then shows it.
+//! nginx sees completed handshakes and no request (its 408s): each event says so
+//! (`idle_after_handshake: true`), and the third, outnumbering squid's handshakes with a
+//! request from the same address and fingerprint, has the reason `idle_after_handshake`;
+//! `sensorctl clients` then shows it.
 
 use std::{
     path::Path,
@@ -30,9 +32,11 @@ use crate::{
     pki::{self, Key},
 };
 
-/// The origin's HTTPS port, and the port the transparent interceptor's redirect takes.
+/// The origin's HTTPS port, the port the transparent interceptor's redirect takes, and the
+/// port whose client population the unknown interceptor changes.
 const HTTPS: u16 = 443;
 const REDIRECTED: u16 = 8443;
+const POPULATION: u16 = 9443;
 
 /// How a row's client reaches the origin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +53,8 @@ enum Who {
     Python,
     /// curl trusting only the origin's own root: a device with its CA embedded.
     Device,
+    /// curl trusting only the interceptors' CAs: it refuses the origin's certificate.
+    Refusing,
 }
 
 struct Lab {
@@ -62,6 +68,11 @@ struct Lab {
     _redirect: Redirect,
     trust_all: std::path::PathBuf,
     trust_origin: std::path::PathBuf,
+    trust_interceptors: std::path::PathBuf,
+    /// A TLS relay (socat) with a certificate from a CA of its own: an interceptor whose
+    /// ClientHello no catalogue knows. Its port, and it.
+    unknown_box: (u16, Proc),
+    dir: std::path::PathBuf,
 }
 
 /// nginx with the origin's chain on 443 and 8443, short timeouts so that an idle connection
@@ -90,6 +101,7 @@ fn nginx(
              scgi_temp_path {d}/nginx-scgi;\n\
              client_header_timeout 3s;\n  keepalive_timeout 2s;\n\
              server {{\n    listen {ip}:{HTTPS} ssl;\n    listen {ip}:{REDIRECTED} ssl;\n\
+             listen {ip}:{POPULATION} ssl;\n\
              server_name {name};\n    ssl_certificate {chain};\n    ssl_certificate_key {key};\n\
              ssl_protocols TLSv1.2 TLSv1.3;\n    location / {{ return 200 \"origin\\n\"; }}\n  }}\n}}\n",
             ip = topo.origin_ip,
@@ -159,6 +171,13 @@ impl Lab {
             pem.push_str(&std::fs::read_to_string(ca).expect("an interceptor's CA"));
         }
         std::fs::write(&trust_all, pem).expect("the trust bundle");
+        let trust_interceptors = dir.join("server-side-trust-interceptors.pem");
+        let mut pem = String::new();
+        for ca in [&mitm.ca, &squid.ca, &sslsplit.ca] {
+            pem.push_str(&std::fs::read_to_string(ca).expect("an interceptor's CA"));
+        }
+        std::fs::write(&trust_interceptors, pem).expect("the trust bundle");
+        let unknown_box = unknown_box(dir, &topo, &trust_all);
         let cg = cgroup.path().display().to_string();
         let daemon = Daemon::start(&["--cgroup", &cg]);
         Self {
@@ -172,6 +191,9 @@ impl Lab {
             _redirect: redirect,
             trust_all,
             trust_origin,
+            trust_interceptors,
+            unknown_box,
+            dir: dir.to_owned(),
         }
     }
 
@@ -196,10 +218,11 @@ impl Lab {
         };
         let ca = match who {
             Who::Device => &self.trust_origin,
+            Who::Refusing => &self.trust_interceptors,
             Who::Curl | Who::Python => &self.trust_all,
         };
         let mut cmd = match who {
-            Who::Curl | Who::Device => {
+            Who::Curl | Who::Device | Who::Refusing => {
                 let mut c = self.topo.client.command("curl");
                 c.args(["-sS", "-o", "/dev/null", "--max-time", "15", "--cacert"])
                     .arg(ca)
@@ -259,14 +282,72 @@ fn reasons(e: &Value) -> Vec<String> {
 fn describe(e: Option<&Value>) -> String {
     match e {
         Some(e) => format!(
-            "{} [{}] {}; {}",
+            "{} [{}] {}{}{}; {}",
             e["verdict"].as_str().unwrap_or("?"),
             reasons(e).join(", "),
             e["severity"].as_str().unwrap_or("?"),
+            match e["interceptor_grade"]["grade"].as_str() {
+                Some(g) => format!(", upstream grade {g} {}", e["interceptor_grade"]["reasons"]),
+                None => String::new(),
+            },
+            if e["idle_after_handshake"] == true {
+                ", idle after the handshake"
+            } else {
+                ""
+            },
             e["process"]["comm"].as_str().unwrap_or("?"),
         ),
         None => "no inbound event".into(),
     }
+}
+
+fn refuses(who: Who) -> bool {
+    matches!(who, Who::Device | Who::Refusing)
+}
+
+/// socat as a TLS relay in the middlebox on a port of its own, towards the origin's
+/// population port, presenting a certificate for the origin's name from a CA of its own
+/// (which `trust` gets, as IT would push it).
+fn unknown_box(dir: &Path, topo: &Topology, trust: &Path) -> (u16, Proc) {
+    let ca = pki::root(dir, "Unknown Box CA", Key::Rsa(2048));
+    let leaf = pki::issue(
+        dir,
+        &ca,
+        "origin via box",
+        Key::P256,
+        false,
+        &[&topo.origin_name],
+    );
+    let pem = dir.join("unknown-box.pem");
+    let mut text = std::fs::read_to_string(&leaf.cert).expect("the box's leaf");
+    text.push_str(&std::fs::read_to_string(&leaf.key).expect("the box's key"));
+    std::fs::write(&pem, text).expect("the box's PEM");
+    let mut bundle = std::fs::read_to_string(trust).expect("the trust bundle");
+    bundle.push_str(&std::fs::read_to_string(&ca.cert).expect("the box's CA"));
+    std::fs::write(trust, bundle).expect("the trust bundle");
+    let site = Site {
+        ns: Some(&topo.middlebox),
+        addr: &topo.middlebox_ip,
+    };
+    let port = site.port();
+    let proc = Proc::spawn(
+        "socat TLS relay (an unknown interceptor)",
+        site.command("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind={},reuseaddr,fork,cert={},verify=0",
+                topo.middlebox_ip,
+                pem.display()
+            ))
+            .arg(format!(
+                "OPENSSL:{}:{POPULATION},verify=0",
+                topo.origin_name
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    site.wait(port, Duration::from_secs(10));
+    (port, proc)
 }
 
 /// One row: the client, its path, what the origin's event must say.
@@ -288,10 +369,14 @@ fn row(
     let got_reasons = event.as_ref().map(reasons).unwrap_or_default();
     let pass = event.as_ref().is_some_and(|e| {
         e["verdict"] == verdict
+            && e["idle_after_handshake"] == (who == Who::Device)
+            // Every interceptor named is graded on what it offers the origin.
+            && e["interceptor_grade"]["grade"].is_string()
+                == want.iter().any(|w| w.starts_with("interceptor_fingerprint:"))
             && e["process"]["comm"] == "nginx"
             && want.iter().all(|w| got_reasons.iter().any(|r| r == w))
             && (!exact || got_reasons.len() == want.len())
-    }) && completed == (who != Who::Device);
+    }) && completed != refuses(who);
     Row {
         scenario: format!(
             "server side: {} / {} / TLS {}",
@@ -305,6 +390,7 @@ fn row(
                 Who::Curl => "curl",
                 Who::Python => "python-urllib",
                 Who::Device => "device pinning its own CA",
+                Who::Refusing => "curl that does not trust the origin's CA",
             },
             if tls13 { "1.3" } else { "1.2" }
         ),
@@ -316,6 +402,8 @@ fn row(
                 (false, false) => want.join(", "),
             },
             if who == Who::Device {
+                "refuses; every event idle after the handshake"
+            } else if refuses(who) {
                 "refuses"
             } else {
                 "completes"
@@ -362,13 +450,9 @@ pub fn run(dir: &Path) -> Vec<Row> {
     // The seed: a device behind squid, three times. Each leaves squid's completed handshake
     // with nginx and no request; the third makes the pattern.
     for (i, want) in [
+        &["interceptor_fingerprint:squid"][..],
+        &["interceptor_fingerprint:squid"][..],
         &["interceptor_fingerprint:squid", "idle_after_handshake"][..],
-        &["interceptor_fingerprint:squid", "idle_after_handshake"][..],
-        &[
-            "interceptor_fingerprint:squid",
-            "idle_after_handshake",
-            "idle_after_handshake_repeated",
-        ][..],
     ]
     .into_iter()
     .enumerate()
@@ -385,9 +469,165 @@ pub fn run(dir: &Path) -> Vec<Row> {
         r.scenario.push_str(&format!(" (#{})", i + 1));
         rows.push(r);
     }
+    lab.settle();
+    rows.push(row(
+        &mut lab,
+        Who::Refusing,
+        Path_::Direct,
+        true,
+        "clean",
+        &["client_rejected:unknown_ca"],
+        true,
+    ));
+    rows.push(chromium_row(&mut lab));
     rows.push(clients_row(&lab));
+    rows.push(population_row(&mut lab));
     let _ = lab.daemon.interrupt();
+    // Every event sensord printed, for whoever reads a failed row.
+    let _ = lab
+        .daemon
+        .events
+        .wait_for(Duration::from_secs(1), |_| false);
+    let dump = crate::workspace_root().join("target/lab/server-events.jsonl");
+    let _ = std::fs::create_dir_all(dump.parent().expect("a folder"));
+    let _ = std::fs::write(&dump, lab.daemon.events.seen.join("\n") + "\n");
     rows
+}
+
+/// Headless Chromium straight to the origin: every event of its connections (it may open
+/// more than one, and leave some unused) is `clean` with no reason.
+fn chromium_row(lab: &mut Lab) -> Row {
+    lab.settle();
+    let profile = lab.dir.join("chromium-profile");
+    let out = lab
+        .topo
+        .client
+        .command("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--ignore-certificate-errors",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("https://{}/", lab.topo.origin_name))
+        .stdin(Stdio::null())
+        .output();
+    let completed = out
+        .as_ref()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("origin"));
+    let mut events = Vec::new();
+    let src = lab.topo.client_ip.clone();
+    if let Some(e) = lab.inbound_from(&src, Duration::from_secs(20)) {
+        events.push(e);
+        while let Some(e) = lab.inbound_from(&src, Duration::from_secs(4)) {
+            events.push(e);
+        }
+    }
+    let pass = completed
+        && !events.is_empty()
+        && events
+            .iter()
+            .all(|e| e["verdict"] == "clean" && reasons(e).is_empty());
+    Row {
+        scenario: "server side: direct / headless Chromium / TLS 1.3".into(),
+        expected: "every origin event of its connections: clean [no reason]; client completes"
+            .into(),
+        got: format!(
+            "{} events: {}; client {}",
+            events.len(),
+            events
+                .iter()
+                .map(|e| describe(Some(e)))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            if completed { "completed" } else { "failed" }
+        ),
+        pass,
+    }
+}
+
+/// The population port: ten handshakes of curl and Python straight from the client's network,
+/// then three of the same curl through the unknown box (socat) from the same /24: the third
+/// says `client_fingerprint_changed`, no product named (`clean`, medium).
+fn population_row(lab: &mut Lab) -> Row {
+    lab.settle();
+    let url = format!("https://{}:{POPULATION}/", lab.topo.origin_name);
+    let curl = |lab: &Lab, via_box: bool| {
+        let mut c = lab.topo.client.command("curl");
+        c.args(["-sS", "-o", "/dev/null", "--max-time", "15", "--cacert"])
+            .arg(&lab.trust_all);
+        if via_box {
+            c.arg("--connect-to").arg(format!(
+                "{}:{POPULATION}:{}:{}",
+                lab.topo.origin_name, lab.topo.middlebox_ip, lab.unknown_box.0
+            ));
+        }
+        c.arg(&url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut learned = 0;
+    for i in 0..10 {
+        let ok = if i % 2 == 0 {
+            curl(lab, false)
+        } else {
+            lab.topo
+                .client
+                .command("python3")
+                .args(["-c", PY_CLIENT, &url])
+                .arg(&lab.trust_all)
+                .arg("1.3")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let src = lab.topo.client_ip.clone();
+        if ok && lab.inbound_from(&src, Duration::from_secs(20)).is_some() {
+            learned += 1;
+        }
+    }
+    let mut last = None;
+    let mut through = 0;
+    for _ in 0..3 {
+        if curl(lab, true) {
+            through += 1;
+        }
+        let src = lab.topo.middlebox_origin_ip.clone();
+        last = lab.daemon.event(Duration::from_secs(20), |e| {
+            e["process"]["role"] == "server"
+                && e["src_addr"] == src.as_str()
+                && e["dst_port"] == POPULATION
+        });
+    }
+    let got = last.as_ref().map(reasons).unwrap_or_default();
+    let pass = learned == 10
+        && through == 3
+        && last.as_ref().is_some_and(|e| {
+            e["verdict"] == "clean"
+                && e["severity"] == "medium"
+                && got == ["client_fingerprint_changed"]
+        });
+    Row {
+        scenario: "server side: a network's clients switch to an unknown interceptor (socat)"
+            .into(),
+        expected: "10 direct handshakes seen, 3 through the box; the third: clean \
+                   [client_fingerprint_changed, nothing else] medium"
+            .into(),
+        got: format!(
+            "{learned} direct seen, {through} through the box; the third: {}",
+            describe(last.as_ref())
+        ),
+        pass,
+    }
 }
 
 /// `sensorctl clients` on the origin: its service, squid's fingerprint named, the idle count.
@@ -406,6 +646,10 @@ fn clients_row(lab: &Lab) -> Row {
         Err(e) => format!("sensorctl: {e}"),
     };
     let ok = out.as_ref().is_ok_and(|o| o.status.success());
+    let _ = std::fs::write(
+        crate::workspace_root().join("target/lab/server-clients.txt"),
+        &text,
+    );
     let squid_line = text
         .lines()
         .find(|l| l.contains("squid") && l.contains(&lab.topo.middlebox_origin_ip));
