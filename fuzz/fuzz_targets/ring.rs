@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
                     engine.push_cert(cert.cookie, cert.der);
                 }
             }
+            RingRecord::RequestHead { cookie, bytes } => engine.push_request_head(cookie, bytes),
             RingRecord::Socket(_) | RingRecord::Unknown => {}
         }
     }

@@ -15,6 +15,9 @@ pub mod kind {
     /// A [`CertChunkHeader`](super::CertChunkHeader) followed by `len` bytes of a DER
     /// certificate that an OpenSSL client parsed during a handshake (uprobe on `d2i_X509`).
     pub const CERT: u32 = 3;
+    /// A [`RequestHead`](super::RequestHead): the first plaintext a local TLS server read on an
+    /// inbound connection (uprobe on `SSL_read`), for its request line and User-Agent.
+    pub const REQUEST_HEAD: u32 = 4;
 }
 
 /// Direction of a segment relative to the local socket that the kernel saw it on.
@@ -119,8 +122,10 @@ pub mod counter {
     /// Flows that used up their share of the ring buffer ([`TapConfig::ring_budget`]), most
     /// often by sending their handshake in many tiny segments.
     pub const RING_BUDGET_EXHAUSTED: u32 = 19;
+    /// Request heads read by the `SSL_read` uprobe on inbound connections.
+    pub const REQUEST_HEADS: u32 = 20;
     /// Number of counters.
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 21;
 
     /// Names, indexed by counter, as userspace reports them.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -144,6 +149,7 @@ pub mod counter {
         "segments_not_accepted",
         "segments_unreadable",
         "ring_budget_exhausted",
+        "request_heads",
     ];
 
     /// What each counter counts, indexed by counter: the metrics' HELP text.
@@ -168,6 +174,7 @@ pub mod counter {
         "Segments the local socket's TCP would not take (injected or stale), not followed",
         "Packets of a socket mid-handshake whose TCP header the tap could not find",
         "Flows that used up their share of the ring buffer",
+        "Request heads an inbound TLS server read, taken by the SSL_read uprobe",
     ];
 }
 
@@ -315,6 +322,30 @@ pub struct CertChunkHeader {
 /// Size of [`CertChunkHeader`] in bytes.
 pub const CERT_CHUNK_HEADER_LEN: usize = core::mem::size_of::<CertChunkHeader>();
 
+/// Plaintext bytes of a request's head the kernel reads at most: the request line and the
+/// headers before a User-Agent fit in it for real clients; more is not kept.
+pub const REQUEST_HEAD_CAP: usize = 512;
+
+/// The first plaintext a local TLS server read from an inbound connection: `len` of `data`'s
+/// bytes are valid. Userspace keeps only the request line and the User-Agent of it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RequestHead {
+    /// Always [`kind::REQUEST_HEAD`].
+    pub kind: u32,
+    pub len: u32,
+    /// `CLOCK_BOOTTIME` of the read.
+    pub ts_ns: u64,
+    /// The reading thread.
+    pub pid_tgid: u64,
+    /// Cookie of the socket the read came from.
+    pub cookie: u64,
+    pub data: [u8; REQUEST_HEAD_CAP],
+}
+
+/// Size of [`RequestHead`] in bytes.
+pub const REQUEST_HEAD_LEN: usize = core::mem::size_of::<RequestHead>();
+
 /// Task name length (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 
@@ -459,6 +490,8 @@ unsafe impl Wire for SegmentHeader {}
 unsafe impl Wire for SocketEvent {}
 // SAFETY: see the layout assertions.
 unsafe impl Wire for CertChunkHeader {}
+// SAFETY: see the layout assertions.
+unsafe impl Wire for RequestHead {}
 
 /// Read a wire value from the start of `bytes`, at any alignment; `None` when it is too short.
 /// The one place userspace turns record bytes into a header.
@@ -511,6 +544,10 @@ mod layout {
     assert_layout!(CertChunkHeader, 48, {
         kind: u32 = 0, offset: u32 = 4, ts_ns: u64 = 8, pid_tgid: u64 = 16, cookie: u64 = 24,
         total_len: u32 = 32, len: u32 = 36, der_len: u64 = 40,
+    });
+    assert_layout!(RequestHead, 32 + REQUEST_HEAD_CAP, {
+        kind: u32 = 0, len: u32 = 4, ts_ns: u64 = 8, pid_tgid: u64 = 16, cookie: u64 = 24,
+        data: [u8; REQUEST_HEAD_CAP] = 32,
     });
     assert_layout!(FlowState, 44, {
         state: u8 = 0, client_dir: u8 = 1, fin: u8 = 2, pending_losses: u8 = 3,

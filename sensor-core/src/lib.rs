@@ -13,6 +13,7 @@ pub mod capture;
 pub mod engine;
 pub mod event;
 pub mod filter;
+pub mod http;
 pub mod probe;
 pub mod reassembly;
 pub mod timestamp;

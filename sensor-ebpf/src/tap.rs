@@ -122,6 +122,15 @@ pub static THREAD_SOCKET: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65
 #[map]
 pub static HANDSHAKING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65_536, 0);
 
+/// Inbound TLS sockets whose first request head is still wanted, by cookie, when userspace
+/// turned request heads on (`REQUEST_HEADS_ON[0]` non-zero): the `SSL_read` uprobe
+/// (`request`) takes one head per socket and removes it.
+#[map]
+pub static WANT_HEAD: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16_384, 0);
+
+#[map]
+pub static REQUEST_HEADS_ON: Array<u32> = Array::with_max_entries(1, 0);
+
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_TCP: u8 = 6;
@@ -401,6 +410,13 @@ fn start_flow(c: &Ctx, seg: &Segment) {
         // A client socket (its first payload goes out), sent from the connecting thread.
         let _ = THREAD_SOCKET.insert(&bpf_get_current_pid_tgid(), &c.cookie, 0);
         let _ = HANDSHAKING.insert(&c.cookie, &1, 0);
+    }
+    if c.dir == direction::INGRESS
+        && st.state == flow_state::TLS
+        && REQUEST_HEADS_ON.get(0).is_some_and(|on| *on != 0)
+    {
+        // A server socket (its first payload comes in) whose request head is wanted.
+        let _ = WANT_HEAD.insert(&c.cookie, &1, 0);
     }
     // SAFETY: the socket's own storage, just created.
     track(c, seg, unsafe { &mut *state }, true);

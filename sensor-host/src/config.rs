@@ -73,6 +73,11 @@ pub struct UprobeConfig {
     pub enabled: bool,
     /// More libssl/libcrypto files, or folders holding them, besides the system's.
     pub libraries: Vec<PathBuf>,
+    /// Read the head of the first request a local OpenSSL server reads on each inbound TLS
+    /// connection (uprobe on `SSL_read`): only its request line, without the query, and its
+    /// User-Agent are kept, for `ua_fingerprint_mismatch`. Off by default: it reads decrypted
+    /// traffic.
+    pub request_heads: bool,
 }
 
 impl Default for UprobeConfig {
@@ -80,6 +85,7 @@ impl Default for UprobeConfig {
         Self {
             enabled: true,
             libraries: Vec::new(),
+            request_heads: false,
         }
     }
 }

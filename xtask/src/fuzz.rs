@@ -18,6 +18,7 @@ pub const TARGETS: &[&str] = &[
     "config",
     "grpc_authority",
     "host",
+    "http_head",
 ];
 
 /// Run each target (or the one named) for `seconds`. The capture target's corpus starts from

@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use sensor_common::{
-    COMM_LEN, CertChunkHeader, SEGMENT_HEADER_LEN, SegmentHeader, SocketEvent, direction, family,
-    kind, loss, read_wire, segment_flags,
+    COMM_LEN, CertChunkHeader, REQUEST_HEAD_CAP, RequestHead, SEGMENT_HEADER_LEN, SegmentHeader,
+    SocketEvent, direction, family, kind, loss, read_wire, segment_flags,
 };
 
 use super::{Attribution, Received, Segment, certs::CertChunk};
@@ -59,6 +59,11 @@ pub enum RingRecord<'a> {
     Socket(SocketOwner),
     /// A chunk of a certificate from the `d2i_X509` uprobe.
     Cert(CertChunk<'a>),
+    /// The first plaintext a local TLS server read on an inbound socket (`SSL_read` uprobe).
+    RequestHead {
+        cookie: u64,
+        bytes: &'a [u8],
+    },
     /// A record this version does not understand, or a malformed one.
     Unknown,
 }
@@ -72,6 +77,7 @@ pub fn decode(record: &[u8], clock: ClockOffset) -> RingRecord<'_> {
         kind::SEGMENT => segment(record, clock),
         kind::SOCKET => socket(record),
         kind::CERT => cert(record),
+        kind::REQUEST_HEAD => request_head(record),
         _ => RingRecord::Unknown,
     }
 }
@@ -87,6 +93,21 @@ fn socket(record: &[u8]) -> RingRecord<'_> {
         uid: ev.uid_gid as u32,
         comm: String::from_utf8_lossy(&ev.comm[..comm_len]).into_owned(),
     })
+}
+
+fn request_head(record: &[u8]) -> RingRecord<'_> {
+    const DATA: usize = std::mem::offset_of!(RequestHead, data);
+    let Some(h) = read_wire::<RequestHead>(record) else {
+        return RingRecord::Unknown;
+    };
+    let len = (h.len as usize).min(REQUEST_HEAD_CAP);
+    match record.get(DATA..DATA + len) {
+        Some(bytes) if len > 0 => RingRecord::RequestHead {
+            cookie: h.cookie,
+            bytes,
+        },
+        _ => RingRecord::Unknown,
+    }
 }
 
 fn cert(record: &[u8]) -> RingRecord<'_> {

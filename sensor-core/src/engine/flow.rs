@@ -335,6 +335,15 @@ fn offer(ch: &ClientHello) -> ClientOffer {
         groups: real(&ch.groups),
         versions: real(&ch.supported_versions),
         signature_algorithms: real(&ch.signature_algorithms),
+        extensions: real(&ch.extensions),
+        grease: [
+            &ch.cipher_suites,
+            &ch.extensions,
+            &ch.groups,
+            &ch.supported_versions,
+        ]
+        .iter()
+        .any(|list| list.iter().any(|v| hello::is_grease(*v))),
     }
 }
 
@@ -553,6 +562,20 @@ impl Flow {
         }
     }
 
+    /// The server socket's cookie of an inbound flow (only the server's socket is local)
+    /// whose handshake completed: its request head may come from the server's `SSL_read`.
+    pub(super) fn completed_inbound(&self) -> Option<u64> {
+        let c = self.seen.client?;
+        let server = self.sockets[1 - c]?;
+        (self.sockets[c].is_none() && self.outcome(false) == ClientOutcome::Completed)
+            .then_some(server.cookie)
+    }
+
+    /// A side closed or reset: nothing to wait for.
+    pub(super) fn ended(&self) -> bool {
+        self.reset || self.dirs.iter().any(|d| d.closed)
+    }
+
     /// An inbound TLS 1.3 session (only the server's socket is local) whose client finished
     /// its handshake and has sent nothing else yet: it is reported when the connection ends
     /// (or goes idle), so that it can say whether the client ever made a request. TLS 1.2
@@ -717,6 +740,7 @@ impl Flow {
             resumption_offered: ch.session_ticket || ch.psk,
             client_outcome: outcome,
             idle_after_handshake: self.idle_after_handshake(outcome),
+            request: None,
             alert: self.seen.client_fatal,
             alerts: self.seen.alerts.clone(),
             proxy_connect: self.seen.proxy_connect.clone(),

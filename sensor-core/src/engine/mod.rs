@@ -39,6 +39,9 @@ pub struct EngineLimits {
     /// A flow with one side closed is reported this long after the close, unless the other
     /// side closes first.
     pub half_close_timeout_ns: u64,
+    /// Request heads come from the server's `SSL_read` uprobe: a completed inbound handshake
+    /// waits this long for its head before it is reported without one (0: heads are off).
+    pub request_head_wait_ns: u64,
     pub stream: StreamLimits,
     pub reader: ReaderLimits,
 }
@@ -50,6 +53,7 @@ impl Default for EngineLimits {
             max_buffered_bytes: 64 << 20,
             idle_timeout_ns: 60_000_000_000,
             half_close_timeout_ns: 2_000_000_000,
+            request_head_wait_ns: 0,
             stream: StreamLimits::default(),
             reader: ReaderLimits::default(),
         }
@@ -98,6 +102,14 @@ pub struct EngineStats {
     /// Uprobe certificates forgotten: their socket's handshake never came within the idle
     /// timeout.
     pub uprobe_certs_expired: u64,
+    /// Request heads the server's `SSL_read` uprobe read.
+    pub request_heads: u64,
+    /// Request heads that were not HTTP/1 request lines (and not HTTP/2's preface).
+    pub request_heads_not_http: u64,
+    /// Request heads pushed out of a full store before their handshake was reported.
+    pub request_heads_dropped: u64,
+    /// Completed inbound handshakes reported without a head after waiting for one.
+    pub request_heads_missed: u64,
 }
 
 /// Both endpoints of a flow, lower first, so that both directions map to one key.
@@ -142,6 +154,11 @@ pub struct Engine {
     /// socket's handshake is reported.
     uprobe_certs: hashlink::LruCache<u64, UprobeChain>,
     uprobe_bytes: usize,
+    /// Request heads (the server's `SSL_read` uprobe), by the server socket's cookie, until
+    /// that socket's handshake is reported.
+    request_heads: hashlink::LruCache<u64, crate::event::RequestHead>,
+    /// Completed inbound flows waiting for their request head, by the server socket's cookie.
+    awaiting_heads: hashlink::LinkedHashMap<u64, (u64, FlowKey)>,
     now: u64,
 }
 
@@ -180,8 +197,16 @@ impl Engine {
             fingerprints: crate::tls::fingerprint::FingerprintCache::new(1024),
             uprobe_certs: hashlink::LruCache::new(UPROBE_SOCKETS),
             uprobe_bytes: 0,
+            request_heads: hashlink::LruCache::new(UPROBE_SOCKETS),
+            awaiting_heads: hashlink::LinkedHashMap::new(),
             now: 0,
         }
+    }
+
+    /// Turn request heads on (a completed inbound handshake waits `ns` for its head) or off
+    /// (0).
+    pub fn set_request_head_wait(&mut self, ns: u64) {
+        self.limits.request_head_wait_ns = ns;
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -255,6 +280,39 @@ impl Engine {
         self.uprobe_certs.insert(cookie, chain);
     }
 
+    /// Take the head of the first request a local server read on socket `cookie` (the
+    /// `SSL_read` uprobe; at most 512 bytes, of which only the request line and User-Agent
+    /// are kept). A flow waiting for it is reported now. Bounded by sockets; counted.
+    pub fn push_request_head(&mut self, cookie: u64, bytes: &[u8]) {
+        self.stats.request_heads += 1;
+        let head = match crate::http::parse(bytes) {
+            Ok(head) => head,
+            Err(_) => {
+                self.stats.request_heads_not_http += 1;
+                return;
+            }
+        };
+        if self.request_heads.len() >= UPROBE_SOCKETS {
+            self.stats.request_heads_dropped += 1;
+        }
+        self.request_heads.insert(cookie, head);
+        if let Some((_, key)) = self.awaiting_heads.remove(&cookie) {
+            self.close(&key);
+        }
+    }
+
+    /// Report flows whose wait for a request head is over.
+    fn expire_awaiting_heads(&mut self) {
+        while let Some((&cookie, &(due, key))) = self.awaiting_heads.front() {
+            if due > self.now {
+                break;
+            }
+            self.awaiting_heads.remove(&cookie);
+            self.stats.request_heads_missed += 1;
+            self.close(&key);
+        }
+    }
+
     /// Bytes of uprobe certificates waiting for their handshakes.
     pub fn uprobe_bytes(&self) -> usize {
         self.uprobe_bytes
@@ -323,6 +381,21 @@ impl Engine {
         let after = flow.buffered();
         let not_tls = flow.is_not_tls();
         self.buffered = (self.buffered + after).saturating_sub(before);
+        // A completed inbound handshake waits a little for its request head (the server reads
+        // the request after the bytes pass here), unless the connection is ending.
+        let mut progress = progress;
+        if self.limits.request_head_wait_ns > 0
+            && progress == Progress::Decided
+            && !flow.ended()
+            && let Some(cookie) = flow.completed_inbound()
+            && !self.request_heads.contains_key(&cookie)
+        {
+            if !self.awaiting_heads.contains_key(&cookie) {
+                let due = seg.ts_ns.saturating_add(self.limits.request_head_wait_ns);
+                self.awaiting_heads.insert(cookie, (due, key));
+            }
+            progress = Progress::Open;
+        }
         if progress == Progress::Decided || not_tls {
             self.close(&key);
         } else if progress == Progress::HalfClosed && !flow.half_close_queued {
@@ -343,6 +416,7 @@ impl Engine {
     pub fn advance(&mut self, now_ns: u64) {
         self.now = self.now.max(now_ns);
         self.expire_half_closed();
+        self.expire_awaiting_heads();
         let deadline = self.now.saturating_sub(self.limits.idle_timeout_ns);
         self.expire_uprobe_certs(deadline);
         while let Some((key, slot)) = self.flows.front() {
@@ -377,6 +451,7 @@ impl Engine {
         }
         self.flows.clear();
         self.half_closed.clear();
+        self.awaiting_heads.clear();
         self.buffered = 0;
     }
 
@@ -435,6 +510,12 @@ impl Engine {
         match reported {
             Some(mut hs) => {
                 self.stats.handshakes += 1;
+                if let Some(cookie) = hs.server_socket_cookie {
+                    self.awaiting_heads.remove(&cookie);
+                    if hs.socket_cookie.is_none() {
+                        hs.request = self.request_heads.remove(&cookie);
+                    }
+                }
                 if let Some(chain) = hs.socket_cookie.and_then(|c| self.uprobe_certs.remove(&c)) {
                     self.uprobe_bytes -= chain.bytes();
                     take_uprobe_chain(&mut self.certs, &mut self.stats, &mut hs, &chain.ders);

@@ -737,3 +737,84 @@ fn a_tls12_client_that_never_sent_application_data_is_idle() {
     let (events, _, _) = run_client(std::slice::from_ref(&ch));
     assert!(!events[0].idle_after_handshake, "no handshake completed");
 }
+
+/// An inbound TLS 1.2 session whose client's request passes the tap: the handshake completes
+/// with the server's answer. `head` says whether the server's `SSL_read` head comes, and when:
+/// before the answer, or after it.
+fn inbound_tls12_with_head(wait_ns: u64, head: Option<bool>) -> (usize, Engine) {
+    let mut e = Engine::new(EngineLimits {
+        request_head_wait_ns: wait_ns,
+        ..EngineLimits::default()
+    });
+    let at_server = |mut s: Segment<'static>, from_client: bool| {
+        s.attribution = Some(crate::capture::Attribution {
+            cookie: 77,
+            local_is_src: !from_client,
+            ..crate::capture::Attribution::default()
+        });
+        s
+    };
+    let request =
+        b"GET /x?secret=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: Mozilla/5.0 Chrome/120.0\r\n\r\n";
+    let ch: &'static [u8] = Vec::leak(record(22, &client_hello("head.test")));
+    let mut server = record(22, &server_hello_tls12());
+    server.extend_from_slice(&record(20, &[1]));
+    server.extend_from_slice(&record(22, &[0x77; 40]));
+    let server: &'static [u8] = Vec::leak(server);
+    let mut client = record(20, &[1]);
+    client.extend_from_slice(&record(22, &[0x66; 40]));
+    client.extend_from_slice(&record(23, &[0x55; 120]));
+    let client: &'static [u8] = Vec::leak(client);
+    let answer: &'static [u8] = Vec::leak(record(23, &[0x44; 300]));
+    e.push(&at_server(seg(true, 1000, ACK | PSH, ch, 1_000), true));
+    e.push(&at_server(
+        seg(false, 7001, ACK | PSH, server, 2_000),
+        false,
+    ));
+    e.push(&at_server(
+        seg(true, 1000 + ch.len() as u32, ACK | PSH, client, 3_000),
+        true,
+    ));
+    if head == Some(true) {
+        e.push_request_head(77, request);
+    }
+    e.push(&at_server(
+        seg(false, 7001 + server.len() as u32, ACK | PSH, answer, 4_000),
+        false,
+    ));
+    let reported = e.drain().count();
+    if head == Some(false) {
+        e.push_request_head(77, request);
+    }
+    (reported, e)
+}
+
+#[test]
+fn a_completed_inbound_handshake_waits_for_its_request_head_and_keeps_only_line_and_agent() {
+    // Heads off: reported at once, without one.
+    let (reported, _) = inbound_tls12_with_head(0, None);
+    assert_eq!(reported, 1);
+    // The head came before the answer: reported at once, with it.
+    let (reported, mut e) = inbound_tls12_with_head(500_000_000, Some(true));
+    assert_eq!(reported, 1);
+    assert_eq!(e.stats().request_heads, 1);
+    drop(e.drain());
+    // The head comes after: the handshake waits for it, then carries it.
+    let (reported, mut e) = inbound_tls12_with_head(500_000_000, Some(false));
+    assert_eq!(reported, 0, "waiting for the head");
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    let head = events[0].request.as_ref().expect("the head");
+    assert_eq!(head.line, "GET /x HTTP/1.1");
+    assert_eq!(head.user_agent.as_deref(), Some("Mozilla/5.0 Chrome/120.0"));
+    // No head: reported when the wait is over, and counted.
+    let (reported, mut e) = inbound_tls12_with_head(500_000_000, None);
+    assert_eq!(reported, 0);
+    e.advance(4_000 + 400_000_000);
+    assert_eq!(e.drain().count(), 0);
+    e.advance(4_000 + 600_000_000);
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].request.is_none());
+    assert_eq!(e.stats().request_heads_missed, 1);
+}

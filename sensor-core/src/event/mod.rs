@@ -313,6 +313,11 @@ pub struct OcspStaple {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientOffer {
     pub cipher_suites: Vec<u16>,
+    /// Extension types in the order sent, GREASE left out.
+    pub extensions: Vec<u16>,
+    /// GREASE values (RFC 8701) among the suites, extensions, groups or versions: what
+    /// Chromium-based browsers and Safari always send.
+    pub grease: bool,
     pub groups: Vec<u16>,
     pub versions: Vec<u16>,
     pub signature_algorithms: Vec<u16>,
@@ -323,6 +328,17 @@ pub struct ClientOffer {
 pub struct LocalSockets {
     pub client: Option<LocalSocket>,
     pub server: Option<LocalSocket>,
+}
+
+/// What the sensor keeps of the first request a local TLS server read on an inbound
+/// connection: its request line (without the query) and User-Agent, never another header.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestHead {
+    /// `GET /path HTTP/1.1`.
+    pub line: String,
+    pub user_agent: Option<String>,
+    /// HTTP/2: its headers are HPACK-encoded and not read.
+    pub http2: bool,
 }
 
 /// One TLS session's handshake, as the engine observed it (and, for the chain, as a uprobe or
@@ -376,6 +392,9 @@ pub struct Handshake {
     /// ended (seen whole): it made no request. A server logs these as timeouts (HTTP 408); an
     /// interceptor whose own client refused its certificate leaves this behind.
     pub idle_after_handshake: bool,
+    /// The head of the client's first request, as the local server read it (inbound, when
+    /// the configuration turns request heads on).
+    pub request: Option<RequestHead>,
     /// The client's fatal alert, if it sent one in clear.
     pub alert: Option<Alert>,
     /// Every alert seen in clear, from either side.

@@ -106,6 +106,9 @@ pub enum Reason {
     IdleAfterHandshake,
     /// The clients of a network switched to one fingerprint they had not used before.
     ClientFingerprintChanged,
+    /// The request's User-Agent names a browser whose TLS handshake this is not (the rule's
+    /// id in `data/user-agents.toml`).
+    UaFingerprintMismatch(String),
     /// A reason this version does not know (from a newer daemon or journal), kept verbatim.
     Other(String),
 }
@@ -144,6 +147,7 @@ impl Reason {
             Self::InterceptorFingerprint(_) => "interceptor_fingerprint",
             Self::IdleAfterHandshake => "idle_after_handshake",
             Self::ClientFingerprintChanged => "client_fingerprint_changed",
+            Self::UaFingerprintMismatch(_) => "ua_fingerprint_mismatch",
             Self::Other(text) => text.split(':').next().unwrap_or(text),
         }
     }
@@ -182,6 +186,7 @@ impl fmt::Display for Reason {
         match self {
             Self::KnownInterceptor(id) => write!(f, "known_interceptor:{id}"),
             Self::InterceptorFingerprint(id) => write!(f, "interceptor_fingerprint:{id}"),
+            Self::UaFingerprintMismatch(id) => write!(f, "ua_fingerprint_mismatch:{id}"),
             Self::ClientRejected(Rejection::Alert(code)) => {
                 write!(f, "client_rejected:{}", alert::description_name(*code))
             }
@@ -207,6 +212,9 @@ impl FromStr for Reason {
             }
             Some(("interceptor_fingerprint", id)) if !id.is_empty() => {
                 Self::InterceptorFingerprint(id.to_owned())
+            }
+            Some(("ua_fingerprint_mismatch", id)) if !id.is_empty() => {
+                Self::UaFingerprintMismatch(id.to_owned())
             }
             Some(("client_rejected", "encrypted")) => Self::ClientRejected(Rejection::Encrypted),
             Some(("client_rejected", name)) => match alert::description_code(name) {
@@ -260,6 +268,7 @@ mod tests {
         let mut all: Vec<Reason> = Reason::PLAIN.to_vec();
         all.push(Reason::KnownInterceptor("mitmproxy".into()));
         all.push(Reason::InterceptorFingerprint("squid".into()));
+        all.push(Reason::UaFingerprintMismatch("chromium".into()));
         all.push(Reason::ClientRejected(Rejection::Alert(48)));
         all.push(Reason::ClientRejected(Rejection::Encrypted));
         all.extend(ProbeFailure::ALL.iter().map(|&f| Reason::ProbeFailed(f)));
@@ -339,6 +348,7 @@ mod tests {
                 | ClientFingerprintChanged => true,
                 KnownInterceptor(_)
                 | InterceptorFingerprint(_)
+                | UaFingerprintMismatch(_)
                 | ClientRejected(_)
                 | ProbeFailed(_)
                 | ProbeSkipped(_)

@@ -10,6 +10,9 @@
 //!   behind on a server when its own client refused its forged certificate, and what the
 //!   server logs as HTTP 408s. One idle connection is no sign: browsers leave preconnections
 //!   unused;
+//! - the request's User-Agent names a browser whose TLS stack always sends what this
+//!   ClientHello lacks (`ua_fingerprint_mismatch:<browser>`, `intercepted`; with request heads
+//!   on, [`super::user_agents`]);
 //! - the client refused the server's certificate with an alert (`client_rejected:<alert>`);
 //! - the clients of a network, which used a mix of fingerprints, switch to one they never used
 //!   (`client_fingerprint_changed`): an interceptor put in front of them, whatever its
@@ -242,6 +245,22 @@ pub fn judge(
             name: p.name.clone(),
         });
     }
+    if let (Some(ua), Some(offer)) = (
+        hs.request.as_ref().and_then(|r| r.user_agent.as_deref()),
+        hs.client_offer.as_ref(),
+    ) && let Some(rule) =
+        super::user_agents::contradiction(super::user_agents::builtin(), ua, offer)
+    {
+        reasons.push(Reason::UaFingerprintMismatch(rule.id.clone()));
+        severity = severity.max(Severity::High);
+        sentences.push(format!(
+            "The request says it comes from {}, but its TLS handshake is not that browser's: \
+             {}, and this one does not. Something else made the handshake for it: most likely \
+             an interception device between the client and your server (or a client that \
+             claims to be a browser).",
+            rule.name, rule.reason
+        ));
+    }
     match (hs.client_outcome, hs.alert) {
         (_, Some(a)) if a.is_fatal() => {
             reasons.push(Reason::ClientRejected(Rejection::Alert(a.code)));
@@ -313,7 +332,11 @@ pub fn judge(
             why.join(", ")
         ));
     }
-    let verdict = if product.is_some() {
+    let verdict = if product.is_some()
+        || reasons
+            .iter()
+            .any(|r| matches!(r, Reason::UaFingerprintMismatch(_)))
+    {
         Verdict::Intercepted
     } else {
         Verdict::Clean
@@ -509,6 +532,35 @@ mod tests {
         }
         assert_eq!(idle.recent.len(), 4);
         assert!(idle.recent.iter().all(|(_, r)| r.idle.len() <= MAX_TIMES));
+    }
+
+    #[test]
+    fn a_browser_user_agent_over_another_handshake_is_intercepted() {
+        let t = trust();
+        let mut idle = IdleCounter::new(IdleRule::default(), 16);
+        let mut pops = Populations::new(16);
+        let mut ev = inbound(CURL, false, SECOND);
+        ev.handshake.request = Some(crate::event::RequestHead {
+            line: "GET / HTTP/1.1".into(),
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0.0.0".into()),
+            http2: false,
+        });
+        ev.handshake.client_offer = Some(crate::event::ClientOffer {
+            grease: false,
+            ..crate::event::ClientOffer::default()
+        });
+        let j = judge(&t, &mut idle, &mut pops, &ev);
+        assert_eq!(j.verdict, Verdict::Intercepted);
+        assert_eq!(
+            j.reasons,
+            [Reason::UaFingerprintMismatch("chromium".into())]
+        );
+        assert_eq!(j.severity, Severity::High);
+        // The same with GREASE in the handshake is Chrome's own.
+        ev.handshake.client_offer.as_mut().unwrap().grease = true;
+        let j = judge(&t, &mut idle, &mut pops, &ev);
+        assert_eq!(j.verdict, Verdict::Clean);
+        assert!(j.reasons.is_empty());
     }
 
     #[test]

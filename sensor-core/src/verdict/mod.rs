@@ -13,6 +13,7 @@
 pub mod baseline;
 pub mod grade;
 pub mod inbound;
+pub mod user_agents;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 

@@ -171,6 +171,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         cgroup: cfg.tap.cgroup.clone(),
         ring_bytes: Some(cfg.tap.ring_buffer_mb << 20),
         uprobes: cfg.uprobe.enabled.then(|| cfg.uprobe.libraries.clone()),
+        request_heads: cfg.uprobe.request_heads,
         config: sensor_common::TapConfig {
             byte_budget: cfg.tap.byte_budget,
             ring_budget: sensor_common::default_ring_budget(cfg.tap.byte_budget),
@@ -266,6 +267,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         },
     );
     pipeline.verdicts().baseline.import(baseline);
+    if tap
+        .hooks()
+        .iter()
+        .any(|h| h.name == "request_heads" && h.attached)
+    {
+        // The server reads a request after its bytes pass the tap: a completed inbound
+        // handshake waits this long for its head.
+        pipeline.engine().set_request_head_wait(500_000_000);
+    }
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;

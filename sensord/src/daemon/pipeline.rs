@@ -100,6 +100,10 @@ impl Pipeline {
         }
     }
 
+    pub fn engine(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
     pub fn verdicts(&mut self) -> &mut VerdictEngine {
         &mut self.verdicts
     }
@@ -113,6 +117,9 @@ impl Pipeline {
                 if let Some(cert) = self.certs.push(&chunk) {
                     self.on_uprobe_certificate(cert);
                 }
+            }
+            RingRecord::RequestHead { cookie, bytes } => {
+                self.engine.push_request_head(cookie, bytes);
             }
             RingRecord::Unknown => self.unknown_records += 1,
         }

@@ -67,6 +67,9 @@ pub struct TapSettings {
     /// Attach the OpenSSL uprobes, to the system's libraries and these (files or folders).
     /// `None`: do not.
     pub uprobes: Option<Vec<PathBuf>>,
+    /// Also read the head of the first request local OpenSSL servers read on inbound TLS
+    /// connections (`SSL_read`, with `tp_btf/sock_recv_length` to name the socket).
+    pub request_heads: bool,
 }
 
 /// The loaded and attached kernel programs.
@@ -136,6 +139,9 @@ impl KernelTap {
         hooks.push(attach_sock_state(&mut ebpf));
         if let Some(extra) = &settings.uprobes {
             hooks.extend(uprobes::attach_all(&mut ebpf, extra));
+            if settings.request_heads {
+                hooks.push(uprobes::attach_request_heads(&mut ebpf, extra));
+            }
         }
         Ok(Self { ebpf, hooks })
     }

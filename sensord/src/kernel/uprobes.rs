@@ -101,6 +101,69 @@ fn attach(
     Ok((attached, p.info().ok().map(|i| i.id())))
 }
 
+/// Attach the request-head programs: `SSL_read` (entry and return) in libssl, and
+/// `tp_btf/sock_recv_length` that names the socket a read came from; then tell the tap to
+/// mark inbound TLS sockets. One hook status.
+pub fn attach_request_heads(ebpf: &mut Ebpf, extra: &[PathBuf]) -> HookStatus {
+    const NAME: &str = "request_heads";
+    let (ssl, _) = find_libraries(extra);
+    let result = (|| -> Result<(Vec<String>, Option<u32>), String> {
+        let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+        let tp: &mut aya::programs::BtfTracePoint = ebpf
+            .program_mut("sock_recv")
+            .ok_or("sock_recv missing from the object")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        tp.load("sock_recv_length", &btf)
+            .map_err(|e| format!("loading sock_recv: {e}"))?;
+        tp.attach()
+            .map_err(|e| format!("attaching sock_recv: {e}"))?;
+        attach(
+            ebpf,
+            "ssl_accept_enter",
+            &["SSL_do_handshake", "SSL_accept"],
+            &ssl,
+        )?;
+        attach(
+            ebpf,
+            "ssl_accept_exit",
+            &["SSL_do_handshake", "SSL_accept"],
+            &ssl,
+        )?;
+        let (libs, id) = attach(ebpf, "ssl_read_enter", &["SSL_read"], &ssl)?;
+        attach(ebpf, "ssl_read_exit", &["SSL_read"], &ssl)?;
+        let mut on: aya::maps::Array<_, u32> = ebpf
+            .map_mut("REQUEST_HEADS_ON")
+            .ok_or("REQUEST_HEADS_ON missing from the object")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        on.set(0, &1, 0)
+            .map_err(|e| format!("REQUEST_HEADS_ON: {e}"))?;
+        Ok((libs, id))
+    })();
+    match result {
+        Ok((libs, program_id)) => HookStatus {
+            name: NAME,
+            attached: true,
+            detail: format!(
+                "uprobe/uretprobe SSL_read in {} with tp_btf/sock_recv_length: the request line \
+                 and User-Agent of inbound TLS connections' first requests",
+                libs.join(", ")
+            ),
+            program_id,
+        },
+        Err(why) => HookStatus {
+            name: NAME,
+            attached: false,
+            detail: format!(
+                "request heads unavailable ({why}); inbound events are judged without the \
+                 User-Agent"
+            ),
+            program_id: None,
+        },
+    }
+}
+
 /// Attach every OpenSSL uprobe; one hook status for libssl and one for libcrypto.
 pub fn attach_all(ebpf: &mut Ebpf, extra: &[PathBuf]) -> Vec<HookStatus> {
     let (ssl, crypto) = find_libraries(extra);

@@ -179,7 +179,11 @@ impl Lab {
         std::fs::write(&trust_interceptors, pem).expect("the trust bundle");
         let unknown_box = unknown_box(dir, &topo, &trust_all);
         let cg = cgroup.path().display().to_string();
-        let daemon = Daemon::start(&["--cgroup", &cg]);
+        // Request heads on: the User-Agent of each inbound connection's first request.
+        let config = dir.join("server-side-sensord.toml");
+        std::fs::write(&config, "[uprobe]\nrequest_heads = true\n").expect("sensord.toml");
+        let config = config.display().to_string();
+        let daemon = Daemon::start(&["--cgroup", &cg, "--config", &config]);
         Self {
             daemon,
             topo,
@@ -482,6 +486,18 @@ pub fn run(dir: &Path) -> Vec<Row> {
     rows.push(chromium_row(&mut lab));
     rows.push(clients_row(&lab));
     rows.push(population_row(&mut lab));
+    // sensord's status (hooks, counters), for whoever reads a failed row.
+    if let Ok(out) = Command::new(crate::bin("sensorctl"))
+        .arg("--socket")
+        .arg(lab.daemon.socket())
+        .arg("status")
+        .output()
+    {
+        let _ = std::fs::write(
+            crate::workspace_root().join("target/lab/server-status.txt"),
+            out.stdout,
+        );
+    }
     let _ = lab.daemon.interrupt();
     // Every event sensord printed, for whoever reads a failed row.
     let _ = lab
@@ -491,6 +507,11 @@ pub fn run(dir: &Path) -> Vec<Row> {
     let dump = crate::workspace_root().join("target/lab/server-events.jsonl");
     let _ = std::fs::create_dir_all(dump.parent().expect("a folder"));
     let _ = std::fs::write(&dump, lab.daemon.events.seen.join("\n") + "\n");
+    let _ = lab.daemon.log.wait_for(Duration::from_secs(1), |_| false);
+    let _ = std::fs::write(
+        crate::workspace_root().join("target/lab/server-sensord.log"),
+        lab.daemon.log.seen.join("\n") + "\n",
+    );
     rows
 }
 
@@ -527,14 +548,22 @@ fn chromium_row(lab: &mut Lab) -> Row {
             events.push(e);
         }
     }
+    // Its request heads were read: the User-Agent names Chrome, over Chromium's handshake.
+    let read_ua = events.iter().any(|e| {
+        e["request"]["user_agent"]
+            .as_str()
+            .is_some_and(|ua| ua.contains("Chrome/"))
+    });
     let pass = completed
+        && read_ua
         && !events.is_empty()
         && events
             .iter()
             .all(|e| e["verdict"] == "clean" && reasons(e).is_empty());
     Row {
         scenario: "server side: direct / headless Chromium / TLS 1.3".into(),
-        expected: "every origin event of its connections: clean [no reason]; client completes"
+        expected: "every origin event of its connections: clean [no reason]; a request head with \
+                   Chrome's User-Agent; client completes"
             .into(),
         got: format!(
             "{} events: {}; client {}",
@@ -609,7 +638,51 @@ fn population_row(lab: &mut Lab) -> Row {
         });
     }
     let got = last.as_ref().map(reasons).unwrap_or_default();
-    let pass = learned == 10
+    // One more through the box, with a browser's User-Agent: the request says Chrome, the
+    // handshake is the box's OpenSSL.
+    let chrome_ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                     Chrome/156.0.0.0 Safari/537.36";
+    let ua_ok = lab
+        .topo
+        .client
+        .command("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "15",
+            "-A",
+            chrome_ua,
+            "--cacert",
+        ])
+        .arg(&lab.trust_all)
+        .arg("--connect-to")
+        .arg(format!(
+            "{}:{POPULATION}:{}:{}",
+            lab.topo.origin_name, lab.topo.middlebox_ip, lab.unknown_box.0
+        ))
+        .arg(&url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let src = lab.topo.middlebox_origin_ip.clone();
+    let ua_event = lab.daemon.event(Duration::from_secs(20), |e| {
+        e["process"]["role"] == "server"
+            && e["src_addr"] == src.as_str()
+            && e["dst_port"] == POPULATION
+    });
+    let ua_pass = ua_ok
+        && ua_event.as_ref().is_some_and(|e| {
+            e["verdict"] == "intercepted"
+                && reasons(e)
+                    .iter()
+                    .any(|r| r == "ua_fingerprint_mismatch:chromium")
+        });
+    let pass = ua_pass
+        && learned == 10
         && through == 3
         && last.as_ref().is_some_and(|e| {
             e["verdict"] == "clean"
@@ -620,11 +693,13 @@ fn population_row(lab: &mut Lab) -> Row {
         scenario: "server side: a network's clients switch to an unknown interceptor (socat)"
             .into(),
         expected: "10 direct handshakes seen, 3 through the box; the third: clean \
-                   [client_fingerprint_changed, nothing else] medium"
+                   [client_fingerprint_changed, nothing else] medium; a fourth with Chrome's \
+                   User-Agent: intercepted [ua_fingerprint_mismatch:chromium]"
             .into(),
         got: format!(
-            "{learned} direct seen, {through} through the box; the third: {}",
-            describe(last.as_ref())
+            "{learned} direct seen, {through} through the box; the third: {}; the fourth: {}",
+            describe(last.as_ref()),
+            describe(ua_event.as_ref())
         ),
         pass,
     }
