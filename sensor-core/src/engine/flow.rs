@@ -62,6 +62,8 @@ struct Observed {
     chain: Vec<Vec<u8>>,
     /// The client sent a certificate (mutual TLS).
     client_certificate: bool,
+    /// SHA-256 of the client's certificate, when it sent one in clear (TLS <= 1.2).
+    client_certificate_sha256: Option<String>,
     /// Named group or DH size from ServerKeyExchange (TLS <= 1.2).
     server_key_exchange: Option<String>,
     /// The server sent a Certificate or ServerKeyExchange message (TLS <= 1.2), before its
@@ -298,6 +300,13 @@ impl Observed {
         use tls_parser::{TlsMessage, TlsMessageHandshake, parse_tls_message_handshake};
         if self.side(idx) == Side::Client {
             self.client_certificate = true;
+            if self.client_certificate_sha256.is_none()
+                && let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::Certificate(c)))) =
+                    parse_tls_message_handshake(m)
+                && let Some(leaf) = c.cert_chain.first()
+            {
+                self.client_certificate_sha256 = Some(x509::sha256_hex(leaf.data));
+            }
             return;
         }
         self.server_full_handshake = true;
@@ -737,6 +746,7 @@ impl Flow {
             chain_source: (!chain.is_empty()).then_some(ChainSource::Passive),
             chain,
             client_certificate: self.seen.client_certificate,
+            client_certificate_sha256: self.seen.client_certificate_sha256.clone(),
             resumption_offered: ch.session_ticket || ch.psk,
             client_outcome: outcome,
             idle_after_handshake: self.idle_after_handshake(outcome),

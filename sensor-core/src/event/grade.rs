@@ -53,6 +53,9 @@ named_enum! {
         Md5Signature => "md5_signature",
         /// The forged leaf's RSA key is under 1024 bits.
         TinyKey => "tiny_key",
+        /// The interceptor went on with a server whose certificate does not validate: it
+        /// accepts invalid certificates, and would not notice an attacker upstream of it.
+        AcceptsInvalidCertificate => "accepts_invalid_certificate",
     }
 }
 
@@ -67,7 +70,11 @@ impl GradeReason {
             | Self::Sha1Signature
             | Self::WeakKey
             | Self::WeakDh => Grade::C,
-            Self::Ssl3 | Self::BrokenCipher | Self::Md5Signature | Self::TinyKey => Grade::F,
+            Self::Ssl3
+            | Self::BrokenCipher
+            | Self::Md5Signature
+            | Self::TinyKey
+            | Self::AcceptsInvalidCertificate => Grade::F,
         }
     }
 }

@@ -385,6 +385,8 @@ pub struct Handshake {
     pub chain_source: Option<ChainSource>,
     /// The client sent a certificate (mutual TLS).
     pub client_certificate: bool,
+    /// SHA-256 of the client's certificate, when it was sent in clear (TLS 1.2 and older).
+    pub client_certificate_sha256: Option<String>,
     /// The client offered to resume a session (ticket or PSK).
     pub resumption_offered: bool,
     pub client_outcome: ClientOutcome,

@@ -129,9 +129,9 @@ fn has_forward_secrecy(s: &tls_parser::TlsCipherSuite) -> bool {
 /// the server's sensor): F when it offers a broken suite at all (RC4, export, NULL, anonymous,
 /// single DES) or SSL 3.0 at most; C when it offers 3DES, puts a CBC suite with SHA-1 first,
 /// or offers TLS 1.1 at most; B when its first suite has no forward secrecy or is not AEAD.
-/// `None` without the offer. Whether it accepts an invalid upstream certificate is not seen
-/// here.
-pub fn upstream(hs: &Handshake) -> Option<InterceptorGrade> {
+/// F too when it went on with a server whose certificate does not validate
+/// (`accepted_invalid`: the server's sensor knows its own chain). `None` without the offer.
+pub fn upstream(hs: &Handshake, accepted_invalid: bool) -> Option<InterceptorGrade> {
     /// Signalling values, not suites: the renegotiation SCSV and the fallback SCSV.
     const SCSV: [u16; 2] = [0x00ff, 0x5600];
     let offer = hs.client_offer.as_ref()?;
@@ -163,6 +163,9 @@ pub fn upstream(hs: &Handshake) -> Option<InterceptorGrade> {
         Some(TlsVersion::Ssl3) => found.push(GradeReason::Ssl3),
         Some(TlsVersion::Tls10 | TlsVersion::Tls11) => found.push(GradeReason::OldTlsVersion),
         _ => {}
+    }
+    if accepted_invalid {
+        found.push(GradeReason::AcceptsInvalidCertificate);
     }
     Some(InterceptorGrade::of(found))
 }
@@ -217,14 +220,17 @@ mod tests {
 
     /// An interceptor's own ClientHello offering `suites` (TLS 1.3 and 1.2).
     fn offering(suites: &[u16]) -> Option<InterceptorGrade> {
-        upstream(&Handshake {
-            client_offer: Some(ClientOffer {
-                cipher_suites: suites.to_vec(),
-                versions: vec![0x0304, 0x0303],
-                ..ClientOffer::default()
-            }),
-            ..Handshake::default()
-        })
+        upstream(
+            &Handshake {
+                client_offer: Some(ClientOffer {
+                    cipher_suites: suites.to_vec(),
+                    versions: vec![0x0304, 0x0303],
+                    ..ClientOffer::default()
+                }),
+                ..Handshake::default()
+            },
+            false,
+        )
     }
 
     #[test]
@@ -237,7 +243,11 @@ mod tests {
             0x00ff,
         ]);
         assert_eq!(g.map(|g| g.grade), Some(Grade::A));
-        assert_eq!(upstream(&Handshake::default()), None, "no offer, no grade");
+        assert_eq!(
+            upstream(&Handshake::default(), true),
+            None,
+            "no offer, no grade"
+        );
     }
 
     #[test]
@@ -262,6 +272,24 @@ mod tests {
     }
 
     #[test]
+    fn upstream_going_on_with_an_invalid_certificate_is_an_f() {
+        let hs = Handshake {
+            client_offer: Some(ClientOffer {
+                cipher_suites: vec![0x1301, ECDHE_RSA_AES128_GCM],
+                versions: vec![0x0304, 0x0303],
+                ..ClientOffer::default()
+            }),
+            ..Handshake::default()
+        };
+        let g = upstream(&hs, true).unwrap();
+        assert_eq!(
+            (g.grade, g.reasons.clone()),
+            (Grade::F, vec![GradeReason::AcceptsInvalidCertificate])
+        );
+        assert_eq!(upstream(&hs, false).unwrap().grade, Grade::A);
+    }
+
+    #[test]
     fn upstream_no_forward_secrecy_first_is_a_b() {
         // TLS_RSA_WITH_AES_128_GCM_SHA256 first.
         let g = offering(&[0x009c, ECDHE_RSA_AES128_GCM]).unwrap();
@@ -273,14 +301,17 @@ mod tests {
 
     #[test]
     fn upstream_tls_1_1_at_most_is_a_c() {
-        let g = upstream(&Handshake {
-            client_offer: Some(ClientOffer {
-                cipher_suites: vec![ECDHE_RSA_AES128_GCM],
-                ..ClientOffer::default()
-            }),
-            ja3_string: Some("770,49199,0,29,0".into()),
-            ..Handshake::default()
-        })
+        let g = upstream(
+            &Handshake {
+                client_offer: Some(ClientOffer {
+                    cipher_suites: vec![ECDHE_RSA_AES128_GCM],
+                    ..ClientOffer::default()
+                }),
+                ja3_string: Some("770,49199,0,29,0".into()),
+                ..Handshake::default()
+            },
+            false,
+        )
         .unwrap();
         assert_eq!(
             (g.grade, g.reasons.clone()),

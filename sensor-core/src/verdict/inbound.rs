@@ -130,7 +130,8 @@ const CHANGE_RUN: u32 = 3;
 /// After this many in a row the new fingerprint is the network's: it is learned.
 const ADOPT_RUN: u32 = 50;
 
-/// What one client network (an IPv4 /24, an IPv6 /48) used towards one local port.
+/// What one client network (an IPv4 /24, an IPv6 /48), or one client certificate, used
+/// towards one local port.
 #[derive(Default)]
 struct Population {
     /// Fingerprints seen while learning, with counts.
@@ -143,7 +144,7 @@ struct Population {
 /// The fingerprints each client network used per local port: bounded in networks and in
 /// fingerprints a network.
 pub struct Populations {
-    networks: LruCache<(u16, IpAddr), Population>,
+    networks: LruCache<(u16, IpAddr, Option<String>), Population>,
 }
 
 impl Populations {
@@ -166,11 +167,22 @@ impl Populations {
         }
     }
 
-    /// Count a handshake; the run of the new fingerprint when it makes a change.
-    pub fn observe(&mut self, port: u16, client: IpAddr, ja4: &str) -> Option<u32> {
-        let key = (port, Self::network(client));
+    /// Count a handshake; the run of the new fingerprint when it makes a change. Clients that
+    /// present a certificate (seen in clear) are a population of their own per certificate,
+    /// wherever they connect from.
+    pub fn observe(
+        &mut self,
+        port: u16,
+        client: IpAddr,
+        certificate: Option<&str>,
+        ja4: &str,
+    ) -> Option<u32> {
+        let key = match certificate {
+            Some(c) => (port, IpAddr::from([0u8; 4]), Some(c.to_owned())),
+            None => (port, Self::network(client), None),
+        };
         if self.networks.get(&key).is_none() {
-            self.networks.insert(key, Population::default());
+            self.networks.insert(key.clone(), Population::default());
         }
         let p = self.networks.get_mut(&key)?;
         p.handshakes = p.handshakes.saturating_add(1);
@@ -215,12 +227,14 @@ fn learn(known: &mut Vec<(String, u32)>, ja4: &str) {
     known.push((ja4.to_owned(), 1));
 }
 
-/// Judge an inbound handshake.
+/// Judge an inbound handshake. `own_chain_invalid`: the server's own chain, when it was seen
+/// (TLS 1.2 and older), does not validate in the public Web PKI for the name asked.
 pub fn judge(
     catalogue: &Catalogue,
     idle: &mut IdleCounter,
     populations: &mut Populations,
     event: &Event,
+    own_chain_invalid: Option<bool>,
 ) -> Judgement {
     let hs = &event.handshake;
     let client = hs
@@ -283,13 +297,23 @@ pub fn judge(
         _ => {}
     }
     if let (Some(addr), Some(ja4)) = (hs.src_addr, hs.ja4.as_deref())
-        && let Some(run) = populations.observe(hs.dst_port, addr, ja4)
+        && let Some(run) = populations.observe(
+            hs.dst_port,
+            addr,
+            hs.client_certificate_sha256.as_deref(),
+            ja4,
+        )
     {
         reasons.push(Reason::ClientFingerprintChanged);
         severity = severity.max(Severity::Medium);
         sentences.push(format!(
-            "The clients of {}'s network used a mix of TLS fingerprints towards this port;              the last {run} connections from it all used one it had never used: a device put              in front of them (an interceptor) makes its own handshakes{}.",
-            client,
+            "The clients of {} used a mix of TLS fingerprints towards this port; the last \
+             {run} connections from it all used one it had never used: a device put in front \
+             of them (an interceptor) makes its own handshakes{}.",
+            match &hs.client_certificate_sha256 {
+                Some(_) => "this client certificate".to_owned(),
+                None => format!("{client}'s network"),
+            },
             if product.is_some() {
                 ""
             } else {
@@ -323,7 +347,11 @@ pub fn judge(
         ));
     }
     // What the interceptor offers this server, graded as the NDSS study graded them.
-    let interceptor_grade = product.and_then(|_| super::grade::upstream(hs));
+    // An interceptor that completed the handshake and asked something of a server whose
+    // certificate does not validate accepts invalid certificates.
+    let went_on = hs.client_outcome == ClientOutcome::Completed && !hs.idle_after_handshake;
+    let accepted_invalid = went_on && own_chain_invalid == Some(true);
+    let interceptor_grade = product.and_then(|_| super::grade::upstream(hs, accepted_invalid));
     if let Some(g) = interceptor_grade.as_ref().filter(|g| g.grade > Grade::A) {
         let why: Vec<&str> = g.reasons.iter().map(|r| r.as_str()).collect();
         sentences.push(format!(
@@ -365,6 +393,15 @@ mod tests {
 
     const SECOND: u64 = 1_000_000_000;
 
+    fn judge_(
+        c: &Catalogue,
+        idle: &mut IdleCounter,
+        pops: &mut Populations,
+        event: &Event,
+    ) -> Judgement {
+        judge(c, idle, pops, event, None)
+    }
+
     fn inbound(ja4: &str, idle: bool, t: u64) -> Event {
         Event {
             handshake: Handshake {
@@ -394,7 +431,7 @@ mod tests {
     fn a_product_s_own_client_hello_is_intercepted_and_named() {
         let t = trust();
         let mut idle = IdleCounter::new(IdleRule::default(), 16);
-        let j = judge(
+        let j = judge_(
             &t,
             &mut idle,
             &mut Populations::new(16),
@@ -414,7 +451,7 @@ mod tests {
     fn a_direct_client_is_clean_with_nothing_to_say() {
         let t = trust();
         let mut idle = IdleCounter::new(IdleRule::default(), 16);
-        let j = judge(
+        let j = judge_(
             &t,
             &mut idle,
             &mut Populations::new(16),
@@ -431,17 +468,17 @@ mod tests {
         let mut idle = IdleCounter::new(IdleRule::default(), 16);
         let mut pops = Populations::new(16);
         // One idle connection is no sign.
-        let first = judge(&t, &mut idle, &mut pops, &inbound(CURL, true, SECOND));
+        let first = judge_(&t, &mut idle, &mut pops, &inbound(CURL, true, SECOND));
         assert_eq!(first.verdict, Verdict::Clean);
         assert!(first.reasons.is_empty());
         assert_eq!(first.severity, Severity::Info);
-        let _ = judge(&t, &mut idle, &mut pops, &inbound(CURL, true, 2 * SECOND));
-        let third = judge(&t, &mut idle, &mut pops, &inbound(CURL, true, 3 * SECOND));
+        let _ = judge_(&t, &mut idle, &mut pops, &inbound(CURL, true, 2 * SECOND));
+        let third = judge_(&t, &mut idle, &mut pops, &inbound(CURL, true, 3 * SECOND));
         assert_eq!(third.reasons, [Reason::IdleAfterHandshake]);
         assert_eq!(third.severity, Severity::Medium);
         assert!(third.explanation.contains("408"), "{}", third.explanation);
         // Another fingerprint from the same address counts apart.
-        let other = judge(
+        let other = judge_(
             &t,
             &mut idle,
             &mut pops,
@@ -450,7 +487,7 @@ mod tests {
         assert!(!other.has(&Reason::IdleAfterHandshake));
         assert_eq!(other.verdict, Verdict::Intercepted);
         // Outside the window the count starts again.
-        let later = judge(
+        let later = judge_(
             &t,
             &mut idle,
             &mut pops,
@@ -466,14 +503,14 @@ mod tests {
         let mut idle = IdleCounter::new(IdleRule::default(), 16);
         let mut pops = Populations::new(16);
         for i in 0..5 {
-            let _ = judge(&t, &mut idle, &mut pops, &inbound(CURL, false, i * SECOND));
+            let _ = judge_(&t, &mut idle, &mut pops, &inbound(CURL, false, i * SECOND));
         }
         for i in 5..9 {
-            let j = judge(&t, &mut idle, &mut pops, &inbound(CURL, true, i * SECOND));
+            let j = judge_(&t, &mut idle, &mut pops, &inbound(CURL, true, i * SECOND));
             assert!(j.reasons.is_empty(), "{i}: {:?}", j.reasons);
         }
         // Idle ones outnumber those with a request: the pattern.
-        let j = judge(&t, &mut idle, &mut pops, &inbound(CURL, true, 9 * SECOND));
+        let j = judge_(&t, &mut idle, &mut pops, &inbound(CURL, true, 9 * SECOND));
         assert_eq!(j.reasons, [Reason::IdleAfterHandshake]);
     }
 
@@ -484,25 +521,41 @@ mod tests {
         let neighbour: IpAddr = "192.0.2.99".parse().unwrap();
         for i in 0..LEARN_HANDSHAKES {
             let ja4 = if i % 2 == 0 { CURL } else { "t13d_python" };
-            assert_eq!(p.observe(443, client, ja4), None);
+            assert_eq!(p.observe(443, client, None, ja4), None);
         }
         // Known fingerprints, and a new one now and then, are no change.
-        assert_eq!(p.observe(443, neighbour, CURL), None);
-        assert_eq!(p.observe(443, client, "t13d_new_app"), None);
-        assert_eq!(p.observe(443, client, CURL), None);
+        assert_eq!(p.observe(443, neighbour, None, CURL), None);
+        assert_eq!(p.observe(443, client, None, "t13d_new_app"), None);
+        assert_eq!(p.observe(443, client, None, CURL), None);
         // One unknown fingerprint, three times in a row, from the network.
-        assert_eq!(p.observe(443, client, "t13d_box"), None);
-        assert_eq!(p.observe(443, neighbour, "t13d_box"), None);
-        assert_eq!(p.observe(443, client, "t13d_box"), Some(3));
+        assert_eq!(p.observe(443, client, None, "t13d_box"), None);
+        assert_eq!(p.observe(443, neighbour, None, "t13d_box"), None);
+        assert_eq!(p.observe(443, client, None, "t13d_box"), Some(3));
         // Another port, another network: populations of their own.
-        assert_eq!(p.observe(8443, client, "t13d_box"), None);
+        assert_eq!(p.observe(8443, client, None, "t13d_box"), None);
         let far: IpAddr = "198.51.100.1".parse().unwrap();
-        assert_eq!(p.observe(443, far, "t13d_box"), None);
+        assert_eq!(p.observe(443, far, None, "t13d_box"), None);
         // After a long run the new fingerprint is the network's.
         for _ in 3..ADOPT_RUN {
-            p.observe(443, client, "t13d_box");
+            p.observe(443, client, None, "t13d_box");
         }
-        assert_eq!(p.observe(443, client, "t13d_box"), None);
+        assert_eq!(p.observe(443, client, None, "t13d_box"), None);
+    }
+
+    #[test]
+    fn a_client_certificate_is_a_population_of_its_own() {
+        let mut p = Populations::new(16);
+        for i in 0..LEARN_HANDSHAKES {
+            let from = IpAddr::from([10, 0, i as u8, 1]);
+            assert_eq!(p.observe(443, from, Some("cert-a"), CURL), None);
+        }
+        // Another network with the same certificate: the same population.
+        let far = IpAddr::from([192, 0, 2, 1]);
+        assert_eq!(p.observe(443, far, Some("cert-a"), "t13d_box"), None);
+        assert_eq!(p.observe(443, far, Some("cert-a"), "t13d_box"), None);
+        assert_eq!(p.observe(443, far, Some("cert-a"), "t13d_box"), Some(3));
+        // The same network without a certificate is another one, still learning.
+        assert_eq!(p.observe(443, far, None, "t13d_box"), None);
     }
 
     #[test]
@@ -510,7 +563,7 @@ mod tests {
         let mut p = Populations::new(8);
         for i in 0..=255u8 {
             for f in 0..40 {
-                p.observe(443, IpAddr::from([10, i, 0, 1]), &format!("f{f}"));
+                p.observe(443, IpAddr::from([10, i, 0, 1]), None, &format!("f{f}"));
             }
         }
         assert_eq!(p.networks.len(), 8);
@@ -549,7 +602,7 @@ mod tests {
             grease: false,
             ..crate::event::ClientOffer::default()
         });
-        let j = judge(&t, &mut idle, &mut pops, &ev);
+        let j = judge_(&t, &mut idle, &mut pops, &ev);
         assert_eq!(j.verdict, Verdict::Intercepted);
         assert_eq!(
             j.reasons,
@@ -558,7 +611,7 @@ mod tests {
         assert_eq!(j.severity, Severity::High);
         // The same with GREASE in the handshake is Chrome's own.
         ev.handshake.client_offer.as_mut().unwrap().grease = true;
-        let j = judge(&t, &mut idle, &mut pops, &ev);
+        let j = judge_(&t, &mut idle, &mut pops, &ev);
         assert_eq!(j.verdict, Verdict::Clean);
         assert!(j.reasons.is_empty());
     }
@@ -570,7 +623,7 @@ mod tests {
         let mut ev = inbound(CURL, false, SECOND);
         ev.handshake.client_outcome = ClientOutcome::Rejected;
         ev.handshake.alert = Some(Alert::from_wire(2, 48));
-        let j = judge(&t, &mut idle, &mut Populations::new(16), &ev);
+        let j = judge_(&t, &mut idle, &mut Populations::new(16), &ev);
         assert_eq!(j.verdict, Verdict::Clean);
         assert_eq!(j.reasons, [Reason::ClientRejected(Rejection::Alert(48))]);
         assert_eq!(j.severity, Severity::Medium);

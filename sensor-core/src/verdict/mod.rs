@@ -190,12 +190,28 @@ impl VerdictEngine {
             .as_ref()
             .is_some_and(|p| p.role == Role::Server)
         {
-            self.stats.verdicts += 1;
+            // The server's own chain, when it was seen: does it validate publicly?
+            let hs = &event.handshake;
+            let own_chain_invalid = (!hs.chain.is_empty()).then(|| {
+                let facts = Facts {
+                    chain: &hs.chain,
+                    server_name: hs.server_name.as_deref(),
+                    dst_addr: hs.dst_addr,
+                    time_ns: hs.time.0,
+                    tls_version: hs.tls_version,
+                    ..Facts::default()
+                };
+                self.judge(&facts).verdict != Verdict::Clean
+            });
+            if own_chain_invalid.is_none() {
+                self.stats.verdicts += 1;
+            }
             event.judgement = Some(inbound::judge(
                 &self.trust.catalogue,
                 &mut self.idle,
                 &mut self.populations,
                 event,
+                own_chain_invalid,
             ));
             return;
         }

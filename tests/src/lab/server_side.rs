@@ -37,6 +37,9 @@ use crate::{
 const HTTPS: u16 = 443;
 const REDIRECTED: u16 = 8443;
 const POPULATION: u16 = 9443;
+/// A port where the origin shows a self-signed certificate over TLS 1.2 (its sensor sees it):
+/// an interceptor that goes on there accepts invalid certificates.
+const INVALID: u16 = 10443;
 
 /// How a row's client reaches the origin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,8 +78,9 @@ struct Lab {
     dir: std::path::PathBuf,
 }
 
-/// nginx with the origin's chain on 443 and 8443, short timeouts so that an idle connection
-/// ends in seconds (its 408), in `cgroup`, in the origin's namespace.
+/// nginx with the origin's chain on 443, 8443 and 9443 and a self-signed certificate on 10443
+/// (TLS 1.2), short timeouts so that an idle connection ends in seconds (its 408), in
+/// `cgroup`, in the origin's namespace.
 fn nginx(
     dir: &Path,
     topo: &Topology,
@@ -84,6 +88,9 @@ fn nginx(
     leaf: &pki::Issued,
     chain: &Path,
 ) -> Proc {
+    let own = dir.join("self-signed");
+    std::fs::create_dir_all(&own).expect("a folder for the self-signed certificate");
+    let (bad_cert, bad_key) = crate::self_signed(&own, &topo.origin_name);
     let full_chain = dir.join("nginx-chain.pem");
     let mut pem = std::fs::read_to_string(&leaf.cert).expect("the leaf");
     pem.push_str(&std::fs::read_to_string(chain).expect("the chain"));
@@ -103,11 +110,16 @@ fn nginx(
              server {{\n    listen {ip}:{HTTPS} ssl;\n    listen {ip}:{REDIRECTED} ssl;\n\
              listen {ip}:{POPULATION} ssl;\n\
              server_name {name};\n    ssl_certificate {chain};\n    ssl_certificate_key {key};\n\
-             ssl_protocols TLSv1.2 TLSv1.3;\n    location / {{ return 200 \"origin\\n\"; }}\n  }}\n}}\n",
+             ssl_protocols TLSv1.2 TLSv1.3;\n    location / {{ return 200 \"origin\\n\"; }}\n  }}\n\
+             server {{\n    listen {ip}:{INVALID} ssl;\n    server_name {name};\n\
+             ssl_certificate {bad_cert};\n    ssl_certificate_key {bad_key};\n\
+             ssl_protocols TLSv1.2;\n    location / {{ return 200 \"origin\\n\"; }}\n  }}\n}}\n",
             ip = topo.origin_ip,
             name = topo.origin_name,
             chain = full_chain.display(),
             key = leaf.key.display(),
+            bad_cert = bad_cert.display(),
+            bad_key = bad_key.display(),
         ),
     )
     .expect("nginx.conf");
@@ -183,7 +195,16 @@ impl Lab {
         let config = dir.join("server-side-sensord.toml");
         std::fs::write(&config, "[uprobe]\nrequest_heads = true\n").expect("sensord.toml");
         let config = config.display().to_string();
-        let daemon = Daemon::start(&["--cgroup", &cg, "--config", &config]);
+        // The origin's root is public, as its real CA would be: its own chain validates.
+        let public = root.cert.display().to_string();
+        let daemon = Daemon::start(&[
+            "--cgroup",
+            &cg,
+            "--config",
+            &config,
+            "--public-roots",
+            &public,
+        ]);
         Self {
             daemon,
             topo,
@@ -483,6 +504,9 @@ pub fn run(dir: &Path) -> Vec<Row> {
         &["client_rejected:unknown_ca"],
         true,
     ));
+    for path in [Path_::Mitmproxy, Path_::Squid] {
+        rows.push(invalid_upstream_row(&mut lab, path));
+    }
     rows.push(chromium_row(&mut lab));
     rows.push(clients_row(&lab));
     rows.push(population_row(&mut lab));
@@ -513,6 +537,63 @@ pub fn run(dir: &Path) -> Vec<Row> {
         lab.daemon.log.seen.join("\n") + "\n",
     );
     rows
+}
+
+/// curl (trusting the interceptors) through `path` to the origin's port with a self-signed
+/// certificate: the interceptor went on with it, so the origin's event grades it F
+/// (`accepts_invalid_certificate`).
+fn invalid_upstream_row(lab: &mut Lab, path: Path_) -> Row {
+    lab.settle();
+    let proxy = match path {
+        Path_::Mitmproxy => format!("http://{}:{}", lab.topo.middlebox_ip, lab.mitm.port),
+        _ => format!("http://{}:{}", lab.topo.middlebox_ip, lab.squid.port),
+    };
+    let completed = lab
+        .topo
+        .client
+        .command("curl")
+        .args(["-sS", "-o", "/dev/null", "--max-time", "15", "--cacert"])
+        .arg(&lab.trust_all)
+        .args(["-x", &proxy])
+        .arg(format!("https://{}:{INVALID}/", lab.topo.origin_name))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let src = lab.topo.middlebox_origin_ip.clone();
+    let event = lab.daemon.event(Duration::from_secs(20), |e| {
+        e["process"]["role"] == "server"
+            && e["src_addr"] == src.as_str()
+            && e["dst_port"] == INVALID
+    });
+    let name = if path == Path_::Mitmproxy {
+        "mitmproxy"
+    } else {
+        "squid"
+    };
+    let pass = completed
+        && event.as_ref().is_some_and(|e| {
+            e["verdict"] == "intercepted"
+                && reasons(e).contains(&format!("interceptor_fingerprint:{name}"))
+                && e["interceptor_grade"]["grade"] == "F"
+                && e["interceptor_grade"]["reasons"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|v| v == "accepts_invalid_certificate"))
+        });
+    Row {
+        scenario: format!("server side: {name} in front of a self-signed origin (TLS 1.2) / curl"),
+        expected: format!(
+            "intercepted [interceptor_fingerprint:{name}], upstream grade F \
+             (accepts_invalid_certificate); client completes"
+        ),
+        got: format!(
+            "{}; client {}",
+            describe(event.as_ref()),
+            if completed { "completed" } else { "failed" }
+        ),
+        pass,
+    }
 }
 
 /// Headless Chromium straight to the origin: every event of its connections (it may open
