@@ -159,6 +159,9 @@ pub struct Engine {
     request_heads: hashlink::LruCache<u64, crate::event::RequestHead>,
     /// Completed inbound flows waiting for their request head, by the server socket's cookie.
     awaiting_heads: hashlink::LinkedHashMap<u64, (u64, FlowKey)>,
+    /// Completed inbound TLS 1.3 flows held until they end (to tell whether the client ever
+    /// asked anything), by the server socket's cookie: a request head ends the wait.
+    held_inbound: std::collections::HashMap<u64, FlowKey>,
     now: u64,
 }
 
@@ -199,6 +202,7 @@ impl Engine {
             uprobe_bytes: 0,
             request_heads: hashlink::LruCache::new(UPROBE_SOCKETS),
             awaiting_heads: hashlink::LinkedHashMap::new(),
+            held_inbound: std::collections::HashMap::new(),
             now: 0,
         }
     }
@@ -296,7 +300,10 @@ impl Engine {
             self.stats.request_heads_dropped += 1;
         }
         self.request_heads.insert(cookie, head);
-        if let Some((_, key)) = self.awaiting_heads.remove(&cookie) {
+        // The client asked something: a flow waiting for its head, or held to see whether
+        // the client would ask anything, is reported now.
+        let waiting = self.awaiting_heads.remove(&cookie).map(|(_, key)| key);
+        if let Some(key) = waiting.or_else(|| self.held_inbound.remove(&cookie)) {
             self.close(&key);
         }
     }
@@ -389,12 +396,19 @@ impl Engine {
             && !flow.ended()
             && let Some(cookie) = flow.completed_inbound()
             && !self.request_heads.contains_key(&cookie)
+            && self.awaiting_heads.len() < self.limits.max_flows
         {
             if !self.awaiting_heads.contains_key(&cookie) {
                 let due = seg.ts_ns.saturating_add(self.limits.request_head_wait_ns);
                 self.awaiting_heads.insert(cookie, (due, key));
             }
             progress = Progress::Open;
+        } else if self.limits.request_head_wait_ns > 0
+            && progress == Progress::Open
+            && self.held_inbound.len() < self.limits.max_flows
+            && let Some(cookie) = flow.completed_inbound()
+        {
+            self.held_inbound.entry(cookie).or_insert(key);
         }
         if progress == Progress::Decided || not_tls {
             self.close(&key);
@@ -452,6 +466,7 @@ impl Engine {
         self.flows.clear();
         self.half_closed.clear();
         self.awaiting_heads.clear();
+        self.held_inbound.clear();
         self.buffered = 0;
     }
 
@@ -512,6 +527,7 @@ impl Engine {
                 self.stats.handshakes += 1;
                 if let Some(cookie) = hs.server_socket_cookie {
                     self.awaiting_heads.remove(&cookie);
+                    self.held_inbound.remove(&cookie);
                     if hs.socket_cookie.is_none() {
                         hs.request = self.request_heads.remove(&cookie);
                     }

@@ -638,7 +638,15 @@ fn a_flow_given_up_on_for_memory_says_so_in_its_event() {
 /// carrying how far it had received the client's stream. Returns the events reported before
 /// the close and those after.
 fn inbound_tls13(unseen_request: u32) -> (usize, Vec<Handshake>) {
-    let mut e = Engine::new(EngineLimits::default());
+    inbound_tls13_with(EngineLimits::default(), unseen_request, |_| {})
+}
+
+fn inbound_tls13_with(
+    limits: EngineLimits,
+    unseen_request: u32,
+    after_handshake: impl FnOnce(&mut Engine),
+) -> (usize, Vec<Handshake>) {
+    let mut e = Engine::new(limits);
     let at_server = |mut s: Segment<'static>, from_client: bool, done: bool| {
         s.attribution = Some(crate::capture::Attribution {
             cookie: 31,
@@ -673,6 +681,7 @@ fn inbound_tls13(unseen_request: u32) -> (usize, Vec<Handshake>) {
         false,
         true,
     ));
+    after_handshake(&mut e);
     let before = e.drain().count();
     let mut fin = at_server(
         seg(false, server_end + ticket.len() as u32, FIN | ACK, &[], 60),
@@ -817,4 +826,19 @@ fn a_completed_inbound_handshake_waits_for_its_request_head_and_keeps_only_line_
     assert_eq!(events.len(), 1);
     assert!(events[0].request.is_none());
     assert_eq!(e.stats().request_heads_missed, 1);
+}
+
+#[test]
+fn a_held_inbound_tls13_flow_is_reported_when_its_request_head_comes() {
+    // The client sent only its Finished before the kernel stopped forwarding: the flow is held
+    // to see whether it asks anything; the server's head says it did.
+    let limits = EngineLimits {
+        request_head_wait_ns: 500_000_000,
+        ..EngineLimits::default()
+    };
+    let (before, events) = inbound_tls13_with(limits, 120, |e| {
+        e.push_request_head(31, b"GET / HTTP/1.1\r\nUser-Agent: x/1\r\n\r\n");
+    });
+    assert_eq!(before, 1, "reported when the head came, not at the close");
+    assert!(events.is_empty());
 }

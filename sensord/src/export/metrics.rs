@@ -74,6 +74,22 @@ pub const ENGINE_HELP: &[(&str, &str)] = &[
         "uprobe_certs_expired",
         "Uprobe certificates forgotten: no handshake came for them",
     ),
+    (
+        "request_heads",
+        "Request heads an inbound TLS server read (SSL_read uprobe), taken by the engine",
+    ),
+    (
+        "request_heads_not_http",
+        "Request heads that were neither an HTTP/1 request line nor HTTP/2's preface",
+    ),
+    (
+        "request_heads_dropped",
+        "Request heads pushed out of a full store before their handshake was reported",
+    ),
+    (
+        "request_heads_missed",
+        "Completed inbound handshakes reported without a head after waiting for one",
+    ),
     ("verdicts", "Verdicts made"),
     (
         "verdict_cache_hits",
