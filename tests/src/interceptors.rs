@@ -103,17 +103,7 @@ impl Origin {
 
     /// The same, at `site`.
     pub fn start_at(dir: &Path, name: &str, site: Site<'_>) -> Self {
-        let root = pki::root(dir, &format!("{name} Public Root"), Key::Rsa(2048));
-        let inter = pki::issue(
-            dir,
-            &root,
-            &format!("{name} Issuing CA"),
-            Key::Rsa(2048),
-            true,
-            &[],
-        );
-        let leaf = pki::issue(dir, &inter, name, Key::P256, false, &[name]);
-        let chain = pki::bundle(dir, &format!("{name}.chain.pem"), &[&inter]);
+        let pki::OriginPki { root, leaf, chain } = pki::origin(dir, name);
         let port = site.port();
         let proc = serve(site, port, &leaf, &chain);
         Self {

@@ -235,3 +235,27 @@ pub fn bundle(dir: &Path, name: &str, parts: &[&Issued]) -> PathBuf {
     std::fs::write(&path, text).expect("writing the bundle");
     path
 }
+
+/// An origin's certificates as a public CA would issue them: a root, an issuing CA and a leaf
+/// for `name` (P-256), and the intermediate as a chain file.
+pub struct OriginPki {
+    pub root: Issued,
+    pub leaf: Issued,
+    /// The intermediate, PEM: what the server sends after its leaf.
+    pub chain: PathBuf,
+}
+
+pub fn origin(dir: &Path, name: &str) -> OriginPki {
+    let root = root(dir, &format!("{name} Public Root"), Key::Rsa(2048));
+    let inter = issue(
+        dir,
+        &root,
+        &format!("{name} Issuing CA"),
+        Key::Rsa(2048),
+        true,
+        &[],
+    );
+    let leaf = issue(dir, &inter, name, Key::P256, false, &[name]);
+    let chain = bundle(dir, &format!("{name}.chain.pem"), &[&inter]);
+    OriginPki { root, leaf, chain }
+}

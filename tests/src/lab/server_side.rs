@@ -41,6 +41,21 @@ const POPULATION: u16 = 9443;
 /// an interceptor that goes on there accepts invalid certificates.
 const INVALID: u16 = 10443;
 
+/// Run a command quietly: whether it succeeded.
+trait Succeeds {
+    fn succeeds(&mut self) -> bool;
+}
+
+impl Succeeds for Command {
+    fn succeeds(&mut self) -> bool {
+        self.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
 /// How a row's client reaches the origin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path_ {
@@ -149,17 +164,7 @@ impl Lab {
     fn start(dir: &Path) -> Self {
         let topo = Topology::new("origin.lab.test");
         let name = topo.origin_name.clone();
-        let root = pki::root(dir, &format!("{name} Public Root"), Key::Rsa(2048));
-        let inter = pki::issue(
-            dir,
-            &root,
-            &format!("{name} Issuing CA"),
-            Key::Rsa(2048),
-            true,
-            &[],
-        );
-        let leaf = pki::issue(dir, &inter, &name, Key::P256, false, &[&name]);
-        let chain = pki::bundle(dir, "origin-intermediate.pem", &[&inter]);
+        let pki::OriginPki { root, leaf, chain } = pki::origin(dir, &name);
         let cgroup = TestCgroup::new("lab-origin");
         let nginx = nginx(dir, &topo, &cgroup, &leaf, &chain);
         let mbox = Site {
@@ -281,6 +286,16 @@ impl Lab {
     fn inbound_from(&mut self, src: &str, timeout: Duration) -> Option<Value> {
         self.daemon.event(timeout, |e| {
             e["process"]["role"] == "server" && e["src_addr"] == src
+        })
+    }
+
+    /// The next inbound event from the middlebox (an interceptor) to the origin's `port`.
+    fn through_middlebox_to(&mut self, port: u16) -> Option<Value> {
+        let src = self.topo.middlebox_origin_ip.clone();
+        self.daemon.event(Duration::from_secs(20), |e| {
+            e["process"]["role"] == "server"
+                && e["src_addr"] == src.as_str()
+                && e["dst_port"] == port
         })
     }
 
@@ -534,17 +549,8 @@ fn invalid_upstream_row(lab: &mut Lab, path: Path_) -> Row {
         .arg(&lab.trust_all)
         .args(["-x", &proxy])
         .arg(format!("https://{}:{INVALID}/", lab.topo.origin_name))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let src = lab.topo.middlebox_origin_ip.clone();
-    let event = lab.daemon.event(Duration::from_secs(20), |e| {
-        e["process"]["role"] == "server"
-            && e["src_addr"] == src.as_str()
-            && e["dst_port"] == INVALID
-    });
+        .succeeds();
+    let event = lab.through_middlebox_to(INVALID);
     let name = if path == Path_::Mitmproxy {
         "mitmproxy"
     } else {
@@ -654,12 +660,7 @@ fn population_row(lab: &mut Lab) -> Row {
                 lab.topo.origin_name, lab.topo.middlebox_ip, lab.unknown_box.0
             ));
         }
-        c.arg(&url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        c.arg(&url).succeeds()
     };
     let mut learned = 0;
     for i in 0..10 {
@@ -672,11 +673,7 @@ fn population_row(lab: &mut Lab) -> Row {
                 .args(["-c", PY_CLIENT, &url])
                 .arg(&lab.trust_all)
                 .arg("1.3")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
+                .succeeds()
         };
         let src = lab.topo.client_ip.clone();
         if ok && lab.inbound_from(&src, Duration::from_secs(20)).is_some() {
@@ -689,12 +686,7 @@ fn population_row(lab: &mut Lab) -> Row {
         if curl(lab, true) {
             through += 1;
         }
-        let src = lab.topo.middlebox_origin_ip.clone();
-        last = lab.daemon.event(Duration::from_secs(20), |e| {
-            e["process"]["role"] == "server"
-                && e["src_addr"] == src.as_str()
-                && e["dst_port"] == POPULATION
-        });
+        last = lab.through_middlebox_to(POPULATION);
     }
     let got = last.as_ref().map(reasons).unwrap_or_default();
     // One more through the box, with a browser's User-Agent: the request says Chrome, the
@@ -722,17 +714,8 @@ fn population_row(lab: &mut Lab) -> Row {
             lab.topo.origin_name, lab.topo.middlebox_ip, lab.unknown_box.0
         ))
         .arg(&url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let src = lab.topo.middlebox_origin_ip.clone();
-    let ua_event = lab.daemon.event(Duration::from_secs(20), |e| {
-        e["process"]["role"] == "server"
-            && e["src_addr"] == src.as_str()
-            && e["dst_port"] == POPULATION
-    });
+        .succeeds();
+    let ua_event = lab.through_middlebox_to(POPULATION);
     let ua_pass = ua_ok
         && ua_event.as_ref().is_some_and(|e| {
             e["verdict"] == "intercepted"
