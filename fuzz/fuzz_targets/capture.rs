@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut engine = Engine::new(EngineLimits::default());
     for _ in 0..10_000 {
-        match reader.read(64, &mut |seg| engine.push(seg)) {
+        match reader.read(64, &mut |p| engine.push_packet(p)) {
             Ok(true) => continue,
             _ => break,
         }

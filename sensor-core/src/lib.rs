@@ -15,6 +15,7 @@ pub mod event;
 pub mod filter;
 pub mod http;
 pub mod probe;
+pub mod quic;
 pub mod reassembly;
 pub mod timestamp;
 pub mod tls;

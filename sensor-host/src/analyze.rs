@@ -77,8 +77,8 @@ pub fn analyze_file(
     let mut last_ts = 0u64;
     let result = loop {
         let more = reader.read(4096, &mut |seg| {
-            last_ts = last_ts.max(seg.ts_ns);
-            engine.push(seg);
+            last_ts = last_ts.max(seg.ts_ns());
+            engine.push_packet(seg);
         });
         engine.advance(last_ts);
         write_all(&mut engine, format, out, each)?;

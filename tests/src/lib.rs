@@ -12,6 +12,7 @@ pub mod load;
 pub mod mtls;
 pub mod netns;
 pub mod pki;
+pub mod quic;
 
 use std::{
     io::{BufRead as _, BufReader},

@@ -1,7 +1,8 @@
 //! `sensorctl analyze` on the captures under tests/fixtures/, made by real clients and servers
 //! (see src/bin/make-fixtures.rs): each handshake the generator made is found with the facts
 //! the generator knows, and the fingerprints agree with independent implementations (tshark
-//! for JA3/JA3S, the `ja4plus` package for JA4).
+//! for JA3/JA3S and QUIC's Initial packets, the `ja4plus` package for JA4, QUIC's `q` prefix
+//! included).
 
 use std::{
     collections::HashMap,
@@ -56,6 +57,9 @@ fn every_fixture_handshake_is_found_with_its_facts() {
                             .collect(),
                     ),
                     "ocsp_sha256" => ev["ocsp_staple"]["sha256"].clone(),
+                    "quic_version" => ev["quic"]["version"].clone(),
+                    "quic_first_version" => ev["quic"]["first_version"].clone(),
+                    "quic_retry" => ev["quic"]["retry"].clone(),
                     other => ev[other].clone(),
                 };
                 assert_eq!(
@@ -123,6 +127,65 @@ fn ja3_and_ja3s_agree_with_tshark() {
         }
     }
     assert!(compared >= 30, "only {compared} fingerprints compared");
+}
+
+/// tshark decrypts QUIC's Initial packets on its own (its QUIC dissector): for every
+/// ClientHello it finds in the QUIC fixtures, the event of the same client port has the same
+/// server name, offered ALPN, QUIC version and JA3.
+#[test]
+fn quic_handshakes_agree_with_tshark() {
+    let mut compared = 0;
+    for (capture, facts) in fixtures() {
+        let quic = facts["handshakes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["transport"] == "quic");
+        if !quic {
+            continue;
+        }
+        let events = analyze(&capture);
+        let out = Command::new("tshark")
+            .arg("-r")
+            .arg(&capture)
+            .args(["-Y", "quic && tls.handshake.type==1", "-T", "fields"])
+            .args(["-e", "udp.srcport", "-e", "quic.version"])
+            .args(["-e", "tls.handshake.extensions_server_name"])
+            .args(["-e", "tls.handshake.extensions_alpn_str"])
+            .args(["-e", "tls.handshake.ja3"])
+            .output()
+            .expect("tshark (cargo xtask setup installs it)");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            let [port, version, sni, alpn, ja3] = f[..] else {
+                panic!("{}: tshark printed {line:?}", capture.display());
+            };
+            let port: u64 = port.parse().unwrap();
+            let ev = events
+                .iter()
+                .find(|e| e["src_port"].as_u64() == Some(port))
+                .unwrap_or_else(|| panic!("{}: no event for port {port}", capture.display()));
+            let version = match version.split(',').next().unwrap() {
+                "0x00000001" => "1",
+                "0x6b3343cf" => "2",
+                other => panic!("tshark's QUIC version {other}"),
+            };
+            assert_eq!(ev["transport"], "quic");
+            assert_eq!(ev["quic"]["first_version"], version, "port {port}");
+            assert_eq!(ev["server_name"], sni, "port {port}");
+            let ours: Vec<&str> = ev["client_alpn"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            assert_eq!(ours.join(","), alpn, "port {port}");
+            assert_eq!(ev["ja3"], ja3, "port {port}");
+            assert!(ev["ja4"].as_str().unwrap().starts_with('q'), "{ev}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 4, "only {compared} QUIC handshakes compared");
 }
 
 /// (port, value) pairs of a field for the packets matching `filter`.

@@ -44,14 +44,15 @@ fn members() -> Vec<(String, PathBuf)> {
 }
 
 /// Every module of a crate that lives in a file of its own: `a`, `a::b` (not the crate roots,
-/// `tests.rs` test modules, or the programs under `src/bin`).
+/// `tests.rs` test modules and theirs, or the programs under `src/bin`).
 fn modules(src: &Path) -> BTreeSet<String> {
     fn walk(dir: &Path, prefix: &[String], out: &mut BTreeSet<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
             if path.is_dir() {
-                if prefix.is_empty() && name == "bin" {
+                // Programs, and the test modules of a `tests.rs` (`tests/quic.rs`).
+                if (prefix.is_empty() && name == "bin") || name == "tests" {
                     continue;
                 }
                 let mut p = prefix.to_vec();

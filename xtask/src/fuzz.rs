@@ -19,6 +19,7 @@ pub const TARGETS: &[&str] = &[
     "grpc_authority",
     "host",
     "http_head",
+    "quic",
 ];
 
 /// Run each target (or the one named) for `seconds`. The capture target's corpus starts from

@@ -1,8 +1,8 @@
-//! What sources of TCP segments produce, and the pure parsers behind them: capture files
+//! What sources of TCP segments and UDP datagrams produce, and the pure parsers behind them: capture files
 //! ([`pcap`], [`packet`]), the kernel tap's ring records ([`ring`]) and the uprobe's
 //! certificate chunks ([`certs`]).
 //!
-//! Every source turns what it reads into [`Segment`]s for the analysis
+//! Every source turns what it reads into [`Segment`]s and [`Datagram`]s for the analysis
 //! [`engine`](crate::engine), which never learns where a segment came from.
 
 pub mod certs;
@@ -59,6 +59,43 @@ pub struct Segment<'a> {
     pub received: Received,
     /// Present for segments from the kernel tap.
     pub attribution: Option<Attribution>,
+}
+
+/// One UDP datagram, or the part of it the source captured.
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    /// Nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub payload: &'a [u8],
+    /// Payload bytes that followed `payload` in the datagram but were not captured.
+    pub missing: u32,
+    /// Present for datagrams from the kernel tap.
+    pub attribution: Option<Attribution>,
+}
+
+/// What a source hands the engine: a TCP segment or a UDP datagram.
+#[derive(Clone, Copy, Debug)]
+pub enum Packet<'a> {
+    Tcp(Segment<'a>),
+    Udp(Datagram<'a>),
+}
+
+impl Packet<'_> {
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Packet::Tcp(s) => s.ts_ns,
+            Packet::Udp(d) => d.ts_ns,
+        }
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        match self {
+            Packet::Tcp(s) => s.payload,
+            Packet::Udp(d) => d.payload,
+        }
+    }
 }
 
 /// How far a TCP receiver had taken a direction's stream when the segment passed: the next

@@ -1,13 +1,14 @@
-//! One captured frame to a [`Segment`], for the link types capture files use. Pure.
+//! One captured frame to a [`Packet`] (a TCP segment or a UDP datagram), for the link types
+//! capture files use. Pure.
 //!
-//! IP and TCP are parsed with etherparse's lax slicer, which keeps what it can of a packet cut
+//! IP, TCP and UDP are parsed with etherparse's lax slicer, which keeps what it can of a packet cut
 //! by the capture's snap length; the cut part is reported as `missing`.
 
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
-use super::{Received, Segment};
+use super::{Datagram, Packet, Received, Segment};
 use sensor_common::tcp_flags;
 
 /// Link types (LINKTYPE_* values of pcap and pcapng) this reader understands.
@@ -32,15 +33,15 @@ pub enum Skip {
     UnsupportedLinkType,
     /// Not IPv4 or IPv6 (ARP, LLDP...).
     NotIp,
-    /// IP, but not TCP (or a later fragment).
-    NotTcp,
+    /// IP, but neither TCP nor UDP (or a later fragment).
+    NotTcpOrUdp,
     /// Headers cut short or inconsistent.
     Malformed,
 }
 
 /// Decode a frame of link type `link` captured at `ts_ns` (epoch ns). `orig_len` is the
 /// frame's length on the wire; bytes past `data` are reported as missing payload.
-pub fn decode(link: i32, data: &[u8], orig_len: usize, ts_ns: u64) -> Result<Segment<'_>, Skip> {
+pub fn decode(link: i32, data: &[u8], orig_len: usize, ts_ns: u64) -> Result<Packet<'_>, Skip> {
     let (sliced, l2_len) = match link {
         linktype::ETHERNET => (
             LaxSlicedPacket::from_ethernet(data).map_err(|_| Skip::Malformed)?,
@@ -108,16 +109,27 @@ pub fn decode(link: i32, data: &[u8], orig_len: usize, ts_ns: u64) -> Result<Seg
         LaxNetSlice::Arp(_) => return Err(Skip::NotIp),
     };
     if fragmented {
-        return Err(Skip::NotTcp);
+        return Err(Skip::NotTcpOrUdp);
     }
-    let Some(TransportSlice::Tcp(tcp)) = sliced.transport.as_ref() else {
-        return Err(Skip::NotTcp);
-    };
-    // Bytes of the IP packet that the capture did not keep: all of them TCP payload, since the
-    // TCP header parsed.
+    // Bytes of the IP packet that the capture did not keep: all of them payload, since the
+    // transport header parsed.
     let ip_captured = data.len().saturating_sub(l2_len);
     let ip_on_wire = declared_ip_len.min(orig_len.saturating_sub(l2_len));
     let missing = ip_on_wire.saturating_sub(ip_captured);
+    let tcp = match sliced.transport.as_ref() {
+        Some(TransportSlice::Tcp(tcp)) => tcp,
+        Some(TransportSlice::Udp(udp)) => {
+            return Ok(Packet::Udp(Datagram {
+                ts_ns,
+                src: SocketAddr::new(src_ip, udp.source_port()),
+                dst: SocketAddr::new(dst_ip, udp.destination_port()),
+                payload: udp.payload(),
+                missing: u32::try_from(missing).unwrap_or(u32::MAX),
+                attribution: None,
+            }));
+        }
+        _ => return Err(Skip::NotTcpOrUdp),
+    };
     let mut flags = 0u8;
     for (set, bit) in [
         (tcp.fin(), tcp_flags::FIN),
@@ -130,7 +142,7 @@ pub fn decode(link: i32, data: &[u8], orig_len: usize, ts_ns: u64) -> Result<Seg
             flags |= bit;
         }
     }
-    Ok(Segment {
+    Ok(Packet::Tcp(Segment {
         ts_ns,
         src: SocketAddr::new(src_ip, tcp.source_port()),
         dst: SocketAddr::new(dst_ip, tcp.destination_port()),
@@ -143,12 +155,34 @@ pub fn decode(link: i32, data: &[u8], orig_len: usize, ts_ns: u64) -> Result<Seg
             from_dst: tcp.ack().then(|| tcp.acknowledgment_number()),
         },
         attribution: None,
-    })
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode_tcp(link: i32, data: &[u8], orig_len: usize, ts: u64) -> Result<Segment<'_>, Skip> {
+        match decode(link, data, orig_len, ts)? {
+            Packet::Tcp(seg) => Ok(seg),
+            Packet::Udp(_) => Err(Skip::NotTcpOrUdp),
+        }
+    }
+
+    #[test]
+    fn a_udp_datagram_keeps_its_ports_and_payload() {
+        let builder =
+            etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(5000, 443);
+        let mut ip = Vec::new();
+        builder.write(&mut ip, b"quic").unwrap();
+        let Ok(Packet::Udp(d)) = decode(linktype::RAW, &ip[..ip.len() - 1], ip.len(), 3) else {
+            panic!("not a datagram");
+        };
+        assert_eq!(
+            (d.src.port(), d.dst.port(), d.payload, d.missing),
+            (5000, 443, &b"qui"[..], 1)
+        );
+    }
 
     /// An IPv4/TCP packet with the given payload, built with etherparse.
     fn ipv4_tcp(payload: &[u8]) -> Vec<u8> {
@@ -187,7 +221,7 @@ mod tests {
             (linktype::LOOP, &null_be),
         ] {
             let seg =
-                decode(link, frame, frame.len(), 7).unwrap_or_else(|e| panic!("{link}: {e:?}"));
+                decode_tcp(link, frame, frame.len(), 7).unwrap_or_else(|e| panic!("{link}: {e:?}"));
             assert_eq!(seg.payload, b"hello", "link type {link}");
             assert_eq!(seg.src, "10.0.0.1:40000".parse().unwrap());
             assert_eq!(seg.dst, "10.0.0.2:443".parse().unwrap());
@@ -201,7 +235,7 @@ mod tests {
     fn a_frame_cut_by_the_snap_length_reports_what_is_missing() {
         let ip = ipv4_tcp(&[7u8; 100]);
         let cut = &ip[..ip.len() - 30];
-        let seg = decode(linktype::RAW, cut, ip.len(), 0).unwrap();
+        let seg = decode_tcp(linktype::RAW, cut, ip.len(), 0).unwrap();
         assert_eq!(seg.payload.len(), 70);
         assert_eq!(seg.missing, 30);
     }
@@ -209,13 +243,13 @@ mod tests {
     #[test]
     fn garbage_is_skipped() {
         assert_eq!(
-            decode(linktype::ETHERNET, &[1, 2, 3], 3, 0).err(),
+            decode_tcp(linktype::ETHERNET, &[1, 2, 3], 3, 0).err(),
             Some(Skip::Malformed)
         );
         assert_eq!(
-            decode(9999, &[0; 40], 40, 0).err(),
+            decode_tcp(9999, &[0; 40], 40, 0).err(),
             Some(Skip::UnsupportedLinkType)
         );
-        assert!(decode(linktype::RAW, &[0x45; 60], 60, 0).is_err());
+        assert!(decode_tcp(linktype::RAW, &[0x45; 60], 60, 0).is_err());
     }
 }

@@ -1,4 +1,5 @@
-//! Capture files: pcap and pcapng, through pcap-parser, as a stream of [`Segment`]s.
+//! Capture files: pcap and pcapng, through pcap-parser, as a stream of [`Packet`]s (TCP segments
+//! and UDP datagrams).
 //!
 //! The reader streams: it holds one buffer of bounded size whatever the file's size. It reads
 //! from any `Read` (a file, or bytes in memory for tests and fuzzing).
@@ -12,7 +13,7 @@ use pcap_parser::{
 use serde::Serialize;
 
 use super::{
-    Segment,
+    Packet,
     packet::{self, Skip},
 };
 
@@ -38,8 +39,9 @@ pub enum CaptureError {
 pub struct CaptureStats {
     pub packets: u64,
     pub tcp_segments: u64,
+    pub udp_datagrams: u64,
     pub not_ip: u64,
-    pub not_tcp: u64,
+    pub not_tcp_or_udp: u64,
     pub malformed: u64,
     pub unsupported_link_type: u64,
     /// Bytes read from the file so far.
@@ -55,7 +57,7 @@ struct Interface {
     offset: i64,
 }
 
-/// Streams a capture file's TCP segments.
+/// Streams a capture file's TCP segments and UDP datagrams.
 pub struct CaptureReader<'r> {
     inner: Box<dyn PcapReaderIterator + Send + 'r>,
     state: State,
@@ -88,12 +90,12 @@ impl<'r> CaptureReader<'r> {
         self.state.stats
     }
 
-    /// Read up to `max_packets` packets, handing each TCP segment to `sink`. Returns false once
-    /// the capture is over.
+    /// Read up to `max_packets` packets, handing each TCP segment and UDP datagram to `sink`.
+    /// Returns false once the capture is over.
     pub fn read(
         &mut self,
         max_packets: usize,
-        sink: &mut dyn FnMut(&Segment<'_>),
+        sink: &mut dyn FnMut(&Packet<'_>),
     ) -> Result<bool, CaptureError> {
         let mut handled = 0;
         while !self.done && handled < max_packets {
@@ -132,7 +134,7 @@ fn corrupt(state: &State, e: &PcapError<&[u8]>) -> CaptureError {
 }
 
 impl State {
-    fn block(&mut self, block: PcapBlockOwned<'_>, sink: &mut dyn FnMut(&Segment<'_>)) {
+    fn block(&mut self, block: PcapBlockOwned<'_>, sink: &mut dyn FnMut(&Packet<'_>)) {
         match block {
             PcapBlockOwned::LegacyHeader(h) => {
                 let resolution = if h.is_nanosecond_precision() {
@@ -197,16 +199,19 @@ impl State {
         data: &[u8],
         orig_len: usize,
         ts: u64,
-        sink: &mut dyn FnMut(&Segment<'_>),
+        sink: &mut dyn FnMut(&Packet<'_>),
     ) {
         self.stats.packets += 1;
         match packet::decode(link, data, orig_len.max(data.len()), ts) {
-            Ok(seg) => {
-                self.stats.tcp_segments += 1;
-                sink(&seg);
+            Ok(p) => {
+                match p {
+                    Packet::Tcp(_) => self.stats.tcp_segments += 1,
+                    Packet::Udp(_) => self.stats.udp_datagrams += 1,
+                }
+                sink(&p);
             }
             Err(Skip::NotIp) => self.stats.not_ip += 1,
-            Err(Skip::NotTcp) => self.stats.not_tcp += 1,
+            Err(Skip::NotTcpOrUdp) => self.stats.not_tcp_or_udp += 1,
             Err(Skip::Malformed) => self.stats.malformed += 1,
             Err(Skip::UnsupportedLinkType) => self.stats.unsupported_link_type += 1,
         }
@@ -269,7 +274,7 @@ mod tests {
         let mut r = CaptureReader::new(&file[..]).unwrap();
         let mut seen = Vec::new();
         while r
-            .read(1, &mut |s| seen.push((s.ts_ns, s.payload.to_vec())))
+            .read(1, &mut |s| seen.push((s.ts_ns(), s.payload().to_vec())))
             .unwrap()
         {}
         assert_eq!(
@@ -320,7 +325,7 @@ mod tests {
         let read = |file: Vec<u8>| {
             let mut r = CaptureReader::new(&file[..]).unwrap();
             let mut ts = Vec::new();
-            while r.read(10, &mut |s| ts.push(s.ts_ns)).unwrap() {}
+            while r.read(10, &mut |s| ts.push(s.ts_ns())).unwrap() {}
             ts
         };
         // Microseconds (tsresol 6).

@@ -17,7 +17,7 @@ use hashlink::LinkedHashMap;
 use serde::Serialize;
 
 use crate::{
-    capture::Segment,
+    capture::{Datagram, Packet, Segment},
     event::{ChainSource, Handshake},
     reassembly::StreamLimits,
     tls::record::ReaderLimits,
@@ -110,15 +110,26 @@ pub struct EngineStats {
     pub request_heads_dropped: u64,
     /// Completed inbound handshakes reported without a head after waiting for one.
     pub request_heads_missed: u64,
+    /// UDP datagrams taken.
+    pub datagrams: u64,
+    /// UDP datagrams of no QUIC flow that did not open one (not a client's first Initial).
+    pub datagrams_not_quic: u64,
+    /// QUIC flows opened by a client's Initial packet.
+    pub quic_flows: u64,
 }
 
-/// Both endpoints of a flow, lower first, so that both directions map to one key.
+/// Both endpoints of a flow, lower first, so that both directions map to one key, and
+/// whether it is UDP (QUIC) or TCP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct FlowKey([SocketAddr; 2]);
+struct FlowKey {
+    ends: [SocketAddr; 2],
+    udp: bool,
+}
 
 impl FlowKey {
-    fn of(a: SocketAddr, b: SocketAddr) -> Self {
-        if a <= b { Self([a, b]) } else { Self([b, a]) }
+    fn of(a: SocketAddr, b: SocketAddr, udp: bool) -> Self {
+        let ends = if a <= b { [a, b] } else { [b, a] };
+        Self { ends, udp }
     }
 }
 
@@ -342,7 +353,7 @@ impl Engine {
         self.stats.segments += 1;
         self.stats.payload_bytes += seg.payload.len() as u64;
         self.now = self.now.max(seg.ts_ns);
-        let key = FlowKey::of(seg.src, seg.dst);
+        let key = FlowKey::of(seg.src, seg.dst, false);
         // A new connection on a 4-tuple that was used before (ports are reused quickly on
         // loopback): a SYN, or the first segment the kernel saw on a socket, after the old
         // connection's flow was reported.
@@ -376,7 +387,7 @@ impl Engine {
                 self.make_room();
                 self.stats.flows_created += 1;
                 self.flows
-                    .insert(key, Slot::Live(Box::new(Flow::new(key.0, &self.limits))));
+                    .insert(key, Slot::Live(Box::new(Flow::new(key.ends, &self.limits))));
                 match self.flows.get_mut(&key) {
                     Some(Slot::Live(flow)) => flow,
                     _ => return,
@@ -416,6 +427,65 @@ impl Engine {
             flow.half_close_queued = true;
             let due = seg.ts_ns.saturating_add(self.limits.half_close_timeout_ns);
             self.half_closed.push_back((due, key));
+        }
+        self.expire_half_closed();
+        while self.buffered > self.limits.max_buffered_bytes {
+            if !self.evict_oldest() {
+                break;
+            }
+            self.stats.flows_evicted_memory += 1;
+        }
+    }
+
+    /// Take one packet: a TCP segment or a UDP datagram.
+    pub fn push_packet(&mut self, packet: &Packet<'_>) {
+        match packet {
+            Packet::Tcp(seg) => self.push(seg),
+            Packet::Udp(d) => self.push_datagram(d),
+        }
+    }
+
+    /// Take one UDP datagram. A datagram that opens like a client's first QUIC Initial
+    /// (versions 1 and 2) starts a flow; the flow's later datagrams, both ways, are read as
+    /// QUIC. Other UDP is counted and dropped.
+    pub fn push_datagram(&mut self, d: &Datagram<'_>) {
+        self.stats.datagrams += 1;
+        self.stats.payload_bytes += d.payload.len() as u64;
+        self.now = self.now.max(d.ts_ns);
+        let key = FlowKey::of(d.src, d.dst, true);
+        match self.flows.to_back(&key) {
+            Some(Slot::Done { last_ts }) => {
+                *last_ts = (*last_ts).max(d.ts_ns);
+                return;
+            }
+            Some(Slot::Live(_)) => {}
+            None => {
+                let len = d.payload.len() + d.missing as usize;
+                let Some(version) = crate::quic::packet::opens_quic(d.payload, len) else {
+                    self.stats.datagrams_not_quic += 1;
+                    return;
+                };
+                let Ok(first) = crate::quic::packet::parse(d.payload) else {
+                    self.stats.datagrams_not_quic += 1;
+                    return;
+                };
+                self.make_room();
+                self.stats.flows_created += 1;
+                self.stats.quic_flows += 1;
+                let client = usize::from(d.src != key.ends[0]);
+                let flow = Flow::new_quic(key.ends, &self.limits, client, version, first.dcid);
+                self.flows.insert(key, Slot::Live(Box::new(flow)));
+            }
+        }
+        let Some(Slot::Live(flow)) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let before = flow.buffered();
+        let progress = flow.push_datagram(d, &self.limits);
+        let after = flow.buffered();
+        self.buffered = (self.buffered + after).saturating_sub(before);
+        if progress == Progress::Decided {
+            self.close(&key);
         }
         self.expire_half_closed();
         while self.buffered > self.limits.max_buffered_bytes {

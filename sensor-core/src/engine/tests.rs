@@ -1,6 +1,8 @@
 //! The engine on hostile input: every case ends with counters or a `malformed` reason,
 //! bounded memory, and no panic; the rest of the table keeps working.
 
+mod quic;
+
 use std::net::SocketAddr;
 
 use super::*;
@@ -37,7 +39,7 @@ fn record(ty: u8, body: &[u8]) -> Vec<u8> {
 }
 
 /// A minimal, well-formed ClientHello with an SNI.
-fn client_hello(sni: &str) -> Vec<u8> {
+pub(super) fn client_hello(sni: &str) -> Vec<u8> {
     let mut sni_ext = Vec::new();
     let name = sni.as_bytes();
     sni_ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
@@ -250,7 +252,7 @@ fn a_close_reports_at_once() {
 }
 
 /// A TLS 1.3 ServerHello (supported_versions 0x0304) choosing TLS_AES_128_GCM_SHA256.
-fn server_hello_tls13() -> Vec<u8> {
+pub(super) fn server_hello_tls13() -> Vec<u8> {
     let mut body = vec![3, 3];
     body.extend_from_slice(&[9; 32]);
     body.push(0);

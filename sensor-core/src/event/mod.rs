@@ -105,6 +105,38 @@ impl TlsVersion {
 }
 
 named_enum! {
+    /// What carried a handshake.
+    #[derive(Default)]
+    pub enum Transport {
+        #[default]
+        Tcp => "tcp",
+        /// QUIC over UDP: the handshake is in the Initial packets' CRYPTO frames.
+        Quic => "quic",
+    }
+}
+
+/// What a QUIC connection showed besides its TLS handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuicSummary {
+    /// The version the connection went on in: the server's Initial packets' (the client's
+    /// when the server's were not seen).
+    pub version: crate::quic::QuicVersion,
+    /// The version of the client's first Initial; a server may answer in another one
+    /// (compatible version negotiation, RFC 9368).
+    pub first_version: crate::quic::QuicVersion,
+    /// The server answered with a Retry; the client's next Initial used the Retry's
+    /// connection ID (and keys).
+    pub retry: bool,
+    /// The server answered with a Version Negotiation packet.
+    pub version_negotiation: bool,
+    /// The client sent 0-RTT packets (early data, encrypted with a resumed session's keys).
+    pub zero_rtt: bool,
+    /// Initial packets that did not decrypt: a receiver drops them too (corrupt, injected,
+    /// or protected with keys the sensor does not know).
+    pub initial_packets_dropped: u32,
+}
+
+named_enum! {
     /// Which end of a flow a local process is.
     pub enum Role {
         Client => "client",
@@ -438,6 +470,10 @@ pub struct Handshake {
     /// What the client offered, for the probe.
     #[serde(skip)]
     pub client_offer: Option<ClientOffer>,
+    /// TCP, or QUIC over UDP.
+    pub transport: Transport,
+    /// What QUIC showed, for a QUIC handshake.
+    pub quic: Option<QuicSummary>,
 }
 
 /// What the verdict engine decided about an event.

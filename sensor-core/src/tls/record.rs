@@ -49,6 +49,12 @@ named_enum! {
         /// (dropped), more ALPN protocols than it keeps (cut), a certificate's names over
         /// their bounds (cut, the certificate marked `names_cut`).
         OversizedField => "oversized_field",
+        /// A QUIC packet whose header does not parse (after the datagram's first packet).
+        BadQuicHeader => "bad_quic_header",
+        /// A decrypted QUIC Initial packet whose frames do not parse or are not allowed there.
+        BadQuicFrame => "bad_quic_frame",
+        /// A QUIC CRYPTO frame beyond the offsets a handshake uses.
+        QuicCryptoOffset => "quic_crypto_offset",
     }
 }
 
@@ -184,6 +190,17 @@ impl RecordReader {
             sink(TlsEvent::Malformed(Malformed::Gap));
             self.stop();
         }
+    }
+
+    /// Feed the next bytes of a stream of bare handshake messages: QUIC's CRYPTO stream
+    /// carries them without TLS records.
+    pub fn feed_handshake(&mut self, data: &[u8], sink: &mut dyn FnMut(TlsEvent<'_>)) {
+        if self.mode == Mode::Stopped || data.is_empty() {
+            return;
+        }
+        self.mode = Mode::Records;
+        self.saw_records = true;
+        self.handshake_bytes(data, sink);
     }
 
     /// Feed the next bytes of the stream.

@@ -103,6 +103,12 @@ pub fn event(r: &StoredEvent, count: u64) -> pb::Event {
             }
         }),
         idle_after_handshake: h.idle_after_handshake,
+        transport: h.transport.to_string(),
+        quic_version: h
+            .quic
+            .as_ref()
+            .map(|q| q.version.to_string())
+            .unwrap_or_default(),
     }
 }
 

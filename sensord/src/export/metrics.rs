@@ -90,6 +90,15 @@ pub const ENGINE_HELP: &[(&str, &str)] = &[
         "request_heads_missed",
         "Completed inbound handshakes reported without a head after waiting for one",
     ),
+    ("datagrams", "UDP datagrams the engine took"),
+    (
+        "datagrams_not_quic",
+        "UDP datagrams of no QUIC flow that did not open one",
+    ),
+    (
+        "quic_flows",
+        "QUIC flows opened by a client's Initial packet",
+    ),
     ("verdicts", "Verdicts made"),
     (
         "verdict_cache_hits",

@@ -16,7 +16,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use base64::Engine as _;
 use sensor_core::{
-    event::{ClientOutcome, Event, Reason, Role, Severity, TlsVersion, Verdict},
+    event::{ClientOutcome, Event, Reason, Role, Severity, TlsVersion, Transport, Verdict},
     tls::hello::cipher_name,
     x509::{CertSummary, NameParts},
 };
@@ -82,10 +82,10 @@ fn x509(c: &CertSummary) -> Value {
     })
 }
 
-/// The Community ID (version 1, seed 0) of a TCP flow: the same for both directions, so a
-/// SIEM joins this event with Zeek's, Suricata's and a firewall's records of the connection.
-/// See <https://github.com/corelight/community-id-spec>.
-pub fn community_id(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Option<String> {
+/// The Community ID (version 1, seed 0) of a TCP (`proto` 6) or UDP (17) flow: the same for
+/// both directions, so a SIEM joins this event with Zeek's, Suricata's and a firewall's
+/// records of the connection. See <https://github.com/corelight/community-id-spec>.
+pub fn community_id(proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Option<String> {
     fn bytes(ip: IpAddr) -> Vec<u8> {
         match ip {
             IpAddr::V4(a) => a.octets().to_vec(),
@@ -105,7 +105,7 @@ pub fn community_id(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Option<
     h.update(0u16.to_be_bytes());
     h.update(&a);
     h.update(&b);
-    h.update([6, 0]);
+    h.update([proto, 0]);
     h.update(ap.to_be_bytes());
     h.update(bp.to_be_bytes());
     Some(format!(
@@ -193,8 +193,12 @@ fn event(e: &Event) -> Value {
                 .collect()
         })
         .unwrap_or_default();
+    let (transport, iana, protocol) = match h.transport {
+        Transport::Tcp => ("tcp", 6, protocol),
+        Transport::Quic => ("udp", 17, "quic"),
+    };
     let community = match (h.src_addr, h.dst_addr) {
-        (Some(s), Some(d)) => community_id(s, h.src_port, d, h.dst_port),
+        (Some(s), Some(d)) => community_id(iana, s, h.src_port, d, h.dst_port),
         _ => None,
     };
     let related_ip: Vec<String> = [h.src_addr, h.dst_addr]
@@ -275,9 +279,9 @@ fn event(e: &Event) -> Value {
         "source": {"ip": h.src_addr, "port": h.src_port},
         "destination": {"ip": h.dst_addr, "port": h.dst_port, "domain": h.server_name},
         "network": {
-            "transport": "tcp",
-            "iana_number": "6",
-            "protocol": "tls",
+            "transport": transport,
+            "iana_number": iana.to_string(),
+            "protocol": protocol,
             "type": h.dst_addr.map(|a| if a.is_ipv4() { "ipv4" } else { "ipv6" }),
             "direction": p.map(|p| match p.role {
                 Role::Client => "egress",
@@ -338,6 +342,7 @@ fn event(e: &Event) -> Value {
             "chain_source": h.chain_source,
             "alert": h.alert,
             "idle_after_handshake": h.idle_after_handshake.then_some(true),
+            "quic_version": h.quic.as_ref().map(|q| q.version.as_str()),
         },
     })
 }
@@ -388,14 +393,20 @@ mod tests {
             80,
         );
         let want = Some("1:LQU9qZlK+B5F3KDmev6m5PMibrg=".to_owned());
-        assert_eq!(community_id(v4.0, v4.1, v4.2, v4.3), want);
-        assert_eq!(community_id(v4.2, v4.3, v4.0, v4.1), want);
+        assert_eq!(community_id(6, v4.0, v4.1, v4.2, v4.3), want);
+        assert_eq!(community_id(6, v4.2, v4.3, v4.0, v4.1), want);
         let a: IpAddr = "2001:470:e5bf:dead:4957:2174:e82c:4887".parse().unwrap();
         let b: IpAddr = "2607:f8b0:400c:c03::1a".parse().unwrap();
         let want = Some("1:/qFaeAR+gFe1KYjMzVDsMv+wgU4=".to_owned());
-        assert_eq!(community_id(a, 63943, b, 25), want);
-        assert_eq!(community_id(b, 25, a, 63943), want);
-        assert_eq!(community_id(a, 1, "10.0.0.1".parse().unwrap(), 2), None);
+        assert_eq!(community_id(6, a, 63943, b, 25), want);
+        assert_eq!(community_id(6, b, 25, a, 63943), want);
+        assert_eq!(community_id(6, a, 1, "10.0.0.1".parse().unwrap(), 2), None);
+        // UDP, as QUIC's flows are.
+        let (c, d): (IpAddr, IpAddr) =
+            ("192.168.1.52".parse().unwrap(), "8.8.8.8".parse().unwrap());
+        let want = Some("1:d/FP5EW3wiY1vCndhwleRRKHowQ=".to_owned());
+        assert_eq!(community_id(17, c, 54585, d, 53), want);
+        assert_eq!(community_id(17, d, 53, c, 54585), want);
     }
 
     #[test]

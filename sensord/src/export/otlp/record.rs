@@ -125,7 +125,12 @@ pub fn log_record(r: &StoredEvent) -> LogRecord {
     );
     a.int("server.port", Some(i64::from(h.dst_port)));
     a.text("network.peer.address", h.dst_addr.map(|x| x.to_string()));
-    a.text("network.transport", Some("tcp"));
+    // OpenTelemetry names QUIC as a transport of its own.
+    a.text("network.transport", Some(h.transport.as_str()));
+    a.text(
+        "sensor.quic_version",
+        h.quic.as_ref().map(|q| q.version.as_str()),
+    );
     a.text(
         "network.type",
         h.dst_addr

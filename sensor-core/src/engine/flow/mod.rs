@@ -1,13 +1,16 @@
-//! One TCP flow: two reassembled directions, their TLS record readers, and what the handshake
-//! showed so far.
+//! One flow: two reassembled directions, their TLS record readers, and what the handshake
+//! showed so far. A TCP flow's directions are its byte streams; a QUIC flow's ([`quic`]) are
+//! the CRYPTO streams of its Initial packets.
+
+mod quic;
 
 use std::net::SocketAddr;
 
 use crate::{
-    capture::{LocalSocket, Segment},
+    capture::{Attribution, LocalSocket, Segment},
     event::{
         Alert, ByDirection, CaptureLoss, ChainSource, ClientOffer, ClientOutcome, Handshake,
-        LocalSockets, Malformed, OcspStaple, Side, SideAlert, Timestamp, TlsVersion,
+        LocalSockets, Malformed, OcspStaple, Side, SideAlert, Timestamp, TlsVersion, Transport,
     },
     reassembly::{Chunk, GapCause, Stream, StreamStats},
     tls::{
@@ -396,6 +399,8 @@ pub(super) struct Flow {
     /// Bytes each endpoint sent after the kernel stopped forwarding, as far as the closing
     /// segments' sequence numbers and the local receiver's position tell.
     unseen_after_end: [u64; 2],
+    /// A QUIC flow's state: keys, packet numbers, what its packets showed.
+    quic: Option<Box<quic::QuicFlow>>,
 }
 
 /// Where a flow stands after a segment.
@@ -421,6 +426,7 @@ impl Flow {
             half_close_queued: false,
             last_ts: 0,
             unseen_after_end: [0; 2],
+            quic: None,
         }
     }
 
@@ -431,6 +437,7 @@ impl Flow {
             .map(|d| d.stream.pending_bytes() + d.reader.buffered())
             .sum::<usize>()
             + self.seen.held_bytes()
+            + self.quic.as_ref().map_or(0, |q| q.buffered())
     }
 
     pub(super) fn stream_stats(&self) -> [StreamStats; 2] {
@@ -457,42 +464,47 @@ impl Flow {
     }
 
     /// Take one segment of this flow, and say where the flow stands.
-    pub(super) fn push(&mut self, seg: &Segment<'_>, limits: &EngineLimits) -> Progress {
-        use sensor_common::tcp_flags::{ACK, FIN, RST, SYN};
-        let idx = usize::from(seg.src != self.ends[0]);
-        self.last_ts = self.last_ts.max(seg.ts_ns);
-        let ts = seg.ts_ns;
+    /// What every packet of direction `idx` tells: its time, what the kernel lost, and the
+    /// local socket it passed.
+    fn note_packet(&mut self, idx: usize, ts: u64, attribution: Option<Attribution>) {
+        self.last_ts = self.last_ts.max(ts);
         if self.seen.first_ts == 0 {
             self.seen.first_ts = ts;
         }
-        if let Some(a) = seg.attribution {
-            if a.budget_exhausted {
-                self.seen.note_loss(CaptureLoss::Budget);
-            }
-            if a.prefix_exhausted {
-                self.seen.note_loss(CaptureLoss::PrefixTooLong);
-            }
-            if a.records_lost {
-                self.seen.note_loss(CaptureLoss::RingDrop);
-            }
-            if a.packets_unreadable {
-                self.seen.note_loss(CaptureLoss::Gap);
-            }
+        let Some(a) = attribution else {
+            return;
+        };
+        if a.budget_exhausted {
+            self.seen.note_loss(CaptureLoss::Budget);
         }
+        if a.prefix_exhausted {
+            self.seen.note_loss(CaptureLoss::PrefixTooLong);
+        }
+        if a.records_lost {
+            self.seen.note_loss(CaptureLoss::RingDrop);
+        }
+        if a.packets_unreadable {
+            self.seen.note_loss(CaptureLoss::Gap);
+        }
+        let owner = if a.local_is_src { idx } else { 1 - idx };
+        let sock = self.sockets[owner].get_or_insert(LocalSocket {
+            cookie: a.cookie,
+            pid_hint: None,
+        });
+        if a.local_is_src && sock.pid_hint.is_none() {
+            sock.pid_hint = a.pid;
+        }
+    }
+
+    pub(super) fn push(&mut self, seg: &Segment<'_>, limits: &EngineLimits) -> Progress {
+        use sensor_common::tcp_flags::{ACK, FIN, RST, SYN};
+        let idx = usize::from(seg.src != self.ends[0]);
+        let ts = seg.ts_ns;
+        self.note_packet(idx, ts, seg.attribution);
         // Data without ACK is never taken by a TCP receiver once the connection is set up (a
         // SYN's data is fast open, which this sensor does not follow): an injected segment.
         if !seg.payload.is_empty() && seg.tcp_flags & ACK == 0 {
             return Progress::Open;
-        }
-        if let Some(a) = seg.attribution {
-            let owner = if a.local_is_src { idx } else { 1 - idx };
-            let sock = self.sockets[owner].get_or_insert(LocalSocket {
-                cookie: a.cookie,
-                pid_hint: None,
-            });
-            if a.local_is_src && sock.pid_hint.is_none() {
-                sock.pid_hint = a.pid;
-            }
         }
         let Self { dirs, seen, .. } = self;
         // How far the receivers had taken each stream: where a stream starts whose first bytes
@@ -574,6 +586,9 @@ impl Flow {
     /// The server socket's cookie of an inbound flow (only the server's socket is local)
     /// whose handshake completed: its request head may come from the server's `SSL_read`.
     pub(super) fn completed_inbound(&self) -> Option<u64> {
+        if self.quic.is_some() {
+            return None;
+        }
         let c = self.seen.client?;
         let server = self.sockets[1 - c]?;
         (self.sockets[c].is_none() && self.outcome(false) == ClientOutcome::Completed)
@@ -593,7 +608,8 @@ impl Flow {
         let Some(c) = self.seen.client else {
             return false;
         };
-        self.sockets[c].is_none()
+        self.quic.is_none()
+            && self.sockets[c].is_none()
             && self.sockets[1 - c].is_some()
             && self.seen.is_tls13()
             && self.seen.app_records[c] <= 1
@@ -627,6 +643,19 @@ impl Flow {
         let Some(c) = seen.client else {
             return ClientOutcome::Unknown;
         };
+        if let Some(q) = &self.quic {
+            return match () {
+                _ if seen.server_hello.is_some() && q.client_finished(c) => {
+                    ClientOutcome::Completed
+                }
+                // The server's flight came and the client never finished: it gave up (its
+                // CONNECTION_CLOSE went in a Handshake packet the sensor cannot read).
+                _ if final_ && seen.server_hello.is_some() && q.client_sent_handshake(c) => {
+                    ClientOutcome::Aborted
+                }
+                _ => ClientOutcome::Unknown,
+            };
+        }
         let s = 1 - c;
         let (client, server) = (&self.dirs[c], &self.dirs[s]);
         let (client_app, server_app) = (seen.app_records[c], seen.app_records[s]);
@@ -662,6 +691,14 @@ impl Flow {
         ClientOutcome::Unknown
     }
 
+    fn transport(&self) -> Transport {
+        if self.quic.is_some() {
+            Transport::Quic
+        } else {
+            Transport::Tcp
+        }
+    }
+
     /// Give up on holes, decide, and build the event. Call once, when the flow is reported.
     pub(super) fn finish(
         &mut self,
@@ -670,10 +707,16 @@ impl Flow {
         certs: &mut x509::SummaryCache,
         fingerprints: &mut fingerprint::FingerprintCache,
     ) -> Option<Handshake> {
-        let Self { dirs, seen, .. } = self;
+        let Self {
+            dirs, seen, quic, ..
+        } = self;
+        let bare = quic.is_some();
         for (idx, dir) in dirs.iter_mut().enumerate() {
             let Direction { stream, reader, .. } = dir;
             stream.flush(&limits.stream, &mut |chunk| match chunk {
+                Chunk::Data(d) if bare => {
+                    reader.feed_handshake(d, &mut |ev| seen.on_event(idx, ev, now))
+                }
                 Chunk::Data(d) => reader.feed(d, &mut |ev| seen.on_event(idx, ev, now)),
                 Chunk::Gap(_, cause) => {
                     seen.on_gap(cause);
@@ -715,7 +758,11 @@ impl Flow {
             client: self.sockets[c],
             server: self.sockets[s],
         };
-        let client_fp = fingerprints.client(ch);
+        let mut client_fp = fingerprints.client(ch);
+        if self.quic.is_some() {
+            // JA4's first character is the transport: `q` for QUIC.
+            client_fp.ja4.replace_range(..1, "q");
+        }
         let outcome = self.outcome(true);
         let server_fp = sh.map(|sh| fingerprints.server(sh));
         Some(Handshake {
@@ -781,6 +828,8 @@ impl Flow {
             proxy_user_agent: self.seen.proxy_user_agent.clone(),
             resumed: self.seen.resumed(),
             client_offer: Some(offer(ch)),
+            transport: self.transport(),
+            quic: self.quic.as_ref().map(|q| q.summary()),
         })
     }
 
@@ -818,6 +867,8 @@ impl Flow {
             local_sockets,
             malformed: seen.malformed.clone(),
             capture_incomplete: seen.losses.clone(),
+            transport: self.transport(),
+            quic: self.quic.as_ref().map(|q| q.summary()),
             ..Handshake::default()
         })
     }
