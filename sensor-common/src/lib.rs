@@ -52,6 +52,15 @@ pub mod segment_flags {
     pub const HAS_RCV_NXT: u8 = 1 << 7;
 }
 
+/// Values of [`SegmentHeader::transport`].
+pub mod transport {
+    /// A TCP segment: `seq`, `tcp_flags` and `rcv_nxt` are TCP's.
+    pub const TCP: u8 = 0;
+    /// A UDP datagram of a QUIC flow: `seq` and `tcp_flags` are 0; a datagram larger than
+    /// [`CHUNK_CAP`](super::CHUNK_CAP) is cut (`TRUNCATED`), never chunked.
+    pub const UDP: u8 = 1;
+}
+
 /// Bits of [`SegmentHeader::losses`]: what of this socket's traffic the kernel lost before
 /// this record. Userspace turns each into `capture_incomplete`.
 pub mod loss {
@@ -80,7 +89,7 @@ pub mod family {
 
 /// Indices into the per-CPU counter array `COUNTERS`.
 pub mod counter {
-    /// TCP packets the tap programs looked at.
+    /// TCP segments and UDP datagrams the tap programs looked at.
     pub const PACKETS_SEEN: u32 = 0;
     /// Payload bytes written to the ring buffer.
     pub const BYTES_FORWARDED: u32 = 1;
@@ -124,8 +133,15 @@ pub mod counter {
     pub const RING_BUDGET_EXHAUSTED: u32 = 19;
     /// Request heads read by the `SSL_read` uprobe on inbound connections.
     pub const REQUEST_HEADS: u32 = 20;
+    /// QUIC flows (one per UDP socket and peer) the kernel started following at a client's
+    /// Initial packet.
+    pub const QUIC_FLOWS_TRACKED: u32 = 21;
+    /// Datagrams of a QUIC socket that belong to no followed flow and do not open one.
+    pub const DATAGRAMS_NOT_QUIC: u32 = 22;
+    /// QUIC flows whose handshake the kernel saw end (the client's first 1-RTT packet).
+    pub const QUIC_HANDSHAKES_DONE: u32 = 23;
     /// Number of counters.
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 24;
 
     /// Names, indexed by counter, as userspace reports them.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -150,11 +166,14 @@ pub mod counter {
         "segments_unreadable",
         "ring_budget_exhausted",
         "request_heads",
+        "quic_flows_tracked",
+        "datagrams_not_quic",
+        "quic_handshakes_done",
     ];
 
     /// What each counter counts, indexed by counter: the metrics' HELP text.
     pub const HELP: [&str; COUNT as usize] = [
-        "TCP packets the tap programs looked at",
+        "TCP segments and UDP datagrams the tap programs looked at",
         "Payload bytes written to the ring buffer",
         "Records that did not fit into the ring buffer",
         "Flows the kernel started tracking",
@@ -175,6 +194,9 @@ pub mod counter {
         "Packets of a socket mid-handshake whose TCP header the tap could not find",
         "Flows that used up their share of the ring buffer",
         "Request heads an inbound TLS server read, taken by the SSL_read uprobe",
+        "QUIC flows the kernel started following at a client's Initial packet",
+        "Datagrams of a QUIC socket that belong to no followed flow and open none",
+        "QUIC flows whose handshake the kernel saw end (the client's first 1-RTT packet)",
     ];
 }
 
@@ -277,7 +299,9 @@ pub struct SegmentHeader {
     pub dport: u16,
     /// [`loss`]: what the kernel lost of this socket before this record.
     pub losses: u8,
-    pub _reserved: [u8; 3],
+    /// [`transport`]: a TCP segment or a UDP datagram (QUIC).
+    pub transport: u8,
+    pub _reserved: [u8; 2],
     /// The local socket's `rcv_nxt` as the segment passed (for ingress, before TCP took it):
     /// the next byte it expected from its peer. Userspace learns where the peer's stream
     /// starts from it, and whether the socket took bytes the tap never forwarded. Meaningful
@@ -435,6 +459,9 @@ pub mod flow_state {
     /// The handshake is over (application data flowed both ways) or the byte budget ran out:
     /// forward only FIN and RST.
     pub const DONE: u8 = 4;
+    /// A UDP socket that sent or took a QUIC client Initial: its datagrams are looked up by
+    /// peer in the QUIC flow map (a server's socket carries many connections).
+    pub const QUIC: u8 = 5;
 }
 
 /// Tunables userspace writes into the `CONFIG` array before attaching.
@@ -535,7 +562,7 @@ mod layout {
         ts_ns: u64 = 8, cookie: u64 = 16, pid_tgid: u64 = 24, seq: u32 = 32,
         payload_len: u32 = 36, segment_len: u32 = 40, saddr: [u8; 16] = 44,
         daddr: [u8; 16] = 60, sport: u16 = 76, dport: u16 = 78, losses: u8 = 80,
-        _reserved: [u8; 3] = 81, rcv_nxt: u32 = 84,
+        transport: u8 = 81, _reserved: [u8; 2] = 82, rcv_nxt: u32 = 84,
     });
     assert_layout!(SocketEvent, 48, {
         kind: u32 = 0, new_state: u32 = 4, cookie: u64 = 8, pid_tgid: u64 = 16,

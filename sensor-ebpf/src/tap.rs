@@ -13,6 +13,13 @@
 //! On loopback both ends are local sockets: each tracks both directions (egress and ingress),
 //! but only egress is forwarded, since the peer's ingress would carry the same bytes again.
 //!
+//! UDP sockets are followed for QUIC: a socket that sends or takes a client's Initial packet
+//! (long header, versions 1 and 2, in a datagram of at least 1200 bytes) becomes `QUIC`, and
+//! each of its peers a flow in `QUIC_FLOWS` (a server's one socket carries every client).
+//! A flow's datagrams are forwarded, within the same byte and ring budgets as TCP, until the
+//! client sends its first short header (1-RTT) packet: then the handshake is over. A UDP
+//! socket whose first datagram out is anything else costs one lookup from then on.
+//!
 //! The tap follows what TCP accepts, not whatever arrives: cgroup_skb ingress runs before TCP
 //! checks a segment, so payload without ACK, on a socket that is not established, or wholly
 //! before the socket's `rcv_nxt` (an old copy) is not taken (`segments_not_accepted`). Only
@@ -27,8 +34,8 @@ use aya_ebpf::{
         BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type, bpf_sock,
     },
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_sk_storage_get,
-        bpf_skb_load_bytes, bpf_tcp_sock,
+        bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_sk_fullsock,
+        bpf_sk_storage_get, bpf_skb_load_bytes, bpf_tcp_sock,
     },
     macros::{cgroup_skb, map},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -37,7 +44,7 @@ use aya_ebpf::{
 use sensor_common::{
     CHUNK_CAP, DirTrack, FlowState, MAX_CHUNKS, NO_DIRECTION, RECORD_CLASSES, SegmentHeader,
     TapConfig, counter, direction, family, flow_state, kind, loss, segment_cost, segment_flags,
-    sync, tcp_flags,
+    sync, tcp_flags, transport,
 };
 
 /// Ring buffer to userspace, shared by every flow on the host. 16 MiB holds about 4,000 records of
@@ -131,9 +138,43 @@ pub static WANT_HEAD: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16_384,
 #[map]
 pub static REQUEST_HEADS_ON: Array<u32> = Array::with_max_entries(1, 0);
 
+/// One QUIC flow: a local UDP socket and one peer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct QuicKey {
+    cookie: u64,
+    peer: [u8; 16],
+    peer_port: u16,
+    _pad: [u8; 6],
+}
+
+/// What the tap keeps of one QUIC flow.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct QuicFlow {
+    /// `flow_state::TLS` while the handshake goes on, then `DONE`.
+    state: u8,
+    /// The direction (of the local socket) the client's Initial went.
+    client_dir: u8,
+    pending_losses: u8,
+    _pad: u8,
+    forwarded: u32,
+    ring_used: u32,
+}
+
+/// QUIC flows of `QUIC` sockets, by socket cookie and peer.
+#[map]
+pub static QUIC_FLOWS: LruHashMap<QuicKey, QuicFlow> = LruHashMap::with_max_entries(65_536, 0);
+
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const SOCK_DGRAM: u32 = 2;
+/// A client's first Initial datagram is at least this long (RFC 9000 §14.1).
+const QUIC_MIN_INITIAL: u32 = 1200;
+const QUIC_V1: u32 = 0x0000_0001;
+const QUIC_V2: u32 = 0x6b33_43cf;
 /// IPv6 extension headers the tap walks past: hop-by-hop, routing, fragment, destination
 /// options, authentication.
 const IPV6_HOPOPTS: u8 = 0;
@@ -188,8 +229,10 @@ pub fn bump(index: u32, by: u64) {
     }
 }
 
-/// What the tap learned from the IP and TCP headers.
+/// What the tap learned from the IP and TCP (or UDP) headers.
 struct Segment {
+    /// A UDP datagram: `seq` and `tcp_flags` are 0.
+    udp: bool,
     family: u8,
     saddr: [u8; 16],
     daddr: [u8; 16],
@@ -261,6 +304,20 @@ fn tap(ctx: &SkBuffContext, dir: u8) {
         return;
     };
     bump(counter::PACKETS_SEEN, 1);
+    if seg.udp {
+        // SAFETY: the helper accepts the skb context of cgroup_skb programs.
+        let cookie = unsafe { bpf_get_socket_cookie(skb as *mut _) };
+        let skip_lo_ingress = CONFIG.get(0).is_none_or(|cfg| cfg.skip_lo_ingress != 0);
+        let c = Ctx {
+            ctx,
+            skb,
+            sk,
+            cookie,
+            dir,
+            emit: !(skip_lo_ingress && dir == direction::INGRESS && ifindex == LOOPBACK_IFINDEX),
+        };
+        return tap_udp(&c, &seg, state);
+    }
     if dir == direction::INGRESS && seg.payload_len > 0 && !accepted_by_tcp(sk.cast(), &seg) {
         bump(counter::SEGMENTS_NOT_ACCEPTED, 1);
         return;
@@ -297,6 +354,165 @@ fn tap(ctx: &SkBuffContext, dir: u8) {
             }
         }
     }
+}
+
+/// Whether a datagram opens like a client's first QUIC flight: a long header Initial of
+/// version 1 or 2 with an 8- to 20-byte Destination Connection ID, in at least 1200 bytes.
+#[inline(always)]
+fn opens_quic(ctx: &SkBuffContext, seg: &Segment) -> bool {
+    if seg.payload_len < QUIC_MIN_INITIAL {
+        return false;
+    }
+    let Ok(h) = ctx.load::<[u8; 6]>(seg.payload_off as usize) else {
+        return false;
+    };
+    if h[0] & 0xc0 != 0xc0 {
+        return false;
+    }
+    let version = u32::from_be_bytes([h[1], h[2], h[3], h[4]]);
+    let ty = (h[0] >> 4) & 3;
+    let initial = (version == QUIC_V1 && ty == 0) || (version == QUIC_V2 && ty == 1);
+    initial && h[5] >= 8 && h[5] <= 20
+}
+
+/// A UDP datagram: follow the QUIC flow it belongs to, or the one it opens.
+#[inline(always)]
+fn tap_udp(c: &Ctx, seg: &Segment, state: Option<*mut FlowState>) {
+    let opens = opens_quic(c.ctx, seg);
+    let st = match state {
+        Some(st) => st,
+        None => {
+            if !opens {
+                // What a socket sends first tells what it is; what it receives may be anyone's.
+                if c.dir == direction::EGRESS {
+                    insert_ignored(c.sk);
+                }
+                return;
+            }
+            // Only UDP sockets: a raw socket's own UDP headers are not a flow of its.
+            // SAFETY: the helper takes the skb's socket and returns null for a request socket.
+            let sk = unsafe { bpf_sk_fullsock(c.sk.cast()) };
+            if sk.is_null() {
+                return;
+            }
+            // SAFETY: a full socket, non-null; the verifier allows reading these fields.
+            let (ty, proto) = unsafe { ((*sk).type_, (*sk).protocol) };
+            if ty != SOCK_DGRAM || proto != u32::from(IPPROTO_UDP) {
+                return;
+            }
+            if c.dir == direction::EGRESS {
+                let self_tgid = CONFIG.get(0).map_or(0, |cfg| cfg.self_tgid);
+                if self_tgid != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 == self_tgid {
+                    return insert_ignored(c.sk);
+                }
+            }
+            let mut init = FlowState {
+                state: flow_state::QUIC,
+                client_dir: NO_DIRECTION,
+                ..FlowState::default()
+            };
+            let Some(st) = flow_state_of(c.sk, Some(&mut init)) else {
+                return;
+            };
+            st
+        }
+    };
+    // SAFETY: the socket's own storage.
+    if unsafe { (*st).state } != flow_state::QUIC {
+        return;
+    }
+    let (peer, peer_port) = if c.dir == direction::EGRESS {
+        (seg.daddr, seg.dport)
+    } else {
+        (seg.saddr, seg.sport)
+    };
+    let key = QuicKey {
+        cookie: c.cookie,
+        peer,
+        peer_port,
+        _pad: [0; 6],
+    };
+    let mut first = false;
+    let flow = match QUIC_FLOWS.get_ptr_mut(&key) {
+        Some(f) => f,
+        None => {
+            if !opens {
+                bump(counter::DATAGRAMS_NOT_QUIC, 1);
+                return;
+            }
+            let init = QuicFlow {
+                state: flow_state::TLS,
+                client_dir: c.dir,
+                pending_losses: 0,
+                _pad: 0,
+                forwarded: 0,
+                ring_used: 0,
+            };
+            if QUIC_FLOWS.insert(&key, &init, 0).is_err() {
+                return;
+            }
+            bump(counter::QUIC_FLOWS_TRACKED, 1);
+            first = true;
+            match QUIC_FLOWS.get_ptr_mut(&key) {
+                Some(f) => f,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: a value of the LRU map, valid for this program run.
+    let flow = unsafe { &mut *flow };
+    if flow.state != flow_state::TLS {
+        return;
+    }
+    let mut flags = if first { segment_flags::FIRST } else { 0 };
+    // The client's first short header (1-RTT) packet: it has the server's Finished checked and
+    // its own sent. The handshake is over; this datagram is the last one forwarded.
+    if c.dir == flow.client_dir
+        && c.ctx
+            .load::<u8>(seg.payload_off as usize)
+            .is_ok_and(|b| b & 0x80 == 0)
+    {
+        flow.state = flow_state::DONE;
+        flags |= segment_flags::HANDSHAKE_DONE;
+        bump(counter::QUIC_HANDSHAKES_DONE, 1);
+    }
+    if !c.emit {
+        return;
+    }
+    let cfg = CONFIG.get(0).copied().unwrap_or_default();
+    let remaining = cfg.byte_budget.saturating_sub(flow.forwarded);
+    if remaining == 0 {
+        flow.state = flow_state::DONE;
+        bump(counter::BUDGET_EXHAUSTED, 1);
+        return;
+    }
+    let mut len = seg.payload_len;
+    if len >= remaining {
+        flags |= segment_flags::BUDGET_EXHAUSTED;
+        flow.state = flow_state::DONE;
+        bump(counter::BUDGET_EXHAUSTED, 1);
+        len = remaining;
+    }
+    // A datagram is never chunked: one larger than a record (a GSO burst) is cut.
+    if len > CHUNK_CAP as u32 {
+        len = CHUNK_CAP as u32;
+    }
+    let cost = segment_cost(len);
+    if flow.ring_used.saturating_add(cost) > cfg.ring_budget {
+        flow.state = flow_state::DONE;
+        bump(counter::RING_BUDGET_EXHAUSTED, 1);
+        emit(
+            c,
+            seg,
+            0,
+            flags | segment_flags::BUDGET_EXHAUSTED | segment_flags::TRUNCATED,
+            &mut flow.pending_losses,
+        );
+        return;
+    }
+    flow.ring_used += cost;
+    flow.forwarded = flow.forwarded.saturating_add(len);
+    emit(c, seg, len, flags, &mut flow.pending_losses);
 }
 
 /// Whether the local socket's TCP takes this received payload into its stream: it carries ACK
@@ -737,7 +953,12 @@ fn emit(c: &Ctx, seg: &Segment, len: u32, extra_flags: u8, pending: &mut u8) {
         sport: seg.sport,
         dport: seg.dport,
         losses: *pending,
-        _reserved: [0; 3],
+        transport: if seg.udp {
+            transport::UDP
+        } else {
+            transport::TCP
+        },
+        _reserved: [0; 2],
         rcv_nxt: 0,
     };
     // SAFETY: the helper takes the skb's socket and returns null for anything but TCP.
@@ -855,11 +1076,12 @@ fn put<const N: usize>(c: &Ctx, seg: &Segment, h: &SegmentHeader, off: u32, n: u
     Put::Written
 }
 
-/// Parse the IPv4 or IPv6 header and the TCP header. `None` for anything that is not a TCP
-/// segment with a sane header.
+/// Parse the IPv4 or IPv6 header and the TCP or UDP header. `None` for anything that is not
+/// a TCP segment with a sane header or a UDP datagram.
 #[inline(always)]
 fn parse_headers(ctx: &SkBuffContext, protocol: u16, skb_len: u32) -> Option<Segment> {
     let mut seg = Segment {
+        udp: false,
         family: 0,
         saddr: [0; 16],
         daddr: [0; 16],
@@ -874,10 +1096,11 @@ fn parse_headers(ctx: &SkBuffContext, protocol: u16, skb_len: u32) -> Option<Seg
         ETH_P_IP => {
             let vihl: u8 = ctx.load(0).ok()?;
             let proto: u8 = ctx.load(9).ok()?;
-            // (protocol first: non-TCP packets leave after two loads)
-            if vihl >> 4 != 4 || proto != IPPROTO_TCP {
+            // (protocol first: other packets leave after two loads)
+            if vihl >> 4 != 4 || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
                 return None;
             }
+            seg.udp = proto == IPPROTO_UDP;
             let frag: u16 = u16::from_be(ctx.load(6).ok()?);
             if frag & 0x1fff != 0 {
                 return None; // a later fragment: no TCP header here
@@ -900,7 +1123,7 @@ fn parse_headers(ctx: &SkBuffContext, protocol: u16, skb_len: u32) -> Option<Seg
             // Extension headers (a destination options header must not hide the segment).
             for _ in 0..MAX_IPV6_EXT {
                 match next {
-                    IPPROTO_TCP => break,
+                    IPPROTO_TCP | IPPROTO_UDP => break,
                     IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
                         let h: [u8; 2] = ctx.load(off as usize).ok()?;
                         next = h[0];
@@ -922,9 +1145,10 @@ fn parse_headers(ctx: &SkBuffContext, protocol: u16, skb_len: u32) -> Option<Seg
                     _ => return None,
                 }
             }
-            if next != IPPROTO_TCP {
+            if next != IPPROTO_TCP && next != IPPROTO_UDP {
                 return None;
             }
+            seg.udp = next == IPPROTO_UDP;
             seg.saddr = ctx.load(8).ok()?;
             seg.daddr = ctx.load(24).ok()?;
             seg.family = family::INET6;
@@ -935,6 +1159,11 @@ fn parse_headers(ctx: &SkBuffContext, protocol: u16, skb_len: u32) -> Option<Seg
     let ports: [u8; 4] = ctx.load(l4_off as usize).ok()?;
     seg.sport = u16::from_be_bytes([ports[0], ports[1]]);
     seg.dport = u16::from_be_bytes([ports[2], ports[3]]);
+    if seg.udp {
+        seg.payload_off = l4_off + 8;
+        seg.payload_len = skb_len.saturating_sub(seg.payload_off);
+        return Some(seg);
+    }
     seg.seq = u32::from_be(ctx.load(l4_off as usize + 4).ok()?);
     let off_flags: [u8; 2] = ctx.load(l4_off as usize + 12).ok()?;
     let doff = ((off_flags[0] >> 4) as u32) * 4;

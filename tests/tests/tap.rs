@@ -402,3 +402,59 @@ fn a_flow_of_one_byte_segments_runs_out_of_its_ring_budget_and_says_so() {
     assert_ne!(ev["verdict"], "clean", "{ev}");
     relay.stop();
 }
+
+/// QUIC over loopback with aioquic on both ends: the client's Initial opens a flow on its UDP
+/// socket and on the server's (one socket for every client), the handshake is read from the
+/// Initial packets of both, and the event names the client's process. A version 2 client is
+/// followed too. Other UDP (here a socket sending DNS-sized datagrams) opens nothing.
+#[test]
+fn quic_handshakes_over_loopback_with_the_client_process() {
+    let mut daemon = Daemon::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = pki::root(dir.path(), "QUIC Tap Root", Key::P256);
+    let names = [unique_name("quic-v1"), unique_name("quic-v2")];
+    let sans: Vec<&str> = names.iter().map(String::as_str).collect();
+    let leaf = pki::issue(dir.path(), &root, &names[0], Key::P256, false, &sans);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _origin = sensor_tests::quic::origin(&listen, &leaf.cert, &leaf.key, false);
+
+    // Not QUIC: the socket's first datagram out is something else.
+    let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        other.send_to(&[0x12; 1300], sink.local_addr().unwrap()).unwrap();
+    }
+
+    for (sni, version) in names.iter().zip([1u8, 2]) {
+        let mut cmd = Command::new(sensor_tests::venv_program("python"));
+        sensor_tests::quic::client_args(&mut cmd, &listen, sni, Some(&root.cert), version);
+        let mut client = Proc::spawn(
+            "aioquic client",
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()),
+        );
+        let pid = client.pid();
+        let status = client.wait_timeout(WAIT).expect("the aioquic client finished");
+        assert!(status.success(), "aioquic client, version {version}");
+        let ev = event_for(&mut daemon, sni);
+        assert_eq!(ev["transport"], "quic", "{ev}");
+        assert_eq!(ev["quic"]["first_version"], version.to_string(), "{ev}");
+        assert_eq!(ev["tls_version"], "1.3", "{ev}");
+        assert_eq!(ev["client_outcome"], "completed", "{ev}");
+        assert_eq!(ev["dst_port"], port, "{ev}");
+        assert_eq!(ev["client_alpn"], serde_json::json!(["h3"]), "{ev}");
+        assert!(ev["ja4"].as_str().unwrap().starts_with("q13d"), "{ev}");
+        assert_eq!(ev["process"]["pid"], pid, "{ev}");
+        assert_eq!(ev["process"]["role"], "client", "{ev}");
+        assert_eq!(ev["capture_incomplete"], serde_json::json!([]), "{ev}");
+        assert_eq!(ev["malformed"], serde_json::json!([]), "{ev}");
+    }
+    let sink_port = sink.local_addr().unwrap().port();
+    assert!(
+        !daemon.events.seen.iter().any(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            v["dst_port"] == sink_port
+        }),
+        "an event for plain UDP"
+    );
+}

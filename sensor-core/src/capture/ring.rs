@@ -6,10 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use sensor_common::{
     COMM_LEN, CertChunkHeader, REQUEST_HEAD_CAP, RequestHead, SEGMENT_HEADER_LEN, SegmentHeader,
-    SocketEvent, direction, family, kind, loss, read_wire, segment_flags,
+    SocketEvent, direction, family, kind, loss, read_wire, segment_flags, transport,
 };
 
-use super::{Attribution, Received, Segment, certs::CertChunk};
+use super::{Attribution, Datagram, Received, Segment, certs::CertChunk};
 
 /// Converts the kernel's CLOCK_BOOTTIME timestamps to the sensor's time: nanoseconds since the
 /// Unix epoch as the wall clock read when the sensor started, counted on since by a clock that
@@ -56,6 +56,8 @@ pub struct SocketOwner {
 #[derive(Debug)]
 pub enum RingRecord<'a> {
     Segment(Segment<'a>),
+    /// A UDP datagram of a QUIC flow.
+    Datagram(Datagram<'a>),
     Socket(SocketOwner),
     /// A chunk of a certificate from the `d2i_X509` uprobe.
     Cert(CertChunk<'a>),
@@ -155,6 +157,32 @@ fn segment(record: &[u8], clock: ClockOffset) -> RingRecord<'_> {
     } else {
         0
     };
+    let attribution = Attribution {
+        cookie: h.cookie,
+        local_is_src: h.direction == direction::EGRESS,
+        first_on_socket: h.flags & segment_flags::FIRST != 0,
+        pid,
+        budget_exhausted: h.flags & segment_flags::BUDGET_EXHAUSTED != 0,
+        prefix_exhausted: h.flags & segment_flags::PREFIX_EXHAUSTED != 0,
+        records_lost: h.losses & loss::RING_DROP != 0,
+        packets_unreadable: h.losses & loss::UNREADABLE != 0,
+        handshake_done: h.flags & segment_flags::HANDSHAKE_DONE != 0,
+        unforwarded: if missing == 0 {
+            h.segment_len.saturating_sub(h.payload_len)
+        } else {
+            0
+        },
+    };
+    if h.transport == transport::UDP {
+        return RingRecord::Datagram(Datagram {
+            ts_ns: clock.to_epoch_ns(h.ts_ns),
+            src: SocketAddr::new(saddr, h.sport),
+            dst: SocketAddr::new(daddr, h.dport),
+            payload,
+            missing,
+            attribution: Some(attribution),
+        });
+    }
     RingRecord::Segment(Segment {
         ts_ns: clock.to_epoch_ns(h.ts_ns),
         src: SocketAddr::new(saddr, h.sport),
@@ -177,22 +205,7 @@ fn segment(record: &[u8], clock: ClockOffset) -> RingRecord<'_> {
                 from_dst: None,
             }
         },
-        attribution: Some(Attribution {
-            cookie: h.cookie,
-            local_is_src: h.direction == direction::EGRESS,
-            first_on_socket: h.flags & segment_flags::FIRST != 0,
-            pid,
-            budget_exhausted: h.flags & segment_flags::BUDGET_EXHAUSTED != 0,
-            prefix_exhausted: h.flags & segment_flags::PREFIX_EXHAUSTED != 0,
-            records_lost: h.losses & loss::RING_DROP != 0,
-            packets_unreadable: h.losses & loss::UNREADABLE != 0,
-            handshake_done: h.flags & segment_flags::HANDSHAKE_DONE != 0,
-            unforwarded: if missing == 0 {
-                h.segment_len.saturating_sub(h.payload_len)
-            } else {
-                0
-            },
-        }),
+        attribution: Some(attribution),
     })
 }
 

@@ -112,6 +112,7 @@ impl Pipeline {
     pub fn on_ring_record(&mut self, record: &[u8]) {
         match ring::decode(record, self.clock) {
             RingRecord::Segment(seg) => self.engine.push(&seg),
+            RingRecord::Datagram(d) => self.engine.push_datagram(&d),
             RingRecord::Socket(owner) => self.resolver.on_socket(owner),
             RingRecord::Cert(chunk) => {
                 if let Some(cert) = self.certs.push(&chunk) {

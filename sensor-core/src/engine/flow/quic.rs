@@ -11,7 +11,7 @@ use crate::{
         QuicVersion,
         frames::{self, Frame},
         initial::InitialKeys,
-        packet::{Kind, Packets},
+        packet::{HeaderError, Kind, Packets},
     },
     reassembly::Chunk,
     tls::record::TlsEvent,
@@ -129,12 +129,15 @@ impl Flow {
         let client = seen.client.unwrap_or(0);
         let from_client = idx == client;
         let ts = d.ts_ns;
-        if d.missing > 0 {
-            seen.note_loss(crate::event::CaptureLoss::Gap);
-        }
         for packet in Packets::new(d.payload) {
             let p = match packet {
                 Ok(p) => p,
+                // The source cut the datagram (a snap length, a GSO burst larger than a
+                // record): the packet it cut is lost, not malformed.
+                Err(HeaderError::Truncated | HeaderError::BadLength) if d.missing > 0 => {
+                    seen.note_loss(crate::event::CaptureLoss::Gap);
+                    break;
+                }
                 Err(_) => {
                     seen.note_malformed(Malformed::BadQuicHeader);
                     break;
