@@ -423,7 +423,9 @@ fn quic_handshakes_over_loopback_with_the_client_process() {
     let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for _ in 0..3 {
-        other.send_to(&[0x12; 1300], sink.local_addr().unwrap()).unwrap();
+        other
+            .send_to(&[0x12; 1300], sink.local_addr().unwrap())
+            .unwrap();
     }
 
     for (sni, version) in names.iter().zip([1u8, 2]) {
@@ -434,7 +436,9 @@ fn quic_handshakes_over_loopback_with_the_client_process() {
             cmd.stdin(Stdio::null()).stdout(Stdio::null()),
         );
         let pid = client.pid();
-        let status = client.wait_timeout(WAIT).expect("the aioquic client finished");
+        let status = client
+            .wait_timeout(WAIT)
+            .expect("the aioquic client finished");
         assert!(status.success(), "aioquic client, version {version}");
         let ev = event_for(&mut daemon, sni);
         assert_eq!(ev["transport"], "quic", "{ev}");

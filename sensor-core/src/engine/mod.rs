@@ -8,6 +8,7 @@
 //! sender's egress and the receiver's ingress) and retransmissions fold into one stream.
 
 mod flow;
+mod quic_attempts;
 #[cfg(test)]
 mod tests;
 
@@ -116,6 +117,10 @@ pub struct EngineStats {
     pub datagrams_not_quic: u64,
     /// QUIC flows opened by a client's Initial packet.
     pub quic_flows: u64,
+    /// QUIC flows whose server answered (counted when the flow is reported).
+    pub quic_answered: u64,
+    /// TCP handshakes that followed an unanswered QUIC attempt of the client to the same name.
+    pub quic_blocked: u64,
 }
 
 /// Both endpoints of a flow, lower first, so that both directions map to one key, and
@@ -173,6 +178,8 @@ pub struct Engine {
     /// Completed inbound TLS 1.3 flows held until they end (to tell whether the client ever
     /// asked anything), by the server socket's cookie: a request head ends the wait.
     held_inbound: std::collections::HashMap<u64, FlowKey>,
+    /// QUIC attempts by client and name (`quic_blocked`).
+    quic_attempts: quic_attempts::QuicAttempts,
     now: u64,
 }
 
@@ -214,6 +221,7 @@ impl Engine {
             request_heads: hashlink::LruCache::new(UPROBE_SOCKETS),
             awaiting_heads: hashlink::LinkedHashMap::new(),
             held_inbound: std::collections::HashMap::new(),
+            quic_attempts: Default::default(),
             now: 0,
         }
     }
@@ -482,6 +490,9 @@ impl Engine {
         };
         let before = flow.buffered();
         let progress = flow.push_datagram(d, &self.limits);
+        if let Some(seen) = flow.quic_attempt() {
+            self.quic_attempts.note(seen);
+        }
         let after = flow.buffered();
         self.buffered = (self.buffered + after).saturating_sub(before);
         if progress == Progress::Decided {
@@ -583,6 +594,8 @@ impl Engine {
         }
         let had_hello = flow.has_client_hello();
         let not_tls = flow.is_not_tls() && !had_hello;
+        let quic_answered = flow.quic_attempt().map(|a| a.answered);
+        let client_pid = flow.client_pid();
         let reported = flow.finish(
             self.now,
             &self.limits,
@@ -595,6 +608,14 @@ impl Engine {
         match reported {
             Some(mut hs) => {
                 self.stats.handshakes += 1;
+                match quic_answered {
+                    Some(answered) => self.stats.quic_answered += u64::from(answered),
+                    None if self.quic_attempts.followed_unanswered(&hs, client_pid) => {
+                        hs.quic_unanswered = true;
+                        self.stats.quic_blocked += 1;
+                    }
+                    None => {}
+                }
                 if let Some(cookie) = hs.server_socket_cookie {
                     self.awaiting_heads.remove(&cookie);
                     self.held_inbound.remove(&cookie);

@@ -15,7 +15,13 @@ use sensor_common::tcp_flags::{ACK, FIN, PSH, SYN};
 const CLIENT: &str = "10.1.0.1:40000";
 const SERVER: &str = "10.1.0.2:443";
 
-fn seg<'a>(from_client: bool, seq: u32, flags: u8, payload: &'a [u8], ts: u64) -> Segment<'a> {
+pub(super) fn seg<'a>(
+    from_client: bool,
+    seq: u32,
+    flags: u8,
+    payload: &'a [u8],
+    ts: u64,
+) -> Segment<'a> {
     let (c, s): (SocketAddr, SocketAddr) = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
     let (src, dst) = if from_client { (c, s) } else { (s, c) };
     Segment {
@@ -31,7 +37,7 @@ fn seg<'a>(from_client: bool, seq: u32, flags: u8, payload: &'a [u8], ts: u64) -
     }
 }
 
-fn record(ty: u8, body: &[u8]) -> Vec<u8> {
+pub(super) fn record(ty: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![ty, 3, 3];
     v.extend_from_slice(&(body.len() as u16).to_be_bytes());
     v.extend_from_slice(body);

@@ -13,7 +13,7 @@ use super::{
 };
 
 /// Fields of the contract (the JA4+ ones only with that feature).
-const FIELDS: usize = 52 + if cfg!(feature = "ja4plus") { 1 } else { 0 };
+const FIELDS: usize = 53 + if cfg!(feature = "ja4plus") { 1 } else { 0 };
 
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -86,6 +86,7 @@ impl Serialize for Event {
         m.serialize_field("client_certificate_sha256", &h.client_certificate_sha256)?;
         m.serialize_field("transport", &h.transport)?;
         m.serialize_field("quic", &h.quic)?;
+        m.serialize_field("quic_unanswered", &h.quic_unanswered)?;
         // Only events a daemon recorded have a host; offline analysis leaves the field out.
         match &self.host {
             Some(host) => m.serialize_field("host", host)?,
@@ -274,7 +275,7 @@ mod tests {
             .expect("the recorded fields first, unchanged");
         assert_eq!(
             added,
-            r#","capture_incomplete":["gap"],"wire_chain_sha256":["cd"],"proxy_user_agent":"curl/7.88.1","extra_certificates":["ef"],"interceptor_grade":{"grade":"C","reasons":["3des","no_aead"]},"resumed":false,"idle_after_handshake":false,"request":null,"client_certificate_sha256":null,"transport":"tcp","quic":null,"host":{"id":"0123456789abcdef0123456789abcdef","name":"web-1","boot_id":null,"os_id":null,"os_name":null,"os_version":null,"kernel":null,"architecture":null,"sensor_version":null,"sensor_commit":null,"labels":{"site":"fra1"}}}"#
+            r#","capture_incomplete":["gap"],"wire_chain_sha256":["cd"],"proxy_user_agent":"curl/7.88.1","extra_certificates":["ef"],"interceptor_grade":{"grade":"C","reasons":["3des","no_aead"]},"resumed":false,"idle_after_handshake":false,"request":null,"client_certificate_sha256":null,"transport":"tcp","quic":null,"quic_unanswered":false,"host":{"id":"0123456789abcdef0123456789abcdef","name":"web-1","boot_id":null,"os_id":null,"os_name":null,"os_version":null,"kernel":null,"architecture":null,"sensor_version":null,"sensor_commit":null,"labels":{"site":"fra1"}}}"#
         );
     }
 

@@ -474,6 +474,9 @@ pub struct Handshake {
     pub transport: Transport,
     /// What QUIC showed, for a QUIC handshake.
     pub quic: Option<QuicSummary>,
+    /// A TCP handshake that followed a QUIC attempt of the same client to the same name which
+    /// got no answer.
+    pub quic_unanswered: bool,
 }
 
 /// What the verdict engine decided about an event.

@@ -106,6 +106,9 @@ pub enum Reason {
     IdleAfterHandshake,
     /// The clients of a network switched to one fingerprint they had not used before.
     ClientFingerprintChanged,
+    /// The client tried QUIC to this name first and got no answer, then came over TCP: what
+    /// a network that blocks UDP 443 to inspect TCP does.
+    QuicBlocked,
     /// The request's User-Agent names a browser whose TLS handshake this is not (the rule's
     /// id in `data/user-agents.toml`).
     UaFingerprintMismatch(String),
@@ -147,6 +150,7 @@ impl Reason {
             Self::InterceptorFingerprint(_) => "interceptor_fingerprint",
             Self::IdleAfterHandshake => "idle_after_handshake",
             Self::ClientFingerprintChanged => "client_fingerprint_changed",
+            Self::QuicBlocked => "quic_blocked",
             Self::UaFingerprintMismatch(_) => "ua_fingerprint_mismatch",
             Self::Other(text) => text.split(':').next().unwrap_or(text),
         }
@@ -178,6 +182,7 @@ impl Reason {
         Self::ChainConflict,
         Self::IdleAfterHandshake,
         Self::ClientFingerprintChanged,
+        Self::QuicBlocked,
     ];
 }
 
@@ -345,7 +350,8 @@ mod tests {
                 | StreamConflict
                 | ChainConflict
                 | IdleAfterHandshake
-                | ClientFingerprintChanged => true,
+                | ClientFingerprintChanged
+                | QuicBlocked => true,
                 KnownInterceptor(_)
                 | InterceptorFingerprint(_)
                 | UaFingerprintMismatch(_)
@@ -359,8 +365,8 @@ mod tests {
         assert!(Reason::PLAIN.iter().all(is_plain));
         assert_eq!(
             Reason::PLAIN.len(),
-            24,
-            "is_plain names 24 plain reasons: each belongs in PLAIN"
+            25,
+            "is_plain names 25 plain reasons: each belongs in PLAIN"
         );
     }
 }

@@ -304,8 +304,32 @@ impl VerdictEngine {
             }
             judgement.interceptor_grade = Some(g);
         }
+        if hs.quic_unanswered {
+            quic_blocked(&mut judgement);
+        }
         event.judgement = Some(judgement);
     }
+}
+
+/// A TCP handshake after an unanswered QUIC attempt to the same name: low on its own (a
+/// network may drop UDP for other reasons); one level more on a handshake already
+/// intercepted, since blocking QUIC is how inspection boxes push browsers to TCP.
+fn quic_blocked(j: &mut Judgement) {
+    j.reasons.push(Reason::QuicBlocked);
+    j.severity = if j.verdict == Verdict::Intercepted {
+        Severity::ALL
+            .iter()
+            .copied()
+            .find(|s| *s > j.severity)
+            .unwrap_or(Severity::Critical)
+    } else {
+        j.severity.max(Severity::Low)
+    };
+    j.explanation.push_str(
+        " Before this, the client tried QUIC to the same name and got no answer, then came \
+         over TCP: a network that blocks QUIC (UDP) pushes browsers to TCP, where TLS can be \
+         inspected.",
+    );
 }
 
 /// Whether, and how, a judged handshake teaches the baseline: a clean one, or one whose

@@ -858,3 +858,33 @@ fn an_interception_is_graded_and_a_clean_handshake_is_not() {
         clean.explanation
     );
 }
+
+#[test]
+fn quic_blocked_is_low_alone_and_raises_an_interception() {
+    let mut clean = Judgement {
+        verdict: Verdict::Clean,
+        reasons: vec![Reason::PublicRoot],
+        severity: Severity::Info,
+        explanation: String::new(),
+        interceptor: None,
+        extra_certificates: Vec::new(),
+        interceptor_grade: None,
+    };
+    super::quic_blocked(&mut clean);
+    assert_eq!(clean.severity, Severity::Low);
+    assert!(clean.has(&Reason::QuicBlocked));
+    assert!(clean.explanation.contains("QUIC"));
+    let mut intercepted = Judgement {
+        verdict: Verdict::Intercepted,
+        severity: Severity::High,
+        ..clean.clone()
+    };
+    super::quic_blocked(&mut intercepted);
+    assert_eq!(intercepted.severity, Severity::Critical);
+    let mut critical = Judgement {
+        severity: Severity::Critical,
+        ..intercepted
+    };
+    super::quic_blocked(&mut critical);
+    assert_eq!(critical.severity, Severity::Critical);
+}

@@ -7,6 +7,7 @@
 //! recorded is what a real client would have been shown.
 
 mod flight;
+mod quic;
 
 use std::{
     net::SocketAddr,
@@ -72,6 +73,9 @@ pub struct ProbeOptions {
     pub offer: Option<ClientOffer>,
     /// The User-Agent to send with the CONNECT request (the client's, when it was seen).
     pub user_agent: Option<String>,
+    /// Reach the server over QUIC (version 1), as the client did. No proxy: QUIC does not
+    /// go through an HTTP CONNECT proxy.
+    pub quic: bool,
 }
 
 impl Default for ProbeOptions {
@@ -84,6 +88,7 @@ impl Default for ProbeOptions {
             netns: None,
             offer: None,
             user_agent: None,
+            quic: false,
         }
     }
 }
@@ -175,6 +180,23 @@ async fn probe_inner(target: &Target, opts: &ProbeOptions) -> Result<Probed, Pro
         },
     };
     let netns = opts.netns.as_ref();
+    if opts.quic {
+        let addr = resolve(&target.host, target.port, netns).await?;
+        let (mut config, mut recorder) = client_config(opts)?;
+        if !quic::usable(&config) {
+            // What the client offered leaves QUIC's Initial suite out: rustls's defaults.
+            let plain = ProbeOptions {
+                offer: None,
+                ..opts.clone()
+            };
+            (config, recorder) = client_config(&plain)?;
+        }
+        let name = sni
+            .clone()
+            .unwrap_or_else(|| target.host.trim_matches(['[', ']']).to_owned());
+        let sni_sent = sni.filter(|_| target.ip().is_none() || opts.sni.is_some());
+        return quic::probe(addr, sni_sent, &name, opts, config, recorder).await;
+    }
     let (tcp, peer) = match &opts.proxy {
         Some(proxy) => {
             let (mut tcp, peer) = connect(&proxy.host, proxy.port, netns, opts.timeout).await?;
@@ -328,6 +350,27 @@ fn client_config(opts: &ProbeOptions) -> Result<(rustls::ClientConfig, Arc<Recor
     config.alpn_protocols = opts.alpn.clone();
     config.resumption = rustls::client::Resumption::disabled();
     Ok((config, recorder))
+}
+
+/// The first address of `host` (an address already, from another namespace: no DNS there).
+async fn resolve(host: &str, port: u16, netns: Option<&Netns>) -> Result<SocketAddr, ProbeError> {
+    if netns.is_some() {
+        let ip: std::net::IpAddr = host
+            .trim_matches(['[', ']'])
+            .parse()
+            .map_err(|_| ProbeError::BadName(host.to_owned()))?;
+        return Ok(SocketAddr::new(ip, port));
+    }
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|error| ProbeError::Resolve {
+            host: host.to_owned(),
+            error,
+        })?
+        .next()
+        .ok_or_else(|| ProbeError::NoAddress {
+            host: host.to_owned(),
+        })
 }
 
 /// Resolve and connect to the first address that answers, from `netns` if given.

@@ -9,7 +9,8 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use sensor_core::{
     event::{
-        ChainSource, Event, ProbeFailure, ProbeSkip, Reason, Role, Severity, TlsVersion, Verdict,
+        ChainSource, Event, ProbeFailure, ProbeSkip, Reason, Role, Severity, TlsVersion, Transport,
+        Verdict,
     },
     probe::schedule::{Decision, Limits, Outcome, ProbeKey, Requester, ScheduleStats, Scheduler},
     x509::SummaryCache,
@@ -223,6 +224,7 @@ impl Prober {
             netns,
             offer: hs.client_offer.clone(),
             user_agent: hs.proxy_user_agent.clone(),
+            quic: hs.transport == Transport::Quic,
         };
         Some((key, Request { target, opts }))
     }

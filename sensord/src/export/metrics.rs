@@ -99,6 +99,11 @@ pub const ENGINE_HELP: &[(&str, &str)] = &[
         "quic_flows",
         "QUIC flows opened by a client's Initial packet",
     ),
+    ("quic_answered", "QUIC flows whose server answered"),
+    (
+        "quic_blocked",
+        "TCP handshakes that followed an unanswered QUIC attempt to the same name",
+    ),
     ("verdicts", "Verdicts made"),
     (
         "verdict_cache_hits",

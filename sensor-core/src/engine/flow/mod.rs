@@ -830,6 +830,7 @@ impl Flow {
             client_offer: Some(offer(ch)),
             transport: self.transport(),
             quic: self.quic.as_ref().map(|q| q.summary()),
+            quic_unanswered: false,
         })
     }
 

@@ -46,6 +46,8 @@ pub(in crate::engine) struct QuicFlow {
     handshake_packets: [u32; 2],
     /// 1-RTT (short header) packets per direction index.
     short_packets: [u32; 2],
+    /// The server sent anything: an Initial, a Retry, a Version Negotiation.
+    answered: bool,
 }
 
 impl QuicFlow {
@@ -62,6 +64,7 @@ impl QuicFlow {
             initial_dropped: 0,
             handshake_packets: [0; 2],
             short_packets: [0; 2],
+            answered: false,
         }
     }
 
@@ -93,6 +96,25 @@ impl QuicFlow {
 }
 
 impl Flow {
+    /// A QUIC flow's attempt, once its ClientHello named a server.
+    pub(in crate::engine) fn quic_attempt(&self) -> Option<crate::engine::quic_attempts::Seen<'_>> {
+        let q = self.quic.as_deref()?;
+        let ch = self.seen.client_hello.as_ref()?;
+        let c = self.seen.client?;
+        Some(crate::engine::quic_attempts::Seen {
+            client: self.ends[c].ip(),
+            sni: ch.server_name.as_deref()?,
+            hello_ts: self.seen.client_hello_ts,
+            answered: q.answered,
+            pid: self.sockets[c].and_then(|s| s.pid_hint),
+        })
+    }
+
+    /// The pid the tap saw on the client's socket, when it is local.
+    pub(in crate::engine) fn client_pid(&self) -> Option<u32> {
+        self.sockets[self.seen.client?].and_then(|s| s.pid_hint)
+    }
+
     /// A QUIC flow, opened by a client Initial from endpoint `client`.
     pub(in crate::engine) fn new_quic(
         ends: [std::net::SocketAddr; 2],
@@ -128,6 +150,7 @@ impl Flow {
         };
         let client = seen.client.unwrap_or(0);
         let from_client = idx == client;
+        q.answered |= !from_client;
         let ts = d.ts_ns;
         for packet in Packets::new(d.payload) {
             let p = match packet {

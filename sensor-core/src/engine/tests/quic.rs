@@ -356,3 +356,50 @@ fn tests_record(body: &[u8]) -> Vec<u8> {
     v.extend_from_slice(body);
     v
 }
+
+/// A QUIC attempt to `quic.test` at time 1 ms (answered or not), then a TCP handshake to the
+/// same name from the same client `tcp_after_ms` later.
+fn quic_then_tcp(answered: bool, tcp_after_ms: u64) -> Handshake {
+    use sensor_common::tcp_flags::{ACK, PSH, SYN};
+    let keys = InitialKeys::new(QuicVersion::V1, DCID);
+    let mut e = Engine::new(EngineLimits::default());
+    let ms = 1_000_000;
+    let ch = initial(
+        &keys,
+        true,
+        DCID,
+        CLIENT_SCID,
+        0,
+        &crypto(0, &client_hello("quic.test")),
+    );
+    e.push_datagram(&dgram(true, &ch, ms));
+    if answered {
+        let sh = initial(
+            &keys,
+            false,
+            CLIENT_SCID,
+            SERVER_SCID,
+            0,
+            &crypto(0, &server_hello_tls13()),
+        );
+        e.push_datagram(&dgram(false, &sh, 2 * ms));
+    }
+    let t = ms + tcp_after_ms * ms;
+    let hello = super::record(22, &client_hello("quic.test"));
+    e.push(&super::seg(true, 0, SYN, &[], t));
+    e.push(&super::seg(true, 1, ACK | PSH, &hello, t + 1));
+    e.finish();
+    let out = events(&mut e);
+    out.into_iter()
+        .find(|h| h.transport == Transport::Tcp)
+        .expect("the TCP handshake")
+}
+
+#[test]
+fn a_tcp_handshake_after_an_unanswered_quic_attempt_to_the_same_name_says_so() {
+    assert!(quic_then_tcp(false, 400).quic_unanswered);
+    // Answered: QUIC worked; too soon: the client raced both; too late: another visit.
+    assert!(!quic_then_tcp(true, 400).quic_unanswered);
+    assert!(!quic_then_tcp(false, 20).quic_unanswered);
+    assert!(!quic_then_tcp(false, 30_000).quic_unanswered);
+}
