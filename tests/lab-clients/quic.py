@@ -2,16 +2,20 @@
 
     quic.py server --listen 127.0.0.1:4433 --cert leaf.pem --key leaf.key [--retry]
     quic.py client --connect 127.0.0.1:4433 --sni name.test [--ca root.pem] [--version 2]
+                   [--fallback-tcp]
 
 The server answers every HTTP/3 request with 200 and a short body. The client sends one GET
 and exits 0 when the answer came, 1 when the handshake or the request failed (a certificate
-it does not trust, no answer within --timeout seconds).
+it does not trust, no answer within --timeout seconds). With --fallback-tcp it does what a
+browser does when QUIC gets no answer: the same GET over TCP (HTTPS), to the same name and
+port, after --timeout seconds.
 """
 
 import argparse
 import asyncio
 import ssl
 import sys
+import urllib.request
 
 from aioquic.asyncio import connect, serve
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -125,6 +129,7 @@ def main():
     c.add_argument("--ca")
     c.add_argument("--version", type=int, default=1, choices=[1, 2])
     c.add_argument("--timeout", type=float, default=10.0)
+    c.add_argument("--fallback-tcp", action="store_true")
     args = p.parse_args()
     if args.mode == "server":
         asyncio.run(run_server(args))
@@ -133,7 +138,20 @@ def main():
         return asyncio.run(asyncio.wait_for(run_client(args), args.timeout))
     except Exception as e:  # a refused certificate, a timeout: the row decides what it means
         print("failed:", type(e).__name__, e, file=sys.stderr, flush=True)
+        if not args.fallback_tcp:
+            return 1
+    _, port = host_port(args.connect)
+    ctx = ssl.create_default_context(cafile=args.ca)
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx)
+    )
+    try:
+        opener.open(f"https://{args.sni}:{port}/", timeout=15).read()
+    except Exception as e:
+        print("tcp failed:", type(e).__name__, e, file=sys.stderr, flush=True)
         return 1
+    print("tcp ok", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

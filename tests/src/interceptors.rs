@@ -84,7 +84,7 @@ pub struct Origin {
     pub root: Issued,
     pub leaf: Issued,
     pub name: String,
-    chain: PathBuf,
+    pub chain: PathBuf,
 }
 
 impl Origin {

@@ -15,6 +15,7 @@
 //! judges the event the client's handshake produced (found by the client's pid).
 
 pub mod evasion;
+pub mod quic;
 pub mod server_side;
 pub mod topology;
 
@@ -861,6 +862,7 @@ pub fn run(dir: &Path, part: Part, clients: &[Client]) -> Vec<Row> {
                 .map(|s| lab.play(s)),
         );
         rows.push(lab.churn(CHURN_HANDSHAKES));
+        rows.extend(quic::rows(&mut lab));
         let _ = lab.daemon.interrupt();
         // Every event sensord printed, for whoever reads a failed row (and for the
         // fingerprints of the interceptors, which the server-side rows are measured from).
