@@ -157,9 +157,13 @@ pub struct QuicFlow {
     /// The direction (of the local socket) the client's Initial went.
     client_dir: u8,
     pending_losses: u8,
-    _pad: u8,
+    /// Length of `server_cid` (0: no server Initial seen yet).
+    server_cid_len: u8,
     forwarded: u32,
     ring_used: u32,
+    /// The Source Connection ID of the server's first Initial: the client's 1-RTT packets of
+    /// this connection go to it (those of a previous connection on the socket do not).
+    server_cid: [u8; 20],
 }
 
 /// QUIC flows of `QUIC` sockets, by socket cookie and peer.
@@ -378,11 +382,10 @@ fn opens_quic(ctx: &SkBuffContext, seg: &Segment) -> bool {
 /// A UDP datagram: follow the QUIC flow it belongs to, or the one it opens.
 #[inline(always)]
 fn tap_udp(c: &Ctx, seg: &Segment, state: Option<*mut FlowState>) {
-    let opens = opens_quic(c.ctx, seg);
     let st = match state {
         Some(st) => st,
         None => {
-            if !opens {
+            if !opens_quic(c.ctx, seg) {
                 // What a socket sends first tells what it is; what it receives may be anyone's.
                 if c.dir == direction::EGRESS {
                     insert_ignored(c.sk);
@@ -436,7 +439,7 @@ fn tap_udp(c: &Ctx, seg: &Segment, state: Option<*mut FlowState>) {
     let flow = match QUIC_FLOWS.get_ptr_mut(&key) {
         Some(f) => f,
         None => {
-            if !opens {
+            if !opens_quic(c.ctx, seg) {
                 bump(counter::DATAGRAMS_NOT_QUIC, 1);
                 return;
             }
@@ -444,9 +447,10 @@ fn tap_udp(c: &Ctx, seg: &Segment, state: Option<*mut FlowState>) {
                 state: flow_state::TLS,
                 client_dir: c.dir,
                 pending_losses: 0,
-                _pad: 0,
+                server_cid_len: 0,
                 forwarded: 0,
                 ring_used: 0,
+                server_cid: [0; 20],
             };
             if QUIC_FLOWS.insert(&key, &init, 0).is_err() {
                 return;
@@ -462,16 +466,28 @@ fn tap_udp(c: &Ctx, seg: &Segment, state: Option<*mut FlowState>) {
     // SAFETY: a value of the LRU map, valid for this program run.
     let flow = unsafe { &mut *flow };
     if flow.state != flow_state::TLS {
-        return;
+        // A client that keeps its socket opens its next connection to the same peer with
+        // another Initial: follow it afresh (userspace tells it from the old one by its
+        // connection ID).
+        if c.dir != flow.client_dir || !opens_quic(c.ctx, seg) {
+            return;
+        }
+        flow.state = flow_state::TLS;
+        flow.forwarded = 0;
+        flow.ring_used = 0;
+        flow.server_cid_len = 0;
+        bump(counter::QUIC_FLOWS_TRACKED, 1);
+        first = true;
     }
     let mut flags = if first { segment_flags::FIRST } else { 0 };
-    // The client's first short header (1-RTT) packet: it has the server's Finished checked and
-    // its own sent. The handshake is over; this datagram is the last one forwarded.
-    if c.dir == flow.client_dir
-        && c.ctx
-            .load::<u8>(seg.payload_off as usize)
-            .is_ok_and(|b| b & 0x80 == 0)
-    {
+    if c.dir != flow.client_dir {
+        if flow.server_cid_len == 0 {
+            note_server_cid(c, seg, flow);
+        }
+    } else if client_finished(c, seg, flow) {
+        // The client's first short header (1-RTT) packet of this connection: it has the
+        // server's Finished checked and its own sent. The handshake is over; this datagram is
+        // the last one forwarded.
         flow.state = flow_state::DONE;
         flags |= segment_flags::HANDSHAKE_DONE;
         bump(counter::QUIC_HANDSHAKES_DONE, 1);
@@ -513,6 +529,53 @@ fn tap_udp(c: &Ctx, seg: &Segment, state: Option<*mut FlowState>) {
     flow.ring_used += cost;
     flow.forwarded = flow.forwarded.saturating_add(len);
     emit(c, seg, len, flags, &mut flow.pending_losses);
+}
+
+/// Keep the Source Connection ID of the server's first Initial packet.
+#[inline(always)]
+fn note_server_cid(c: &Ctx, seg: &Segment, flow: &mut QuicFlow) {
+    let off = seg.payload_off as usize;
+    let Ok(h) = c.ctx.load::<[u8; 6]>(off) else {
+        return;
+    };
+    // An Initial (not a Retry, whose ID the server's Initial may replace).
+    let version = u32::from_be_bytes([h[1], h[2], h[3], h[4]]);
+    let ty = (h[0] >> 4) & 3;
+    let initial = (version == QUIC_V1 && ty == 0) || (version == QUIC_V2 && ty == 1);
+    if h[0] & 0x80 == 0 || !initial || h[5] > 20 {
+        return;
+    }
+    let scid_at = off + 6 + h[5] as usize;
+    let Ok(len) = c.ctx.load::<u8>(scid_at) else {
+        return;
+    };
+    if len == 0 || len > 20 {
+        return;
+    }
+    if let Ok(cid) = c.ctx.load::<[u8; 20]>(scid_at + 1) {
+        flow.server_cid = cid;
+        flow.server_cid_len = len;
+    }
+}
+
+/// A short header packet from the client to the connection ID its server chose.
+#[inline(always)]
+fn client_finished(c: &Ctx, seg: &Segment, flow: &QuicFlow) -> bool {
+    let off = seg.payload_off as usize;
+    if flow.server_cid_len == 0 || !c.ctx.load::<u8>(off).is_ok_and(|b| b & 0x80 == 0) {
+        return false;
+    }
+    let Ok(dcid) = c.ctx.load::<[u8; 20]>(off + 1) else {
+        return false;
+    };
+    let mut i = 0usize;
+    while i < 20 {
+        if i < flow.server_cid_len as usize && dcid[i] != flow.server_cid[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Whether the local socket's TCP takes this received payload into its stream: it carries ACK

@@ -73,3 +73,60 @@ pub fn get(connect: &str, sni: &str, ca: Option<&Path>, version: u8) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// The base64 SHA-256 of a certificate's public key (what Chromium's
+/// `--ignore-certificate-errors-spki-list` takes), by openssl.
+pub fn spki_sha256(cert: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "openssl x509 -in \"$1\" -pubkey -noout | openssl pkey -pubin -outform der \
+             | openssl dgst -sha256 -binary | base64",
+        )
+        .arg("sh")
+        .arg(cert)
+        .output()
+        .expect("openssl");
+    let spki = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        spki.len() == 44,
+        "the SPKI hash of {}: {spki:?}",
+        cert.display()
+    );
+    spki
+}
+
+/// Headless Chromium loading `https://name:port/` over QUIC only (`connect` is where `name`
+/// goes), accepting the leaf whose public key hash is `spki`; whether the page loaded.
+pub fn chromium_get(
+    mut cmd: Command,
+    name: &str,
+    port: u16,
+    map_to: Option<&str>,
+    spki: &str,
+    profile: &Path,
+) -> bool {
+    cmd.args([
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--enable-quic",
+        "--dump-dom",
+    ])
+    .arg(format!("--origin-to-force-quic-on={name}:{port}"))
+    .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
+    .arg(format!("--user-data-dir={}", profile.display()));
+    if let Some(ip) = map_to {
+        cmd.arg(format!("--host-resolver-rules=MAP {name} {ip}"));
+    }
+    let out = cmd
+        .arg(format!("https://{name}:{port}/"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    out.is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("hello over quic")
+    })
+}

@@ -336,7 +336,9 @@ pub fn tap(ws: &Workspace, opts: &TapBench) -> anyhow::Result<()> {
         )
     };
 
-    let (handshakes, captured, drops, secs) = storm(&sensord, &storm_bin, &state, opts)?;
+    let (handshakes, captured, drops, secs) = storm(&sensord, &storm_bin, &state, opts, false)?;
+    let (q_handshakes, q_captured, q_drops, q_secs) =
+        storm(&sensord, &storm_bin, &state, opts, true)?;
     println!("detached_gbit_per_s={:.3}", median(&detached) / 1e9);
     println!("attached_gbit_per_s={:.3}", median(&attached) / 1e9);
     println!("tcpdump_gbit_per_s={:.3}", median(&with_tcpdump) / 1e9);
@@ -372,16 +374,29 @@ pub fn tap(ws: &Workspace, opts: &TapBench) -> anyhow::Result<()> {
         }
     );
     println!("ringbuf_drops={drops}");
+    println!("quic_handshakes={q_handshakes}");
+    println!("quic_handshakes_per_s={:.0}", q_handshakes as f64 / q_secs);
+    println!(
+        "quic_captured_ratio={:.4}",
+        if q_handshakes == 0 {
+            0.0
+        } else {
+            q_captured as f64 / q_handshakes as f64
+        }
+    );
+    println!("quic_ringbuf_drops={q_drops}");
     let _ = std::fs::remove_dir_all(&state);
     Ok(())
 }
 
-/// The handshake storm with sensord attached: (handshakes made, captured, ring drops, seconds).
+/// The handshake storm with sensord attached, over TCP or QUIC (quinn clients that keep
+/// their UDP socket for every connection): (handshakes made, captured, ring drops, seconds).
 fn storm(
     sensord: &Path,
     storm_bin: &Path,
     state: &Path,
     opts: &TapBench,
+    quic: bool,
 ) -> anyhow::Result<(u64, u64, u64, f64)> {
     let port = free_port()?;
     let (daemon, stdout) = Sensord::start(sensord, state, true)?;
@@ -389,16 +404,25 @@ fn storm(
     let captured = Arc::new(AtomicU64::new(0));
     let counter = captured.clone();
     let needle = format!("\"dst_port\":{port},");
+    let transport = if quic {
+        "\"transport\":\"quic\""
+    } else {
+        "\"transport\":\"tcp\""
+    };
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains(&needle) && line.contains("\"server_name\":\"storm.test\"") {
+            if line.contains(&needle)
+                && line.contains("\"server_name\":\"storm.test\"")
+                && line.contains(transport)
+            {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         }
     });
     say(&format!(
-        "storm: {} s of new TLS 1.3 handshakes",
-        opts.storm_seconds
+        "storm: {} s of new TLS 1.3 handshakes over {}",
+        opts.storm_seconds,
+        if quic { "QUIC" } else { "TCP" }
     ));
     let output = Command::new(storm_bin)
         .args([
@@ -407,6 +431,7 @@ fn storm(
             "--seconds",
             &opts.storm_seconds.to_string(),
         ])
+        .args(quic.then_some("--quic"))
         .output()
         .context("running tls-storm")?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();

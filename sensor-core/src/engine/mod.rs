@@ -141,14 +141,19 @@ impl FlowKey {
 /// A flow in the table: live, or reported and kept only to ignore what still arrives.
 enum Slot {
     Live(Box<Flow>),
-    Done { last_ts: u64 },
+    /// `cids`: a QUIC flow's connection IDs (the client's first, the server's), to tell a new
+    /// connection on the same UDP 4-tuple from what the old one still sends.
+    Done {
+        last_ts: u64,
+        cids: Option<Box<[Vec<u8>]>>,
+    },
 }
 
 impl Slot {
     fn last_ts(&self) -> u64 {
         match self {
             Slot::Live(f) => f.last_ts,
-            Slot::Done { last_ts } => *last_ts,
+            Slot::Done { last_ts, .. } => *last_ts,
         }
     }
 }
@@ -368,7 +373,7 @@ impl Engine {
         let syn_only = seg.tcp_flags & (SYN | ACK) == SYN;
         let first_on_socket = seg.attribution.is_some_and(|a| a.first_on_socket);
         let reuse = match self.flows.to_back(&key) {
-            Some(Slot::Done { last_ts }) => {
+            Some(Slot::Done { last_ts, .. }) => {
                 if !(syn_only || first_on_socket) {
                     *last_ts = (*last_ts).max(seg.ts_ns);
                     return;
@@ -461,14 +466,35 @@ impl Engine {
         self.stats.payload_bytes += d.payload.len() as u64;
         self.now = self.now.max(d.ts_ns);
         let key = FlowKey::of(d.src, d.dst, true);
-        match self.flows.to_back(&key) {
-            Some(Slot::Done { last_ts }) => {
+        let len = d.payload.len() + d.missing as usize;
+        // A client that keeps its UDP socket opens its next connection on the same 4-tuple:
+        // an Initial to a connection ID the reported flow never used is a new connection.
+        let new_connection = |cids: &[Vec<u8>]| {
+            crate::quic::packet::opens_quic(d.payload, len).is_some()
+                && crate::quic::packet::parse(d.payload)
+                    .is_ok_and(|p| !cids.contains(&p.dcid.to_vec()))
+        };
+        let reused = match self.flows.to_back(&key) {
+            Some(Slot::Done { last_ts, cids }) => {
                 *last_ts = (*last_ts).max(d.ts_ns);
-                return;
+                if !cids.as_deref().is_some_and(new_connection) {
+                    return;
+                }
+                true
             }
+            // Still open (its client never sent 1-RTT where the sensor saw it): reported now.
+            Some(Slot::Live(flow)) => flow.quic_cids().as_deref().is_some_and(new_connection),
+            None => false,
+        };
+        if reused {
+            self.close(&key);
+            self.flows.remove(&key);
+            self.stats.tuples_reused += 1;
+        }
+        match self.flows.to_back(&key) {
+            Some(Slot::Done { .. }) => return,
             Some(Slot::Live(_)) => {}
             None => {
-                let len = d.payload.len() + d.missing as usize;
                 let Some(version) = crate::quic::packet::opens_quic(d.payload, len) else {
                     self.stats.datagrams_not_quic += 1;
                     return;
@@ -595,6 +621,7 @@ impl Engine {
         let had_hello = flow.has_client_hello();
         let not_tls = flow.is_not_tls() && !had_hello;
         let quic_answered = flow.quic_attempt().map(|a| a.answered);
+        let cids = flow.quic_cids();
         let client_pid = flow.client_pid();
         let reported = flow.finish(
             self.now,
@@ -632,7 +659,7 @@ impl Engine {
             None if not_tls => self.stats.flows_not_tls += 1,
             None => self.stats.flows_without_client_hello += 1,
         }
-        *slot = Slot::Done { last_ts };
+        *slot = Slot::Done { last_ts, cids };
     }
 }
 

@@ -33,8 +33,6 @@ pub enum HeaderError {
     Truncated,
     #[error("connection ID longer than 20 bytes")]
     CidTooLong,
-    #[error("the fixed bit is clear")]
-    FixedBitClear,
     #[error("length field beyond the datagram")]
     BadLength,
 }
@@ -174,9 +172,8 @@ pub fn parse(data: &[u8]) -> Result<Packet<'_>, HeaderError> {
     let Some(v) = known else {
         return Ok(packet);
     };
-    if first & 0x40 == 0 {
-        return Err(HeaderError::FixedBitClear);
-    }
+    // The fixed bit may be cleared once both ends allow it (RFC 9287, greasing): it is not
+    // checked here; `opens_quic` checks it on a client's first Initial, which cannot grease.
     packet.kind = v.long_kind((first >> 4) & 3);
     match packet.kind {
         Kind::Retry => {

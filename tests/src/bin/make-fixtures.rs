@@ -264,6 +264,52 @@ fn quic(c: &Ctx) -> anyhow::Result<()> {
     c.write_expected("quic-aioquic.pcap", &facts)
 }
 
+/// Headless Chromium over QUIC to an aioquic origin: its ClientHello (with a post-quantum key
+/// share) spans two Initial packets whose CRYPTO frames it shuffles, with PING and PADDING
+/// between them.
+fn quic_chromium(c: &Ctx) -> anyhow::Result<()> {
+    let name = "quic-chromium.fixture.test";
+    let leaf = pki::issue(&c.pki.dir, &c.pki.inter, name, Key::P256, false, &[name]);
+    let cert = pki::bundle(
+        &c.pki.dir,
+        "quic-chromium.chain.pem",
+        &[&leaf, &c.pki.inter],
+    );
+    let port = free_port();
+    let _origin = sensor_tests::quic::origin(&format!("127.0.0.1:{port}"), &cert, &leaf.key, false);
+    let cap = Capture::tcpdump(
+        "lo",
+        &c.cap("quic-chromium.pcap"),
+        &format!("udp port {port}"),
+        &[],
+    );
+    let profile = tempfile::tempdir()?;
+    let ok = sensor_tests::quic::chromium_get(
+        Command::new("chromium"),
+        name,
+        port,
+        Some("127.0.0.1"),
+        &sensor_tests::quic::spki_sha256(&leaf.cert),
+        profile.path(),
+    );
+    let _ = cap.stop();
+    if !ok {
+        bail!("chromium did not load the page over QUIC");
+    }
+    let mut f = expect(name, "1.3", "completed");
+    f["dst_port"] = json!(port);
+    f["transport"] = json!("quic");
+    f["quic_version"] = json!("1");
+    f["quic_first_version"] = json!("1");
+    f["quic_retry"] = json!(false);
+    f["alpn"] = Value::Null;
+    f["client_alpn"] = json!(["h3"]);
+    f["chain_sha256"] = json!([]);
+    f["malformed"] = json!([]);
+    f["capture_incomplete"] = json!([]);
+    c.write_expected("quic-chromium.pcap", &[f])
+}
+
 fn old_versions(c: &Ctx) -> anyhow::Result<()> {
     let mut facts = Vec::new();
     let port = free_port();
@@ -847,6 +893,7 @@ fn main() -> anyhow::Result<()> {
         ("ocsp", ocsp),
         ("reframed", reframed),
         ("quic", quic),
+        ("quic-chromium", quic_chromium),
     ];
     for (name, scenario) in scenarios {
         if args.only.as_deref().is_some_and(|o| !name.contains(o)) {

@@ -2,7 +2,9 @@
 //! beside the origin's TCP listener, the aioquic client in the client's namespace.
 //!
 //! - Clean QUIC: `clean` for `public_root` and nothing else, transport `quic`, JA4 `q…`, the
-//!   chain from the probe (over QUIC, from the client's namespace).
+//!   chain from the probe (over QUIC, from the client's namespace); with aioquic's client and
+//!   with headless Chromium forced onto QUIC (whose ClientHello, with a post-quantum key
+//!   share, spans Initial packets whose CRYPTO frames it shuffles).
 //! - UDP to the port dropped on the middlebox, and TCP to it redirected to mitmproxy: the
 //!   client (trusting mitmproxy's CA, as where IT pushed it) falls back to TCP after its
 //!   QUIC attempt got no answer. The TCP event is `intercepted` with `quic_blocked`, its
@@ -75,6 +77,7 @@ pub fn rows(lab: &mut Lab) -> Vec<Row> {
             false,
         );
         rows.push(clean_quic(lab, port));
+        rows.push(chromium(lab, port));
     }
     {
         let mitm_port = lab.transparent_mitm_port;
@@ -180,6 +183,51 @@ fn clean_quic(lab: &mut Lab, port: u16) -> Row {
     Row {
         scenario: "quic / clean / aioquic HTTP/3".into(),
         expected: "clean [public_root, nothing else] info via probe, quic q13…; client completed"
+            .into(),
+        got: describe(e.as_ref(), ok),
+        pass,
+    }
+}
+
+/// Headless Chromium, QUIC forced for the origin: its network service (a child process)
+/// makes the connection, so its event is found by name, transport and the process's name
+/// (the origin's events of sensord's own probe connection come by too).
+fn chromium(lab: &mut Lab, port: u16) -> Row {
+    let profile = lab.dir.join("chromium-quic-profile");
+    let name = lab.topo.origin_name.clone();
+    // Chromium's QUIC ignores --ignore-certificate-errors; it takes the leaf's key instead.
+    let spki = crate::quic::spki_sha256(&lab.origin.leaf.cert);
+    let ok = crate::quic::chromium_get(
+        lab.topo.client.command("chromium"),
+        &name,
+        port,
+        None,
+        &spki,
+        &profile,
+    );
+    let e = lab.daemon.event(Duration::from_secs(20), |e| {
+        e["server_name"] == name.as_str()
+            && e["transport"] == "quic"
+            && e["dst_port"] == port
+            && e["process"]["role"] == "client"
+            && e["process"]["comm"]
+                .as_str()
+                .is_some_and(|c| c.contains("hrom"))
+    });
+    let pass = ok
+        && e.as_ref().is_some_and(|e| {
+            e["verdict"] == "clean"
+                && reasons(e) == ["public_root"]
+                && e["chain_source"] == "probe"
+                && e["client_outcome"] == "completed"
+                && e["ja4"].as_str().is_some_and(|j| j.starts_with("q13d"))
+                && e["malformed"] == serde_json::json!([])
+                && e["capture_incomplete"] == serde_json::json!([])
+        });
+    Row {
+        scenario: "quic / clean / headless Chromium, QUIC forced".into(),
+        expected: "clean [public_root, nothing else] via probe, quic q13d…, nothing malformed or \
+                   lost; page loaded"
             .into(),
         got: describe(e.as_ref(), ok),
         pass,

@@ -48,7 +48,16 @@ pub(in crate::engine) struct QuicFlow {
     short_packets: [u32; 2],
     /// The server sent anything: an Initial, a Retry, a Version Negotiation.
     answered: bool,
+    /// Connection IDs of this connection: the client's first Destination Connection ID and
+    /// the Source Connection IDs both ends chose (bounded).
+    cids: Vec<Vec<u8>>,
+    /// The Source Connection IDs the server chose: the client's 1-RTT packets go to one of
+    /// them (bounded).
+    server_cids: Vec<Vec<u8>>,
 }
+
+/// Connection IDs a flow remembers at most.
+const MAX_CIDS: usize = 8;
 
 impl QuicFlow {
     pub(super) fn new(version: QuicVersion, dcid: &[u8]) -> Self {
@@ -65,6 +74,8 @@ impl QuicFlow {
             handshake_packets: [0; 2],
             short_packets: [0; 2],
             answered: false,
+            cids: vec![dcid.to_vec()],
+            server_cids: Vec::new(),
         }
     }
 
@@ -108,6 +119,13 @@ impl Flow {
             answered: q.answered,
             pid: self.sockets[c].and_then(|s| s.pid_hint),
         })
+    }
+
+    /// A QUIC flow's connection IDs.
+    pub(in crate::engine) fn quic_cids(&self) -> Option<Box<[Vec<u8>]>> {
+        self.quic
+            .as_deref()
+            .map(|q| q.cids.clone().into_boxed_slice())
     }
 
     /// The pid the tap saw on the client's socket, when it is local.
@@ -166,6 +184,20 @@ impl Flow {
                     break;
                 }
             };
+            match p.kind {
+                // Both ends' IDs: a server's Initial goes to the client's.
+                Kind::Initial | Kind::Handshake | Kind::Retry
+                    if !p.scid.is_empty()
+                        && q.cids.len() < MAX_CIDS
+                        && !q.cids.iter().any(|c| c == p.scid) =>
+                {
+                    q.cids.push(p.scid.to_vec());
+                    if !from_client {
+                        q.server_cids.push(p.scid.to_vec());
+                    }
+                }
+                _ => {}
+            }
             match p.kind {
                 Kind::Initial => {
                     // After a Retry the client's Initial goes to the Retry's connection ID,
@@ -266,7 +298,15 @@ impl Flow {
                 Kind::ZeroRtt if from_client => q.zero_rtt = true,
                 Kind::Retry if !from_client => q.retry = true,
                 Kind::VersionNegotiation if !from_client => q.version_negotiation = true,
-                Kind::Short => {
+                // A client keeping its socket may still send packets of its previous
+                // connection on this 4-tuple: only 1-RTT packets to an ID this connection's
+                // server chose are this connection's. The server's own go to the client's ID.
+                Kind::Short
+                    if !from_client
+                        || q.server_cids
+                            .iter()
+                            .any(|c| p.bytes.get(1..).is_some_and(|b| b.starts_with(c))) =>
+                {
                     q.short_packets[idx] = q.short_packets[idx].saturating_add(1);
                     seen.first_app_ts[idx].get_or_insert(ts);
                 }

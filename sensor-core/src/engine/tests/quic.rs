@@ -403,3 +403,30 @@ fn a_tcp_handshake_after_an_unanswered_quic_attempt_to_the_same_name_says_so() {
     assert!(!quic_then_tcp(false, 20).quic_unanswered);
     assert!(!quic_then_tcp(false, 30_000).quic_unanswered);
 }
+
+#[test]
+fn a_second_connection_on_the_same_udp_socket_is_a_second_handshake() {
+    // The first connection, completed and reported.
+    let (mut e, out) = handshake(QuicVersion::V1);
+    assert_eq!(out.len(), 1);
+    // What the old connection still sends (a late Initial to the server's ID) is ignored.
+    let keys = InitialKeys::new(QuicVersion::V1, DCID);
+    let late = initial(&keys, true, SERVER_SCID, CLIENT_SCID, 9, &[0x01]);
+    e.push_datagram(&dgram(true, &late, 5));
+    // A new connection from the same socket: another connection ID, another name.
+    let other_dcid = [0x42; 8];
+    let keys = InitialKeys::new(QuicVersion::V1, &other_dcid);
+    let ch = initial(
+        &keys,
+        true,
+        &other_dcid,
+        CLIENT_SCID,
+        0,
+        &crypto(0, &client_hello("second.test")),
+    );
+    e.push_datagram(&dgram(true, &ch, 6));
+    e.finish();
+    let out = events(&mut e);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].server_name.as_deref(), Some("second.test"));
+}
