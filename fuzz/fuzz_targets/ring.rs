@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
         rest = after;
         match ring::decode(record, ClockOffset::new(i128::from(len as u32) << 20)) {
             RingRecord::Segment(seg) => engine.push(&seg),
+            RingRecord::Datagram(d) => engine.push_datagram(&d),
             RingRecord::Cert(chunk) => {
                 if let Some(cert) = certs.push(&chunk) {
                     engine.push_cert(cert.cookie, cert.der);

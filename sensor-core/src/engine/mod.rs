@@ -203,6 +203,9 @@ impl UprobeChain {
     }
 }
 
+/// How long a QUIC client has to finish its handshake after the server's Initial.
+const QUIC_FINISH_WAIT_NS: u64 = 3_000_000_000;
+
 /// Sockets with uprobe certificates waiting, at most.
 const UPROBE_SOCKETS: usize = 4096;
 /// Certificates waiting per socket, at most (a chain, and the odd trust anchor OpenSSL read).
@@ -523,6 +526,13 @@ impl Engine {
         self.buffered = (self.buffered + after).saturating_sub(before);
         if progress == Progress::Decided {
             self.close(&key);
+        } else if flow.has_server_hello() && !flow.half_close_queued {
+            // QUIC has no close the sensor can read: a client that got the server's flight
+            // and has not finished within the wait gave up (its CONNECTION_CLOSE went in a
+            // Handshake packet), and is reported then rather than when the flow goes idle.
+            flow.half_close_queued = true;
+            let due = d.ts_ns.saturating_add(QUIC_FINISH_WAIT_NS);
+            self.half_closed.push_back((due, key));
         }
         self.expire_half_closed();
         while self.buffered > self.limits.max_buffered_bytes {

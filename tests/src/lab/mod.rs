@@ -512,10 +512,15 @@ impl Lab {
         // by default, for hosts where any user decides which handshakes happen) would refuse
         // the probes of rows that follow each other closely. The lab gives that user the
         // global rate; the quotas themselves are tested in sensor-core and `bench abuse`.
+        // The interceptors run on this host too: the QUIC rows' mitmproxy makes its own
+        // upstream connections to the origin, each a handshake sensord probes, which a host
+        // behind a real middlebox never sees; 2 probes per destination a minute (the default)
+        // would leave none for the row's client.
         let config = dir.join("lab-sensord.toml");
         std::fs::write(
             &config,
-            "[probe]\nmax_per_uid_per_second = 10\nmax_per_cgroup_per_second = 10\n",
+            "[probe]\nmax_per_uid_per_second = 10\nmax_per_cgroup_per_second = 10\n\
+             max_per_destination_per_minute = 20\n",
         )
         .expect("the lab's sensord.toml");
         let config = config.display().to_string();

@@ -10,6 +10,10 @@
 //!   QUIC attempt got no answer. The TCP event is `intercepted` with `quic_blocked`, its
 //!   severity raised to critical.
 //! - UDP dropped with nobody intercepting: the TCP event is `clean` with `quic_blocked`, low.
+//! - mitmproxy intercepting QUIC itself (a reverse HTTP/3 proxy behind a UDP redirect on the
+//!   middlebox, forging with the same CA as the matrix's mitmproxy): the QUIC event of a client
+//!   that trusts that CA is `intercepted` with `known_interceptor:mitmproxy`, the chain from
+//!   the probe, which takes the client's path.
 
 use std::{
     process::{Command, Stdio},
@@ -80,6 +84,26 @@ pub fn rows(lab: &mut Lab) -> Vec<Row> {
         rows.push(chromium(lab, port));
     }
     {
+        // A second QUIC origin port, with mitmproxy in front of it for the client.
+        let site = crate::interceptors::Site {
+            ns: Some(&lab.topo.origin),
+            addr: &lab.topo.origin_ip,
+        };
+        let quic_port = site.port();
+        let _origin = crate::quic::origin_with(
+            lab.topo.origin.command(venv_program("python")),
+            &format!("{}:{quic_port}", lab.topo.origin_ip),
+            &cert,
+            &lab.origin.leaf.key,
+            false,
+        );
+        let _mitm = MitmQuic::start(lab, quic_port);
+        // A client that refuses mitmproxy's certificate over QUIC is reported as `aborted`
+        // 3 s after the server's flight, but the probe through the reverse proxy then timed
+        // out in the lab (open; see the README), so that row is not played yet.
+        rows.push(intercepted_quic(lab, quic_port, true));
+    }
+    {
         let mitm_port = lab.transparent_mitm_port;
         let _drop = DropUdp::new(
             &lab.topo.middlebox,
@@ -95,9 +119,125 @@ pub fn rows(lab: &mut Lab) -> Vec<Row> {
     rows
 }
 
+/// mitmproxy as a reverse HTTP/3 proxy for the origin's `port` on the middlebox, with UDP
+/// to that port redirected to it: to the client it is the origin.
+struct MitmQuic {
+    _proc: Proc,
+    _redirect: Vec<String>,
+    ns: String,
+}
+
+impl MitmQuic {
+    fn start(lab: &Lab, port: u16) -> Self {
+        let mbox = crate::interceptors::Site {
+            ns: Some(&lab.topo.middlebox),
+            addr: &lab.topo.middlebox_ip,
+        };
+        let listen = mbox.port();
+        let confdir = lab.dir.join("mitmproxy");
+        let proc = Proc::spawn(
+            "mitmdump reverse:http3",
+            mbox.command(crate::interceptors::mitmdump())
+                .args(["--mode"])
+                .arg(format!(
+                    "reverse:http3://{}:{port}@{listen}",
+                    lab.topo.origin_name
+                ))
+                .args(["--set", "ssl_insecure=true", "--set"])
+                .arg(format!("confdir={}", confdir.display()))
+                .args(["-q"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let out = lab
+                .topo
+                .middlebox
+                .command("ss")
+                .args(["-Hlun", &format!("sport = :{listen}")])
+                .output()
+                .expect("ss");
+            if !out.stdout.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let rule: Vec<String> = format!(
+            "PREROUTING -i {} -p udp --dport {port} -j REDIRECT --to-ports {listen}",
+            lab.topo.middlebox_client_if
+        )
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+        let mut args = vec!["iptables", "-t", "nat", "-A"];
+        args.extend(rule.iter().map(String::as_str));
+        lab.topo.middlebox.exec_ok(&args);
+        Self {
+            _proc: proc,
+            _redirect: rule,
+            ns: lab.topo.middlebox.name.clone(),
+        }
+    }
+}
+
+impl Drop for MitmQuic {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "iptables", "-t", "nat", "-D"])
+            .args(&self._redirect)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+fn intercepted_quic(lab: &mut Lab, port: u16, trusts: bool) -> Row {
+    let (pid, ok) = client_with(lab, port, trusts, false);
+    let e = event(lab, pid, "quic");
+    let has = |e: &Value, r: &str| reasons(e).iter().any(|x| x == r);
+    let pass = ok == trusts
+        && e.as_ref().is_some_and(|e| {
+            e["chain_source"] == "probe"
+                && if trusts {
+                    e["verdict"] == "intercepted"
+                        && has(e, "local_root")
+                        && has(e, "known_interceptor:mitmproxy")
+                        && e["client_outcome"] == "completed"
+                } else {
+                    matches!(e["verdict"].as_str(), Some("intercepted" | "untrusted"))
+                        && e["client_outcome"] != "completed"
+                }
+        });
+    Row {
+        scenario: format!(
+            "quic / mitmproxy reverse HTTP/3 behind a UDP redirect / {} / aioquic",
+            if trusts {
+                "client trusts CA"
+            } else {
+                "client does not"
+            }
+        ),
+        expected: if trusts {
+            "intercepted [local_root, known_interceptor:mitmproxy] via probe, quic; client completed"
+        } else {
+            "intercepted|untrusted via probe, quic, not completed; client refused"
+        }
+        .into(),
+        got: describe(e.as_ref(), ok),
+        pass,
+    }
+}
+
 /// Run the aioquic client in the client's namespace; its pid and whether it got its answer.
 fn client(lab: &Lab, port: u16, fallback: bool) -> (u32, bool) {
-    let ca = if fallback {
+    client_with(lab, port, fallback, fallback)
+}
+
+/// The aioquic client trusting the interceptors' CAs (`trusts`) or the origin's alone, going
+/// to TCP after an unanswered QUIC attempt (`fallback`).
+fn client_with(lab: &Lab, port: u16, trusts: bool, fallback: bool) -> (u32, bool) {
+    let ca = if trusts {
         &lab.ca_with_interceptors
     } else {
         &lab.ca_origin_only

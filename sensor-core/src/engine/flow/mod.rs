@@ -451,6 +451,10 @@ impl Flow {
             || (self.seen.client_hello.is_none() && self.dirs.iter().any(|d| d.reader.is_stopped()))
     }
 
+    pub(super) fn has_server_hello(&self) -> bool {
+        self.seen.server_hello.is_some()
+    }
+
     pub(super) fn has_client_hello(&self) -> bool {
         self.seen.client_hello.is_some()
     }

@@ -430,3 +430,42 @@ fn a_second_connection_on_the_same_udp_socket_is_a_second_handshake() {
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].server_name.as_deref(), Some("second.test"));
 }
+
+#[test]
+fn a_client_that_does_not_finish_after_the_server_flight_is_reported_as_aborted_soon() {
+    let keys = InitialKeys::new(QuicVersion::V1, DCID);
+    let mut e = Engine::new(EngineLimits::default());
+    let s = 1_000_000_000;
+    let ch = initial(
+        &keys,
+        true,
+        DCID,
+        CLIENT_SCID,
+        0,
+        &crypto(0, &client_hello("refused.test")),
+    );
+    e.push_datagram(&dgram(true, &ch, s));
+    let sh = initial(
+        &keys,
+        false,
+        CLIENT_SCID,
+        SERVER_SCID,
+        0,
+        &crypto(0, &server_hello_tls13()),
+    );
+    e.push_datagram(&dgram(false, &sh, s + 1));
+    // The client's Handshake packet (its CONNECTION_CLOSE, which the sensor cannot read).
+    let mut hs = vec![0xe0, 0, 0, 0, 1, 8];
+    hs.extend_from_slice(SERVER_SCID);
+    hs.push(8);
+    hs.extend_from_slice(CLIENT_SCID);
+    hs.extend([0x40, 0x20]);
+    hs.extend([0x33; 32]);
+    e.push_datagram(&dgram(true, &hs, s + 2));
+    e.advance(2 * s);
+    assert!(events(&mut e).is_empty(), "too soon");
+    e.advance(5 * s);
+    let out = events(&mut e);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].client_outcome, ClientOutcome::Aborted);
+}
