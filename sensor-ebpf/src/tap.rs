@@ -259,6 +259,24 @@ struct Ctx<'a> {
     emit: bool,
 }
 
+impl<'a> Ctx<'a> {
+    #[inline(always)]
+    fn new(ctx: &'a SkBuffContext, sk: *mut c_void, dir: u8, ifindex: u32) -> Self {
+        let skb = ctx.as_ptr() as *mut __sk_buff;
+        // SAFETY: the helper accepts the skb context of cgroup_skb programs.
+        let cookie = unsafe { bpf_get_socket_cookie(skb as *mut _) };
+        let skip_lo_ingress = CONFIG.get(0).is_none_or(|cfg| cfg.skip_lo_ingress != 0);
+        Self {
+            ctx,
+            skb,
+            sk,
+            cookie,
+            dir,
+            emit: !(skip_lo_ingress && dir == direction::INGRESS && ifindex == LOOPBACK_IFINDEX),
+        }
+    }
+}
+
 #[inline(always)]
 fn tap(ctx: &SkBuffContext, dir: u8) {
     let skb = ctx.as_ptr() as *mut __sk_buff;
@@ -309,34 +327,13 @@ fn tap(ctx: &SkBuffContext, dir: u8) {
     };
     bump(counter::PACKETS_SEEN, 1);
     if seg.udp {
-        // SAFETY: the helper accepts the skb context of cgroup_skb programs.
-        let cookie = unsafe { bpf_get_socket_cookie(skb as *mut _) };
-        let skip_lo_ingress = CONFIG.get(0).is_none_or(|cfg| cfg.skip_lo_ingress != 0);
-        let c = Ctx {
-            ctx,
-            skb,
-            sk,
-            cookie,
-            dir,
-            emit: !(skip_lo_ingress && dir == direction::INGRESS && ifindex == LOOPBACK_IFINDEX),
-        };
-        return tap_udp(&c, &seg, state);
+        return tap_udp(&Ctx::new(ctx, sk, dir, ifindex), &seg, state);
     }
     if dir == direction::INGRESS && seg.payload_len > 0 && !accepted_by_tcp(sk.cast(), &seg) {
         bump(counter::SEGMENTS_NOT_ACCEPTED, 1);
         return;
     }
-    // SAFETY: the helper accepts the skb context of cgroup_skb programs.
-    let cookie = unsafe { bpf_get_socket_cookie(skb as *mut _) };
-    let skip_lo_ingress = CONFIG.get(0).is_none_or(|cfg| cfg.skip_lo_ingress != 0);
-    let c = Ctx {
-        ctx,
-        skb,
-        sk,
-        cookie,
-        dir,
-        emit: !(skip_lo_ingress && dir == direction::INGRESS && ifindex == LOOPBACK_IFINDEX),
-    };
+    let c = Ctx::new(ctx, sk, dir, ifindex);
     let Some(state) = state else {
         if seg.payload_len > 0 {
             start_flow(&c, &seg);

@@ -57,11 +57,22 @@ impl Site<'_> {
         let Some(ns) = self.ns else {
             return wait_listening(&format!("{}:{port}", self.addr), timeout);
         };
+        Self::wait_ss(ns, "-Hltn", port, timeout, self.addr);
+    }
+
+    /// Wait until a UDP socket is bound to `port` there (a namespace's).
+    pub fn wait_udp(&self, port: u16, timeout: Duration) {
+        if let Some(ns) = self.ns {
+            Self::wait_ss(ns, "-Hlun", port, timeout, self.addr);
+        }
+    }
+
+    fn wait_ss(ns: &Namespace, flags: &str, port: u16, timeout: Duration, addr: &str) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             let out = ns
                 .command("ss")
-                .args(["-Hltn", &format!("sport = :{port}")])
+                .args([flags, &format!("sport = :{port}")])
                 .output()
                 .expect("ss");
             if !out.stdout.is_empty() {
@@ -70,8 +81,8 @@ impl Site<'_> {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!(
-            "nothing listens on {}:{port} in {} after {timeout:?}",
-            self.addr, ns.name
+            "nothing listens on {addr}:{port} in {} after {timeout:?}",
+            ns.name
         );
     }
 }

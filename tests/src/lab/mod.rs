@@ -841,6 +841,18 @@ impl Lab {
     }
 }
 
+/// An event's reasons.
+pub(crate) fn reasons(e: &Value) -> Vec<String> {
+    e["reasons"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Handshakes in the clean churn row.
 pub const CHURN_HANDSHAKES: usize = 200;
 

@@ -22,7 +22,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{Lab, Row};
+use super::{Lab, Row, reasons};
 use crate::{Proc, netns::Namespace, venv_program};
 
 /// How long the client waits for QUIC before it goes to TCP (browsers wait about as long).
@@ -150,20 +150,7 @@ impl MitmQuic {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            let out = lab
-                .topo
-                .middlebox
-                .command("ss")
-                .args(["-Hlun", &format!("sport = :{listen}")])
-                .output()
-                .expect("ss");
-            if !out.stdout.is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        mbox.wait_udp(listen, Duration::from_secs(60));
         let rule: Vec<String> = format!(
             "PREROUTING -i {} -p udp --dport {port} -j REDIRECT --to-ports {listen}",
             lab.topo.middlebox_client_if
@@ -275,17 +262,6 @@ fn event(lab: &mut Lab, pid: u32, transport: &str) -> Option<Value> {
                 && e["server_name"] == name.as_str()
                 && e["transport"] == transport
         })
-}
-
-fn reasons(e: &Value) -> Vec<String> {
-    e["reasons"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn describe(e: Option<&Value>, completed: bool) -> String {

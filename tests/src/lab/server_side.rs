@@ -24,7 +24,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{PY_CLIENT, Row, topology::Topology};
+use super::{PY_CLIENT, Row, reasons, topology::Topology};
 use crate::{
     Daemon, Proc,
     cgroup::TestCgroup,
@@ -306,17 +306,6 @@ impl Lab {
             .events
             .wait_for(Duration::from_secs(3), |_| false);
     }
-}
-
-fn reasons(e: &Value) -> Vec<String> {
-    e["reasons"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn describe(e: Option<&Value>) -> String {
