@@ -445,12 +445,7 @@ impl Engine {
             self.half_closed.push_back((due, key));
         }
         self.expire_half_closed();
-        while self.buffered > self.limits.max_buffered_bytes {
-            if !self.evict_oldest() {
-                break;
-            }
-            self.stats.flows_evicted_memory += 1;
-        }
+        self.evict_for_memory();
     }
 
     /// Take one packet: a TCP segment or a UDP datagram.
@@ -470,13 +465,17 @@ impl Engine {
         self.now = self.now.max(d.ts_ns);
         let key = FlowKey::of(d.src, d.dst, true);
         let len = d.payload.len() + d.missing as usize;
+        // A client's first Initial: its version and Destination Connection ID (the first byte
+        // and the length rule out everything else before the header is read).
+        let opening = crate::quic::packet::opens_quic(d.payload, len).and_then(|v| {
+            crate::quic::packet::parse(d.payload)
+                .ok()
+                .map(|p| (v, p.dcid))
+        });
         // A client that keeps its UDP socket opens its next connection on the same 4-tuple:
         // an Initial to a connection ID the reported flow never used is a new connection.
-        let new_connection = |cids: &[Vec<u8>]| {
-            crate::quic::packet::opens_quic(d.payload, len).is_some()
-                && crate::quic::packet::parse(d.payload)
-                    .is_ok_and(|p| !cids.contains(&p.dcid.to_vec()))
-        };
+        let new_connection =
+            |cids: &[Vec<u8>]| opening.is_some_and(|(_, dcid)| !cids.iter().any(|c| c == dcid));
         let reused = match self.flows.to_back(&key) {
             Some(Slot::Done { last_ts, cids }) => {
                 *last_ts = (*last_ts).max(d.ts_ns);
@@ -486,7 +485,7 @@ impl Engine {
                 true
             }
             // Still open (its client never sent 1-RTT where the sensor saw it): reported now.
-            Some(Slot::Live(flow)) => flow.quic_cids().as_deref().is_some_and(new_connection),
+            Some(Slot::Live(flow)) => flow.quic_cids().is_some_and(new_connection),
             None => false,
         };
         if reused {
@@ -498,11 +497,7 @@ impl Engine {
             Some(Slot::Done { .. }) => return,
             Some(Slot::Live(_)) => {}
             None => {
-                let Some(version) = crate::quic::packet::opens_quic(d.payload, len) else {
-                    self.stats.datagrams_not_quic += 1;
-                    return;
-                };
-                let Ok(first) = crate::quic::packet::parse(d.payload) else {
+                let Some((version, dcid)) = opening else {
                     self.stats.datagrams_not_quic += 1;
                     return;
                 };
@@ -510,7 +505,7 @@ impl Engine {
                 self.stats.flows_created += 1;
                 self.stats.quic_flows += 1;
                 let client = usize::from(d.src != key.ends[0]);
-                let flow = Flow::new_quic(key.ends, &self.limits, client, version, first.dcid);
+                let flow = Flow::new_quic(key.ends, &self.limits, client, version, dcid);
                 self.flows.insert(key, Slot::Live(Box::new(flow)));
             }
         }
@@ -519,7 +514,7 @@ impl Engine {
         };
         let before = flow.buffered();
         let progress = flow.push_datagram(d, &self.limits);
-        if let Some(seen) = flow.quic_attempt() {
+        if let Some(seen) = flow.quic_attempt_update() {
             self.quic_attempts.note(seen);
         }
         let after = flow.buffered();
@@ -535,12 +530,7 @@ impl Engine {
             self.half_closed.push_back((due, key));
         }
         self.expire_half_closed();
-        while self.buffered > self.limits.max_buffered_bytes {
-            if !self.evict_oldest() {
-                break;
-            }
-            self.stats.flows_evicted_memory += 1;
-        }
+        self.evict_for_memory();
     }
 
     /// Time has moved on to `now_ns`: report and forget flows idle for longer than the timeout.
@@ -597,6 +587,16 @@ impl Engine {
         }
     }
 
+    /// Give up on the least recently active flows until the buffers fit the memory limit.
+    fn evict_for_memory(&mut self) {
+        while self.buffered > self.limits.max_buffered_bytes {
+            if !self.evict_oldest() {
+                break;
+            }
+            self.stats.flows_evicted_memory += 1;
+        }
+    }
+
     /// Report and drop the least recently active flow. False when there is none.
     fn evict_oldest(&mut self) -> bool {
         let Some((key, _)) = self.flows.front() else {
@@ -631,7 +631,7 @@ impl Engine {
         let had_hello = flow.has_client_hello();
         let not_tls = flow.is_not_tls() && !had_hello;
         let quic_answered = flow.quic_attempt().map(|a| a.answered);
-        let cids = flow.quic_cids();
+        let cids = flow.quic_cids().map(|c| c.to_vec().into_boxed_slice());
         let client_pid = flow.client_pid();
         let reported = flow.finish(
             self.now,

@@ -48,6 +48,8 @@ pub(in crate::engine) struct QuicFlow {
     short_packets: [u32; 2],
     /// The server sent anything: an Initial, a Retry, a Version Negotiation.
     answered: bool,
+    /// `answered` as the engine's QUIC attempts last heard it (`None`: not yet).
+    noted: Option<bool>,
     /// Connection IDs of this connection: the client's first Destination Connection ID and
     /// the Source Connection IDs both ends chose (bounded).
     cids: Vec<Vec<u8>>,
@@ -74,6 +76,7 @@ impl QuicFlow {
             handshake_packets: [0; 2],
             short_packets: [0; 2],
             answered: false,
+            noted: None,
             cids: vec![dcid.to_vec()],
             server_cids: Vec::new(),
         }
@@ -121,11 +124,27 @@ impl Flow {
         })
     }
 
+    /// The attempt, when the engine's QUIC attempts have not heard it as it stands: once the
+    /// ClientHello named a server, and once more when the server answers.
+    pub(in crate::engine) fn quic_attempt_update(
+        &mut self,
+    ) -> Option<crate::engine::quic_attempts::Seen<'_>> {
+        let q = self.quic.as_deref_mut()?;
+        let named = self
+            .seen
+            .client_hello
+            .as_ref()
+            .is_some_and(|ch| ch.server_name.is_some());
+        if !named || q.noted == Some(q.answered) {
+            return None;
+        }
+        q.noted = Some(q.answered);
+        self.quic_attempt()
+    }
+
     /// A QUIC flow's connection IDs.
-    pub(in crate::engine) fn quic_cids(&self) -> Option<Box<[Vec<u8>]>> {
-        self.quic
-            .as_deref()
-            .map(|q| q.cids.clone().into_boxed_slice())
+    pub(in crate::engine) fn quic_cids(&self) -> Option<&[Vec<u8>]> {
+        self.quic.as_deref().map(|q| q.cids.as_slice())
     }
 
     /// The pid the tap saw on the client's socket, when it is local.
