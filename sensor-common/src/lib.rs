@@ -140,8 +140,12 @@ pub mod counter {
     pub const DATAGRAMS_NOT_QUIC: u32 = 22;
     /// QUIC flows whose handshake the kernel saw end (the client's first 1-RTT packet).
     pub const QUIC_HANDSHAKES_DONE: u32 = 23;
+    /// Programs started (`exec`), told to userspace to look for a TLS library in them.
+    pub const EXECS: u32 = 24;
+    /// Exec records that did not fit into their ring buffer (`EXECS`).
+    pub const EXEC_DROPS: u32 = 25;
     /// Number of counters.
-    pub const COUNT: u32 = 24;
+    pub const COUNT: u32 = 26;
 
     /// Names, indexed by counter, as userspace reports them.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -169,6 +173,8 @@ pub mod counter {
         "quic_flows_tracked",
         "datagrams_not_quic",
         "quic_handshakes_done",
+        "execs",
+        "exec_drops",
     ];
 
     /// What each counter counts, indexed by counter: the metrics' HELP text.
@@ -197,6 +203,8 @@ pub mod counter {
         "QUIC flows the kernel started following at a client's Initial packet",
         "Datagrams of a QUIC socket that belong to no followed flow and open none",
         "QUIC flows whose handshake the kernel saw end (the client's first 1-RTT packet)",
+        "Programs started (exec), looked at for a TLS library to attach uprobes to",
+        "Exec records that did not fit into their ring buffer: those programs were not looked at",
     ];
 }
 
@@ -385,6 +393,15 @@ pub struct SocketEvent {
     pub pid_tgid: u64,
     pub uid_gid: u64,
     pub comm: [u8; COMM_LEN],
+}
+
+/// A process started a program (`tp_btf/sched_process_exec`), on the `EXECS` ring buffer:
+/// userspace looks at the program's file for a TLS library (once per file).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExecEvent {
+    /// The process, as the initial PID namespace names it (tgid in the upper half).
+    pub pid_tgid: u64,
 }
 
 /// Size of [`SocketEvent`] in bytes.

@@ -10,6 +10,8 @@
 #[cfg(target_arch = "bpf")]
 mod attribution;
 #[cfg(target_arch = "bpf")]
+mod exec;
+#[cfg(target_arch = "bpf")]
 mod request;
 #[cfg(target_arch = "bpf")]
 mod tap;

@@ -6,7 +6,7 @@ use comfy_table::{Table, presets::NOTHING};
 use sensor_proto::v1 as pb;
 
 use sensor_core::event::Severity;
-use sensor_host::render::Palette;
+use sensor_host::render::{Palette, escape};
 
 use crate::{Global, connect};
 
@@ -115,6 +115,11 @@ pub fn table(s: &pb::Status, palette: Palette) -> String {
     out.push('\n');
     out.push_str(&hooks.trim_fmt());
     out.push('\n');
+    if !s.tls_libraries.is_empty() {
+        out.push('\n');
+        out.push_str(&libraries(s, palette));
+        out.push('\n');
+    }
 
     let journal_losses = [
         pb::Counter {
@@ -213,6 +218,44 @@ fn journal_line(s: &pb::Status, palette: Palette) -> String {
     }
 }
 
+/// The TLS libraries found, and how each one's TLS 1.3 chains are seen. Paths come from
+/// other processes: escaped.
+fn libraries(s: &pb::Status, palette: Palette) -> String {
+    let mut t = Table::new();
+    t.load_style(NOTHING).set_header([
+        "TLS LIBRARY",
+        "TLS 1.3 CHAINS",
+        "STARTS/H",
+        "PATH",
+        "DETAIL",
+    ]);
+    for l in &s.tls_libraries {
+        let chains = match l.chains() {
+            pb::ChainSource::Uprobe => {
+                palette.paint(Palette::severity_style(Some(Severity::Info)), "uprobe")
+            }
+            _ => palette.paint(Palette::severity_style(Some(Severity::Low)), "probe only"),
+        };
+        t.add_row([
+            escape(&l.library).into_owned(),
+            chains,
+            l.processes_last_hour
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            escape(&l.path).into_owned(),
+            escape(&l.detail).into_owned(),
+        ]);
+    }
+    t.trim_fmt()
+}
+
+fn chain_source(c: pb::ChainSource) -> &'static str {
+    match c {
+        pb::ChainSource::Uprobe => "uprobe",
+        pb::ChainSource::ProbeOnly => "probe_only",
+        pb::ChainSource::Unspecified => "unknown",
+    }
+}
+
 fn json(s: &pb::Status) -> serde_json::Value {
     let counters = |cs: &[pb::Counter]| -> serde_json::Map<String, serde_json::Value> {
         cs.iter()
@@ -227,6 +270,10 @@ fn json(s: &pb::Status) -> serde_json::Value {
         "trust_generation": s.trust_generation,
         "hooks": s.hooks.iter().map(|h| serde_json::json!({
             "name": h.name, "attached": h.attached, "detail": h.detail,
+        })).collect::<Vec<_>>(),
+        "tls_libraries": s.tls_libraries.iter().map(|l| serde_json::json!({
+            "library": l.library, "path": l.path, "chains": chain_source(l.chains()),
+            "processes_last_hour": l.processes_last_hour, "detail": l.detail,
         })).collect::<Vec<_>>(),
         "kernel_counters": counters(&s.kernel_counters),
         "engine_counters": counters(&s.engine_counters),

@@ -100,12 +100,46 @@ pub struct SyslogStats {
     pub connected: AtomicU64,
 }
 
+/// How a TLS library's TLS 1.3 chains are seen (TLS 1.2 chains are in clear for all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainSource {
+    /// A uprobe reads the certificates the library parses.
+    Uprobe,
+    /// Only the active probe: no uprobe for this library, or it did not attach.
+    ProbeOnly,
+}
+
+impl ChainSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Uprobe => "uprobe",
+            Self::ProbeOnly => "probe only",
+        }
+    }
+}
+
+/// A TLS library found on the host: a shared file, or one linked into a program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsLibrary {
+    /// OpenSSL, GnuTLS, NSS, OpenSSL (linked into the executable), Go crypto/tls.
+    pub library: String,
+    /// The shared library's file, or the program's.
+    pub path: String,
+    pub chains: ChainSource,
+    /// Processes that started the program within the last hour (programs only).
+    pub processes_last_hour: Option<u64>,
+    /// Where the uprobes are, or why there are none.
+    pub detail: String,
+}
+
 /// Live state of the daemon, updated by its tasks.
 #[derive(Debug)]
 pub struct Shared {
     pub started: Instant,
     pub version: &'static str,
     pub hooks: Mutex<Vec<HookStatus>>,
+    /// The TLS libraries found, refreshed every second.
+    pub tls_libraries: Mutex<Vec<TlsLibrary>>,
     /// Kernel counters, refreshed every second by the capture task.
     pub kernel_counters: Mutex<Vec<(String, u64)>>,
     /// Engine and verdict counters, likewise.
@@ -173,6 +207,7 @@ impl Shared {
             started: Instant::now(),
             version: env!("CARGO_PKG_VERSION"),
             hooks: Mutex::new(Vec::new()),
+            tls_libraries: Mutex::new(Vec::new()),
             kernel_counters: Mutex::new(Vec::new()),
             engine_counters: Mutex::new(Vec::new()),
             program_stats: Mutex::new(Vec::new()),

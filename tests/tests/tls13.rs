@@ -572,3 +572,106 @@ fn a_changed_tls13_server_is_a_signal_without_any_chain() {
     );
     assert!(daemon.interrupt().is_some_and(|s| s.success()));
 }
+
+/// Node carries its own OpenSSL in its executable: sensord finds it when Node starts and reads
+/// its TLS 1.3 chain with the same uprobes as the system library's. Status lists it, with the
+/// system's libraries and a Go program (no uprobe: probe only).
+#[test]
+fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(dir.path(), "inside13.test", Ipv4Addr::LOCALHOST);
+    let mut daemon = daemon(dir.path(), &origin, None, Way::Uprobe);
+    let script = "const [port, sni, ca] = process.argv.slice(1);\n\
+        require('https').get({host: '127.0.0.1', port, servername: sni, path: '/', \
+        ca: require('fs').readFileSync(ca), minVersion: 'TLSv1.3', \
+        headers: {host: sni}}, (r) => { r.resume(); r.on('end', () => process.exit(0)); })\n\
+        .on('error', (e) => { console.error(e.message); process.exit(1); });";
+    for run in 0..2 {
+        let out = Command::new("node")
+            .args(["-e", script, &origin.port.to_string(), &origin.name])
+            .arg(&origin.root.cert)
+            .output()
+            .expect("node (nodejs) is installed by cargo xtask setup");
+        assert!(
+            out.status.success(),
+            "node: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ev = daemon
+            .event(Duration::from_secs(30), |e| {
+                e["server_name"] == origin.name.as_str() && e["process"]["comm"] == "node"
+            })
+            .unwrap_or_else(|| panic!("run {run}: no event; log:\n{}", daemon.log.seen.join("\n")));
+        assert_eq!(ev["tls_version"], "1.3", "{ev}");
+        assert_eq!(ev["chain_source"], "uprobe", "run {run}: {ev}");
+        assert_eq!(ev["verdict"], "clean", "{ev}");
+        assert_eq!(
+            ev["chain"][0]["sha256"].as_str(),
+            Some(origin.leaf.sha256().as_str()),
+            "{ev}"
+        );
+    }
+    // A Go program: found, not attached.
+    let go = dir.path().join("go-client");
+    let source = sensor_tests::workspace_root().join("tests/lab-clients/go-client.go");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&go)
+        .arg(&source)
+        .env("GO111MODULE", "off")
+        .status()
+        .expect("go (golang-go) is installed by cargo xtask setup");
+    assert!(built.success());
+    let _ = Command::new(&go).output().expect("the Go client starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let out = Command::new(sensor_tests::bin("sensorctl"))
+            .arg("--socket")
+            .arg(daemon.socket())
+            .args(["status", "-o", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let libs = status["tls_libraries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if libs.iter().any(|l| l["library"] == "Go crypto/tls")
+            || std::time::Instant::now() > deadline
+        {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let libs = status["tls_libraries"].as_array().unwrap();
+    let find = |library: &str| {
+        libs.iter()
+            .find(|l| l["library"] == library)
+            .unwrap_or_else(|| panic!("{library} not listed: {status:#}"))
+    };
+    let node = find("OpenSSL (linked into the executable)");
+    assert!(node["path"].as_str().unwrap().ends_with("/node"), "{node}");
+    assert_eq!(node["chains"], "uprobe", "{node}");
+    assert!(node["processes_last_hour"].as_u64() >= Some(2), "{node}");
+    let go = find("Go crypto/tls");
+    assert_eq!(go["chains"], "probe_only", "{go}");
+    assert_eq!(go["processes_last_hour"], 1, "{go}");
+    assert_eq!(find("OpenSSL")["chains"], "uprobe");
+    assert_eq!(find("GnuTLS")["chains"], "probe_only");
+    assert!(
+        status["engine_counters"]["programs_inspected"].as_u64() >= Some(3),
+        "{status:#}"
+    );
+    assert!(
+        status["kernel_counters"]["execs"].as_u64() >= Some(3),
+        "{status:#}"
+    );
+    assert_eq!(status["kernel_counters"]["exec_drops"], 0, "{status:#}");
+    assert!(daemon.interrupt().is_some_and(|s| s.success()));
+}

@@ -22,7 +22,7 @@ use super::{
 use crate::{
     journal::{Journal, JournalError, StoredEvent, follow::Follower},
     reload::{ReloadReply, ReloadRequest},
-    status::{JournalState, Shared},
+    status::{ChainSource, JournalState, Shared},
 };
 
 /// The service, shared by every connection.
@@ -442,6 +442,25 @@ impl Sensor for SensorService {
                     .collect()
             })
             .unwrap_or_default();
+        let tls_libraries = s
+            .tls_libraries
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .map(|l| pb::TlsLibrary {
+                        library: l.library.clone(),
+                        path: l.path.clone(),
+                        chains: match l.chains {
+                            ChainSource::Uprobe => pb::ChainSource::Uprobe,
+                            ChainSource::ProbeOnly => pb::ChainSource::ProbeOnly,
+                        }
+                        .into(),
+                        processes_last_hour: l.processes_last_hour,
+                        detail: l.detail.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let files = s.files.lock().map(|f| f.clone()).unwrap_or_default();
         let journal = s.journal_health();
         Ok(Response::new(pb::Status {
@@ -482,6 +501,7 @@ impl Sensor for SensorService {
             journal_pending_drops: s.get(&s.journal_pending_drops),
             journal_queue_drops: s.get(&s.journal_queue_drops),
             journal_write_failures: s.get(&s.journal_write_failures),
+            tls_libraries,
         }))
     }
 

@@ -14,6 +14,7 @@ mod journal_writer;
 mod pending;
 pub mod pipeline;
 mod probing;
+mod tls_libraries;
 
 use std::{
     path::PathBuf,
@@ -254,6 +255,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         );
     }
     let clock = Clock::start();
+    let secs = |clock: &Clock| clock.now_ns() / 1_000_000_000;
+    let mut libraries =
+        tls_libraries::TlsLibraries::start(&mut tap, cfg.uprobe.enabled, secs(&clock));
     let mut pipeline = Pipeline::new(
         trust,
         prober,
@@ -304,10 +308,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 drain_ring(ring.get_mut(), &mut pipeline);
                 pipeline.emit(clock.now_ns());
             }
+            () = libraries.readable() => {
+                libraries.drain(&mut tap, secs(&clock));
+            }
             _ = tick.tick() => {
                 pipeline.set_wall_shift(clock.wall_shift_ns());
                 pipeline.on_tick(clock.now_ns());
                 pipeline.snapshot(&tap, &mut rate);
+                libraries.drain(&mut tap, secs(&clock));
+                libraries.publish(&shared, secs(&clock));
                 if last_baseline_save.elapsed() > Duration::from_secs(60) {
                     let _ = journal_tx.try_send(JournalMsg::SaveBaseline(pipeline.baseline()));
                     last_baseline_save = Instant::now();

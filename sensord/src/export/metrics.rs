@@ -17,6 +17,22 @@ use crate::status::{JournalState, Shared};
 
 /// What each engine, verdict, probe and uprobe counter counts (the names GetStatus gives them).
 pub const ENGINE_HELP: &[(&str, &str)] = &[
+    (
+        "programs_inspected",
+        "Program files looked at for a TLS library of their own (once each)",
+    ),
+    (
+        "programs_gone_before_inspection",
+        "Programs whose process ended before their file could be looked at",
+    ),
+    (
+        "programs_unreadable",
+        "Program files that could not be read as ELF",
+    ),
+    (
+        "programs_too_large",
+        "Program files over 1 GiB, not looked at",
+    ),
     ("segments", "TCP segments the engine took"),
     ("payload_bytes", "Payload bytes the engine took"),
     ("flows_created", "Flows the engine started following"),

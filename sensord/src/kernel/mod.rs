@@ -5,6 +5,7 @@
 //! Programs detach when [`KernelTap`] is dropped: aya owns every link and closes it on drop.
 
 pub mod cgroup;
+pub mod executables;
 mod hooks;
 pub mod uprobes;
 
@@ -142,6 +143,7 @@ impl KernelTap {
             if settings.request_heads {
                 hooks.push(uprobes::attach_request_heads(&mut ebpf, extra));
             }
+            hooks.push(attach_process_exec(&mut ebpf));
         }
         Ok(Self { ebpf, hooks })
     }
@@ -170,6 +172,35 @@ impl KernelTap {
             what: "EVENTS",
             error,
         })
+    }
+
+    /// Take the ring buffer of program starts (`process_exec`). Call once; `None` when that
+    /// hook did not attach.
+    pub fn take_exec_ring(&mut self) -> Option<RingBuf<MapData>> {
+        if !self
+            .hooks
+            .iter()
+            .any(|h| h.name == "process_exec" && h.attached)
+        {
+            return None;
+        }
+        let Some(map) = self.ebpf.take_map("EXECS") else {
+            tracing::warn!("the EXECS ring buffer is missing from the object");
+            return None;
+        };
+        RingBuf::try_from(map)
+            .map_err(|e| tracing::warn!("the EXECS ring buffer: {e}"))
+            .ok()
+    }
+
+    /// Attach the OpenSSL uprobes to an executable that carries OpenSSL (see
+    /// [`executables`]).
+    pub fn attach_to_executable(
+        &mut self,
+        target: &std::path::Path,
+        at: &executables::OpenSslEntries,
+    ) -> Result<(), String> {
+        uprobes::attach_to_executable(&mut self.ebpf, target, at)
     }
 
     /// Each program's run time (ns) and run count, as the kernel counts them while
@@ -266,6 +297,45 @@ fn attach_sock_state(ebpf: &mut Ebpf) -> HookStatus {
             detail: format!(
                 "tp_btf/inet_sock_set_state unavailable ({why}); processes are found from \
                  egress segments and /proc instead"
+            ),
+            program_id: None,
+        },
+    }
+}
+
+/// The hook that names programs as they start, for the executables that carry their own TLS
+/// library. Without it only the system's libraries (and those named in the configuration)
+/// get uprobes.
+fn attach_process_exec(ebpf: &mut Ebpf) -> HookStatus {
+    const NAME: &str = "process_exec";
+    let result = (|| -> Result<Option<u32>, String> {
+        let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(NAME)
+            .ok_or("missing from the object")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        program
+            .load("sched_process_exec", &btf)
+            .map_err(|e| format!("loading: {e}"))?;
+        program.attach().map_err(|e| format!("attaching: {e}"))?;
+        Ok(program.info().ok().map(|i| i.id()))
+    })();
+    match result {
+        Ok(program_id) => HookStatus {
+            name: NAME,
+            attached: true,
+            detail: "tp_btf/sched_process_exec: programs that carry their own TLS library \
+                     (OpenSSL linked in, Go) are found as they start"
+                .into(),
+            program_id,
+        },
+        Err(why) => HookStatus {
+            name: NAME,
+            attached: false,
+            detail: format!(
+                "tp_btf/sched_process_exec unavailable ({why}); programs that carry their own \
+                 OpenSSL are found only when sensord starts"
             ),
             program_id: None,
         },

@@ -9,7 +9,7 @@ use aya::{
     programs::{UProbe, uprobe::UProbeScope},
 };
 
-use super::HookStatus;
+use super::{HookStatus, executables::OpenSslEntries};
 
 /// Where the system's OpenSSL usually lives.
 const LIBRARY_DIRS: &[&str] = &[
@@ -71,6 +71,78 @@ pub fn find_libraries(extra: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
     (ssl, crypto)
 }
 
+/// A TLS library that programs load from a shared file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedTls {
+    OpenSsl,
+    GnuTls,
+    Nss,
+}
+
+impl SharedTls {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenSsl => "OpenSSL",
+            Self::GnuTls => "GnuTLS",
+            Self::Nss => "NSS",
+        }
+    }
+
+    /// The library a file name belongs to: the TLS part of each (libssl, libgnutls, NSS's
+    /// libssl3).
+    pub fn of_file_name(name: &str) -> Option<Self> {
+        if name.starts_with("libssl3.so") {
+            Some(Self::Nss)
+        } else if name.starts_with("libssl.so") {
+            Some(Self::OpenSsl)
+        } else if name.starts_with("libgnutls.so") {
+            Some(Self::GnuTls)
+        } else {
+            None
+        }
+    }
+}
+
+/// Where browsers keep a TLS library of their own, beside the system's folders.
+const APPLICATION_LIBRARY_DIRS: &[&str] = &[
+    "/usr/lib/firefox-esr",
+    "/usr/lib/firefox",
+    "/usr/lib/thunderbird",
+];
+
+/// The TLS libraries installed in the usual folders, each file once.
+pub fn find_tls_libraries() -> Vec<(SharedTls, PathBuf)> {
+    let mut found: Vec<(SharedTls, PathBuf)> = Vec::new();
+    for dir in LIBRARY_DIRS.iter().chain(APPLICATION_LIBRARY_DIRS) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for path in names {
+            let Some(kind) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(SharedTls::of_file_name)
+            else {
+                continue;
+            };
+            // The versioned file only (libssl.so.3, not the libssl.so development link).
+            let versioned = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(".so.") || kind == SharedTls::Nss);
+            let Ok(real) = std::fs::canonicalize(&path) else {
+                continue;
+            };
+            if versioned && path.is_file() && !found.iter().any(|(_, p)| *p == real) {
+                found.push((kind, real));
+            }
+        }
+    }
+    found
+}
+
 /// Load and attach one uprobe program at `points` of every library in `libs`.
 fn attach(
     ebpf: &mut Ebpf,
@@ -99,6 +171,64 @@ fn attach(
         return Err(errors.join("; "));
     }
     Ok((attached, p.info().ok().map(|i| i.id())))
+}
+
+/// Attach the OpenSSL programs to an executable that carries OpenSSL and exports its symbols
+/// (Node), at `target` (a path the kernel resolves, such as /proc/self/fd/N) and the offsets
+/// resolved from its symbols. The client-side programs are loaded if no system library loaded
+/// them; the request-head programs are attached only where they already run.
+pub fn attach_to_executable(
+    ebpf: &mut Ebpf,
+    target: &Path,
+    at: &OpenSslEntries,
+) -> Result<(), String> {
+    let handshake: Vec<u64> = [at.ssl_do_handshake, at.ssl_connect]
+        .into_iter()
+        .flatten()
+        .collect();
+    let client: [(&str, &[u64]); 3] = [
+        ("ssl_handshake_enter", &handshake),
+        ("ssl_handshake_exit", &handshake),
+        ("d2i_x509", &[at.d2i_x509]),
+    ];
+    for (program, offsets) in client {
+        let p: &mut UProbe = ebpf
+            .program_mut(program)
+            .ok_or("missing from the object")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        if p.fd().is_err() {
+            p.load().map_err(|e| format!("loading {program}: {e}"))?;
+        }
+        p.attach(offsets.iter().copied(), target, UProbeScope::AllProcesses)
+            .map_err(|e| format!("{program}: {e}"))?;
+    }
+    let accept: Vec<u64> = [at.ssl_do_handshake, at.ssl_accept]
+        .into_iter()
+        .flatten()
+        .collect();
+    let read: Vec<u64> = at.ssl_read.into_iter().collect();
+    let server: [(&str, &[u64]); 4] = [
+        ("ssl_accept_enter", &accept),
+        ("ssl_accept_exit", &accept),
+        ("ssl_read_enter", &read),
+        ("ssl_read_exit", &read),
+    ];
+    for (program, offsets) in server {
+        let Some(p) = ebpf
+            .program_mut(program)
+            .and_then(|p| <&mut UProbe>::try_from(p).ok())
+        else {
+            continue;
+        };
+        if p.fd().is_ok()
+            && !offsets.is_empty()
+            && let Err(e) = p.attach(offsets.iter().copied(), target, UProbeScope::AllProcesses)
+        {
+            tracing::debug!("{program} on {}: {e}", target.display());
+        }
+    }
+    Ok(())
 }
 
 /// Attach the request-head programs: `SSL_read` (entry and return) in libssl, and
@@ -249,5 +379,26 @@ mod tests {
             .iter()
             .filter(|p| p.to_string_lossy().ends_with("libssl.so.3"));
         assert_eq!(v3.count(), 1, "{ssl:?}");
+    }
+
+    #[test]
+    fn finds_the_tls_libraries_of_the_host() {
+        use super::SharedTls;
+        let found = super::find_tls_libraries();
+        // cargo xtask setup installs gnutls-bin and libnss3-tools beside OpenSSL.
+        for kind in [SharedTls::OpenSsl, SharedTls::GnuTls, SharedTls::Nss] {
+            assert!(found.iter().any(|(k, _)| *k == kind), "{kind:?}: {found:?}");
+        }
+        let openssl: Vec<_> = found
+            .iter()
+            .filter(|(k, _)| *k == SharedTls::OpenSsl)
+            .collect();
+        assert_eq!(
+            openssl.len(),
+            1,
+            "libssl.so.3 once, no libssl.so link: {found:?}"
+        );
+        assert_eq!(SharedTls::of_file_name("libssl3.so"), Some(SharedTls::Nss));
+        assert_eq!(SharedTls::of_file_name("libcrypto.so.3"), None);
     }
 }

@@ -117,10 +117,10 @@ impl Client {
         }
     }
 
-    /// Linked against the system's OpenSSL, so the uprobes see its chain. Node links its own
-    /// OpenSSL into its executable, which the uprobes do not cover yet.
+    /// OpenSSL, whose chains the uprobes read: the system's library, or (Node) OpenSSL linked
+    /// into the executable, which sensord finds when the program starts.
     fn uses_openssl(self) -> bool {
-        matches!(self, Self::Curl | Self::OpenSsl | Self::Python)
+        matches!(self, Self::Curl | Self::OpenSsl | Self::Python | Self::Node)
     }
 }
 
