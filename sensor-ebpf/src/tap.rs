@@ -125,6 +125,12 @@ pub static CONFIG: Array<TapConfig> = Array::with_max_entries(1, 0);
 #[map]
 pub static THREAD_SOCKET: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
 
+/// The socket each process last opened a TLS flow on, by tgid: for runtimes whose threads
+/// hand a connection to each other mid-handshake (Go's goroutines move between threads), the
+/// certificate uprobes fall back to it when the thread's own socket is not mid-handshake.
+#[map]
+pub static PROCESS_SOCKET: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16_384, 0);
+
 /// Client sockets in the middle of a handshake, by cookie.
 #[map]
 pub static HANDSHAKING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65_536, 0);
@@ -684,7 +690,9 @@ fn start_flow(c: &Ctx, seg: &Segment) {
     bump(counter::FLOWS_TRACKED, 1);
     if c.dir == direction::EGRESS {
         // A client socket (its first payload goes out), sent from the connecting thread.
-        let _ = THREAD_SOCKET.insert(&bpf_get_current_pid_tgid(), &c.cookie, 0);
+        let id = bpf_get_current_pid_tgid();
+        let _ = THREAD_SOCKET.insert(&id, &c.cookie, 0);
+        let _ = PROCESS_SOCKET.insert(&((id >> 32) as u32), &c.cookie, 0);
         let _ = HANDSHAKING.insert(&c.cookie, &1, 0);
     }
     if c.dir == direction::INGRESS

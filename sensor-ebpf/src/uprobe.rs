@@ -11,6 +11,9 @@
 //! Only DER that sits in a TLS Certificate message counts (its 24-bit length precedes it),
 //! not certificates a trust store lookup loads while the handshake verifies.
 //!
+//! Go's `crypto/tls` gets an uprobe of its own on `verifyServerCertificate` (see
+//! [`go_tls_verify`]), which hands the same records on.
+//!
 //! The DER is read from user memory in chunks of at most `CERT_CHUNK_CAP` bytes straight into
 //! ring buffer records, with the socket cookie that ties it to the flow.
 
@@ -24,7 +27,7 @@ use sensor_common::{
     CERT_CHUNK_CAP, CertChunkHeader, MAX_CERT_CHUNKS, MAX_CERT_LEN, counter, kind,
 };
 
-use crate::tap::{EVENTS, HANDSHAKING, THREAD_SOCKET, bump, wakeup_flags};
+use crate::tap::{EVENTS, HANDSHAKING, PROCESS_SOCKET, THREAD_SOCKET, bump, wakeup_flags};
 
 /// Threads inside `SSL_do_handshake`/`SSL_connect`, with the nesting depth.
 #[map]
@@ -89,20 +92,96 @@ pub fn d2i_x509(ctx: ProbeContext) -> u32 {
         bump(counter::UPROBE_READ_ERRORS, 1);
         return 0;
     };
-    if der.is_null() || length >= 1 << 24 {
+    emit_certificate(der, length, id, cookie);
+    0
+}
+
+/// A Go slice header (`[]byte`): pointer, length, capacity.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GoSlice {
+    ptr: *const u8,
+    len: i64,
+    cap: i64,
+}
+
+/// Certificates per Go handshake read at most.
+const MAX_GO_CERTS: u64 = 8;
+
+/// `func (c *Conn) verifyServerCertificate(certificates [][]byte) error` in Go's
+/// `crypto/tls`, called by a client with the certificates the server sent, TLS 1.2 and 1.3,
+/// before it judges them. Go's register ABI on x86-64: the receiver in RAX, the slice's
+/// pointer and length in RBX and RCX.
+///
+/// A goroutine moves between threads while it waits for the server's flight, so the thread
+/// that parses the certificates may not be the one that sent the ClientHello: when the
+/// thread's socket is not mid-handshake, the socket the process last opened is taken. The
+/// engine checks that the leaf names the handshake's server, as for OpenSSL.
+#[uprobe]
+pub fn go_tls_verify(ctx: ProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let cookie = handshaking_socket(id);
+    // SAFETY: the context is the probed thread's saved registers.
+    let (certs, count) = unsafe { ((*ctx.regs).rbx as *const GoSlice, (*ctx.regs).rcx) };
+    if certs.is_null() {
         return 0;
     }
-    // A certificate from a TLS Certificate message (1.2 or 1.3) sits right after its own
-    // 24-bit length, which the parser hands to `d2i_X509`. Certificates a trust store lookup
-    // loads during the handshake (a hashed directory, a CA file) come from PEM-decoded
-    // buffers and do not: they are not what the server sent.
+    for i in 0..MAX_GO_CERTS {
+        if i >= count {
+            break;
+        }
+        // SAFETY: a read of user memory through the helper, which fails cleanly.
+        let Ok(cert) = (unsafe { bpf_probe_read_user(certs.wrapping_add(i as usize)) }) else {
+            bump(counter::UPROBE_READ_ERRORS, 1);
+            return 0;
+        };
+        if cert.ptr.is_null() || cert.len <= 0 || cert.len > cert.cap {
+            return 0;
+        }
+        if !emit_certificate(cert.ptr, cert.len, id, cookie) {
+            return 0;
+        }
+    }
+    0
+}
+
+/// The client socket mid-handshake that a certificate parsed by this thread belongs to: the
+/// thread's own, else its process's latest; 0 when neither is mid-handshake.
+#[inline(always)]
+fn handshaking_socket(id: u64) -> u64 {
+    // SAFETY: plain reads of map values, made plain values through volatile reads (see
+    // d2i_x509).
+    let own = unsafe { THREAD_SOCKET.get(&id) }.copied().unwrap_or(0);
+    let own = unsafe { core::ptr::read_volatile(&own) };
+    if own != 0 && unsafe { HANDSHAKING.get(&own) }.is_some() {
+        return own;
+    }
+    let tgid = (id >> 32) as u32;
+    let latest = unsafe { PROCESS_SOCKET.get(&tgid) }.copied().unwrap_or(0);
+    let latest = unsafe { core::ptr::read_volatile(&latest) };
+    if latest != 0 && unsafe { HANDSHAKING.get(&latest) }.is_some() {
+        return latest;
+    }
+    0
+}
+
+/// Read one certificate's DER at `der` (`length` bytes, user memory) into the ring, tied to
+/// `cookie`. Only DER that sits in a TLS Certificate message counts: it sits right after its
+/// own 24-bit length, which TLS parsers hand on. Certificates a trust store lookup loads (a
+/// hashed directory, a CA file) come from PEM-decoded buffers and do not: they are not what
+/// the server sent. False when the ring was full or memory unreadable.
+#[inline(never)]
+fn emit_certificate(der: *const u8, length: i64, id: u64, cookie: u64) -> bool {
+    if der.is_null() || length <= 0 || length >= 1 << 24 {
+        return true;
+    }
     // SAFETY: a read of user memory through the helper, which fails cleanly on a bad address.
     let Ok(prefix) = (unsafe { bpf_probe_read_user(der.wrapping_sub(3) as *const [u8; 3]) }) else {
-        return 0;
+        return true;
     };
     let framed = (prefix[0] as i64) << 16 | (prefix[1] as i64) << 8 | prefix[2] as i64;
     if framed != length {
-        return 0;
+        return true;
     }
     let mut total = length as u64;
     if total > MAX_CERT_LEN as u64 {
@@ -126,11 +205,11 @@ pub fn d2i_x509(ctx: ProbeContext) -> u32 {
             break;
         }
         if !chunk(&header, der, off, total as u32) {
-            return 0;
+            return false;
         }
     }
     bump(counter::UPROBE_CERTS, 1);
-    0
+    true
 }
 
 /// One chunk of the certificate into the ring buffer. False when it could not be.

@@ -573,9 +573,10 @@ fn a_changed_tls13_server_is_a_signal_without_any_chain() {
     assert!(daemon.interrupt().is_some_and(|s| s.success()));
 }
 
-/// Node carries its own OpenSSL in its executable: sensord finds it when Node starts and reads
-/// its TLS 1.3 chain with the same uprobes as the system library's. Status lists it, with the
-/// system's libraries and a Go program (no uprobe: probe only).
+/// Node carries its own OpenSSL in its executable, a Go program its own crypto/tls: sensord
+/// finds each when it starts and reads its TLS 1.3 chain with a uprobe (the OpenSSL ones for
+/// Node, one on `verifyServerCertificate` for Go). Status lists them with the system's
+/// libraries, and a stripped Go program as probe only.
 #[test]
 fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
     let _serial = serial();
@@ -612,18 +613,42 @@ fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
             "{ev}"
         );
     }
-    // A Go program: found, not attached.
-    let go = dir.path().join("go-client");
-    let source = sensor_tests::workspace_root().join("tests/lab-clients/go-client.go");
-    let built = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&go)
-        .arg(&source)
-        .env("GO111MODULE", "off")
-        .status()
-        .expect("go (golang-go) is installed by cargo xtask setup");
-    assert!(built.success());
-    let _ = Command::new(&go).output().expect("the Go client starts");
+    // A Go program (crypto/tls, statically linked): found as it starts, its uprobe attached
+    // then. Its first run can end before that, so its second run is the one that must show it.
+    let go_path = build_go(dir.path(), GO_DIAL, "");
+    let go = &go_path;
+    for run in 0..2 {
+        let out = Command::new(go)
+            .args([&format!("127.0.0.1:{}", origin.port), origin.name.as_str()])
+            .arg(&origin.root.cert)
+            .output()
+            .expect("the Go client starts");
+        assert!(
+            out.status.success(),
+            "go: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ev = daemon
+            .event(Duration::from_secs(30), |e| {
+                e["server_name"] == origin.name.as_str() && e["process"]["comm"] == "go-dial"
+            })
+            .unwrap_or_else(|| panic!("run {run}: no event; log:\n{}", daemon.log.seen.join("\n")));
+        assert_eq!(ev["tls_version"], "1.3", "{ev}");
+        if run == 1 {
+            assert_eq!(ev["chain_source"], "uprobe", "{ev}");
+            assert_eq!(ev["verdict"], "clean", "{ev}");
+            assert_eq!(
+                ev["chain"][0]["sha256"].as_str(),
+                Some(origin.leaf.sha256().as_str()),
+                "{ev}"
+            );
+        }
+    }
+    // Stripped of its symbols, no uprobe can find crypto/tls: listed as probe only.
+    let stripped = build_go(dir.path(), GO_DIAL, "-s -w");
+    let _ = Command::new(&stripped)
+        .output()
+        .expect("the stripped client starts");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
         let out = Command::new(sensor_tests::bin("sensorctl"))
@@ -642,7 +667,11 @@ fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        if libs.iter().any(|l| l["library"] == "Go crypto/tls")
+        if libs
+            .iter()
+            .filter(|l| l["library"] == "Go crypto/tls")
+            .count()
+            == 2
             || std::time::Instant::now() > deadline
         {
             break status;
@@ -659,9 +688,15 @@ fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
     assert!(node["path"].as_str().unwrap().ends_with("/node"), "{node}");
     assert_eq!(node["chains"], "uprobe", "{node}");
     assert!(node["processes_last_hour"].as_u64() >= Some(2), "{node}");
-    let go = find("Go crypto/tls");
-    assert_eq!(go["chains"], "probe_only", "{go}");
-    assert_eq!(go["processes_last_hour"], 1, "{go}");
+    let go = |path: &Path| {
+        libs.iter()
+            .find(|l| l["library"] == "Go crypto/tls" && l["path"] == path.to_str().unwrap())
+            .unwrap_or_else(|| panic!("{} not listed: {status:#}", path.display()))
+    };
+    assert_eq!(go(&go_path)["chains"], "uprobe", "{status:#}");
+    assert_eq!(go(&go_path)["processes_last_hour"], 2, "{status:#}");
+    assert_eq!(go(&stripped)["chains"], "probe_only", "{status:#}");
+    assert_eq!(go(&stripped)["processes_last_hour"], 1, "{status:#}");
     assert_eq!(find("OpenSSL")["chains"], "uprobe");
     assert_eq!(find("GnuTLS")["chains"], "probe_only");
     assert!(
@@ -674,4 +709,57 @@ fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
     );
     assert_eq!(status["kernel_counters"]["exec_drops"], 0, "{status:#}");
     assert!(daemon.interrupt().is_some_and(|s| s.success()));
+}
+
+/// A Go TLS 1.3 client: dials ADDR, names SNI, trusts CA (PEM), sends a request, reads.
+const GO_DIAL: &str = r#"package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 4 {
+		os.Exit(2)
+	}
+	pem, err := os.ReadFile(os.Args[3])
+	if err != nil {
+		panic(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	c, err := tls.Dial("tcp", os.Args[1], &tls.Config{ServerName: os.Args[2], RootCAs: roots, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", os.Args[2])
+	buf := make([]byte, 100)
+	c.Read(buf)
+	c.Close()
+}
+"#;
+
+/// Build a Go program from `source` into `dir` as `go-dial` (`-ldflags` as given: "-s -w"
+/// strips it, named `go-dial-stripped`) with Debian's Go (`cargo xtask setup` installs it).
+fn build_go(dir: &Path, source: &str, ldflags: &str) -> PathBuf {
+    let src = dir.join("go-dial.go");
+    std::fs::write(&src, source).unwrap();
+    let out = dir.join(if ldflags.is_empty() {
+        "go-dial"
+    } else {
+        "go-dial-stripped"
+    });
+    let built = Command::new("go")
+        .args(["build", "-ldflags", ldflags, "-o"])
+        .arg(&out)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .status()
+        .expect("go (golang-go) is installed by cargo xtask setup");
+    assert!(built.success(), "go build: {built}");
+    out
 }

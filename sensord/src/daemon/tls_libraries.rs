@@ -60,7 +60,7 @@ impl TlsLibraries {
         if uprobes_on {
             let own = crate::kernel::own_kernel_tgid();
             this.executables
-                .scan_running(now_s, own, &mut |p, at| tap.attach_to_executable(p, at));
+                .scan_running(now_s, own, &mut |p, at| tap.attach_to_program(p, at));
         }
         this
     }
@@ -105,9 +105,8 @@ impl TlsLibraries {
         }
         let started = std::time::Instant::now();
         for pid in pids {
-            self.executables.on_exec(pid, now_s, &mut |p: &Path, at| {
-                tap.attach_to_executable(p, at)
-            });
+            self.executables
+                .on_exec(pid, now_s, &mut |p: &Path, at| tap.attach_to_program(p, at));
         }
         let took = started.elapsed();
         if took > Duration::from_millis(100) {

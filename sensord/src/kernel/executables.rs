@@ -27,8 +27,10 @@ use object::{Object, ObjectSection, ObjectSymbol};
 pub enum OwnTls {
     /// OpenSSL (or a fork with its API), linked in, `d2i_X509` and `SSL_connect` exported.
     OpenSsl(OpenSslEntries),
-    /// Go's `crypto/tls`; `symbols` when the symbol table was kept (not stripped).
-    Go { symbols: bool },
+    /// Go's `crypto/tls`; `verify` is the file offset of `(*Conn).verifyServerCertificate`
+    /// when the symbol table was kept (not stripped) and the build is for x86-64, whose
+    /// register ABI the uprobe reads.
+    Go { verify: Option<u64>, symbols: bool },
 }
 
 impl OwnTls {
@@ -50,6 +52,9 @@ pub struct OpenSslEntries {
     pub ssl_accept: Option<u64>,
     pub ssl_read: Option<u64>,
 }
+
+/// The Go function the Go uprobe attaches to.
+const GO_VERIFY: &str = "crypto/tls.(*Conn).verifyServerCertificate";
 
 /// Programs larger than this are not looked at (counted in `skipped_large`).
 const MAX_FILE_BYTES: u64 = 1 << 30;
@@ -95,7 +100,14 @@ fn classify_file(file: &File) -> Result<Option<OwnTls>, String> {
             .unwrap_or_default();
         if memchr::memmem::find(names, b"crypto/tls.(*Conn).clientHandshake").is_some() {
             let symbols = obj.section_by_name(".symtab").is_some();
-            return Ok(Some(OwnTls::Go { symbols }));
+            let verify = if obj.architecture() == object::Architecture::X86_64 {
+                obj.symbols()
+                    .find(|s| s.name() == Ok(GO_VERIFY))
+                    .and_then(|s| file_offset(&obj, &s))
+            } else {
+                None
+            };
+            return Ok(Some(OwnTls::Go { verify, symbols }));
         }
     }
     Ok(None)
@@ -225,8 +237,9 @@ impl Program {
     }
 }
 
-/// Attaches the OpenSSL uprobes to a file at the given offsets, or says why it could not.
-pub type Attach<'a> = dyn FnMut(&Path, &OpenSslEntries) -> Result<(), String> + 'a;
+/// Attaches the uprobes for a program's own TLS library to its file (a path valid during the
+/// call), or says why it could not.
+pub type Attach<'a> = dyn FnMut(&Path, &OwnTls) -> Result<(), String> + 'a;
 
 /// Starts kept per program for the hourly count.
 const MAX_STARTS_KEPT: usize = 100_000;
@@ -337,7 +350,7 @@ impl Executables {
             return;
         }
         let (coverage, detail) = match tls {
-            OwnTls::OpenSsl(entries) => match attach(&own, &entries) {
+            OwnTls::OpenSsl(_) => match attach(&own, &tls) {
                 Ok(()) => (
                     Coverage::Uprobe,
                     "uprobes on its SSL_do_handshake, SSL_connect and d2i_X509".to_owned(),
@@ -347,12 +360,29 @@ impl Executables {
                     format!("uprobes did not attach: {why}"),
                 ),
             },
-            OwnTls::Go { symbols: true } => (
+            OwnTls::Go {
+                verify: Some(_), ..
+            } => match attach(&own, &tls) {
+                Ok(()) => (Coverage::Uprobe, format!("uprobe on {GO_VERIFY}")),
+                Err(why) => (
+                    Coverage::ProbeOnly,
+                    format!("the uprobe did not attach: {why}"),
+                ),
+            },
+            OwnTls::Go {
+                verify: None,
+                symbols: true,
+            } => (
                 Coverage::ProbeOnly,
-                "no uprobe for Go's crypto/tls yet: TLS 1.3 chains come from the active probe"
-                    .to_owned(),
+                format!(
+                    "no {GO_VERIFY} in its symbol table (another Go version or architecture): \
+                     TLS 1.3 chains come from the active probe"
+                ),
             ),
-            OwnTls::Go { symbols: false } => (
+            OwnTls::Go {
+                verify: None,
+                symbols: false,
+            } => (
                 Coverage::ProbeOnly,
                 "stripped (no symbol table): no uprobe can find crypto/tls; TLS 1.3 chains \
                  come from the active probe"
@@ -453,7 +483,13 @@ mod tests {
                 .expect("go (golang-go) is installed by cargo xtask setup");
             assert!(status.success(), "go build: {status}");
             let symbols = flags.is_empty();
-            assert_eq!(classify(&out), Ok(Some(OwnTls::Go { symbols })), "{name}");
+            match classify(&out) {
+                Ok(Some(OwnTls::Go { verify, symbols: s })) => {
+                    assert_eq!(s, symbols, "{name}");
+                    assert_eq!(verify.is_some(), symbols, "{name}: {verify:?}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
         }
     }
 
@@ -485,7 +521,7 @@ mod tests {
             .expect("node");
         let mut seen = Executables::new();
         let mut attached = 0;
-        let mut attach = |p: &Path, _: &OpenSslEntries| {
+        let mut attach = |p: &Path, _: &OwnTls| {
             assert!(p.starts_with("/proc/self/fd"), "{p:?}");
             attached += 1;
             Ok(())

@@ -193,14 +193,13 @@ impl KernelTap {
             .ok()
     }
 
-    /// Attach the OpenSSL uprobes to an executable that carries OpenSSL (see
-    /// [`executables`]).
-    pub fn attach_to_executable(
+    /// Attach the uprobes for a program's own TLS library (see [`executables`]).
+    pub fn attach_to_program(
         &mut self,
         target: &std::path::Path,
-        at: &executables::OpenSslEntries,
+        tls: &executables::OwnTls,
     ) -> Result<(), String> {
-        uprobes::attach_to_executable(&mut self.ebpf, target, at)
+        uprobes::attach_to_program(&mut self.ebpf, target, tls)
     }
 
     /// Each program's run time (ns) and run count, as the kernel counts them while

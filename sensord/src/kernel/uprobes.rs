@@ -9,7 +9,10 @@ use aya::{
     programs::{UProbe, uprobe::UProbeScope},
 };
 
-use super::{HookStatus, executables::OpenSslEntries};
+use super::{
+    HookStatus,
+    executables::{OpenSslEntries, OwnTls},
+};
 
 /// Where the system's OpenSSL usually lives.
 const LIBRARY_DIRS: &[&str] = &[
@@ -173,15 +176,37 @@ fn attach(
     Ok((attached, p.info().ok().map(|i| i.id())))
 }
 
+/// Attach the uprobes for a program's own TLS library to its file at `target` (a path the
+/// kernel resolves, such as /proc/self/fd/N).
+pub fn attach_to_program(ebpf: &mut Ebpf, target: &Path, tls: &OwnTls) -> Result<(), String> {
+    match tls {
+        OwnTls::OpenSsl(at) => attach_to_executable(ebpf, target, at),
+        OwnTls::Go {
+            verify: Some(offset),
+            ..
+        } => {
+            let p: &mut UProbe = ebpf
+                .program_mut("go_tls_verify")
+                .ok_or("missing from the object")?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            if p.fd().is_err() {
+                p.load()
+                    .map_err(|e| format!("loading go_tls_verify: {e}"))?;
+            }
+            p.attach([*offset], target, UProbeScope::AllProcesses)
+                .map_err(|e| format!("go_tls_verify: {e}"))?;
+            Ok(())
+        }
+        OwnTls::Go { verify: None, .. } => Err("no function to attach to".into()),
+    }
+}
+
 /// Attach the OpenSSL programs to an executable that carries OpenSSL and exports its symbols
 /// (Node), at `target` (a path the kernel resolves, such as /proc/self/fd/N) and the offsets
 /// resolved from its symbols. The client-side programs are loaded if no system library loaded
 /// them; the request-head programs are attached only where they already run.
-pub fn attach_to_executable(
-    ebpf: &mut Ebpf,
-    target: &Path,
-    at: &OpenSslEntries,
-) -> Result<(), String> {
+fn attach_to_executable(ebpf: &mut Ebpf, target: &Path, at: &OpenSslEntries) -> Result<(), String> {
     let handshake: Vec<u64> = [at.ssl_do_handshake, at.ssl_connect]
         .into_iter()
         .flatten()

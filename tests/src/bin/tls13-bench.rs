@@ -9,6 +9,11 @@
 //! - `uprobe_latency_ratio`: median handshake with uprobes / without (target <= 1.05).
 //! - `uprobe_curl_wall_ratio`: the same for curl's whole run (process start to exit), which
 //!   also pays for the uprobes hit while curl loads its CA file.
+//! - `uprobe_latency_ratio_node` and `uprobe_latency_ratio_go`: the same handshake ratio for
+//!   Node (`tls.connect`, the OpenSSL in its executable) and a Go `crypto/tls` client built by
+//!   the benchmark, each timing its own handshake from the TCP connection to the end of the
+//!   TLS handshake. The first runs of each round are not counted: they are when sensord finds
+//!   the program and attaches.
 
 use std::{
     path::{Path, PathBuf},
@@ -39,6 +44,95 @@ struct Args {
 struct Sample {
     handshake_ms: f64,
     wall_ms: f64,
+}
+
+/// Node: the handshake from the TCP connection to `secureConnect`, in ms.
+const NODE_CLIENT: &str = "const [port, ca] = process.argv.slice(1);\n\
+    let tcp;\n\
+    const s = require('tls').connect({host: '127.0.0.1', port: +port, servername: 'localhost', \
+    ca: require('fs').readFileSync(ca), minVersion: 'TLSv1.3'}, () => {\n\
+    console.log(Number(process.hrtime.bigint() - tcp) / 1e6); s.end(); });\n\
+    s.on('connect', () => { tcp = process.hrtime.bigint(); });\n\
+    s.on('error', (e) => { console.error(e.message); process.exit(1); });";
+
+/// Go: the same with crypto/tls.
+const GO_CLIENT: &str = r#"package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+func main() {
+	pem, err := os.ReadFile(os.Args[2])
+	if err != nil {
+		panic(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	raw, err := net.Dial("tcp", "127.0.0.1:"+os.Args[1])
+	if err != nil {
+		panic(err)
+	}
+	start := time.Now()
+	c := tls.Client(raw, &tls.Config{ServerName: "localhost", RootCAs: roots, MinVersion: tls.VersionTLS13})
+	if err := c.Handshake(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(float64(time.Since(start).Microseconds()) / 1000)
+	c.Close()
+}
+"#;
+
+/// A client that prints its own handshake time in ms.
+fn timed(cmd: &mut Command) -> anyhow::Result<Sample> {
+    let start = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .context("running the client")?;
+    let wall_ms = start.elapsed().as_secs_f64() * 1000.0;
+    if !out.status.success() {
+        bail!("client: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let handshake_ms = text
+        .trim()
+        .parse::<f64>()
+        .with_context(|| format!("{text:?}"))?;
+    Ok(Sample {
+        handshake_ms,
+        wall_ms,
+    })
+}
+
+fn build_go(dir: &Path) -> anyhow::Result<PathBuf> {
+    let src = dir.join("go-tls13.go");
+    std::fs::write(&src, GO_CLIENT)?;
+    let out = dir.join("go-tls13");
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .status()
+        .context("go build (golang-go)")?;
+    if !status.success() {
+        bail!("go build: {status}");
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Client {
+    Curl,
+    Node,
+    Go,
 }
 
 fn curl(port: u16, ca: &Path) -> anyhow::Result<Sample> {
@@ -135,21 +229,43 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..20 {
         curl(port, &root.cert)?;
     }
-    let mut with = (Vec::new(), Vec::new());
-    let mut without = (Vec::new(), Vec::new());
+    let go = build_go(dir.path())?;
+    let run = |client: Client| -> anyhow::Result<Sample> {
+        match client {
+            Client::Curl => curl(port, &root.cert),
+            Client::Node => timed(
+                Command::new("node")
+                    .args(["-e", NODE_CLIENT, &port.to_string()])
+                    .arg(&root.cert),
+            ),
+            Client::Go => timed(Command::new(&go).arg(port.to_string()).arg(&root.cert)),
+        }
+    };
+    const CLIENTS: [Client; 3] = [Client::Curl, Client::Node, Client::Go];
+    const WARMUP: usize = 3;
+    // Per client: (handshakes, walls) with and without.
+    let mut with: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); 3];
+    let mut without = with.clone();
     for round in 0..args.rounds * 2 {
         let uprobes = round % 2 == 0;
         let mut sensord = start_sensord(&args.sensord, dir.path(), uprobes)?;
         let into = if uprobes { &mut with } else { &mut without };
-        for _ in 0..args.runs {
-            let s = curl(port, &root.cert)?;
-            into.0.push(s.handshake_ms);
-            into.1.push(s.wall_ms);
+        for (i, client) in CLIENTS.into_iter().enumerate() {
+            // curl uses the system library, attached at sensord's start: no warm-up needed,
+            // and its figures stay comparable with earlier runs.
+            let warmup = if client == Client::Curl { 0 } else { WARMUP };
+            for n in 0..args.runs + warmup {
+                let s = run(client)?;
+                if n >= warmup {
+                    into[i].0.push(s.handshake_ms);
+                    into[i].1.push(s.wall_ms);
+                }
+            }
         }
         sensord.stop();
     }
-    let (hs_with, hs_without) = (median(with.0), median(without.0));
-    let (wall_with, wall_without) = (median(with.1), median(without.1));
+    let (hs_with, hs_without) = (median(with[0].0.clone()), median(without[0].0.clone()));
+    let (wall_with, wall_without) = (median(with[0].1.clone()), median(without[0].1.clone()));
     println!("curl_runs_per_configuration={}", args.rounds * args.runs);
     println!("handshake_ms_median_with_uprobes={hs_with:.3}");
     println!("handshake_ms_median_without_uprobes={hs_without:.3}");
@@ -157,5 +273,11 @@ fn main() -> anyhow::Result<()> {
     println!("curl_wall_ms_median_with_uprobes={wall_with:.2}");
     println!("curl_wall_ms_median_without_uprobes={wall_without:.2}");
     println!("uprobe_curl_wall_ratio={:.3}", wall_with / wall_without);
+    for (i, name) in [(1, "node"), (2, "go")] {
+        let (a, b) = (median(with[i].0.clone()), median(without[i].0.clone()));
+        println!("{name}_handshake_ms_median_with_uprobes={a:.3}");
+        println!("{name}_handshake_ms_median_without_uprobes={b:.3}");
+        println!("uprobe_latency_ratio_{name}={:.3}", a / b);
+    }
     Ok(())
 }
