@@ -104,6 +104,7 @@ fn classify_file(file: &File) -> Result<Option<OwnTls>, String> {
                 obj.symbols()
                     .find(|s| s.name() == Ok(GO_VERIFY))
                     .and_then(|s| file_offset(&obj, &s))
+                    .map(|at| at + stack_check_branch(map.bytes(), at))
             } else {
                 None
             };
@@ -120,6 +121,38 @@ fn file_offset<'d>(obj: &object::File<'d>, sym: &object::Symbol<'d, '_>) -> Opti
     sym.address()
         .checked_sub(section.address())?
         .checked_add(start)
+}
+
+/// Where to put a uprobe in a Go function starting at `at` in `file`: at the conditional
+/// branch of its stack-size check, when the prologue is the usual one, else at its first byte.
+///
+/// Go functions open with `[lea r12, [rsp-N];] cmp rsp|r12, [r14+0x10]; jbe morestack`. A
+/// uprobe on the first instruction makes the kernel single-step it out of line (two traps);
+/// on a branch, it emulates the instruction (one trap), which halves the cost here (a VM).
+/// Nothing before the branch touches the argument registers the probe reads.
+fn stack_check_branch(file: &[u8], at: u64) -> u64 {
+    let Some(code) = usize::try_from(at)
+        .ok()
+        .and_then(|at| file.get(at..at.checked_add(24)?))
+    else {
+        return 0;
+    };
+    // lea r12, [rsp - disp32] (4c 8d a4 24 + 4 bytes) or disp8 (4c 8d 64 24 + 1 byte).
+    let mut i = match code {
+        [0x4c, 0x8d, 0xa4, 0x24, ..] => 8,
+        [0x4c, 0x8d, 0x64, 0x24, ..] => 5,
+        _ => 0,
+    };
+    // cmp rsp, [r14+0x10] (49 3b 66 10) or cmp r12, [r14+0x10] (4d 3b 66 10).
+    match code.get(i..i + 4) {
+        Some([0x49 | 0x4d, 0x3b, 0x66, 0x10]) => i += 4,
+        _ => return 0,
+    }
+    // jbe rel8 (76) or jbe rel32 (0f 86).
+    match code.get(i..i + 2) {
+        Some([0x76, _]) | Some([0x0f, 0x86]) => i as u64,
+        _ => 0,
+    }
 }
 
 /// A file mapped read-only, unmapped on drop.
@@ -487,6 +520,16 @@ mod tests {
                 Ok(Some(OwnTls::Go { verify, symbols: s })) => {
                     assert_eq!(s, symbols, "{name}");
                     assert_eq!(verify.is_some(), symbols, "{name}: {verify:?}");
+                    if let Some(at) = verify {
+                        // The probe sits on the prologue's jbe.
+                        let bytes = std::fs::read(&out).unwrap();
+                        let at = at as usize;
+                        assert!(
+                            bytes[at] == 0x76 || bytes[at..at + 2] == [0x0f, 0x86],
+                            "{name}: {:02x?}",
+                            &bytes[at - 12..at + 2]
+                        );
+                    }
                 }
                 other => panic!("{name}: {other:?}"),
             }
