@@ -225,7 +225,7 @@ fn libraries(s: &pb::Status, palette: Palette) -> String {
     t.load_style(NOTHING).set_header([
         "TLS LIBRARY",
         "TLS 1.3 CHAINS",
-        "STARTS/H",
+        "PROCS/H",
         "PATH",
         "DETAIL",
     ]);

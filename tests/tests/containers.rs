@@ -203,3 +203,97 @@ fn a_client_in_a_podman_container_is_named_with_its_runtime_and_image() {
     let left = podman(&["ps", "-a", "--filter", &format!("name={name}"), "-q"]);
     assert!(left.stdout.is_empty(), "the container is gone");
 }
+
+/// The container's OpenSSL is its image's copy, not the host's file: the uprobes on the
+/// host's libraries do not see it. sensord attaches to the copy when the container's first
+/// client connects (that handshake may be over first: the probe covers it), and the next
+/// one's TLS 1.3 chain comes from the uprobe. Status lists the copy, attached.
+#[test]
+fn a_container_s_own_openssl_gets_the_uprobes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("localhost/sensor-test-copy-{}:latest", std::process::id());
+    let image = Image::import(dir.path(), &tag, "/usr/bin/openssl");
+    let mut daemon = Daemon::start(&[]);
+    let server = LocalServer::start();
+    let mut sources = Vec::new();
+    for run in 0..2 {
+        // The server's certificate names localhost: the engine takes a uprobe chain only when
+        // its leaf names the handshake's server. Each run is found by its container's name.
+        let name = format!("sensor-test-copy-{}-{run}", std::process::id());
+        // The client stays a second after its handshake (its stdin open), as a real one
+        // would while it talks: sensord names a process from /proc while it lives.
+        let mut client = Command::new("podman")
+            .args([
+                "run",
+                "--rm",
+                "-i",
+                "--runtime",
+                "runc",
+                "--network",
+                "host",
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+                "--name",
+                &name,
+                &image.tag,
+                "/usr/bin/openssl",
+                "s_client",
+                "-tls1_3",
+                "-connect",
+                &server.connect,
+                "-servername",
+                "localhost",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("podman");
+        std::thread::sleep(Duration::from_secs(1));
+        drop(client.stdin.take());
+        let out = client.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "run {run}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ev = daemon
+            .event(Duration::from_secs(20), |v| {
+                v["process"]["container"]["name"] == name.as_str()
+            })
+            .expect("the container's handshake");
+        assert_eq!(ev["tls_version"], "1.3", "{ev}");
+        assert_eq!(ev["process"]["container"]["runtime"], "podman", "{ev}");
+        sources.push(ev["chain_source"].as_str().unwrap_or_default().to_owned());
+    }
+    let out = Command::new(sensor_tests::bin("sensorctl"))
+        .arg("--socket")
+        .arg(daemon.socket())
+        .args(["status", "-o", "json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        sources[1],
+        "uprobe",
+        "{sources:?}; status: {:#}\nlog:\n{}",
+        status["tls_libraries"],
+        daemon.log.seen.join("\n")
+    );
+    let copies: Vec<&serde_json::Value> = status["tls_libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["library"] == "OpenSSL" && l["detail"].as_str().unwrap().contains("a copy"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{status:#}");
+    assert_eq!(copies[0]["chains"], "uprobe", "{status:#}");
+    assert!(
+        copies[0]["processes_last_hour"].as_u64() >= Some(2),
+        "{status:#}"
+    );
+    assert!(daemon.interrupt().is_some_and(|s| s.success()));
+    drop(image);
+}

@@ -256,8 +256,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let clock = Clock::start();
     let secs = |clock: &Clock| clock.now_ns() / 1_000_000_000;
-    let mut libraries =
-        tls_libraries::TlsLibraries::start(&mut tap, cfg.uprobe.enabled, secs(&clock));
+    let mut libraries = tls_libraries::TlsLibraries::start(
+        &mut tap,
+        cfg.uprobe.enabled,
+        &cfg.uprobe.libraries,
+        secs(&clock),
+    );
     let mut pipeline = Pipeline::new(
         trust,
         prober,
@@ -303,10 +307,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 drain_ring(guard.get_inner_mut(), &mut pipeline);
                 guard.clear_ready();
                 pipeline.emit(clock.now_ns());
+                libraries.on_processes(&pipeline.take_new_processes(), &mut tap, secs(&clock));
             }
             _ = drain.tick() => {
                 drain_ring(ring.get_mut(), &mut pipeline);
                 pipeline.emit(clock.now_ns());
+                libraries.on_processes(&pipeline.take_new_processes(), &mut tap, secs(&clock));
             }
             () = libraries.readable() => {
                 libraries.drain(&mut tap, secs(&clock));
@@ -316,6 +322,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 pipeline.on_tick(clock.now_ns());
                 pipeline.snapshot(&tap, &mut rate);
                 libraries.drain(&mut tap, secs(&clock));
+                libraries.on_processes(&[], &mut tap, secs(&clock));
                 libraries.publish(&shared, secs(&clock));
                 if last_baseline_save.elapsed() > Duration::from_secs(60) {
                     let _ = journal_tx.try_send(JournalMsg::SaveBaseline(pipeline.baseline()));

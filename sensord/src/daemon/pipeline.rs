@@ -72,7 +72,13 @@ pub struct Pipeline {
     stopping: bool,
     /// Wall time minus sensor time, as last measured.
     wall_shift_ns: i64,
+    /// Processes seen connecting for the first time, for the TLS library list (taken by the
+    /// daemon after each batch).
+    new_processes: Vec<u32>,
 }
+
+/// New processes kept between two batches at most; past this they are not looked at.
+const MAX_NEW_PROCESSES: usize = 4096;
 
 impl Pipeline {
     pub fn new(
@@ -97,7 +103,13 @@ impl Pipeline {
             ring_drops: 0,
             stopping: false,
             wall_shift_ns: 0,
+            new_processes: Vec::new(),
         }
+    }
+
+    /// The processes seen connecting for the first time since the last call.
+    pub fn take_new_processes(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.new_processes)
     }
 
     pub fn engine(&mut self) -> &mut Engine {
@@ -113,7 +125,13 @@ impl Pipeline {
         match ring::decode(record, self.clock) {
             RingRecord::Segment(seg) => self.engine.push(&seg),
             RingRecord::Datagram(d) => self.engine.push_datagram(&d),
-            RingRecord::Socket(owner) => self.resolver.on_socket(owner),
+            RingRecord::Socket(owner) => {
+                if let Some(pid) = self.resolver.on_socket(owner)
+                    && self.new_processes.len() < MAX_NEW_PROCESSES
+                {
+                    self.new_processes.push(pid);
+                }
+            }
             RingRecord::Cert(chunk) => {
                 if let Some(cert) = self.certs.push(&chunk) {
                     self.on_uprobe_certificate(cert);

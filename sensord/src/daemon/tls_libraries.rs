@@ -1,9 +1,13 @@
 //! Which TLS libraries this host's programs carry, and how each one's TLS 1.3 chains are
 //! seen: read by a uprobe, or left to the active probe. Programs that bring their own
 //! library are found as they start (the kernel's `process_exec`, read here) and when
-//! sensord starts; the shared libraries are found in the usual folders.
+//! sensord starts; the shared libraries are found in the usual folders, and as processes
+//! that connect load them (`kernel::libraries`: containers' copies, upgraded files).
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use aya::maps::{MapData, RingBuf};
 use sensor_common::ExecEvent;
@@ -13,6 +17,7 @@ use crate::{
     kernel::{
         HookStatus, KernelTap,
         executables::{Coverage, Executables},
+        libraries::{Libraries, LibraryFile},
         uprobes::{self, SharedTls},
     },
     status::{ChainSource, Shared, TlsLibrary},
@@ -21,20 +26,66 @@ use crate::{
 /// The programs and libraries, and the ring that names programs as they start.
 pub struct TlsLibraries {
     executables: Executables,
-    shared: Vec<(SharedTls, String)>,
-    /// The OpenSSL uprobes are attached to the system's libraries.
-    openssl_attached: bool,
+    libraries: Libraries,
     ring: Option<AsyncFd<RingBuf<MapData>>>,
     /// Look at running programs, and at new ones: the uprobes are on.
     enabled: bool,
+    /// When the host's library files were last checked for an upgrade (seconds).
+    checked_s: u64,
+    /// Mount namespaces whose library folders were looked at (sensord's own first).
+    roots: hashlink::LruCache<u64, ()>,
 }
+
+/// Mount namespaces remembered (containers running at once, and recent ones).
+const ROOTS_KEPT: usize = 1024;
+
+/// The mount namespace of a process, by inode.
+fn mount_ns(pid: &str) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+}
+
+/// How often the host's library files are checked for an upgrade on disk.
+const CHECK_EVERY_S: u64 = 30;
 
 impl TlsLibraries {
     /// Find the libraries and, with uprobes on, the running programs that carry their own.
-    pub fn start(tap: &mut KernelTap, uprobes_on: bool, now_s: u64) -> Self {
-        let attached =
-            |name: &str, hooks: &[HookStatus]| hooks.iter().any(|h| h.name == name && h.attached);
-        let openssl_attached = attached("d2i_x509", tap.hooks());
+    /// `extra`: the libraries the configuration names (`[uprobe] libraries`).
+    pub fn start(tap: &mut KernelTap, uprobes_on: bool, extra: &[PathBuf], now_s: u64) -> Self {
+        let hook = |name: &str, hooks: &[HookStatus]| {
+            hooks.iter().find(|h| h.name == name).map_or_else(
+                || Err("the uprobes are off".to_owned()),
+                |h| {
+                    if h.attached {
+                        Ok(())
+                    } else {
+                        Err(h.detail.clone())
+                    }
+                },
+            )
+        };
+        let mut libraries = Libraries::default();
+        let (ssl, crypto) = uprobes::find_libraries(extra);
+        for path in &ssl {
+            libraries.add_host(
+                LibraryFile::Tls(SharedTls::OpenSsl),
+                path,
+                Some(hook("ssl_handshake", tap.hooks()).and(hook("d2i_x509", tap.hooks()))),
+            );
+        }
+        for path in &crypto {
+            libraries.add_host(
+                LibraryFile::Crypto,
+                path,
+                Some(hook("d2i_x509", tap.hooks())),
+            );
+        }
+        for (kind, path) in uprobes::find_tls_libraries() {
+            let attached = (kind == SharedTls::OpenSsl)
+                .then(|| Err("not among the libraries the uprobes attached to".to_owned()));
+            libraries.add_host(LibraryFile::Tls(kind), &path, attached);
+        }
         let ring = tap.take_exec_ring().and_then(|ring| {
             // SAFETY: the AsyncFd owns the RingBuf, which owns the fd.
             match unsafe { AsyncFd::register(ring) } {
@@ -49,14 +100,15 @@ impl TlsLibraries {
         });
         let mut this = Self {
             executables: Executables::new(),
-            shared: uprobes::find_tls_libraries()
-                .into_iter()
-                .map(|(k, p)| (k, p.display().to_string()))
-                .collect(),
-            openssl_attached,
+            libraries,
             ring,
             enabled: uprobes_on,
+            checked_s: now_s,
+            roots: hashlink::LruCache::new(ROOTS_KEPT),
         };
+        if let Some(own) = mount_ns("self") {
+            this.roots.insert(own, ());
+        }
         if uprobes_on {
             let own = crate::kernel::own_kernel_tgid();
             this.executables
@@ -105,6 +157,18 @@ impl TlsLibraries {
         }
         let started = std::time::Instant::now();
         for pid in pids {
+            // A process in a mount namespace not seen yet (a container's first): the OpenSSL
+            // files of its root.
+            if let Some(ns) = mount_ns(&pid.to_string())
+                && self.roots.get(&ns).is_none()
+            {
+                self.roots.insert(ns, ());
+                self.libraries.on_new_root(
+                    pid,
+                    now_s,
+                    Some(&mut |file, path: &Path| tap.attach_library(file, path)),
+                );
+            }
             self.executables
                 .on_exec(pid, now_s, &mut |p: &Path, at| tap.attach_to_program(p, at));
         }
@@ -114,30 +178,58 @@ impl TlsLibraries {
         }
     }
 
+    /// Processes that connected for the first time: the TLS libraries they loaded (a copy
+    /// not covered yet gets the uprobes). Every second: the host's files, for an upgrade.
+    pub fn on_processes(&mut self, pids: &[u32], tap: &mut KernelTap, now_s: u64) {
+        let enabled = self.enabled;
+        let mut attach = |file, path: &Path| tap.attach_library(file, path);
+        for &pid in pids {
+            self.libraries
+                .on_process(pid, now_s, enabled.then_some(&mut attach as _));
+        }
+        if now_s >= self.checked_s + CHECK_EVERY_S {
+            self.checked_s = now_s;
+            self.libraries
+                .check_host_files(enabled.then_some(&mut attach as _));
+        }
+    }
+
     /// Each library and program, for status.
     pub fn status(&self, now_s: u64) -> Vec<TlsLibrary> {
         let mut out = Vec::new();
-        for (kind, path) in &self.shared {
-            let (chains, detail) = match kind {
-                SharedTls::OpenSsl if self.openssl_attached => (
+        for l in self.libraries.iter() {
+            let LibraryFile::Tls(kind) = l.file else {
+                continue;
+            };
+            let used = l.processes_last_hour(now_s);
+            if l.replaced && used == 0 {
+                continue;
+            }
+            let (chains, mut detail) = match (&l.attached, kind) {
+                (Some(Ok(())), _) => (
                     ChainSource::Uprobe,
                     "uprobes on SSL_do_handshake, SSL_connect and libcrypto's d2i_X509".to_owned(),
                 ),
-                SharedTls::OpenSsl => (
-                    ChainSource::ProbeOnly,
-                    "the uprobes did not attach (see the hooks)".to_owned(),
-                ),
-                SharedTls::GnuTls | SharedTls::Nss => (
+                (Some(Err(why)), _) => (ChainSource::ProbeOnly, format!("no uprobes: {why}")),
+                (None, _) => (
                     ChainSource::ProbeOnly,
                     "no uprobe for this library yet: TLS 1.3 chains come from the active probe"
                         .to_owned(),
                 ),
             };
+            if l.replaced {
+                detail.push_str("; replaced on disk since (processes still use this file)");
+            } else if !l.host {
+                detail.push_str(
+                    "; a copy loaded by a process (a container's image, or a file the host's \
+                     folders do not have)",
+                );
+            }
             out.push(TlsLibrary {
                 library: kind.name().to_owned(),
-                path: path.clone(),
+                path: l.path.clone(),
                 chains,
-                processes_last_hour: None,
+                processes_last_hour: Some(used),
                 detail,
             });
         }
@@ -157,13 +249,15 @@ impl TlsLibraries {
     }
 
     /// Programs looked at, for the counters.
-    fn counters(&self) -> [(&'static str, u64); 4] {
+    fn counters(&self) -> [(&'static str, u64); 6] {
         let c = self.executables.counts();
         [
             ("programs_inspected", c.inspected),
             ("programs_gone_before_inspection", c.gone),
             ("programs_unreadable", c.unreadable),
             ("programs_too_large", c.skipped_large),
+            ("tls_libraries_over_limit", self.libraries.over_limit),
+            ("processes_gone_before_maps", self.libraries.gone),
         ]
     }
 

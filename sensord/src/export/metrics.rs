@@ -33,6 +33,14 @@ pub const ENGINE_HELP: &[(&str, &str)] = &[
         "programs_too_large",
         "Program files over 1 GiB, not looked at",
     ),
+    (
+        "tls_libraries_over_limit",
+        "TLS library files not tracked (nor attached) because 256 were",
+    ),
+    (
+        "processes_gone_before_maps",
+        "Connecting processes gone before their loaded libraries could be read",
+    ),
     ("segments", "TCP segments the engine took"),
     ("payload_bytes", "Payload bytes the engine took"),
     ("flows_created", "Flows the engine started following"),

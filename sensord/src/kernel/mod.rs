@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod executables;
 mod hooks;
+pub mod libraries;
 pub mod uprobes;
 
 use std::{os::fd::AsFd, path::PathBuf};
@@ -191,6 +192,15 @@ impl KernelTap {
         RingBuf::try_from(map)
             .map_err(|e| tracing::warn!("the EXECS ring buffer: {e}"))
             .ok()
+    }
+
+    /// Attach the OpenSSL uprobes to one more library file (see [`libraries`]).
+    pub fn attach_library(
+        &mut self,
+        file: libraries::LibraryFile,
+        target: &std::path::Path,
+    ) -> Result<(), String> {
+        uprobes::attach_library(&mut self.ebpf, file, target)
     }
 
     /// Attach the uprobes for a program's own TLS library (see [`executables`]).

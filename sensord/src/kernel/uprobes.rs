@@ -12,6 +12,7 @@ use aya::{
 use super::{
     HookStatus,
     executables::{OpenSslEntries, OwnTls},
+    libraries::LibraryFile,
 };
 
 /// Where the system's OpenSSL usually lives.
@@ -27,6 +28,11 @@ const LIBRARY_DIRS: &[&str] = &[
     "/usr/local/lib64",
     "/usr/local/lib",
 ];
+
+/// The folders where libraries usually are, inside any root.
+pub fn library_dirs() -> &'static [&'static str] {
+    LIBRARY_DIRS
+}
 
 const LIBSSL: &[&str] = &["libssl.so.3", "libssl.so.1.1"];
 const LIBCRYPTO: &[&str] = &["libcrypto.so.3", "libcrypto.so.1.1"];
@@ -161,7 +167,9 @@ fn attach(
         .ok_or("missing from the object")?
         .try_into()
         .map_err(|e| format!("{e}"))?;
-    p.load().map_err(|e| format!("loading: {e}"))?;
+    if p.fd().is_err() {
+        p.load().map_err(|e| format!("loading: {e}"))?;
+    }
     let mut attached = Vec::new();
     let mut errors = Vec::new();
     for lib in libs {
@@ -174,6 +182,39 @@ fn attach(
         return Err(errors.join("; "));
     }
     Ok((attached, p.info().ok().map(|i| i.id())))
+}
+
+/// Attach the OpenSSL programs to one more library file (a container's copy, or a file
+/// upgraded on disk) at `target`, a path the kernel resolves: the handshake programs to a
+/// libssl, `d2i_x509` to a libcrypto, the request-head programs too where they run.
+pub fn attach_library(ebpf: &mut Ebpf, file: LibraryFile, target: &Path) -> Result<(), String> {
+    let target = target.to_path_buf();
+    let one = std::slice::from_ref(&target);
+    match file {
+        LibraryFile::Crypto => attach(ebpf, "d2i_x509", &["d2i_X509"], one).map(|_| ()),
+        LibraryFile::Tls(SharedTls::OpenSsl) => {
+            for program in ["ssl_handshake_enter", "ssl_handshake_exit"] {
+                attach(ebpf, program, &["SSL_do_handshake", "SSL_connect"], one)?;
+            }
+            let heads_on = ebpf
+                .program("ssl_read_enter")
+                .is_some_and(|p| p.fd().is_ok());
+            if heads_on {
+                for (program, points) in [
+                    ("ssl_accept_enter", &["SSL_do_handshake", "SSL_accept"][..]),
+                    ("ssl_accept_exit", &["SSL_do_handshake", "SSL_accept"][..]),
+                    ("ssl_read_enter", &["SSL_read"][..]),
+                    ("ssl_read_exit", &["SSL_read"][..]),
+                ] {
+                    if let Err(e) = attach(ebpf, program, points, one) {
+                        tracing::debug!("{program} on {}: {e}", target.display());
+                    }
+                }
+            }
+            Ok(())
+        }
+        LibraryFile::Tls(other) => Err(format!("no uprobe for {}", other.name())),
+    }
 }
 
 /// Attach the uprobes for a program's own TLS library to its file at `target` (a path the

@@ -92,10 +92,14 @@ impl Resolver {
 
     /// The kernel reported a socket's owner. Its /proc details are read now, while the
     /// process is most likely still alive (cached per process instance, so once per process),
-    /// and its start time is kept with the owner.
-    pub fn on_socket(&mut self, owner: SocketOwner) {
-        let start = self.procs.warm(owner.pid).map(|i| i.start);
+    /// and its start time is kept with the owner. Returns the pid when the process was seen
+    /// for the first time.
+    pub fn on_socket(&mut self, owner: SocketOwner) -> Option<u32> {
+        let warm = self.procs.warm(owner.pid);
+        let start = warm.map(|(i, _)| i.start);
+        let pid = owner.pid;
         self.owners.insert(Owner { owner, start });
+        warm.and_then(|(_, new)| new.then_some(pid))
     }
 
     /// The process behind a flow: the client's if it is local, else the local server's.

@@ -118,19 +118,22 @@ impl ProcCache {
     }
 
     /// Read and cache the details of the process that has `pid` now, if they are not cached
-    /// yet, and say which instance it is (`None`: no such process any more).
-    pub fn warm(&mut self, pid: u32) -> Option<Instance> {
+    /// yet, and say which instance it is (`None`: no such process any more) and whether its
+    /// details were read now (the first time it was seen).
+    pub fn warm(&mut self, pid: u32) -> Option<(Instance, bool)> {
         let instance = Instance {
             pid,
             start: start_time(pid)?,
         };
+        let mut new = false;
         if self.cache.get(&instance).is_none()
             && let Some(info) = self.read(instance)
             && info.exe.is_some()
         {
             self.cache.insert(instance, info);
+            new = true;
         }
-        Some(instance)
+        Some((instance, new))
     }
 
     /// Fill in what `p` lacks from /proc/PID, and say which network namespace it is in when
