@@ -502,4 +502,31 @@ garbage
         libs.on_process(u32::MAX - 1, 102, None);
         assert_eq!(libs.gone, 1);
     }
+
+    #[test]
+    fn a_library_upgraded_on_disk_gets_the_uprobes_and_the_old_one_is_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("libssl.so.3");
+        std::fs::write(&path, b"version 1").unwrap();
+        let mut libs = Libraries::default();
+        let ssl = LibraryFile::Tls(SharedTls::OpenSsl);
+        libs.add_host(ssl, &path, Some(Ok(())));
+        libs.check_host_files(Some(&mut |_, _: &Path| unreachable!("unchanged")));
+        // A package upgrade writes the new file beside and renames it over the old one.
+        let new = dir.path().join("libssl.so.3.new");
+        std::fs::write(&new, b"version 2, longer").unwrap();
+        std::fs::rename(&new, &path).unwrap();
+        let mut attached = Vec::new();
+        libs.check_host_files(Some(&mut |file, p: &Path| {
+            attached.push((file, std::fs::read(p).unwrap()));
+            Ok(())
+        }));
+        assert_eq!(attached, vec![(ssl, b"version 2, longer".to_vec())]);
+        let all: Vec<&Library> = libs.iter().collect();
+        assert_eq!(all.len(), 2);
+        assert!(all[0].replaced && !all[1].replaced, "{all:?}");
+        assert!(matches!(all[1].attached, Some(Ok(()))));
+        // Looked at again: nothing new.
+        libs.check_host_files(Some(&mut |_, _: &Path| unreachable!("attached once")));
+    }
 }
