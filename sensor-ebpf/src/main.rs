@@ -7,6 +7,25 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+/// Defines a uprobe (or uretprobe) program twice around one body: `$classic` attaches the
+/// classic way (perf_event_open on the uprobe PMU, which the kernel allows only with
+/// CAP_SYS_ADMIN), `$multi` through a uprobe_multi link (kernels from 6.6, with CAP_BPF and
+/// CAP_PERFMON: the shipped unit's capabilities). sensord loads the one the kernel supports.
+#[cfg(target_arch = "bpf")]
+macro_rules! uprobe_programs {
+    ($kind:ident, $ctx:ty, $classic:ident, $multi:ident, $body:path) => {
+        #[$kind]
+        pub fn $classic(ctx: $ctx) -> u32 {
+            $body(ctx)
+        }
+
+        #[$kind(multi)]
+        pub fn $multi(ctx: $ctx) -> u32 {
+            $body(ctx)
+        }
+    };
+}
+
 #[cfg(target_arch = "bpf")]
 mod attribution;
 #[cfg(target_arch = "bpf")]

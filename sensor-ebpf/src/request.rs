@@ -50,24 +50,53 @@ fn ssl_key(ssl: u64, pid_tgid: u64) -> u64 {
     ssl ^ (pid_tgid >> 32).rotate_left(48)
 }
 
+uprobe_programs!(
+    uprobe,
+    ProbeContext,
+    ssl_accept_enter,
+    ssl_accept_enter_multi,
+    accept_enter
+);
+uprobe_programs!(
+    uretprobe,
+    RetProbeContext,
+    ssl_accept_exit,
+    ssl_accept_exit_multi,
+    accept_exit
+);
+uprobe_programs!(
+    uprobe,
+    ProbeContext,
+    ssl_read_enter,
+    ssl_read_enter_multi,
+    read_enter
+);
+uprobe_programs!(
+    uretprobe,
+    RetProbeContext,
+    ssl_read_exit,
+    ssl_read_exit_multi,
+    read_exit
+);
+
 /// `int SSL_do_handshake(SSL *s)`, `int SSL_accept(SSL *s)`.
-#[uprobe]
-pub fn ssl_accept_enter(ctx: ProbeContext) -> u32 {
+#[inline(always)]
+fn accept_enter(ctx: ProbeContext) -> u32 {
     if let Some(ssl) = ctx.arg::<u64>(0) {
         let _ = HANDSHAKE_SSL.insert(&bpf_get_current_pid_tgid(), &ssl, 0);
     }
     0
 }
 
-#[uretprobe]
-pub fn ssl_accept_exit(_ctx: RetProbeContext) -> u32 {
+#[inline(always)]
+fn accept_exit(_ctx: RetProbeContext) -> u32 {
     let _ = HANDSHAKE_SSL.remove(&bpf_get_current_pid_tgid());
     0
 }
 
 /// `int SSL_read(SSL *ssl, void *buf, int num)`.
-#[uprobe]
-pub fn ssl_read_enter(ctx: ProbeContext) -> u32 {
+#[inline(always)]
+fn read_enter(ctx: ProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
@@ -101,8 +130,8 @@ pub fn sock_recv(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[uretprobe]
-pub fn ssl_read_exit(ctx: RetProbeContext) -> u32 {
+#[inline(always)]
+fn read_exit(ctx: RetProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: plain read of a map value.
     let Some(call) = (unsafe { SSL_READS.get(&id) }).copied() else {

@@ -39,8 +39,37 @@ struct CertChunk {
     data: [u8; CERT_CHUNK_CAP],
 }
 
-#[uprobe]
-pub fn ssl_handshake_enter(_ctx: ProbeContext) -> u32 {
+uprobe_programs!(
+    uprobe,
+    ProbeContext,
+    ssl_handshake_enter,
+    ssl_handshake_enter_multi,
+    handshake_enter
+);
+uprobe_programs!(
+    uretprobe,
+    RetProbeContext,
+    ssl_handshake_exit,
+    ssl_handshake_exit_multi,
+    handshake_exit
+);
+uprobe_programs!(
+    uprobe,
+    ProbeContext,
+    d2i_x509,
+    d2i_x509_multi,
+    d2i_x509_body
+);
+uprobe_programs!(
+    uprobe,
+    ProbeContext,
+    go_tls_verify,
+    go_tls_verify_multi,
+    go_tls_verify_body
+);
+
+#[inline(always)]
+fn handshake_enter(_ctx: ProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: plain read of a map value.
     let depth = unsafe { IN_SSL_HANDSHAKE.get(&id) }.copied().unwrap_or(0);
@@ -48,8 +77,8 @@ pub fn ssl_handshake_enter(_ctx: ProbeContext) -> u32 {
     0
 }
 
-#[uretprobe]
-pub fn ssl_handshake_exit(_ctx: RetProbeContext) -> u32 {
+#[inline(always)]
+fn handshake_exit(_ctx: RetProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: plain read of a map value.
     match unsafe { IN_SSL_HANDSHAKE.get(&id) }.copied() {
@@ -65,8 +94,8 @@ pub fn ssl_handshake_exit(_ctx: RetProbeContext) -> u32 {
 }
 
 /// `X509 *d2i_X509(X509 **a, const unsigned char **pp, long length)`.
-#[uprobe]
-pub fn d2i_x509(ctx: ProbeContext) -> u32 {
+#[inline(always)]
+fn d2i_x509_body(ctx: ProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: plain reads of map values. Each lookup becomes a plain flag through a volatile
     // read: LLVM would otherwise OR the two map pointers together, which the verifier refuses.
@@ -117,8 +146,8 @@ const MAX_GO_CERTS: u64 = 8;
 /// that parses the certificates may not be the one that sent the ClientHello: when the
 /// thread's socket is not mid-handshake, the socket the process last opened is taken. The
 /// engine checks that the leaf names the handshake's server, as for OpenSSL.
-#[uprobe]
-pub fn go_tls_verify(ctx: ProbeContext) -> u32 {
+#[inline(always)]
+fn go_tls_verify_body(ctx: ProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let cookie = handshaking_socket(id);
     // SAFETY: the context is the probed thread's saved registers.

@@ -31,6 +31,43 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A wrapper for [`Daemon::start_wrapped`] that runs sensord with no capability beyond the
+/// shipped unit's `CapabilityBoundingSet` (capsh drops the rest, CAP_SYS_ADMIN among them).
+pub fn unit_capabilities() -> Vec<String> {
+    let unit = std::fs::read_to_string(workspace_root().join("dist/sensord.service"))
+        .expect("dist/sensord.service");
+    let keep: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet")
+        .split_whitespace()
+        .map(str::to_lowercase)
+        .collect();
+    assert!(!keep.contains(&"cap_sys_admin".to_owned()), "{keep:?}");
+    let print = Command::new("capsh")
+        .arg("--print")
+        .output()
+        .expect("capsh");
+    let print = String::from_utf8_lossy(&print.stdout);
+    let bounding = print
+        .lines()
+        .find_map(|l| l.strip_prefix("Bounding set ="))
+        .expect("capsh prints the bounding set");
+    let drop: Vec<&str> = bounding
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !keep.iter().any(|k| k == c))
+        .collect();
+    assert!(drop.contains(&"cap_sys_admin"), "{drop:?}");
+    vec![
+        "capsh".to_owned(),
+        format!("--drop={}", drop.join(",")),
+        "--".to_owned(),
+        "-c".to_owned(),
+        "exec \"$0\" \"$@\"".to_owned(),
+    ]
+}
+
 /// Path of a binary built by `cargo build --bins` (which `cargo xtask test` runs first).
 pub fn bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

@@ -297,3 +297,121 @@ fn a_container_s_own_openssl_gets_the_uprobes() {
     assert!(daemon.interrupt().is_some_and(|s| s.success()));
     drop(image);
 }
+
+/// The row the active probe cannot play: sensord under the shipped unit's capabilities (no
+/// CAP_SYS_ADMIN, so it cannot enter a container's network namespace), a TLS 1.3 client in a
+/// podman container with its image's own OpenSSL, in a network namespace whose HTTPS a
+/// transparent mitmproxy intercepts; the client trusts mitmproxy's CA, as IT would have it.
+/// The chain comes from the uprobe on the image's OpenSSL (attached when the first container
+/// started), the event is `intercepted` and names the container.
+#[test]
+fn an_intercepted_container_is_seen_through_its_own_openssl_under_the_units_capabilities() {
+    use sensor_tests::{
+        interceptors::{self, Origin, Redirect},
+        netns::Netns,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("localhost/sensor-test-icpt-{}:latest", std::process::id());
+    let image = Image::import(dir.path(), &tag, "/usr/bin/openssl");
+    let ns = Netns::new("ctr", 1500);
+    let origin = Origin::start(dir.path(), "container13.test", ns.host_ip.parse().unwrap());
+    let mitm = interceptors::mitmproxy_transparent(dir.path());
+    let _redirect = Redirect::new(&ns.host_if, origin.port, mitm.port);
+    // The path works before the sensor is asked about it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let connect =
+        "import socket, sys\nsocket.create_connection((sys.argv[1], int(sys.argv[2])), 2).close()";
+    while !ns
+        .command("python3")
+        .args(["-c", connect, &ns.host_ip, &origin.port.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the redirect to mitmproxy never answered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let root = origin.root.cert.display().to_string();
+    let ca = mitm.ca.display().to_string();
+    let mut daemon = Daemon::start_wrapped(
+        tempfile::tempdir().unwrap(),
+        &sensor_tests::unit_capabilities(),
+        &["--public-roots", &root, "--host-roots", &ca],
+    );
+    let netns = format!("ns:/run/netns/{}", ns.name);
+    let mount = format!("{ca}:/ca.pem:ro");
+    let target = format!("{}:{}", ns.host_ip, origin.port);
+    let mut events = Vec::new();
+    for run in 0..2 {
+        let name = format!("sensor-test-icpt-{}-{run}", std::process::id());
+        let mut client = Command::new("podman")
+            .args([
+                "run",
+                "--rm",
+                "-i",
+                "--runtime",
+                "runc",
+                "--network",
+                &netns,
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+                "-v",
+                &mount,
+                "--name",
+                &name,
+                &image.tag,
+                "/usr/bin/openssl",
+                "s_client",
+                "-tls1_3",
+                "-verify_return_error",
+                "-CAfile",
+                "/ca.pem",
+                "-connect",
+                &target,
+                "-servername",
+                &origin.name,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("podman");
+        std::thread::sleep(Duration::from_secs(1));
+        drop(client.stdin.take());
+        let out = client.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "run {run}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ev = daemon
+            .event(Duration::from_secs(30), |v| {
+                v["process"]["container"]["name"] == name.as_str()
+            })
+            .unwrap_or_else(|| panic!("run {run}: no event; log:\n{}", daemon.log.seen.join("\n")));
+        events.push(ev);
+    }
+    let ev = &events[1];
+    assert_eq!(ev["tls_version"], "1.3", "{ev}");
+    assert_eq!(
+        ev["chain_source"],
+        "uprobe",
+        "{ev}\nlog:\n{}",
+        daemon.log.seen.join("\n")
+    );
+    assert_eq!(ev["verdict"], "intercepted", "{ev}");
+    assert_eq!(ev["server_name"], origin.name.as_str(), "{ev}");
+    assert_eq!(ev["process"]["container"]["runtime"], "podman", "{ev}");
+    assert_eq!(ev["process"]["container"]["image"], tag.as_str(), "{ev}");
+    assert_ne!(
+        ev["chain"][0]["sha256"].as_str(),
+        Some(origin.leaf.sha256().as_str()),
+        "mitmproxy's leaf, not the origin's: {ev}"
+    );
+    assert!(daemon.interrupt().is_some_and(|s| s.success()));
+    drop(image);
+}

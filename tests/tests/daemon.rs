@@ -689,37 +689,7 @@ fn http_get(addr: &str, path: &str) -> String {
 /// handshake and names the process.
 #[test]
 fn the_units_capabilities_are_enough() {
-    let unit = std::fs::read_to_string(workspace_root().join("dist/sensord.service")).unwrap();
-    let keep: Vec<String> = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
-        .expect("the unit sets CapabilityBoundingSet")
-        .split_whitespace()
-        .map(str::to_lowercase)
-        .collect();
-    assert!(!keep.contains(&"cap_sys_admin".to_owned()), "{keep:?}");
-    let print = std::process::Command::new("capsh")
-        .arg("--print")
-        .output()
-        .expect("capsh");
-    let print = String::from_utf8_lossy(&print.stdout);
-    let bounding = print
-        .lines()
-        .find_map(|l| l.strip_prefix("Bounding set ="))
-        .expect("capsh prints the bounding set");
-    let drop: Vec<&str> = bounding
-        .split(',')
-        .map(str::trim)
-        .filter(|c| !keep.iter().any(|k| k == c))
-        .collect();
-    assert!(drop.contains(&"cap_sys_admin"), "{drop:?}");
-    let wrapper = vec![
-        "capsh".to_owned(),
-        format!("--drop={}", drop.join(",")),
-        "--".to_owned(),
-        "-c".to_owned(),
-        "exec \"$0\" \"$@\"".to_owned(),
-    ];
+    let wrapper = sensor_tests::unit_capabilities();
     let mut daemon = Daemon::start_wrapped(tempfile::tempdir().unwrap(), &wrapper, &[]);
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.proc.pid())).unwrap();
     let eff = status
@@ -742,6 +712,23 @@ fn the_units_capabilities_are_enough() {
         .unwrap_or_else(|| panic!("no event; log:\n{}", daemon.log.seen.join("\n")));
     assert_eq!(ev["process"]["comm"], "openssl", "{ev}");
     assert_eq!(ev["process"]["exe"], "/usr/bin/openssl", "{ev}");
+    // The uprobes attach with these capabilities too (uprobe_multi links: CAP_BPF and
+    // CAP_PERFMON; the classic attach would need CAP_SYS_ADMIN).
+    for hook in [
+        "hook=\"ssl_handshake\"",
+        "hook=\"d2i_x509\"",
+        "hook=\"process_exec\"",
+    ] {
+        assert!(
+            daemon
+                .log
+                .seen
+                .iter()
+                .any(|l| l.contains("attached:") && l.contains(hook)),
+            "{hook} did not attach:\n{}",
+            daemon.log.seen.join("\n")
+        );
+    }
 }
 
 #[test]

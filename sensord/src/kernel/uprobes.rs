@@ -80,6 +80,39 @@ pub fn find_libraries(extra: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
     (ssl, crypto)
 }
 
+/// Whether the kernel attaches uprobes through uprobe_multi links (6.6 on). Those need
+/// CAP_BPF and CAP_PERFMON, the shipped unit's capabilities; the classic attach
+/// (perf_event_open on the uprobe PMU) needs CAP_SYS_ADMIN, which the unit does not give.
+pub fn multi_links() -> bool {
+    static MULTI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MULTI.get_or_init(|| {
+        aya::sys::is_uprobe_multi_supported(aya::sys::UProbeMultiFeature::LinkCreation)
+            .unwrap_or(false)
+    })
+}
+
+/// How the uprobes attach, for the hooks' details.
+fn attach_kind() -> &'static str {
+    if multi_links() {
+        "uprobe_multi links"
+    } else {
+        "perf events on the uprobe PMU, which need CAP_SYS_ADMIN"
+    }
+}
+
+/// The uprobe program `base` in the variant the kernel attaches (see [`multi_links`]).
+fn uprobe_mut<'a>(ebpf: &'a mut Ebpf, base: &str) -> Result<&'a mut UProbe, String> {
+    let name = if multi_links() {
+        format!("{base}_multi")
+    } else {
+        base.to_owned()
+    };
+    ebpf.program_mut(&name)
+        .ok_or_else(|| format!("{name} is missing from the object"))?
+        .try_into()
+        .map_err(|e| format!("{name}: {e}"))
+}
+
 /// A TLS library that programs load from a shared file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SharedTls {
@@ -162,11 +195,7 @@ fn attach(
     if libs.is_empty() {
         return Err("no library found".into());
     }
-    let p: &mut UProbe = ebpf
-        .program_mut(program)
-        .ok_or("missing from the object")?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
+    let p = uprobe_mut(ebpf, program)?;
     if p.fd().is_err() {
         p.load().map_err(|e| format!("loading: {e}"))?;
     }
@@ -196,9 +225,7 @@ pub fn attach_library(ebpf: &mut Ebpf, file: LibraryFile, target: &Path) -> Resu
             for program in ["ssl_handshake_enter", "ssl_handshake_exit"] {
                 attach(ebpf, program, &["SSL_do_handshake", "SSL_connect"], one)?;
             }
-            let heads_on = ebpf
-                .program("ssl_read_enter")
-                .is_some_and(|p| p.fd().is_ok());
+            let heads_on = uprobe_mut(ebpf, "ssl_read_enter").is_ok_and(|p| p.fd().is_ok());
             if heads_on {
                 for (program, points) in [
                     ("ssl_accept_enter", &["SSL_do_handshake", "SSL_accept"][..]),
@@ -226,11 +253,7 @@ pub fn attach_to_program(ebpf: &mut Ebpf, target: &Path, tls: &OwnTls) -> Result
             verify: Some(offset),
             ..
         } => {
-            let p: &mut UProbe = ebpf
-                .program_mut("go_tls_verify")
-                .ok_or("missing from the object")?
-                .try_into()
-                .map_err(|e| format!("{e}"))?;
+            let p = uprobe_mut(ebpf, "go_tls_verify")?;
             if p.fd().is_err() {
                 p.load()
                     .map_err(|e| format!("loading go_tls_verify: {e}"))?;
@@ -258,11 +281,7 @@ fn attach_to_executable(ebpf: &mut Ebpf, target: &Path, at: &OpenSslEntries) -> 
         ("d2i_x509", &[at.d2i_x509]),
     ];
     for (program, offsets) in client {
-        let p: &mut UProbe = ebpf
-            .program_mut(program)
-            .ok_or("missing from the object")?
-            .try_into()
-            .map_err(|e| format!("{e}"))?;
+        let p = uprobe_mut(ebpf, program)?;
         if p.fd().is_err() {
             p.load().map_err(|e| format!("loading {program}: {e}"))?;
         }
@@ -281,10 +300,7 @@ fn attach_to_executable(ebpf: &mut Ebpf, target: &Path, at: &OpenSslEntries) -> 
         ("ssl_read_exit", &read),
     ];
     for (program, offsets) in server {
-        let Some(p) = ebpf
-            .program_mut(program)
-            .and_then(|p| <&mut UProbe>::try_from(p).ok())
-        else {
+        let Ok(p) = uprobe_mut(ebpf, program) else {
             continue;
         };
         if p.fd().is_ok()
@@ -383,15 +399,16 @@ pub fn attach_all(ebpf: &mut Ebpf, extra: &[PathBuf]) -> Vec<HookStatus> {
             name: "ssl_handshake",
             attached: true,
             detail: format!(
-                "uprobe/uretprobe SSL_do_handshake, SSL_connect in {}",
-                libs.join(", ")
+                "uprobe/uretprobe SSL_do_handshake, SSL_connect in {} ({})",
+                libs.join(", "),
+                attach_kind()
             ),
             program_id: id,
         },
         (Err(why), _) | (_, Some(Err(why))) => HookStatus {
             name: "ssl_handshake",
             attached: false,
-            detail: format!("uprobes on libssl unavailable ({why})"),
+            detail: format!("uprobes on libssl unavailable ({why}; {})", attach_kind()),
             program_id: None,
         },
         (Ok(_), None) => HookStatus {
