@@ -17,8 +17,8 @@ use crate::{
     kernel::{
         HookStatus, KernelTap,
         executables::{Coverage, Executables},
-        libraries::{Libraries, LibraryFile},
-        uprobes::{self, SharedTls},
+        libraries::{self, Libraries, LibraryFile, SharedTls},
+        uprobes,
     },
     status::{ChainSource, Shared, TlsLibrary},
 };
@@ -81,7 +81,7 @@ impl TlsLibraries {
                 Some(hook("d2i_x509", tap.hooks())),
             );
         }
-        for (kind, path) in uprobes::find_tls_libraries() {
+        for (kind, path) in libraries::find_tls_libraries() {
             let attached = (kind == SharedTls::OpenSsl)
                 .then(|| Err("not among the libraries the uprobes attached to".to_owned()));
             libraries.add_host(LibraryFile::Tls(kind), &path, attached);

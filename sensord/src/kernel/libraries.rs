@@ -20,7 +20,96 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::uprobes::SharedTls;
+/// Where shared libraries usually are.
+const LIBRARY_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/lib64",
+    "/usr/lib",
+    "/lib",
+    "/usr/local/lib64",
+    "/usr/local/lib",
+];
+
+/// The folders where libraries usually are, inside any root.
+pub fn library_dirs() -> &'static [&'static str] {
+    LIBRARY_DIRS
+}
+
+/// A TLS library that programs load from a shared file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedTls {
+    OpenSsl,
+    GnuTls,
+    Nss,
+}
+
+impl SharedTls {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenSsl => "OpenSSL",
+            Self::GnuTls => "GnuTLS",
+            Self::Nss => "NSS",
+        }
+    }
+
+    /// The library a file name belongs to: the TLS part of each (libssl, libgnutls, NSS's
+    /// libssl3).
+    pub fn of_file_name(name: &str) -> Option<Self> {
+        if name.starts_with("libssl3.so") {
+            Some(Self::Nss)
+        } else if name.starts_with("libssl.so") {
+            Some(Self::OpenSsl)
+        } else if name.starts_with("libgnutls.so") {
+            Some(Self::GnuTls)
+        } else {
+            None
+        }
+    }
+}
+
+/// Where browsers keep a TLS library of their own, beside the system's folders.
+const APPLICATION_LIBRARY_DIRS: &[&str] = &[
+    "/usr/lib/firefox-esr",
+    "/usr/lib/firefox",
+    "/usr/lib/thunderbird",
+];
+
+/// The TLS libraries installed in the usual folders, each file once.
+pub fn find_tls_libraries() -> Vec<(SharedTls, PathBuf)> {
+    let mut found: Vec<(SharedTls, PathBuf)> = Vec::new();
+    for dir in LIBRARY_DIRS.iter().chain(APPLICATION_LIBRARY_DIRS) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for path in names {
+            let Some(kind) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(SharedTls::of_file_name)
+            else {
+                continue;
+            };
+            // The versioned file only (libssl.so.3, not the libssl.so development link).
+            let versioned = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(".so.") || kind == SharedTls::Nss);
+            let Ok(real) = std::fs::canonicalize(&path) else {
+                continue;
+            };
+            if versioned && path.is_file() && !found.iter().any(|(_, p)| *p == real) {
+                found.push((kind, real));
+            }
+        }
+    }
+    found
+}
 
 /// A file by device and inode, as /proc/PID/maps and stat name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -247,7 +336,7 @@ impl Libraries {
     /// the attach is quicker than the program. Counted as used when a process connects.
     pub fn on_new_root(&mut self, pid: u32, now_s: u64, attach: Option<&mut AttachLibrary<'_>>) {
         let mut new = Vec::new();
-        for dir in super::uprobes::library_dirs() {
+        for dir in library_dirs() {
             let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/root{dir}")) else {
                 continue;
             };
@@ -427,6 +516,27 @@ fn fd_path(file: &File) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn finds_the_tls_libraries_of_the_host() {
+        use super::SharedTls;
+        let found = super::find_tls_libraries();
+        // cargo xtask setup installs gnutls-bin and libnss3-tools beside OpenSSL.
+        for kind in [SharedTls::OpenSsl, SharedTls::GnuTls, SharedTls::Nss] {
+            assert!(found.iter().any(|(k, _)| *k == kind), "{kind:?}: {found:?}");
+        }
+        let openssl: Vec<_> = found
+            .iter()
+            .filter(|(k, _)| *k == SharedTls::OpenSsl)
+            .collect();
+        assert_eq!(
+            openssl.len(),
+            1,
+            "libssl.so.3 once, no libssl.so link: {found:?}"
+        );
+        assert_eq!(SharedTls::of_file_name("libssl3.so"), Some(SharedTls::Nss));
+        assert_eq!(SharedTls::of_file_name("libcrypto.so.3"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -12,27 +12,8 @@ use aya::{
 use super::{
     HookStatus,
     executables::{OpenSslEntries, OwnTls},
-    libraries::LibraryFile,
+    libraries::{LibraryFile, SharedTls, library_dirs},
 };
-
-/// Where the system's OpenSSL usually lives.
-const LIBRARY_DIRS: &[&str] = &[
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/aarch64-linux-gnu",
-    "/lib/aarch64-linux-gnu",
-    "/usr/lib64",
-    "/lib64",
-    "/usr/lib",
-    "/lib",
-    "/usr/local/lib64",
-    "/usr/local/lib",
-];
-
-/// The folders where libraries usually are, inside any root.
-pub fn library_dirs() -> &'static [&'static str] {
-    LIBRARY_DIRS
-}
 
 const LIBSSL: &[&str] = &["libssl.so.3", "libssl.so.1.1"];
 const LIBCRYPTO: &[&str] = &["libcrypto.so.3", "libcrypto.so.1.1"];
@@ -62,7 +43,7 @@ pub fn find_libraries(extra: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
             list.push(real);
         }
     };
-    let dirs = LIBRARY_DIRS
+    let dirs = library_dirs()
         .iter()
         .map(PathBuf::from)
         .chain(extra.iter().filter(|p| p.is_dir()).cloned());
@@ -111,78 +92,6 @@ fn uprobe_mut<'a>(ebpf: &'a mut Ebpf, base: &str) -> Result<&'a mut UProbe, Stri
         .ok_or_else(|| format!("{name} is missing from the object"))?
         .try_into()
         .map_err(|e| format!("{name}: {e}"))
-}
-
-/// A TLS library that programs load from a shared file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SharedTls {
-    OpenSsl,
-    GnuTls,
-    Nss,
-}
-
-impl SharedTls {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::OpenSsl => "OpenSSL",
-            Self::GnuTls => "GnuTLS",
-            Self::Nss => "NSS",
-        }
-    }
-
-    /// The library a file name belongs to: the TLS part of each (libssl, libgnutls, NSS's
-    /// libssl3).
-    pub fn of_file_name(name: &str) -> Option<Self> {
-        if name.starts_with("libssl3.so") {
-            Some(Self::Nss)
-        } else if name.starts_with("libssl.so") {
-            Some(Self::OpenSsl)
-        } else if name.starts_with("libgnutls.so") {
-            Some(Self::GnuTls)
-        } else {
-            None
-        }
-    }
-}
-
-/// Where browsers keep a TLS library of their own, beside the system's folders.
-const APPLICATION_LIBRARY_DIRS: &[&str] = &[
-    "/usr/lib/firefox-esr",
-    "/usr/lib/firefox",
-    "/usr/lib/thunderbird",
-];
-
-/// The TLS libraries installed in the usual folders, each file once.
-pub fn find_tls_libraries() -> Vec<(SharedTls, PathBuf)> {
-    let mut found: Vec<(SharedTls, PathBuf)> = Vec::new();
-    for dir in LIBRARY_DIRS.iter().chain(APPLICATION_LIBRARY_DIRS) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-        names.sort();
-        for path in names {
-            let Some(kind) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(SharedTls::of_file_name)
-            else {
-                continue;
-            };
-            // The versioned file only (libssl.so.3, not the libssl.so development link).
-            let versioned = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.contains(".so.") || kind == SharedTls::Nss);
-            let Ok(real) = std::fs::canonicalize(&path) else {
-                continue;
-            };
-            if versioned && path.is_file() && !found.iter().any(|(_, p)| *p == real) {
-                found.push((kind, real));
-            }
-        }
-    }
-    found
 }
 
 /// Load and attach one uprobe program at `points` of every library in `libs`.
@@ -462,26 +371,5 @@ mod tests {
             .iter()
             .filter(|p| p.to_string_lossy().ends_with("libssl.so.3"));
         assert_eq!(v3.count(), 1, "{ssl:?}");
-    }
-
-    #[test]
-    fn finds_the_tls_libraries_of_the_host() {
-        use super::SharedTls;
-        let found = super::find_tls_libraries();
-        // cargo xtask setup installs gnutls-bin and libnss3-tools beside OpenSSL.
-        for kind in [SharedTls::OpenSsl, SharedTls::GnuTls, SharedTls::Nss] {
-            assert!(found.iter().any(|(k, _)| *k == kind), "{kind:?}: {found:?}");
-        }
-        let openssl: Vec<_> = found
-            .iter()
-            .filter(|(k, _)| *k == SharedTls::OpenSsl)
-            .collect();
-        assert_eq!(
-            openssl.len(),
-            1,
-            "libssl.so.3 once, no libssl.so link: {found:?}"
-        );
-        assert_eq!(SharedTls::of_file_name("libssl3.so"), Some(SharedTls::Nss));
-        assert_eq!(SharedTls::of_file_name("libcrypto.so.3"), None);
     }
 }
