@@ -393,6 +393,9 @@ pub struct SocketEvent {
     pub pid_tgid: u64,
     pub uid_gid: u64,
     pub comm: [u8; COMM_LEN],
+    /// The connecting process's cgroup v2 id (the inode number of its cgroup's directory):
+    /// names its container when the process is gone before userspace reads /proc.
+    pub cgroup_id: u64,
 }
 
 /// A process started a program (`tp_btf/sched_process_exec`), on the `EXECS` ring buffer:
@@ -581,9 +584,9 @@ mod layout {
         daddr: [u8; 16] = 60, sport: u16 = 76, dport: u16 = 78, losses: u8 = 80,
         transport: u8 = 81, _reserved: [u8; 2] = 82, rcv_nxt: u32 = 84,
     });
-    assert_layout!(SocketEvent, 48, {
+    assert_layout!(SocketEvent, 56, {
         kind: u32 = 0, new_state: u32 = 4, cookie: u64 = 8, pid_tgid: u64 = 16,
-        uid_gid: u64 = 24, comm: [u8; COMM_LEN] = 32,
+        uid_gid: u64 = 24, comm: [u8; COMM_LEN] = 32, cgroup_id: u64 = 48,
     });
     assert_layout!(CertChunkHeader, 48, {
         kind: u32 = 0, offset: u32 = 4, ts_ns: u64 = 8, pid_tgid: u64 = 16, cookie: u64 = 24,

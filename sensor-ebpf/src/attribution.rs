@@ -9,8 +9,8 @@
 use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_get_socket_cookie, bpf_ktime_get_boot_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_get_socket_cookie, bpf_ktime_get_boot_ns,
     },
     macros::{btf_tracepoint, map},
     maps::LruHashMap,
@@ -53,6 +53,8 @@ pub fn sock_state(ctx: BtfTracePointContext) -> i32 {
         pid_tgid,
         uid_gid: bpf_get_current_uid_gid(),
         comm: bpf_get_current_comm().unwrap_or_default(),
+        // SAFETY: a helper available to tracing programs.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
     };
     entry.write(ev);
     // A process not seen lately: wake the reader now, so that it reads the process's details

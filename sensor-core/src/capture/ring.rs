@@ -50,6 +50,8 @@ pub struct SocketOwner {
     pub uid: u32,
     /// The connecting thread's name.
     pub comm: String,
+    /// The connecting process's cgroup v2 id, when the kernel gave one.
+    pub cgroup_id: Option<u64>,
 }
 
 /// A decoded ring buffer record.
@@ -94,6 +96,7 @@ fn socket(record: &[u8]) -> RingRecord<'_> {
         pid: (ev.pid_tgid >> 32) as u32,
         uid: ev.uid_gid as u32,
         comm: String::from_utf8_lossy(&ev.comm[..comm_len]).into_owned(),
+        cgroup_id: (ev.cgroup_id != 0).then_some(ev.cgroup_id),
     })
 }
 
@@ -261,6 +264,7 @@ mod tests {
             pid_tgid: (100u64 << 32) | 101,
             uid_gid: (1000u64 << 32) | 1001,
             comm,
+            cgroup_id: 5309,
             ..Default::default()
         };
         let v = write_wire(&ev).to_vec();
@@ -271,6 +275,7 @@ mod tests {
         assert_eq!((owner.pid, owner.uid), (100, 1001));
         assert_eq!(owner.comm, "curl");
         assert_eq!(owner.cookie, 99);
+        assert_eq!(owner.cgroup_id, Some(5309));
         assert!(matches!(
             decode(&v[..20], ClockOffset::new(0)),
             RingRecord::Unknown

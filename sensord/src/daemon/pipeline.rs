@@ -323,6 +323,10 @@ impl Pipeline {
                     ("uprobe_certs_unusable", assembled.truncated),
                     ("uprobe_certs_abandoned", assembled.abandoned),
                     ("ring_records_unknown", self.unknown_records),
+                    (
+                        "cgroup_walks_truncated",
+                        self.resolver.cgroup_walks_truncated(),
+                    ),
                 ]
                 .map(|(n, v)| (n.to_owned(), v)),
             );

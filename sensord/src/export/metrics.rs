@@ -41,6 +41,10 @@ pub const ENGINE_HELP: &[(&str, &str)] = &[
         "processes_gone_before_maps",
         "Connecting processes gone before their loaded libraries could be read",
     ),
+    (
+        "cgroup_walks_truncated",
+        "Walks of the cgroup hierarchy (naming a gone process's container) stopped at 100,000 directories",
+    ),
     ("segments", "TCP segments the engine took"),
     ("payload_bytes", "Payload bytes the engine took"),
     ("flows_created", "Flows the engine started following"),

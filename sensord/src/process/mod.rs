@@ -10,6 +10,7 @@
 //! (pid and start time): the connecting process's start time is read when its socket is
 //! reported, and a process that has its pid later is not taken for it.
 
+pub mod cgroups;
 pub mod container;
 pub mod procfs;
 pub mod sockdiag;
@@ -37,6 +38,9 @@ pub struct Attributed {
 pub struct Owner {
     pub owner: SocketOwner,
     pub start: Option<u64>,
+    /// The owner's cgroup path from its cgroup id, when the process was gone before /proc
+    /// could be read.
+    pub cgroup: Option<String>,
 }
 
 /// Recent socket owners by cookie, bounded. Cookies are never reused while the system runs.
@@ -73,6 +77,7 @@ pub struct Resolver {
     owners: Owners,
     procs: procfs::ProcCache,
     inodes: procfs::InodeIndex,
+    cgroups: cgroups::CgroupPaths,
 }
 
 impl Default for Resolver {
@@ -87,6 +92,7 @@ impl Resolver {
             owners: Owners::new(NonZeroUsize::new(65_536).unwrap_or(NonZeroUsize::MIN)),
             procs: procfs::ProcCache::new(4096),
             inodes: procfs::InodeIndex::default(),
+            cgroups: cgroups::CgroupPaths::new(crate::kernel::cgroup::cgroup2_root().ok()),
         }
     }
 
@@ -98,8 +104,22 @@ impl Resolver {
         let warm = self.procs.warm(owner.pid);
         let start = warm.map(|(i, _)| i.start);
         let pid = owner.pid;
-        self.owners.insert(Owner { owner, start });
+        // Gone already: its cgroup may still be there, and names its container.
+        let cgroup = match (start, owner.cgroup_id) {
+            (None, Some(id)) => self.cgroups.path_of(id),
+            _ => None,
+        };
+        self.owners.insert(Owner {
+            owner,
+            start,
+            cgroup,
+        });
         warm.and_then(|(_, new)| new.then_some(pid))
+    }
+
+    /// Walks of the cgroup hierarchy that stopped at their bound, for the counters.
+    pub fn cgroup_walks_truncated(&self) -> u64 {
+        self.cgroups.truncated_walks
     }
 
     /// The process behind a flow: the client's if it is local, else the local server's.
@@ -146,7 +166,11 @@ impl Resolver {
     /// The connect-time owner, with its details from /proc. The process name comes from
     /// /proc; the kernel's comm is the connecting thread's.
     fn owned_by(&mut self, owner: Owner, role: Role) -> Attributed {
-        let Owner { owner, start } = owner;
+        let Owner {
+            owner,
+            start,
+            cgroup,
+        } = owner;
         let mut a = match start {
             Some(start) => self.with_pid(owner.pid, Some(owner.uid), Some(start), role),
             // Gone before its socket was reported: whatever has its pid now is another
@@ -161,6 +185,9 @@ impl Resolver {
             },
         };
         a.process.comm = a.process.comm.or(Some(owner.comm));
+        if let Some(cgroup) = cgroup {
+            self.procs.fill_cgroup(&mut a.process, cgroup);
+        }
         a
     }
 
@@ -193,6 +220,7 @@ mod tests {
             pid,
             uid: 1000,
             comm: "kernel-comm".into(),
+            cgroup_id: None,
         }
     }
 
@@ -222,11 +250,35 @@ mod tests {
         r.owners.insert(Owner {
             owner: owner(2, std::process::id()),
             start: None,
+            cgroup: None,
         });
         let a = r.resolve(client(2), None, 0).unwrap();
         assert_eq!(a.process.comm.as_deref(), Some("kernel-comm"));
         assert_eq!(a.process.uid, Some(1000));
         assert!(a.process.exe.is_none(), "{:?}", a.process);
         assert!(a.process.cgroup.is_none(), "{:?}", a.process);
+    }
+
+    #[test]
+    fn an_owner_gone_before_it_was_read_is_placed_by_its_cgroup_id() {
+        use std::os::unix::fs::MetadataExt;
+        let root = crate::kernel::cgroup::cgroup2_root().unwrap();
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let rel = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let id = std::fs::metadata(root.join(rel.trim_start_matches('/')))
+            .unwrap()
+            .ino();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let mut r = Resolver::new();
+        r.on_socket(SocketOwner {
+            cgroup_id: Some(id),
+            ..owner(3, pid)
+        });
+        let a = r.resolve(client(3), None, 0).unwrap();
+        assert_eq!(a.process.pid, Some(pid));
+        assert!(a.process.exe.is_none(), "gone: {:?}", a.process);
+        assert_eq!(a.process.cgroup.as_deref(), Some(rel), "{:?}", a.process);
     }
 }

@@ -172,6 +172,22 @@ impl ProcCache {
         info.netns
     }
 
+    /// Fill in `p`'s cgroup, and the container it names, from a cgroup path found another way
+    /// (its cgroup id), when /proc gave none.
+    pub fn fill_cgroup(&mut self, p: &mut Process, cgroup: String) {
+        if p.cgroup.is_some() {
+            return;
+        }
+        p.container_id = p.container_id.take().or_else(|| container_id(&cgroup));
+        if p.container.is_none()
+            && let Some(mut c) = super::container::from_cgroup(&cgroup)
+        {
+            self.containers.name(&mut c, &cgroup);
+            p.container = Some(c);
+        }
+        p.cgroup = Some(cgroup);
+    }
+
     /// The details of `instance`, if the process with its pid is still that one: checked
     /// before and after reading, so that nothing read belongs to a process that took the pid
     /// meanwhile.
