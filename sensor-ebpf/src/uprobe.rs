@@ -11,6 +11,10 @@
 //! Only DER that sits in a TLS Certificate message counts (its 24-bit length precedes it),
 //! not certificates a trust store lookup loads while the handshake verifies.
 //!
+//! GnuTLS imports each certificate the server sent with `gnutls_x509_crt_import` (see
+//! [`gnutls_crt_import`]) inside `gnutls_handshake` or `gnutls_certificate_verify_peers*`,
+//! which get the handshake programs (entry and return, like `SSL_do_handshake`).
+//!
 //! Go's `crypto/tls` gets an uprobe of its own on `verifyServerCertificate` (see
 //! [`go_tls_verify`]), which hands the same records on.
 //!
@@ -59,6 +63,13 @@ uprobe_programs!(
     d2i_x509,
     d2i_x509_multi,
     d2i_x509_body
+);
+uprobe_programs!(
+    uprobe,
+    ProbeContext,
+    gnutls_crt_import,
+    gnutls_crt_import_multi,
+    gnutls_crt_import_body
 );
 uprobe_programs!(
     uprobe,
@@ -121,7 +132,61 @@ fn d2i_x509_body(ctx: ProbeContext) -> u32 {
         bump(counter::UPROBE_READ_ERRORS, 1);
         return 0;
     };
-    emit_certificate(der, length, id, cookie);
+    emit_certificate(der, length, id, cookie, true);
+    0
+}
+
+/// GnuTLS's `gnutls_datum_t`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GnutlsDatum {
+    data: *const u8,
+    size: u32,
+}
+
+/// `GNUTLS_X509_FMT_DER`.
+const GNUTLS_X509_FMT_DER: u32 = 0;
+
+/// `int gnutls_x509_crt_import(gnutls_x509_crt_t cert, const gnutls_datum_t *data,
+/// gnutls_x509_crt_fmt_t format)`, for DER, while the thread is in `gnutls_handshake` (TLS
+/// 1.2: each certificate of the server's Certificate message, in order; TLS 1.3: the leaf)
+/// or in `gnutls_certificate_verify_peers*` (each certificate the server sent, in order, TLS
+/// 1.3 included, whether the client verifies during the handshake, as gnutls-cli does, or
+/// after it, as wget does). Trust stores are read outside those. GnuTLS copies certificates
+/// out of the message first, so the DER is not framed; the engine drops a certificate a
+/// socket already has (each is imported more than once).
+#[inline(always)]
+fn gnutls_crt_import_body(ctx: ProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: plain read of a map value, made a plain flag (see d2i_x509).
+    let in_handshake: u8 = unsafe { IN_SSL_HANDSHAKE.get(&id) }.map_or(0, |_| 1);
+    let in_handshake = unsafe { core::ptr::read_volatile(&in_handshake) };
+    let cookie = handshaking_socket(id);
+    if in_handshake == 0 && cookie == 0 {
+        return 0;
+    }
+    let cookie = if cookie != 0 {
+        cookie
+    } else {
+        // SAFETY: plain read of a map value.
+        unsafe { THREAD_SOCKET.get(&id) }.copied().unwrap_or(0)
+    };
+    // No client socket (a server importing its client's certificate): nothing to tie it to.
+    if cookie == 0 {
+        return 0;
+    }
+    let (Some(datum), Some(format)) = (ctx.arg::<*const GnutlsDatum>(1), ctx.arg::<u32>(2)) else {
+        return 0;
+    };
+    if datum.is_null() || format != GNUTLS_X509_FMT_DER {
+        return 0;
+    }
+    // SAFETY: a read of user memory through the helper, which fails cleanly on a bad address.
+    let Ok(d) = (unsafe { bpf_probe_read_user(datum) }) else {
+        bump(counter::UPROBE_READ_ERRORS, 1);
+        return 0;
+    };
+    emit_certificate(d.data, i64::from(d.size), id, cookie, false);
     0
 }
 
@@ -167,7 +232,7 @@ fn go_tls_verify_body(ctx: ProbeContext) -> u32 {
         if cert.ptr.is_null() || cert.len <= 0 || cert.len > cert.cap {
             return 0;
         }
-        if !emit_certificate(cert.ptr, cert.len, id, cookie) {
+        if !emit_certificate(cert.ptr, cert.len, id, cookie, true) {
             return 0;
         }
     }
@@ -195,22 +260,25 @@ fn handshaking_socket(id: u64) -> u64 {
 }
 
 /// Read one certificate's DER at `der` (`length` bytes, user memory) into the ring, tied to
-/// `cookie`. Only DER that sits in a TLS Certificate message counts: it sits right after its
-/// own 24-bit length, which TLS parsers hand on. Certificates a trust store lookup loads (a
-/// hashed directory, a CA file) come from PEM-decoded buffers and do not: they are not what
-/// the server sent. False when the ring was full or memory unreadable.
+/// `cookie`. With `framed`, only DER that sits in a TLS Certificate message counts: it sits
+/// right after its own 24-bit length, which TLS parsers hand on. Certificates a trust store
+/// lookup loads (a hashed directory, a CA file) come from PEM-decoded buffers and do not: they
+/// are not what the server sent. False when the ring was full or memory unreadable.
 #[inline(never)]
-fn emit_certificate(der: *const u8, length: i64, id: u64, cookie: u64) -> bool {
+fn emit_certificate(der: *const u8, length: i64, id: u64, cookie: u64, framed: bool) -> bool {
     if der.is_null() || length <= 0 || length >= 1 << 24 {
         return true;
     }
-    // SAFETY: a read of user memory through the helper, which fails cleanly on a bad address.
-    let Ok(prefix) = (unsafe { bpf_probe_read_user(der.wrapping_sub(3) as *const [u8; 3]) }) else {
-        return true;
-    };
-    let framed = (prefix[0] as i64) << 16 | (prefix[1] as i64) << 8 | prefix[2] as i64;
-    if framed != length {
-        return true;
+    if framed {
+        // SAFETY: a read of user memory through the helper, which fails cleanly.
+        let Ok(prefix) = (unsafe { bpf_probe_read_user(der.wrapping_sub(3) as *const [u8; 3]) })
+        else {
+            return true;
+        };
+        let prefixed = (prefix[0] as i64) << 16 | (prefix[1] as i64) << 8 | prefix[2] as i64;
+        if prefixed != length {
+            return true;
+        }
     }
     let mut total = length as u64;
     if total > MAX_CERT_LEN as u64 {

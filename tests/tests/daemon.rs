@@ -717,6 +717,7 @@ fn the_units_capabilities_are_enough() {
     for hook in [
         "hook=\"ssl_handshake\"",
         "hook=\"d2i_x509\"",
+        "hook=\"gnutls\"",
         "hook=\"process_exec\"",
     ] {
         assert!(

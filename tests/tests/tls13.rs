@@ -698,7 +698,8 @@ fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
     assert_eq!(go(&stripped)["chains"], "probe_only", "{status:#}");
     assert_eq!(go(&stripped)["processes_last_hour"], 1, "{status:#}");
     assert_eq!(find("OpenSSL")["chains"], "uprobe");
-    assert_eq!(find("GnuTLS")["chains"], "probe_only");
+    assert_eq!(find("GnuTLS")["chains"], "uprobe", "{status:#}");
+    assert_eq!(find("NSS")["chains"], "probe_only", "{status:#}");
     assert!(
         status["engine_counters"]["programs_inspected"].as_u64() >= Some(3),
         "{status:#}"

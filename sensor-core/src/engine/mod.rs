@@ -43,6 +43,11 @@ pub struct EngineLimits {
     /// Request heads come from the server's `SSL_read` uprobe: a completed inbound handshake
     /// waits this long for its head before it is reported without one (0: heads are off).
     pub request_head_wait_ns: u64,
+    /// A completed TLS 1.3 client handshake whose uprobe chain is one certificate that its
+    /// issuer did not sign itself waits this long for the rest: GnuTLS imports the server's
+    /// other certificates when the client verifies, which a client may do after its handshake
+    /// (wget). 0: reported at once.
+    pub uprobe_chain_wait_ns: u64,
     pub stream: StreamLimits,
     pub reader: ReaderLimits,
 }
@@ -55,6 +60,7 @@ impl Default for EngineLimits {
             idle_timeout_ns: 60_000_000_000,
             half_close_timeout_ns: 2_000_000_000,
             request_head_wait_ns: 0,
+            uprobe_chain_wait_ns: 0,
             stream: StreamLimits::default(),
             reader: ReaderLimits::default(),
         }
@@ -103,6 +109,8 @@ pub struct EngineStats {
     /// Uprobe certificates forgotten: their socket's handshake never came within the idle
     /// timeout.
     pub uprobe_certs_expired: u64,
+    /// TLS 1.3 client handshakes held for the rest of a one-certificate uprobe chain.
+    pub uprobe_chains_awaited: u64,
     /// Request heads the server's `SSL_read` uprobe read.
     pub request_heads: u64,
     /// Request heads that were not HTTP/1 request lines (and not HTTP/2's preface).
@@ -180,6 +188,9 @@ pub struct Engine {
     request_heads: hashlink::LruCache<u64, crate::event::RequestHead>,
     /// Completed inbound flows waiting for their request head, by the server socket's cookie.
     awaiting_heads: hashlink::LinkedHashMap<u64, (u64, FlowKey)>,
+    /// Completed TLS 1.3 client handshakes waiting for the rest of their uprobe chain, by
+    /// client socket cookie, oldest first: (due, flow).
+    awaiting_chains: hashlink::LinkedHashMap<u64, (u64, FlowKey)>,
     /// Completed inbound TLS 1.3 flows held until they end (to tell whether the client ever
     /// asked anything), by the server socket's cookie: a request head ends the wait.
     held_inbound: std::collections::HashMap<u64, FlowKey>,
@@ -228,10 +239,17 @@ impl Engine {
             uprobe_bytes: 0,
             request_heads: hashlink::LruCache::new(UPROBE_SOCKETS),
             awaiting_heads: hashlink::LinkedHashMap::new(),
+            awaiting_chains: hashlink::LinkedHashMap::new(),
             held_inbound: std::collections::HashMap::new(),
             quic_attempts: Default::default(),
             now: 0,
         }
+    }
+
+    /// How long a TLS 1.3 client handshake with a one-certificate uprobe chain waits for the
+    /// rest (see [`EngineLimits::uprobe_chain_wait_ns`]); 0: not at all.
+    pub fn set_uprobe_chain_wait(&mut self, ns: u64) {
+        self.limits.uprobe_chain_wait_ns = ns;
     }
 
     /// Turn request heads on (a completed inbound handshake waits `ns` for its head) or off
@@ -336,6 +354,16 @@ impl Engine {
     }
 
     /// Report flows whose wait for a request head is over.
+    fn expire_awaiting_chains(&mut self) {
+        while let Some((&cookie, &(due, key))) = self.awaiting_chains.front() {
+            if due > self.now {
+                break;
+            }
+            self.awaiting_chains.remove(&cookie);
+            self.close(&key);
+        }
+    }
+
     fn expire_awaiting_heads(&mut self) {
         while let Some((&cookie, &(due, key))) = self.awaiting_heads.front() {
             if due > self.now {
@@ -437,6 +465,23 @@ impl Engine {
         {
             self.held_inbound.entry(cookie).or_insert(key);
         }
+        // A TLS 1.3 client whose library has so far handed on only a leaf that another
+        // certificate signed may hand on the rest when it verifies, after its handshake.
+        if self.limits.uprobe_chain_wait_ns > 0
+            && progress == Progress::Decided
+            && !flow.ended()
+            && let Some(cookie) = flow.tls13_client_socket()
+            && self.awaiting_chains.len() < self.limits.max_flows
+        {
+            if self.awaiting_chains.contains_key(&cookie) {
+                progress = Progress::Open;
+            } else if uprobe_chain_may_grow(&mut self.certs, &self.uprobe_certs, cookie) {
+                let due = seg.ts_ns.saturating_add(self.limits.uprobe_chain_wait_ns);
+                self.awaiting_chains.insert(cookie, (due, key));
+                self.stats.uprobe_chains_awaited += 1;
+                progress = Progress::Open;
+            }
+        }
         if progress == Progress::Decided || not_tls {
             self.close(&key);
         } else if progress == Progress::HalfClosed && !flow.half_close_queued {
@@ -445,6 +490,7 @@ impl Engine {
             self.half_closed.push_back((due, key));
         }
         self.expire_half_closed();
+        self.expire_awaiting_chains();
         self.evict_for_memory();
     }
 
@@ -538,6 +584,7 @@ impl Engine {
         self.now = self.now.max(now_ns);
         self.expire_half_closed();
         self.expire_awaiting_heads();
+        self.expire_awaiting_chains();
         let deadline = self.now.saturating_sub(self.limits.idle_timeout_ns);
         self.expire_uprobe_certs(deadline);
         while let Some((key, slot)) = self.flows.front() {
@@ -573,6 +620,7 @@ impl Engine {
         self.flows.clear();
         self.half_closed.clear();
         self.awaiting_heads.clear();
+        self.awaiting_chains.clear();
         self.held_inbound.clear();
         self.buffered = 0;
     }
@@ -660,6 +708,9 @@ impl Engine {
                         hs.request = self.request_heads.remove(&cookie);
                     }
                 }
+                if let Some(cookie) = hs.socket_cookie {
+                    self.awaiting_chains.remove(&cookie);
+                }
                 if let Some(chain) = hs.socket_cookie.and_then(|c| self.uprobe_certs.remove(&c)) {
                     self.uprobe_bytes -= chain.bytes();
                     take_uprobe_chain(&mut self.certs, &mut self.stats, &mut hs, &chain.ders);
@@ -670,6 +721,19 @@ impl Engine {
             None => self.stats.flows_without_client_hello += 1,
         }
         *slot = Slot::Done { last_ts, cids };
+    }
+}
+
+/// Whether the uprobe chain of client socket `cookie` is one certificate that another signed:
+/// the rest may still come.
+fn uprobe_chain_may_grow(
+    certs: &mut x509::SummaryCache,
+    chains: &hashlink::LruCache<u64, UprobeChain>,
+    cookie: u64,
+) -> bool {
+    match chains.peek(&cookie).map(|c| c.ders.as_slice()) {
+        Some([leaf]) => certs.summarize(leaf).is_ok_and(|s| !s.self_issued),
+        _ => false,
     }
 }
 

@@ -850,3 +850,99 @@ fn a_held_inbound_tls13_flow_is_reported_when_its_request_head_comes() {
     assert_eq!(before, 1, "reported when the head came, not at the close");
     assert!(events.is_empty());
 }
+
+/// A CA-signed leaf for `name` and its CA's certificate.
+fn signed_leaf(name: &str) -> (Vec<u8>, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "Chain Test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_der = ca.self_signed(&ca_key).unwrap().der().to_vec();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec![name.to_owned()]).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, name);
+    let leaf = leaf
+        .signed_by(&KeyPair::generate().unwrap(), &issuer)
+        .unwrap();
+    (leaf.der().to_vec(), ca_der)
+}
+
+/// An outbound TLS 1.3 handshake on local client socket 88, completed at time 4 (the tap's
+/// handshake-done mark on the server's ticket) and still open; `leaf` came from the uprobe
+/// before it.
+fn outbound_tls13_done(limits: EngineLimits, leaf: Vec<u8>) -> Engine {
+    let mut e = Engine::new(limits);
+    e.push_cert(88, leaf);
+    let at_client = |mut s: Segment<'static>, from_client: bool, done: bool| {
+        s.attribution = Some(crate::capture::Attribution {
+            cookie: 88,
+            local_is_src: from_client,
+            handshake_done: done,
+            ..crate::capture::Attribution::default()
+        });
+        s
+    };
+    let ch: &'static [u8] = Vec::leak(record(22, &client_hello("chain.test")));
+    let mut server = record(22, &server_hello_tls13());
+    server.extend_from_slice(&record(20, &[1]));
+    server.extend_from_slice(&record(23, &[0x55; 900]));
+    let server: &'static [u8] = Vec::leak(server);
+    let finished: &'static [u8] = Vec::leak(record(23, &[0xaa; 53]));
+    let ticket: &'static [u8] = Vec::leak(record(23, &[0xbb; 200]));
+    e.push(&at_client(seg(true, 1, ACK | PSH, ch, 1), true, false));
+    e.push(&at_client(
+        seg(false, 1, ACK | PSH, server, 2),
+        false,
+        false,
+    ));
+    e.push(&at_client(
+        seg(true, 1 + ch.len() as u32, ACK | PSH, finished, 3),
+        true,
+        false,
+    ));
+    e.push(&at_client(
+        seg(false, 1 + server.len() as u32, ACK | PSH, ticket, 4),
+        false,
+        true,
+    ));
+    e
+}
+
+#[test]
+fn a_tls13_leaf_alone_from_the_uprobe_waits_for_the_rest_of_its_chain() {
+    let (leaf, ca) = signed_leaf("chain.test");
+    let limits = EngineLimits {
+        uprobe_chain_wait_ns: 500,
+        ..EngineLimits::default()
+    };
+    // The client verifies after its handshake (wget with GnuTLS): the rest comes then.
+    let mut e = outbound_tls13_done(limits, leaf.clone());
+    assert_eq!(e.drain().count(), 0, "held for the rest of the chain");
+    e.push_cert(88, leaf.clone());
+    e.push_cert(88, ca.clone());
+    e.advance(100);
+    assert_eq!(e.drain().count(), 0, "the wait is not over");
+    e.advance(505);
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].chain.len(), 2, "the leaf once, then its CA");
+    assert_eq!(events[0].chain_source, Some(ChainSource::Uprobe));
+    assert_eq!(e.stats().uprobe_chains_awaited, 1);
+
+    // Nothing more comes: reported with the leaf when the wait is over.
+    let mut e = outbound_tls13_done(limits, leaf.clone());
+    e.advance(505);
+    let events: Vec<_> = e.drain().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].chain.len(), 1);
+
+    // A self-signed leaf is all there is: no wait. Nor with the wait off.
+    let own = rcgen::generate_simple_self_signed(vec!["chain.test".to_owned()]).unwrap();
+    let mut e = outbound_tls13_done(limits, own.cert.der().to_vec());
+    assert_eq!(e.drain().count(), 1);
+    let mut e = outbound_tls13_done(EngineLimits::default(), leaf);
+    assert_eq!(e.drain().count(), 1);
+    assert_eq!(e.stats().uprobe_chains_awaited, 0);
+}

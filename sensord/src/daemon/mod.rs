@@ -284,6 +284,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         // handshake waits this long for its head.
         pipeline.engine().set_request_head_wait(500_000_000);
     }
+    if tap
+        .hooks()
+        .iter()
+        .any(|h| matches!(h.name, "gnutls" | "d2i_x509") && h.attached)
+    {
+        // GnuTLS hands on a TLS 1.3 server's certificates other than the leaf when its
+        // client verifies, which wget does after the handshake: a one-certificate chain waits
+        // this long for the rest.
+        pipeline.engine().set_uprobe_chain_wait(500_000_000);
+    }
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;

@@ -82,8 +82,13 @@ impl TlsLibraries {
             );
         }
         for (kind, path) in libraries::find_tls_libraries() {
-            let attached = (kind == SharedTls::OpenSsl)
-                .then(|| Err("not among the libraries the uprobes attached to".to_owned()));
+            let attached = match kind {
+                SharedTls::OpenSsl => Some(Err(
+                    "not among the libraries the uprobes attached to".to_owned()
+                )),
+                SharedTls::GnuTls => Some(hook("gnutls", tap.hooks())),
+                SharedTls::Nss => None,
+            };
             libraries.add_host(LibraryFile::Tls(kind), &path, attached);
         }
         let ring = tap.take_exec_ring().and_then(|ring| {
@@ -206,6 +211,12 @@ impl TlsLibraries {
                 continue;
             }
             let (chains, mut detail) = match (&l.attached, kind) {
+                (Some(Ok(())), SharedTls::GnuTls) => (
+                    ChainSource::Uprobe,
+                    "uprobes on gnutls_handshake, gnutls_certificate_verify_peers* and \
+                     gnutls_x509_crt_import"
+                        .to_owned(),
+                ),
                 (Some(Ok(())), _) => (
                     ChainSource::Uprobe,
                     "uprobes on SSL_do_handshake, SSL_connect and libcrypto's d2i_X509".to_owned(),

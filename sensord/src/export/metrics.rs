@@ -103,6 +103,10 @@ pub const ENGINE_HELP: &[(&str, &str)] = &[
         "Uprobe certificates forgotten: no handshake came for them",
     ),
     (
+        "uprobe_chains_awaited",
+        "TLS 1.3 client handshakes held up to 0.5 s for the rest of a one-certificate uprobe chain",
+    ),
+    (
         "request_heads",
         "Request heads an inbound TLS server read (SSL_read uprobe), taken by the engine",
     ),

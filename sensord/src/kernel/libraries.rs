@@ -144,9 +144,20 @@ impl LibraryFile {
         SharedTls::of_file_name(name).map(Self::Tls)
     }
 
-    /// Whether the OpenSSL uprobes go on it.
-    pub fn is_openssl(self) -> bool {
-        matches!(self, Self::Crypto | Self::Tls(SharedTls::OpenSsl))
+    /// The library's name (libcrypto is OpenSSL's).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tls(tls) => tls.name(),
+            Self::Crypto => "OpenSSL",
+        }
+    }
+
+    /// Whether uprobes go on it (OpenSSL's and GnuTLS's).
+    pub fn has_uprobes(self) -> bool {
+        matches!(
+            self,
+            Self::Crypto | Self::Tls(SharedTls::OpenSsl | SharedTls::GnuTls)
+        )
     }
 }
 
@@ -331,7 +342,7 @@ impl Libraries {
         }
     }
 
-    /// A process in a mount namespace not seen yet (a container) started: the OpenSSL files
+    /// A process in a mount namespace not seen yet (a container) started: the OpenSSL and GnuTLS files
     /// in its root's library folders get the uprobes now, before its first handshake when
     /// the attach is quicker than the program. Counted as used when a process connects.
     pub fn on_new_root(&mut self, pid: u32, now_s: u64, attach: Option<&mut AttachLibrary<'_>>) {
@@ -345,7 +356,7 @@ impl Libraries {
                 let Some(name) = name.to_str() else {
                     continue;
                 };
-                let Some(file) = LibraryFile::of_file_name(name).filter(|f| f.is_openssl()) else {
+                let Some(file) = LibraryFile::of_file_name(name).filter(|f| f.has_uprobes()) else {
                     continue;
                 };
                 if !name.contains(".so.") {
@@ -374,7 +385,7 @@ impl Libraries {
     }
 
     /// A library file not known by its key: the same content through another mount is
-    /// counted there; otherwise it is tracked and, for OpenSSL, attached.
+    /// counted there; otherwise it is tracked and, for OpenSSL and GnuTLS, attached.
     #[allow(clippy::too_many_arguments)]
     fn add_copy(
         &mut self,
@@ -402,7 +413,7 @@ impl Libraries {
             self.over_limit += 1;
             return;
         }
-        let attached = match (attach, file.is_openssl(), opened) {
+        let attached = match (attach, file.has_uprobes(), opened) {
             (Some(attach), true, Ok((f, _))) => Some(attach(file, &fd_path(&f))),
             (None, true, _) => Some(Err("the uprobes are off".to_owned())),
             (_, true, Err(why)) => Some(Err(why)),
@@ -411,12 +422,14 @@ impl Libraries {
         match &attached {
             Some(Ok(())) => tracing::info!(
                 path = %sensor_host::render::escape(&path),
-                "a copy of OpenSSL the uprobes did not cover (a container's, or a newer file): \
-                 attached"
+                library = file.name(),
+                "a copy of a TLS library the uprobes did not cover (a container's, or a newer \
+                 file): attached"
             ),
             Some(Err(why)) => tracing::warn!(
                 path = %sensor_host::render::escape(&path),
-                "a copy of OpenSSL the uprobes do not cover: {why}"
+                library = file.name(),
+                "a copy of a TLS library the uprobes do not cover: {why}"
             ),
             None => {}
         }
@@ -467,7 +480,7 @@ impl Libraries {
             }
             let opened = open_as(Path::new(&path), now);
             let same = opened.as_ref().ok().map(|(_, m)| SameFile::of(m));
-            let attached = match (&mut attach, file.is_openssl(), opened) {
+            let attached = match (&mut attach, file.has_uprobes(), opened) {
                 (Some(attach), true, Ok((f, _))) => Some(attach(file, &fd_path(&f))),
                 (None, true, _) => Some(Err("the uprobes are off".to_owned())),
                 (_, true, Err(why)) => Some(Err(why)),

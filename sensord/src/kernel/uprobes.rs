@@ -1,5 +1,6 @@
-//! Attaching the OpenSSL uprobes: `SSL_do_handshake` and `SSL_connect` (entry and return) in
-//! libssl, `d2i_X509` in libcrypto. Optional: where they cannot attach, the daemon says so once
+//! Attaching the uprobes: OpenSSL's `SSL_do_handshake` and `SSL_connect` (entry and return) in
+//! libssl, `d2i_X509` in libcrypto; GnuTLS's `gnutls_handshake`,
+//! `gnutls_certificate_verify_peers*` and `gnutls_x509_crt_import`. Optional: where they cannot attach, the daemon says so once
 //! and relies on the active probe for TLS 1.3 chains.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use aya::{
 use super::{
     HookStatus,
     executables::{OpenSslEntries, OwnTls},
-    libraries::{LibraryFile, SharedTls, library_dirs},
+    libraries::{LibraryFile, SharedTls, find_tls_libraries, library_dirs},
 };
 
 const LIBSSL: &[&str] = &["libssl.so.3", "libssl.so.1.1"];
@@ -149,8 +150,28 @@ pub fn attach_library(ebpf: &mut Ebpf, file: LibraryFile, target: &Path) -> Resu
             }
             Ok(())
         }
+        LibraryFile::Tls(SharedTls::GnuTls) => attach_gnutls(ebpf, one).map(|_| ()),
         LibraryFile::Tls(other) => Err(format!("no uprobe for {}", other.name())),
     }
+}
+
+/// Where GnuTLS handles the server's certificates: its handshake, and the verification a
+/// client may run after it (wget does).
+const GNUTLS_HANDSHAKE: &[&str] = &[
+    "gnutls_handshake",
+    "gnutls_certificate_verify_peers",
+    "gnutls_certificate_verify_peers2",
+    "gnutls_certificate_verify_peers3",
+];
+/// Where GnuTLS turns each certificate's DER into its own form.
+const GNUTLS_CRT_IMPORT: &[&str] = &["gnutls_x509_crt_import"];
+
+/// Attach the GnuTLS programs to the libgnutls files in `libs`: the handshake programs (the
+/// ones OpenSSL's `SSL_do_handshake` has) and `gnutls_crt_import`.
+fn attach_gnutls(ebpf: &mut Ebpf, libs: &[PathBuf]) -> Result<(Vec<String>, Option<u32>), String> {
+    attach(ebpf, "ssl_handshake_enter", GNUTLS_HANDSHAKE, libs)?;
+    attach(ebpf, "ssl_handshake_exit", GNUTLS_HANDSHAKE, libs)?;
+    attach(ebpf, "gnutls_crt_import", GNUTLS_CRT_IMPORT, libs)
 }
 
 /// Attach the uprobes for a program's own TLS library to its file at `target` (a path the
@@ -324,6 +345,32 @@ pub fn attach_all(ebpf: &mut Ebpf, extra: &[PathBuf]) -> Vec<HookStatus> {
             name: "ssl_handshake",
             attached: false,
             detail: "uretprobe not attempted".into(),
+            program_id: None,
+        },
+    });
+    let gnutls: Vec<PathBuf> = find_tls_libraries()
+        .into_iter()
+        .filter(|(kind, _)| *kind == SharedTls::GnuTls)
+        .map(|(_, path)| path)
+        .collect();
+    hooks.push(match attach_gnutls(ebpf, &gnutls) {
+        Ok((libs, id)) => HookStatus {
+            name: "gnutls",
+            attached: true,
+            detail: format!(
+                "uprobe/uretprobe gnutls_handshake and gnutls_certificate_verify_peers*, uprobe \
+                 gnutls_x509_crt_import in {}: chains GnuTLS clients import, TLS 1.3 included",
+                libs.join(", ")
+            ),
+            program_id: id,
+        },
+        Err(why) => HookStatus {
+            name: "gnutls",
+            attached: false,
+            detail: format!(
+                "uprobes on GnuTLS unavailable ({why}); its TLS 1.3 chains come from the \
+                 active probe only"
+            ),
             program_id: None,
         },
     });

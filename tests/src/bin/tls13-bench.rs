@@ -9,10 +9,11 @@
 //! - `uprobe_latency_ratio`: median handshake with uprobes / without (target <= 1.05).
 //! - `uprobe_curl_wall_ratio`: the same for curl's whole run (process start to exit), which
 //!   also pays for the uprobes hit while curl loads its CA file.
-//! - `uprobe_latency_ratio_node` and `uprobe_latency_ratio_go`: the same handshake ratio for
-//!   Node (`tls.connect`, the OpenSSL in its executable) and a Go `crypto/tls` client built by
-//!   the benchmark, each timing its own handshake from the TCP connection to the end of the
-//!   TLS handshake. The first runs of each round are not counted: they are when sensord finds
+//! - `uprobe_latency_ratio_node`, `uprobe_latency_ratio_go` and `uprobe_latency_ratio_gnutls`:
+//!   the same handshake ratio for Node (`tls.connect`, the OpenSSL in its executable), a Go
+//!   `crypto/tls` client built by the benchmark and the system's GnuTLS (through Python's
+//!   ctypes), each timing its own handshake from the TCP connection to the end of the TLS
+//!   handshake. NSS has no uprobe yet, so no figure. The first runs of each round are not counted: they are when sensord finds
 //!   the program and attaches.
 
 use std::{
@@ -54,6 +55,30 @@ const NODE_CLIENT: &str = "const [port, ca] = process.argv.slice(1);\n\
     console.log(Number(process.hrtime.bigint() - tcp) / 1e6); s.end(); });\n\
     s.on('connect', () => { tcp = process.hrtime.bigint(); });\n\
     s.on('error', (e) => { console.error(e.message); process.exit(1); });";
+
+/// GnuTLS (the system's libgnutls through Python's ctypes, verifying in the handshake with
+/// `gnutls_session_set_verify_cert`, as apt does): the same.
+const GNUTLS_CLIENT: &str = r#"import ctypes, socket, sys, time
+g = ctypes.CDLL("libgnutls.so.30")
+port, ca = int(sys.argv[1]), sys.argv[2].encode()
+def ok(r, what):
+    if r < 0:
+        sys.stderr.write("%s: %s\n" % (what, ctypes.c_char_p(g.gnutls_strerror(r)).value)); sys.exit(1)
+g.gnutls_strerror.restype = ctypes.c_void_p
+cred = ctypes.c_void_p(); ok(g.gnutls_certificate_allocate_credentials(ctypes.byref(cred)), "cred")
+ok(g.gnutls_certificate_set_x509_trust_file(cred, ca, 1), "trust")
+s = ctypes.c_void_p(); ok(g.gnutls_init(ctypes.byref(s), 1 << 1), "init")
+ok(g.gnutls_priority_set_direct(s, b"NORMAL:-VERS-ALL:+VERS-TLS1.3", None), "priority")
+ok(g.gnutls_credentials_set(s, 1, cred), "credentials")
+ok(g.gnutls_server_name_set(s, 0, b"localhost", 9), "sni")
+g.gnutls_session_set_verify_cert(s, b"localhost", 0)
+sock = socket.create_connection(("127.0.0.1", port))
+start = time.perf_counter()
+g.gnutls_transport_set_int2(s, sock.fileno(), sock.fileno())
+ok(g.gnutls_handshake(s), "handshake")
+print((time.perf_counter() - start) * 1000)
+g.gnutls_bye(s, 1)
+"#;
 
 /// Go: the same with crypto/tls.
 const GO_CLIENT: &str = r#"package main
@@ -133,6 +158,7 @@ enum Client {
     Curl,
     Node,
     Go,
+    Gnutls,
 }
 
 fn curl(port: u16, ca: &Path) -> anyhow::Result<Sample> {
@@ -239,12 +265,17 @@ fn main() -> anyhow::Result<()> {
                     .arg(&root.cert),
             ),
             Client::Go => timed(Command::new(&go).arg(port.to_string()).arg(&root.cert)),
+            Client::Gnutls => timed(
+                Command::new("python3")
+                    .args(["-c", GNUTLS_CLIENT, &port.to_string()])
+                    .arg(&root.cert),
+            ),
         }
     };
-    const CLIENTS: [Client; 3] = [Client::Curl, Client::Node, Client::Go];
+    const CLIENTS: [Client; 4] = [Client::Curl, Client::Node, Client::Go, Client::Gnutls];
     const WARMUP: usize = 3;
     // Per client: (handshakes, walls) with and without.
-    let mut with: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); 3];
+    let mut with: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); CLIENTS.len()];
     let mut without = with.clone();
     for round in 0..args.rounds * 2 {
         let uprobes = round % 2 == 0;
@@ -273,7 +304,7 @@ fn main() -> anyhow::Result<()> {
     println!("curl_wall_ms_median_with_uprobes={wall_with:.2}");
     println!("curl_wall_ms_median_without_uprobes={wall_without:.2}");
     println!("uprobe_curl_wall_ratio={:.3}", wall_with / wall_without);
-    for (i, name) in [(1, "node"), (2, "go")] {
+    for (i, name) in [(1, "node"), (2, "go"), (3, "gnutls")] {
         let (a, b) = (median(with[i].0.clone()), median(without[i].0.clone()));
         println!("{name}_handshake_ms_median_with_uprobes={a:.3}");
         println!("{name}_handshake_ms_median_without_uprobes={b:.3}");

@@ -117,14 +117,21 @@ impl Client {
         }
     }
 
-    /// A TLS library whose chains the uprobes read: the system's OpenSSL, OpenSSL linked into
-    /// the executable (Node), or Go's crypto/tls; sensord finds the last two when the program
+    /// A TLS library whose chains the uprobes read: the system's OpenSSL or GnuTLS (gnutls-cli,
+    /// wget), OpenSSL linked into the executable (Node), or Go's crypto/tls; sensord finds the
+    /// last two when the program
     /// starts. (The TLS 1.2 rows play first, so each program has started once before its first
     /// TLS 1.3 row: a program's very first run can end before its uprobes attach.)
     fn chains_from_uprobe(self) -> bool {
         matches!(
             self,
-            Self::Curl | Self::OpenSsl | Self::Python | Self::Node | Self::Go
+            Self::Curl
+                | Self::OpenSsl
+                | Self::Python
+                | Self::Gnutls
+                | Self::Node
+                | Self::Wget
+                | Self::Go
         )
     }
 }

@@ -599,6 +599,16 @@ impl Flow {
             .then_some(server.cookie)
     }
 
+    /// The local client socket of a TCP TLS 1.3 flow whose server's chain was not seen in
+    /// clear (so it can only come from a uprobe).
+    pub(super) fn tls13_client_socket(&self) -> Option<u64> {
+        if self.quic.is_some() || !self.seen.is_tls13() {
+            return None;
+        }
+        let c = self.seen.client?;
+        self.sockets[c].map(|s| s.cookie)
+    }
+
     /// A side closed or reset: nothing to wait for.
     pub(super) fn ended(&self) -> bool {
         self.reset || self.dirs.iter().any(|d| d.closed)
