@@ -15,6 +15,10 @@
 //! [`gnutls_crt_import`]) inside `gnutls_handshake` or `gnutls_certificate_verify_peers*`,
 //! which get the handshake programs (entry and return, like `SSL_do_handshake`).
 //!
+//! NSS (Firefox, Thunderbird, NSS tools) makes each certificate of the server's Certificate
+//! message a `CERTCertificate` with `CERT_NewTempCertificate` in libnss3 (see
+//! [`nss_cert_import`]), straight from the message: framed, like OpenSSL's.
+//!
 //! Go's `crypto/tls` gets an uprobe of its own on `verifyServerCertificate` (see
 //! [`go_tls_verify`]), which hands the same records on.
 //!
@@ -70,6 +74,13 @@ uprobe_programs!(
     gnutls_crt_import,
     gnutls_crt_import_multi,
     gnutls_crt_import_body
+);
+uprobe_programs!(
+    uprobe,
+    ProbeContext,
+    nss_cert_import,
+    nss_cert_import_multi,
+    nss_cert_import_body
 );
 uprobe_programs!(
     uprobe,
@@ -187,6 +198,43 @@ fn gnutls_crt_import_body(ctx: ProbeContext) -> u32 {
         return 0;
     };
     emit_certificate(d.data, i64::from(d.size), id, cookie, false);
+    0
+}
+
+/// NSS's `SECItem`: a type, the data and its length.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SecItem {
+    kind: u32,
+    data: *const u8,
+    len: u32,
+}
+
+/// `CERTCertificate *CERT_NewTempCertificate(CERTCertDBHandle *handle, SECItem *derCert,
+/// char *nickname, PRBool isperm, PRBool copyDER)`: NSS's TLS code calls it for each
+/// certificate the server sent, TLS 1.2 and 1.3, with the DER where it sits in the message.
+/// NSS drives its handshake from reads and writes on the socket (no handshake function to
+/// hook), so a call counts while the thread's (or its process's) TLS socket is
+/// mid-handshake, and only for framed DER: certificates read from NSS's database are not.
+#[inline(always)]
+fn nss_cert_import_body(ctx: ProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let cookie = handshaking_socket(id);
+    if cookie == 0 {
+        return 0;
+    }
+    let Some(item) = ctx.arg::<*const SecItem>(1) else {
+        return 0;
+    };
+    if item.is_null() {
+        return 0;
+    }
+    // SAFETY: a read of user memory through the helper, which fails cleanly on a bad address.
+    let Ok(item) = (unsafe { bpf_probe_read_user(item) }) else {
+        bump(counter::UPROBE_READ_ERRORS, 1);
+        return 0;
+    };
+    emit_certificate(item.data, i64::from(item.len), id, cookie, true);
     0
 }
 

@@ -718,6 +718,7 @@ fn the_units_capabilities_are_enough() {
         "hook=\"ssl_handshake\"",
         "hook=\"d2i_x509\"",
         "hook=\"gnutls\"",
+        "hook=\"nss\"",
         "hook=\"process_exec\"",
     ] {
         assert!(

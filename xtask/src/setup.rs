@@ -25,6 +25,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iperf3", "bulk throughput benchmark"),
     ("gnutls-bin", "gnutls-cli client in tests"),
     ("wget", "a GnuTLS client in the lab"),
+    (
+        "libnss3-tools",
+        "tstclnt and certutil: an NSS client in tests",
+    ),
     ("golang-go", "a Go net/http client in the lab"),
     ("socat", "plumbing in tests"),
     ("procps", "pgrep and ps in tests"),

@@ -81,13 +81,16 @@ impl TlsLibraries {
                 Some(hook("d2i_x509", tap.hooks())),
             );
         }
+        for path in libraries::find_nss_cert_libraries() {
+            libraries.add_host(LibraryFile::NssCerts, &path, Some(hook("nss", tap.hooks())));
+        }
         for (kind, path) in libraries::find_tls_libraries() {
             let attached = match kind {
                 SharedTls::OpenSsl => Some(Err(
                     "not among the libraries the uprobes attached to".to_owned()
                 )),
                 SharedTls::GnuTls => Some(hook("gnutls", tap.hooks())),
-                SharedTls::Nss => None,
+                SharedTls::Nss => Some(hook("nss", tap.hooks())),
             };
             libraries.add_host(LibraryFile::Tls(kind), &path, attached);
         }
@@ -202,6 +205,16 @@ impl TlsLibraries {
     /// Each library and program, for status.
     pub fn status(&self, now_s: u64) -> Vec<TlsLibrary> {
         let mut out = Vec::new();
+        // NSS's TLS part (libssl3) is listed; its certificates are made in the libnss3 of the
+        // same folder, where the uprobe is.
+        let nss_beside = |path: &str| {
+            let dir = Path::new(path).parent();
+            self.libraries.iter().any(|n| {
+                n.file == LibraryFile::NssCerts
+                    && matches!(n.attached, Some(Ok(())))
+                    && Path::new(&n.path).parent() == dir
+            })
+        };
         for l in self.libraries.iter() {
             let LibraryFile::Tls(kind) = l.file else {
                 continue;
@@ -211,6 +224,14 @@ impl TlsLibraries {
                 continue;
             }
             let (chains, mut detail) = match (&l.attached, kind) {
+                (Some(Ok(())), SharedTls::Nss) => (
+                    ChainSource::Uprobe,
+                    "uprobe on libnss3's CERT_NewTempCertificate".to_owned(),
+                ),
+                (None, SharedTls::Nss) if nss_beside(&l.path) => (
+                    ChainSource::Uprobe,
+                    "uprobe on the libnss3 beside it (CERT_NewTempCertificate)".to_owned(),
+                ),
                 (Some(Ok(())), SharedTls::GnuTls) => (
                     ChainSource::Uprobe,
                     "uprobes on gnutls_handshake, gnutls_certificate_verify_peers* and \

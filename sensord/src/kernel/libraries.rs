@@ -111,6 +111,21 @@ pub fn find_tls_libraries() -> Vec<(SharedTls, PathBuf)> {
     found
 }
 
+/// NSS's libnss3 files in the usual folders (where its certificates are made), each once.
+pub fn find_nss_cert_libraries() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in LIBRARY_DIRS.iter().chain(APPLICATION_LIBRARY_DIRS) {
+        let path = Path::new(dir).join("libnss3.so");
+        if let Ok(real) = std::fs::canonicalize(&path)
+            && real.is_file()
+            && !found.contains(&real)
+        {
+            found.push(real);
+        }
+    }
+    found
+}
+
 /// A file by device and inode, as /proc/PID/maps and stat name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileKey {
@@ -134,12 +149,17 @@ pub enum LibraryFile {
     Tls(SharedTls),
     /// OpenSSL's libcrypto, where `d2i_X509` is: attached, not listed.
     Crypto,
+    /// NSS's libnss3, where `CERT_NewTempCertificate` is: attached, not listed.
+    NssCerts,
 }
 
 impl LibraryFile {
     pub fn of_file_name(name: &str) -> Option<Self> {
         if name.starts_with("libcrypto.so") {
             return Some(Self::Crypto);
+        }
+        if name.starts_with("libnss3.so") {
+            return Some(Self::NssCerts);
         }
         SharedTls::of_file_name(name).map(Self::Tls)
     }
@@ -149,15 +169,21 @@ impl LibraryFile {
         match self {
             Self::Tls(tls) => tls.name(),
             Self::Crypto => "OpenSSL",
+            Self::NssCerts => "NSS",
         }
     }
 
-    /// Whether uprobes go on it (OpenSSL's and GnuTLS's).
+    /// Whether uprobes go on it (OpenSSL's, GnuTLS's, NSS's libnss3).
     pub fn has_uprobes(self) -> bool {
         matches!(
             self,
-            Self::Crypto | Self::Tls(SharedTls::OpenSsl | SharedTls::GnuTls)
+            Self::Crypto | Self::NssCerts | Self::Tls(SharedTls::OpenSsl | SharedTls::GnuTls)
         )
+    }
+
+    /// Whether its files carry no version after `.so` (NSS's do not).
+    fn unversioned(self) -> bool {
+        matches!(self, Self::NssCerts | Self::Tls(SharedTls::Nss))
     }
 }
 
@@ -359,7 +385,7 @@ impl Libraries {
                 let Some(file) = LibraryFile::of_file_name(name).filter(|f| f.has_uprobes()) else {
                     continue;
                 };
-                if !name.contains(".so.") {
+                if !name.contains(".so.") && !file.unversioned() {
                     continue;
                 }
                 let path = format!("{dir}/{name}");
@@ -560,12 +586,14 @@ mod tests {
 7f0000010000-7f0000020000 r-xp 00010000 fd:01 247003 /usr/lib/x86_64-linux-gnu/libssl.so.3
 7f0000020000-7f0000030000 r-xp 00000000 00:2f 99 /usr/lib/libcrypto.so.3 (deleted)
 7f0000030000-7f0000040000 r-xp 00000000 fd:01 555 /opt/my app/libgnutls.so.30
+7f0000038000-7f0000039000 r-xp 00000000 fd:01 556 /opt/firefox/libnss3.so
+7f0000039000-7f000003a000 r-xp 00000000 fd:01 557 /usr/lib/x86_64-linux-gnu/libssl3.so
 7f0000040000-7f0000050000 rw-p 00000000 00:00 0
 7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
 garbage
 ";
         let found = tls_files_in_maps(maps);
-        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(found.len(), 5, "{found:?}");
         assert_eq!(found[0].0, LibraryFile::Tls(SharedTls::OpenSsl));
         assert_eq!(
             found[0].1,
@@ -577,6 +605,12 @@ garbage
         assert_eq!(found[1].0, LibraryFile::Crypto);
         assert_eq!(found[1].2, "/usr/lib/libcrypto.so.3 (deleted)");
         assert_eq!(found[2].2, "/opt/my app/libgnutls.so.30");
+        // NSS: its certificates' library (the uprobe's) and its TLS part (listed).
+        assert_eq!(found[3].0, LibraryFile::NssCerts);
+        assert!(found[3].0.has_uprobes());
+        assert_eq!(found[3].2, "/opt/firefox/libnss3.so");
+        assert_eq!(found[4].0, LibraryFile::Tls(SharedTls::Nss));
+        assert!(!found[4].0.has_uprobes());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Attaching the uprobes: OpenSSL's `SSL_do_handshake` and `SSL_connect` (entry and return) in
 //! libssl, `d2i_X509` in libcrypto; GnuTLS's `gnutls_handshake`,
-//! `gnutls_certificate_verify_peers*` and `gnutls_x509_crt_import`. Optional: where they cannot attach, the daemon says so once
+//! `gnutls_certificate_verify_peers*` and `gnutls_x509_crt_import`; NSS's
+//! `CERT_NewTempCertificate` in libnss3. Optional: where they cannot attach, the daemon says so once
 //! and relies on the active probe for TLS 1.3 chains.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,9 @@ use aya::{
 use super::{
     HookStatus,
     executables::{OpenSslEntries, OwnTls},
-    libraries::{LibraryFile, SharedTls, find_tls_libraries, library_dirs},
+    libraries::{
+        LibraryFile, SharedTls, find_nss_cert_libraries, find_tls_libraries, library_dirs,
+    },
 };
 
 const LIBSSL: &[&str] = &["libssl.so.3", "libssl.so.1.1"];
@@ -151,6 +154,7 @@ pub fn attach_library(ebpf: &mut Ebpf, file: LibraryFile, target: &Path) -> Resu
             Ok(())
         }
         LibraryFile::Tls(SharedTls::GnuTls) => attach_gnutls(ebpf, one).map(|_| ()),
+        LibraryFile::NssCerts => attach(ebpf, "nss_cert_import", NSS_CERT_IMPORT, one).map(|_| ()),
         LibraryFile::Tls(other) => Err(format!("no uprobe for {}", other.name())),
     }
 }
@@ -163,6 +167,9 @@ const GNUTLS_HANDSHAKE: &[&str] = &[
     "gnutls_certificate_verify_peers2",
     "gnutls_certificate_verify_peers3",
 ];
+/// Where NSS makes each certificate of the server's message a `CERTCertificate` (libnss3).
+const NSS_CERT_IMPORT: &[&str] = &["CERT_NewTempCertificate"];
+
 /// Where GnuTLS turns each certificate's DER into its own form.
 const GNUTLS_CRT_IMPORT: &[&str] = &["gnutls_x509_crt_import"];
 
@@ -374,6 +381,30 @@ pub fn attach_all(ebpf: &mut Ebpf, extra: &[PathBuf]) -> Vec<HookStatus> {
             program_id: None,
         },
     });
+    let nss = find_nss_cert_libraries();
+    hooks.push(
+        match attach(ebpf, "nss_cert_import", NSS_CERT_IMPORT, &nss) {
+            Ok((libs, id)) => HookStatus {
+                name: "nss",
+                attached: true,
+                detail: format!(
+                    "uprobe CERT_NewTempCertificate in {}: chains NSS clients (Firefox) take \
+                 from the server's message while the socket is mid-handshake, TLS 1.3 included",
+                    libs.join(", ")
+                ),
+                program_id: id,
+            },
+            Err(why) => HookStatus {
+                name: "nss",
+                attached: false,
+                detail: format!(
+                    "uprobe on NSS unavailable ({why}); its TLS 1.3 chains come from the active \
+                 probe only"
+                ),
+                program_id: None,
+            },
+        },
+    );
     hooks.push(match attach(ebpf, "d2i_x509", &["d2i_X509"], &crypto) {
         Ok((libs, id)) => HookStatus {
             name: "d2i_x509",
