@@ -80,6 +80,34 @@ print((time.perf_counter() - start) * 1000)
 g.gnutls_bye(s, 1)
 "#;
 
+/// NSS (libssl3 through ctypes, as Firefox uses it): the same, verifying against the NSS
+/// database named by argv[2] (`sql:DIR`) with NSS's own certificate check.
+const NSS_CLIENT: &str = r#"import ctypes, socket, sys, time
+nspr = ctypes.CDLL("libnspr4.so"); nss = ctypes.CDLL("libnss3.so"); ssl = ctypes.CDLL("libssl3.so")
+port, db = int(sys.argv[1]), sys.argv[2].encode()
+def ok(r, what):
+    if r != 0:
+        sys.stderr.write("%s: NSS error %d\n" % (what, nspr.PR_GetError())); sys.exit(1)
+ok(nss.NSS_Init(db), "NSS_Init")
+ok(ssl.NSS_SetDomesticPolicy(), "policy")
+class Range(ctypes.Structure):
+    _fields_ = [("min", ctypes.c_uint16), ("max", ctypes.c_uint16)]
+sock = socket.create_connection(("127.0.0.1", port))
+nspr.PR_ImportTCPSocket.restype = ctypes.c_void_p
+ssl.SSL_ImportFD.restype = ctypes.c_void_p
+ssl.SSL_ImportFD.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+fd = nspr.PR_ImportTCPSocket(sock.detach())
+s = ctypes.c_void_p(ssl.SSL_ImportFD(None, fd))
+ok(ssl.SSL_OptionSet(s, 5, 1), "as client")
+ok(ssl.SSL_VersionRangeSet(s, ctypes.byref(Range(0x0304, 0x0304))), "versions")
+ok(ssl.SSL_SetURL(s, b"localhost"), "url")
+ok(ssl.SSL_ResetHandshake(s, 0), "reset")
+start = time.perf_counter()
+ok(ssl.SSL_ForceHandshake(s), "handshake")
+print((time.perf_counter() - start) * 1000)
+nspr.PR_Close(s)
+"#;
+
 /// Go: the same with crypto/tls.
 const GO_CLIENT: &str = r#"package main
 
@@ -136,6 +164,30 @@ fn timed(cmd: &mut Command) -> anyhow::Result<Sample> {
     })
 }
 
+/// An NSS database (certutil, no password) trusting `ca` for servers: `sql:DIR`.
+fn nss_db(dir: &Path, ca: &Path) -> anyhow::Result<String> {
+    let db = dir.join("nssdb");
+    std::fs::create_dir_all(&db)?;
+    let sql = format!("sql:{}", db.display());
+    for args in [
+        vec!["-N", "--empty-password"],
+        vec!["-A", "-n", "root", "-t", "C,,", "-i"],
+    ] {
+        let mut cmd = Command::new("certutil");
+        cmd.args(["-d", &sql]).args(&args);
+        if args[0] == "-A" {
+            cmd.arg(ca);
+        }
+        let status = cmd
+            .status()
+            .context("certutil (cargo xtask setup installs libnss3-tools)")?;
+        if !status.success() {
+            bail!("certutil {args:?}: {status}");
+        }
+    }
+    Ok(sql)
+}
+
 fn build_go(dir: &Path) -> anyhow::Result<PathBuf> {
     let src = dir.join("go-tls13.go");
     std::fs::write(&src, GO_CLIENT)?;
@@ -159,6 +211,7 @@ enum Client {
     Node,
     Go,
     Gnutls,
+    Nss,
 }
 
 fn curl(port: u16, ca: &Path) -> anyhow::Result<Sample> {
@@ -256,6 +309,7 @@ fn main() -> anyhow::Result<()> {
         curl(port, &root.cert)?;
     }
     let go = build_go(dir.path())?;
+    let nss_db = nss_db(dir.path(), &root.cert)?;
     let run = |client: Client| -> anyhow::Result<Sample> {
         match client {
             Client::Curl => curl(port, &root.cert),
@@ -270,9 +324,18 @@ fn main() -> anyhow::Result<()> {
                     .args(["-c", GNUTLS_CLIENT, &port.to_string()])
                     .arg(&root.cert),
             ),
+            Client::Nss => {
+                timed(Command::new("python3").args(["-c", NSS_CLIENT, &port.to_string(), &nss_db]))
+            }
         }
     };
-    const CLIENTS: [Client; 4] = [Client::Curl, Client::Node, Client::Go, Client::Gnutls];
+    const CLIENTS: [Client; 5] = [
+        Client::Curl,
+        Client::Node,
+        Client::Go,
+        Client::Gnutls,
+        Client::Nss,
+    ];
     const WARMUP: usize = 3;
     // Per client: (handshakes, walls) with and without.
     let mut with: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); CLIENTS.len()];
@@ -304,7 +367,7 @@ fn main() -> anyhow::Result<()> {
     println!("curl_wall_ms_median_with_uprobes={wall_with:.2}");
     println!("curl_wall_ms_median_without_uprobes={wall_without:.2}");
     println!("uprobe_curl_wall_ratio={:.3}", wall_with / wall_without);
-    for (i, name) in [(1, "node"), (2, "go"), (3, "gnutls")] {
+    for (i, name) in [(1, "node"), (2, "go"), (3, "gnutls"), (4, "nss")] {
         let (a, b) = (median(with[i].0.clone()), median(without[i].0.clone()));
         println!("{name}_handshake_ms_median_with_uprobes={a:.3}");
         println!("{name}_handshake_ms_median_without_uprobes={b:.3}");
