@@ -767,6 +767,12 @@ fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
     let _ = Command::new(&stripped)
         .output()
         .expect("the stripped client starts");
+    // Chromium carries BoringSSL with nothing exported: listed, probe only.
+    let chromium = Path::new("/usr/lib/chromium/chromium");
+    let _ = Command::new(chromium)
+        .arg("--version")
+        .output()
+        .expect("chromium (cargo xtask setup installs it)");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
         let out = Command::new(sensor_tests::bin("sensorctl"))
@@ -790,7 +796,10 @@ fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
             libs.iter()
                 .any(|l| l["library"] == "Go crypto/tls" && l["path"] == path.to_str().unwrap())
         };
-        if (listed(&go_path) && listed(&stripped)) || std::time::Instant::now() > deadline {
+        let boringssl = libs.iter().any(|l| l["path"] == chromium.to_str().unwrap());
+        if (listed(&go_path) && listed(&stripped) && boringssl)
+            || std::time::Instant::now() > deadline
+        {
             break status;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -817,6 +826,9 @@ fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
     assert_eq!(find("OpenSSL")["chains"], "uprobe");
     assert_eq!(find("GnuTLS")["chains"], "uprobe", "{status:#}");
     assert_eq!(find("NSS")["chains"], "uprobe", "{status:#}");
+    let boringssl = find("BoringSSL (linked into the executable)");
+    assert_eq!(boringssl["path"], chromium.to_str().unwrap(), "{boringssl}");
+    assert_eq!(boringssl["chains"], "probe_only", "{boringssl}");
     assert!(
         status["engine_counters"]["programs_inspected"].as_u64() >= Some(3),
         "{status:#}"

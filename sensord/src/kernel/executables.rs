@@ -31,6 +31,13 @@ pub enum OwnTls {
     /// when the symbol table was kept (not stripped) and the build is for x86-64, whose
     /// register ABI the uprobe reads.
     Go { verify: Option<u64>, symbols: bool },
+    /// BoringSSL (or its fork AWS-LC) linked in without exported functions, as in Chromium
+    /// and Electron applications: found by its source file names, which its error queue
+    /// keeps in the program. No uprobe can find its functions.
+    BoringSsl,
+    /// rustls (Rust), found by its source paths in the program's panic locations. Its
+    /// functions are generic and inlined, with no symbol a uprobe could rely on.
+    Rustls,
 }
 
 impl OwnTls {
@@ -38,6 +45,8 @@ impl OwnTls {
         match self {
             Self::OpenSsl(_) => "OpenSSL (linked into the executable)",
             Self::Go { .. } => "Go crypto/tls",
+            Self::BoringSsl => "BoringSSL (linked into the executable)",
+            Self::Rustls => "rustls",
         }
     }
 }
@@ -111,7 +120,48 @@ fn classify_file(file: &File) -> Result<Option<OwnTls>, String> {
             return Ok(Some(OwnTls::Go { verify, symbols }));
         }
     }
+    // Read-only data: where C's __FILE__ and Rust's panic locations are.
+    let rodata = obj
+        .section_by_name(".rodata")
+        .and_then(|s| s.data().ok())
+        .unwrap_or_default();
+    if carries_boringssl(rodata) {
+        return Ok(Some(OwnTls::BoringSsl));
+    }
+    if carries_rustls(rodata) {
+        return Ok(Some(OwnTls::Rustls));
+    }
     Ok(None)
+}
+
+/// Whether `rodata` holds BoringSSL's `ssl/handshake_client.cc` as a C string (its
+/// `__FILE__`). The name is looked for in parts, so that this program's own needle (a Rust
+/// literal, not NUL-terminated, not next to the directory) does not count.
+fn carries_boringssl(rodata: &[u8]) -> bool {
+    const FILE: &[u8] = b"handshake_client.cc";
+    memchr::memmem::find_iter(rodata, FILE).any(|at| {
+        at >= 4 && &rodata[at - 4..at] == b"ssl/" && rodata.get(at + FILE.len()) == Some(&0)
+    })
+}
+
+/// Whether `rodata` names rustls's sources: `rustls-0.23.5/src/` (from crates.io) or
+/// `rustls/src/` (vendored), followed by one of its client's files.
+fn carries_rustls(rodata: &[u8]) -> bool {
+    memchr::memmem::find_iter(rodata, b"rustls").any(|at| {
+        let rest = &rodata[at + b"rustls".len()..];
+        let rest = match rest.strip_prefix(b"-") {
+            Some(versioned) => {
+                let n = versioned
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit() || **b == b'.')
+                    .count();
+                &versioned[n..]
+            }
+            None => rest,
+        };
+        // The byte before is a path separator: not `my-rustls-wrapper/src`.
+        at > 0 && rodata[at - 1] == b'/' && rest.starts_with(b"/src/")
+    })
 }
 
 /// Where a symbol's code sits in the file, which is how uprobes are placed.
@@ -421,6 +471,18 @@ impl Executables {
                  come from the active probe"
                     .to_owned(),
             ),
+            OwnTls::BoringSsl => (
+                Coverage::ProbeOnly,
+                "BoringSSL linked in with no exported functions (Chromium, Electron): no uprobe \
+                 can find where it parses certificates; TLS 1.3 chains come from the active probe"
+                    .to_owned(),
+            ),
+            OwnTls::Rustls => (
+                Coverage::ProbeOnly,
+                "rustls: its functions are generic and inlined, with no symbol a uprobe could \
+                 rely on; TLS 1.3 chains come from the active probe"
+                    .to_owned(),
+            ),
         };
         drop(file);
         tracing::info!(
@@ -491,7 +553,24 @@ mod tests {
         // curl imports SSL_connect from libssl: an undefined symbol is not OpenSSL inside.
         let curl = std::fs::canonicalize("/usr/bin/curl").expect("curl");
         assert_eq!(classify(&curl), Ok(None));
+        assert_eq!(classify(Path::new("/bin/ls")), Ok(None));
         assert!(classify(Path::new("/etc/hostname")).is_err());
+    }
+
+    /// Chromium (BoringSSL, no exported functions; `cargo xtask setup` installs chromium for
+    /// the QUIC lab) and this test's own program (Rust, with sensord's rustls): listed, probe
+    /// only.
+    #[test]
+    fn chromium_carries_boringssl_and_sensord_rustls() {
+        let chromium = Path::new("/usr/lib/chromium/chromium");
+        assert_eq!(classify(chromium), Ok(Some(OwnTls::BoringSsl)));
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(classify(&me), Ok(Some(OwnTls::Rustls)));
+        assert!(carries_rustls(
+            b"x\0/home/u/.cargo/registry/src/i/rustls-0.23.46/src/conn.rs"
+        ));
+        assert!(carries_rustls(b"/build/vendor/rustls/src/client/tls13.rs"));
+        assert!(!carries_rustls(b"/src/my-rustls-glue/src/lib.rs\0rustls"));
     }
 
     /// A Go client built with Debian's Go (`cargo xtask setup` installs golang-go), with its
@@ -541,7 +620,8 @@ mod tests {
         let mut seen = Executables::new();
         let mut attached = Vec::new();
         let own = std::process::id();
-        // This test binary is Rust with no TLS library of its own.
+        // This test binary is Rust with sensord's rustls inside: listed, probe only, never
+        // attached.
         seen.on_exec(own, 100, &mut |p, _| {
             attached.push(p.to_owned());
             Ok(())
@@ -549,7 +629,10 @@ mod tests {
         seen.on_exec(own, 101, &mut |_, _| unreachable!("looked at once"));
         assert_eq!(seen.counts().inspected, 1);
         assert_eq!(seen.counts().execs, 2);
-        assert!(seen.programs().is_empty());
+        assert_eq!(seen.programs().len(), 1);
+        assert_eq!(seen.programs()[0].tls, OwnTls::Rustls);
+        assert_eq!(seen.programs()[0].coverage, Coverage::ProbeOnly);
+        assert_eq!(seen.programs()[0].processes_last_hour(101), 2);
         assert!(attached.is_empty());
         // A pid with no process.
         seen.on_exec(u32::MAX - 1, 102, &mut |_, _| unreachable!());

@@ -199,7 +199,9 @@ pub fn attach_to_program(ebpf: &mut Ebpf, target: &Path, tls: &OwnTls) -> Result
                 .map_err(|e| format!("go_tls_verify: {e}"))?;
             Ok(())
         }
-        OwnTls::Go { verify: None, .. } => Err("no function to attach to".into()),
+        OwnTls::Go { verify: None, .. } | OwnTls::BoringSsl | OwnTls::Rustls => {
+            Err("no function to attach to".into())
+        }
     }
 }
 
