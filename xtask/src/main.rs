@@ -1,6 +1,7 @@
 //! Developer commands. `cargo xtask --help` lists them.
 
 mod bench;
+mod bench_summary;
 mod fuzz;
 mod install;
 mod package;
@@ -143,6 +144,9 @@ enum BenchCmd {
         #[arg(long, default_value_t = 100_000)]
         handshakes: u32,
     },
+    /// Every benchmark above with its defaults, one after another (about an hour here);
+    /// their figures go to target/bench/summary.json.
+    All,
 }
 
 fn main() -> std::process::ExitCode {
@@ -225,6 +229,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 BenchCmd::Abuse { seconds } => bench::abuse(&ws, seconds),
                 BenchCmd::Durability { cycles, rate } => bench::durability(&ws, cycles, rate),
                 BenchCmd::Tls13 { rounds, runs } => bench::tls13(&ws, rounds, runs),
+                BenchCmd::All => bench_summary::all(&ws),
             }
         }
     }
