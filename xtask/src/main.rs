@@ -144,7 +144,7 @@ enum BenchCmd {
         #[arg(long, default_value_t = 100_000)]
         handshakes: u32,
     },
-    /// Every benchmark above with its defaults, one after another (about an hour here);
+    /// Every benchmark above with its defaults, one after another (durability the longest);
     /// their figures go to target/bench/summary.json.
     All,
 }
