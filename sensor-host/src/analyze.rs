@@ -27,13 +27,28 @@ impl Output {
         palette: Palette,
         out: &mut dyn Write,
     ) -> std::io::Result<()> {
+        self.write_buffered(event, palette, out, &mut Vec::new())
+    }
+
+    /// [`Output::write`], formatting into `scratch` (cleared, its allocation reused) and
+    /// handing `out` the whole line in one call: serde's many small writes then go to a `Vec`
+    /// instead of through `dyn Write`.
+    pub fn write_buffered(
+        self,
+        event: &Event,
+        palette: Palette,
+        out: &mut dyn Write,
+        scratch: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        scratch.clear();
         match self {
-            Output::Text => writeln!(out, "{}", render::event_line(&Line::of(event), palette)),
+            Output::Text => writeln!(scratch, "{}", render::event_line(&Line::of(event), palette))?,
             Output::Json => {
-                serde_json::to_writer(&mut *out, event).map_err(std::io::Error::other)?;
-                out.write_all(b"\n")
+                serde_json::to_writer(&mut *scratch, event).map_err(std::io::Error::other)?;
+                scratch.push(b'\n');
             }
         }
+        out.write_all(scratch)
     }
 }
 
@@ -75,13 +90,14 @@ pub fn analyze_file(
     })?;
     let mut engine = Engine::new(EngineLimits::default());
     let mut last_ts = 0u64;
+    let mut scratch = Vec::with_capacity(8 << 10);
     let result = loop {
         let more = reader.read(4096, &mut |seg| {
             last_ts = last_ts.max(seg.ts_ns());
             engine.push_packet(seg);
         });
         engine.advance(last_ts);
-        write_all(&mut engine, format, out, each)?;
+        write_all(&mut engine, format, out, each, &mut scratch)?;
         progress(reader.stats().bytes);
         match more {
             Ok(true) => continue,
@@ -90,7 +106,7 @@ pub fn analyze_file(
         }
     };
     engine.finish();
-    write_all(&mut engine, format, out, each)?;
+    write_all(&mut engine, format, out, each, &mut scratch)?;
     out.flush()?;
     result.map_err(|error| AnalyzeError::Capture { path: shown, error })?;
     Ok(Summary {
@@ -104,11 +120,12 @@ fn write_all(
     format: Output,
     out: &mut dyn Write,
     each: &mut dyn FnMut(&mut Event),
+    scratch: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     for hs in engine.drain() {
         let mut event = Event::observed(hs);
         each(&mut event);
-        format.write(&event, Palette::plain(), out)?;
+        format.write_buffered(&event, Palette::plain(), out, scratch)?;
     }
     Ok(())
 }

@@ -19,6 +19,11 @@ mod watch;
 
 use std::{path::PathBuf, process::ExitCode};
 
+/// mimalloc: `analyze` allocates and frees small buffers per packet and per event; glibc's
+/// malloc spent about 15 % of a capture's analysis in allocation (`cargo xtask bench analyze`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{CommandFactory as _, Parser, Subcommand};
 use sensor_host::{analyze::Output, render, trust::TrustArgs};
 

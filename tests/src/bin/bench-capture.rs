@@ -153,7 +153,14 @@ fn main() -> anyhow::Result<()> {
     out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&262144u32.to_le_bytes());
     out.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
-    let base_us: u64 = 1_750_000_000 * 1_000_000;
+    // Connections start now, inside their certificates' validity (issued moments ago), as in
+    // a real capture. (A fixed date in the past made every chain "not yet valid", which the
+    // verdict cache rightly refuses to keep: the benchmark measured a capture no host makes.)
+    let base_us = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_micros(),
+    )?;
     // Each connection starts after the one before has ended, so that timestamps only grow.
     let spacing = templates
         .iter()
