@@ -163,6 +163,31 @@ fn prog_stats(id: u32) -> anyhow::Result<(u64, u64)> {
     ))
 }
 
+/// A program's instructions after the verifier's rewrites (`bytes_xlated` / 8).
+fn prog_insns(id: u32) -> anyhow::Result<u64> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show", "id", &id.to_string()])
+        .output()
+        .context("bpftool prog show")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("bpftool JSON")?;
+    Ok(v["bytes_xlated"].as_u64().unwrap_or(0) / 8)
+}
+
+/// The verifier's processed-instruction counts of the tap's programs, summed, from sensord's
+/// "attached: cgroup_skb on ..., verified_insns=N" log lines.
+fn verified_insns(log: &[String]) -> u64 {
+    log.iter()
+        .filter(|l| l.contains("cgroup_skb"))
+        .filter_map(|l| l.split("verified_insns=").nth(1))
+        .filter_map(|r| {
+            r.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 fn sum_stats(ids: &[u32]) -> anyhow::Result<(u64, u64)> {
     let mut total = (0, 0);
     for id in ids {
@@ -257,6 +282,8 @@ fn release_binaries(
 pub struct TapBench {
     pub rounds: usize,
     pub seconds: u64,
+    /// Interleaved rounds of the TCP storm detached and attached.
+    pub storm_rounds: usize,
     pub storm_seconds: u64,
 }
 
@@ -321,10 +348,18 @@ pub fn tap(ws: &Workspace, opts: &TapBench) -> anyhow::Result<()> {
         }
     }
 
-    // Kernel cost per packet: one more attached run, with run-time statistics on.
-    let (run_ns, run_cnt) = {
+    // Kernel cost per packet: one more attached run, with run-time statistics on. The tap's
+    // programs' sizes, so that a regression in either shows.
+    let (run_ns, run_cnt, sizes) = {
         let stats = BpfStats::enable()?;
         let (daemon, _) = Sensord::start(&sensord, &state, false)?;
+        let mut sizes = (0, 0);
+        for id in &daemon.program_ids {
+            sizes.0 += prog_insns(*id)?;
+        }
+        // The verifier's processed-instruction counts, which sensord logs as it attaches
+        // (this bpftool does not show them).
+        sizes.1 = verified_insns(&daemon.log_seen);
         let before = sum_stats(&daemon.program_ids)?;
         iperf(port, opts.seconds)?;
         let after = sum_stats(&daemon.program_ids)?;
@@ -333,12 +368,36 @@ pub fn tap(ws: &Workspace, opts: &TapBench) -> anyhow::Result<()> {
         (
             after.0.saturating_sub(before.0),
             after.1.saturating_sub(before.1),
+            sizes,
         )
     };
 
-    let (handshakes, captured, drops, secs) = storm(&sensord, &storm_bin, &state, opts, false)?;
-    let (q_handshakes, q_captured, q_drops, q_secs) =
-        storm(&sensord, &storm_bin, &state, opts, true)?;
+    // The TCP storm: rounds of the same storm with sensord detached and attached, in turn (the
+    // order alternating), so that the ratio compares like with like on a machine whose speed
+    // drifts. The attached rounds' handshakes are what must all be captured.
+    let (mut rate_detached, mut rate_attached) = (Vec::new(), Vec::new());
+    let mut tcp = StormRun::default();
+    for round in 0..opts.storm_rounds {
+        for attached in [round % 2 == 0, round % 2 == 1] {
+            if attached {
+                let run = storm(&sensord, &storm_bin, &state, opts, false)?;
+                say(&format!(
+                    "storm round {round}: attached {:.0} handshakes/s",
+                    run.rate()
+                ));
+                rate_attached.push(run.rate());
+                tcp.add(&run);
+            } else {
+                let run = storm_detached(&storm_bin, opts)?;
+                say(&format!(
+                    "storm round {round}: detached {:.0} handshakes/s",
+                    run.rate()
+                ));
+                rate_detached.push(run.rate());
+            }
+        }
+    }
+    let quic = storm(&sensord, &storm_bin, &state, opts, true)?;
     println!("detached_gbit_per_s={:.3}", median(&detached) / 1e9);
     println!("attached_gbit_per_s={:.3}", median(&attached) / 1e9);
     println!("tcpdump_gbit_per_s={:.3}", median(&with_tcpdump) / 1e9);
@@ -363,43 +422,140 @@ pub fn tap(ws: &Workspace, opts: &TapBench) -> anyhow::Result<()> {
         }
     );
     println!("tap_program_runs={run_cnt}");
-    println!("storm_handshakes={handshakes}");
-    println!("storm_handshakes_per_s={:.0}", handshakes as f64 / secs);
+    println!("tap_program_insns={}", sizes.0);
+    println!("tap_verified_insns={}", sizes.1);
+    println!("storm_handshakes={}", tcp.handshakes);
+    println!("storm_handshakes_per_s={:.0}", median(&rate_attached));
     println!(
-        "storm_captured_ratio={:.4}",
-        if handshakes == 0 {
-            0.0
-        } else {
-            captured as f64 / handshakes as f64
-        }
+        "storm_detached_handshakes_per_s={:.0}",
+        median(&rate_detached)
     );
-    println!("ringbuf_drops={drops}");
-    println!("quic_handshakes={q_handshakes}");
-    println!("quic_handshakes_per_s={:.0}", q_handshakes as f64 / q_secs);
     println!(
-        "quic_captured_ratio={:.4}",
-        if q_handshakes == 0 {
-            0.0
-        } else {
-            q_captured as f64 / q_handshakes as f64
-        }
+        "storm_rate_ratio={:.4}",
+        median(&rate_attached) / median(&rate_detached).max(1.0)
     );
-    println!("quic_ringbuf_drops={q_drops}");
+    println!("storm_captured_ratio={:.4}", tcp.captured_ratio());
+    println!("ringbuf_drops={}", tcp.drops);
+    println!(
+        "sensord_cpu_us_per_handshake={:.1}",
+        tcp.cpu_us_per_handshake()
+    );
+    println!("quic_handshakes={}", quic.handshakes);
+    println!("quic_handshakes_per_s={:.0}", quic.rate());
+    println!("quic_captured_ratio={:.4}", quic.captured_ratio());
+    println!("quic_ringbuf_drops={}", quic.drops);
+    println!(
+        "quic_sensord_cpu_us_per_handshake={:.1}",
+        quic.cpu_us_per_handshake()
+    );
     let _ = std::fs::remove_dir_all(&state);
     Ok(())
 }
 
+/// What storm runs measured (summed over runs).
+#[derive(Default)]
+struct StormRun {
+    handshakes: u64,
+    captured: u64,
+    drops: u64,
+    seconds: f64,
+    /// sensord's CPU time (user and system, every thread) while the storm ran.
+    sensord_cpu: Duration,
+}
+
+impl StormRun {
+    fn rate(&self) -> f64 {
+        self.handshakes as f64 / self.seconds.max(1e-9)
+    }
+
+    fn captured_ratio(&self) -> f64 {
+        if self.handshakes == 0 {
+            0.0
+        } else {
+            self.captured as f64 / self.handshakes as f64
+        }
+    }
+
+    fn cpu_us_per_handshake(&self) -> f64 {
+        self.sensord_cpu.as_secs_f64() * 1e6 / self.handshakes.max(1) as f64
+    }
+
+    fn add(&mut self, other: &StormRun) {
+        self.handshakes += other.handshakes;
+        self.captured += other.captured;
+        self.drops += other.drops;
+        self.seconds += other.seconds;
+        self.sensord_cpu += other.sensord_cpu;
+    }
+}
+
+/// A process's CPU time so far, user and system, all its threads (`/proc/PID/stat`).
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> u64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0) };
+    // utime and stime are fields 14 and 15; `fields[0]` is field 3.
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_nanos(
+        (ticks(11) + ticks(12)) * 1_000_000_000 / hz,
+    ))
+}
+
+/// Run tls-storm once against a fresh port: (handshakes, seconds).
+fn run_storm(
+    storm_bin: &Path,
+    port: u16,
+    opts: &TapBench,
+    quic: bool,
+) -> anyhow::Result<(u64, f64)> {
+    let output = Command::new(storm_bin)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--seconds",
+            &opts.storm_seconds.to_string(),
+        ])
+        .args(quic.then_some("--quic"))
+        .output()
+        .context("running tls-storm")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let field = |name: &str| -> Option<String> {
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_owned))
+    };
+    let handshakes: u64 = field("handshakes")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("tls-storm printed no count: {text}"))?;
+    let secs: f64 = field("seconds").and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    Ok((handshakes, secs))
+}
+
+/// The TCP storm with no sensor: the machine's own rate, the storm's baseline.
+fn storm_detached(storm_bin: &Path, opts: &TapBench) -> anyhow::Result<StormRun> {
+    let (handshakes, seconds) = run_storm(storm_bin, free_port()?, opts, false)?;
+    Ok(StormRun {
+        handshakes,
+        seconds,
+        ..StormRun::default()
+    })
+}
+
 /// The handshake storm with sensord attached, over TCP or QUIC (quinn clients that keep
-/// their UDP socket for every connection): (handshakes made, captured, ring drops, seconds).
+/// their UDP socket for every connection).
 fn storm(
     sensord: &Path,
     storm_bin: &Path,
     state: &Path,
     opts: &TapBench,
     quic: bool,
-) -> anyhow::Result<(u64, u64, u64, f64)> {
+) -> anyhow::Result<StormRun> {
     let port = free_port()?;
     let (daemon, stdout) = Sensord::start(sensord, state, true)?;
+    let pid = daemon.guard.0.id();
     let stdout = stdout.context("sensord stdout")?;
     let captured = Arc::new(AtomicU64::new(0));
     let counter = captured.clone();
@@ -424,34 +580,25 @@ fn storm(
         opts.storm_seconds,
         if quic { "QUIC" } else { "TCP" }
     ));
-    let output = Command::new(storm_bin)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--seconds",
-            &opts.storm_seconds.to_string(),
-        ])
-        .args(quic.then_some("--quic"))
-        .output()
-        .context("running tls-storm")?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let field = |name: &str| -> Option<String> {
-        text.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_owned))
-    };
-    let handshakes: u64 = field("handshakes")
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("tls-storm printed no count: {text}"))?;
-    let secs: f64 = field("seconds").and_then(|v| v.parse().ok()).unwrap_or(1.0);
-    // Let the last flows close and be reported (the half-close grace is 2 s).
+    let cpu_before = cpu_time(pid)?;
+    let (handshakes, seconds) = run_storm(storm_bin, port, opts, quic)?;
+    // Let the last flows close and be reported (the half-close grace is 2 s): that work is
+    // the storm's too, so the CPU time is read after it.
     std::thread::sleep(Duration::from_secs(4));
+    let sensord_cpu = cpu_time(pid)?.saturating_sub(cpu_before);
     let counters = daemon.stop()?;
     let _ = reader.join();
     let drops = counters
         .iter()
         .find(|(k, _)| k == "ringbuf_drops")
         .map_or(0, |(_, v)| *v);
-    Ok((handshakes, captured.load(Ordering::Relaxed), drops, secs))
+    Ok(StormRun {
+        handshakes,
+        captured: captured.load(Ordering::Relaxed),
+        drops,
+        seconds,
+        sensord_cpu,
+    })
 }
 
 fn tempdir(ws: &Workspace) -> anyhow::Result<PathBuf> {
@@ -663,4 +810,38 @@ pub fn tls13(ws: &Workspace, rounds: usize, runs: usize) -> anyhow::Result<()> {
         .arg("--sensord")
         .arg(ws.root.join("target/release/sensord"))
         .args(["--rounds", &rounds.to_string(), "--runs", &runs.to_string()]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verified_instruction_counts_come_from_the_attach_lines() {
+        let log = [
+            "INFO sensord::daemon: attached: cgroup_skb on /sys/fs/cgroup, verified_insns=347655 \
+             hook=\"tap_egress\" program_id=1876",
+            "INFO sensord::daemon: attached: cgroup_skb on /sys/fs/cgroup, verified_insns=375730 \
+             hook=\"tap_ingress\" program_id=1877",
+            "INFO sensord::daemon: attached: uprobe on libssl.so.3 hook=\"openssl\"",
+        ]
+        .map(str::to_owned);
+        assert_eq!(verified_insns(&log), 347_655 + 375_730);
+        assert_eq!(verified_insns(&log[2..]), 0);
+    }
+
+    #[test]
+    fn cpu_time_counts_this_process_s_work() {
+        let before = cpu_time(std::process::id()).unwrap();
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = cpu_time(std::process::id()).unwrap();
+        assert!(
+            after >= before + Duration::from_millis(100),
+            "{before:?} then {after:?}"
+        );
+    }
 }

@@ -96,8 +96,11 @@ enum BenchCmd {
         /// Seconds per iperf3 run.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// Seconds of the handshake storm.
-        #[arg(long, default_value_t = 30)]
+        /// Interleaved rounds of the TCP handshake storm, detached and attached.
+        #[arg(long, default_value_t = 3)]
+        storm_rounds: usize,
+        /// Seconds of each handshake storm run.
+        #[arg(long, default_value_t = 15)]
         storm_seconds: u64,
     },
     /// The verdict engine (criterion): a new chain, and a cached one.
@@ -214,12 +217,14 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 BenchCmd::Tap {
                     rounds,
                     seconds,
+                    storm_rounds,
                     storm_seconds,
                 } => bench::tap(
                     &ws,
                     &bench::TapBench {
                         rounds,
                         seconds,
+                        storm_rounds,
                         storm_seconds,
                     },
                 ),

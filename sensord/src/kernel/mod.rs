@@ -131,11 +131,18 @@ impl KernelTap {
                     what: format!("attaching {name} to {}", root.display()),
                     error,
                 })?;
+            let info = program.info().ok();
+            // The verifier's processed-instruction count: how close the program is to the
+            // verifier's limit, and what a change cost (`cargo xtask bench tap` reports it).
+            let verified = info
+                .as_ref()
+                .and_then(|i| i.verified_instruction_count())
+                .map_or(String::new(), |n| format!(", verified_insns={n}"));
             hooks.push(HookStatus {
                 name,
                 attached: true,
-                detail: format!("cgroup_skb on {}", root.display()),
-                program_id: program.info().ok().map(|i| i.id()),
+                detail: format!("cgroup_skb on {}{verified}", root.display()),
+                program_id: info.map(|i| i.id()),
             });
         }
         hooks.push(attach_sock_state(&mut ebpf));
