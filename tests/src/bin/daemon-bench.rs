@@ -2,7 +2,9 @@
 //!
 //! - `event_latency_p99_ms`: new TLS handshakes at `--rate` per second on loopback for
 //!   `--seconds`, and a Watch subscriber on sensord's socket; for each event, the time from the
-//!   kernel seeing the ClientHello to the subscriber receiving the event.
+//!   kernel seeing the ClientHello to the subscriber receiving the event. The same again at
+//!   `--high-rate` from two generator processes (`event_latency_p99_ms_high`,
+//!   `events_lost_high`). Each generator process runs its own server and clients.
 //! - `journal_events_per_s`: the journal's own write rate, batches of 512 typical events.
 //! - `daemon_rss_mb_idle` and `daemon_rss_mb_10k_flows`: sensord's resident memory, idle, and
 //!   while 10,000 connections sit in the middle of a handshake (the engine tracks each).
@@ -31,6 +33,17 @@ struct Args {
     /// Seconds of the latency run.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Handshakes per second of the second latency run, from two generator processes (0:
+    /// none).
+    #[arg(long, default_value_t = 5000)]
+    high_rate: u32,
+    /// Internal: be one generator process, making handshakes at `--rate` for `--seconds`
+    /// under the given domain and printing the names of those that completed.
+    #[arg(long, hide = true)]
+    generate: Option<String>,
+    /// Internal: the generator's number, in the names of its handshakes.
+    #[arg(long, hide = true, default_value_t = 0)]
+    generator_id: u32,
     /// Connections held in mid-handshake for the memory figure.
     #[arg(long, default_value_t = 10_000)]
     flows: usize,
@@ -93,6 +106,9 @@ fn main() -> anyhow::Result<()> {
     if args.hold_server {
         return hold_server();
     }
+    if let Some(domain) = &args.generate {
+        return generate(domain, args.generator_id, args.rate, args.seconds);
+    }
     sensor_tests::require_root();
     let journal_rate = journal_bench()?;
     let state = tempfile::tempdir()?;
@@ -107,16 +123,42 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let (p50, p99, events, made) = rt.block_on(latency(&socket, args.rate, args.seconds))?;
+    let low = rt.block_on(latency(
+        &socket,
+        "low.latency.test",
+        args.rate,
+        args.seconds,
+        1,
+    ))?;
+    let high = (args.high_rate > 0)
+        .then(|| {
+            rt.block_on(latency(
+                &socket,
+                "high.latency.test",
+                args.high_rate,
+                args.seconds,
+                2,
+            ))
+        })
+        .transpose()?;
     let loaded = rt.block_on(hold_flows(args.flows, pid))?;
     sensord.stop();
 
     println!("journal_events_per_s={journal_rate:.0}");
     println!("event_rate_per_s={}", args.rate);
-    println!("handshakes_made={made}");
-    println!("events_received={events}");
-    println!("event_latency_p50_ms={p50:.2}");
-    println!("event_latency_p99_ms={p99:.2}");
+    println!("handshakes_made={}", low.made);
+    println!("events_received={}", low.received);
+    println!("events_lost={}", low.lost());
+    println!("event_latency_p50_ms={:.2}", low.p50);
+    println!("event_latency_p99_ms={:.2}", low.p99);
+    if let Some(high) = high {
+        println!("event_rate_per_s_high={}", args.high_rate);
+        println!("handshakes_made_high={}", high.made);
+        println!("events_received_high={}", high.received);
+        println!("events_lost_high={}", high.lost());
+        println!("event_latency_p50_ms_high={:.2}", high.p50);
+        println!("event_latency_p99_ms_high={:.2}", high.p99);
+    }
     println!("daemon_rss_mb_idle={idle:.1}");
     println!("daemon_rss_mb_idle_without_ring={idle_own:.1}");
     println!("daemon_rss_mb_{}_flows={loaded:.1}", args.flows);
@@ -182,7 +224,7 @@ fn journal_bench() -> anyhow::Result<f64> {
                     verdict: Verdict::Clean,
                     reasons: vec![Reason::PublicRoot],
                     severity: Severity::Info,
-                    explanation: "x".repeat(600),
+                    explanation: "x".repeat(500),
                     interceptor: None,
                     extra_certificates: Vec::new(),
                     interceptor_grade: None,
@@ -204,19 +246,37 @@ fn journal_bench() -> anyhow::Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Handshakes at `rate` per second; a subscriber measures capture-to-subscriber latency.
+/// What a latency run measured.
+struct Latency {
+    p50: f64,
+    p99: f64,
+    /// Events the subscriber received for handshakes the generators completed.
+    received: u64,
+    /// Handshakes the generators completed.
+    made: u64,
+}
+
+impl Latency {
+    fn lost(&self) -> u64 {
+        self.made - self.received
+    }
+}
+
+/// Handshakes at `rate` per second from `generators` processes, each with its own server, for
+/// names under `domain`; a subscriber measures capture-to-subscriber latency.
 async fn latency(
     socket: &std::path::Path,
+    domain: &str,
     rate: u32,
     seconds: u64,
-) -> anyhow::Result<(f64, f64, usize, u64)> {
-    let server = sensor_tests::load::Server::start("latency.test").await?;
+    generators: u32,
+) -> anyhow::Result<Latency> {
     let mut api = sensor_tests::client::unix(socket).await;
     let mut stream = api
         .watch(WatchRequest {
             tail: true,
             filter: Some(sensor_proto::v1::Filter {
-                sni: vec!["*.latency.test".into()],
+                sni: vec![format!("*.{domain}")],
                 ..Default::default()
             }),
             ..Default::default()
@@ -224,8 +284,9 @@ async fn latency(
         .await
         .context("Watch")?
         .into_inner();
+    // Latency by server name: every handshake has its own.
     let collector = tokio::spawn(async move {
-        let mut lat = Vec::new();
+        let mut lat = std::collections::HashMap::new();
         while let Ok(Some(Ok(ev))) =
             tokio::time::timeout(Duration::from_secs(10), stream.next()).await
         {
@@ -235,31 +296,98 @@ async fn latency(
             let t = ev
                 .time
                 .map_or(0, |t| t.seconds as i128 * 1_000_000_000 + t.nanos as i128);
-            lat.push((now - t) as f64 / 1e6);
+            lat.insert(ev.server_name, (now - t) as f64 / 1e6);
         }
         lat
     });
-    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut made = 0u64;
-    while Instant::now() < deadline {
-        ticker.tick().await;
-        made += 1;
-        let (connector, addr) = server.client();
-        tokio::spawn(async move {
-            let _ = sensor_tests::load::handshake(&connector, addr, "b.latency.test").await;
-        });
+    let me = std::env::current_exe()?;
+    let each = rate.div_ceil(generators.max(1));
+    let mut children = Vec::new();
+    for _ in 0..generators {
+        children.push(
+            Command::new(&me)
+                .arg("--sensord=-")
+                .arg(format!("--generate={domain}"))
+                .arg(format!("--generator-id={}", children.len()))
+                .arg(format!("--rate={each}"))
+                .arg(format!("--seconds={seconds}"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("starting a generator process")?,
+        );
     }
-    let mut lat = collector.await?;
+    // The names of the handshakes that completed, one per line from each generator.
+    let made = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        let mut made = Vec::new();
+        for (g, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output()?;
+            anyhow::ensure!(out.status.success(), "generator {g} failed");
+            made.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+        Ok(made)
+    })
+    .await??;
+    let got = collector.await?;
+    let mut lat: Vec<f64> = made
+        .iter()
+        .filter_map(|name| got.get(name.as_str()).copied())
+        .collect();
     lat.sort_by(f64::total_cmp);
-    Ok((
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        lat.len(),
-        made,
-    ))
+    Ok(Latency {
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        received: lat.len() as u64,
+        made: made.len() as u64,
+    })
+}
+
+/// One generator process: a server for `*.domain` and handshakes to it at `rate` per second
+/// for `seconds`, each for its own name (`h<n>-g<id>.domain`); prints the names of those that
+/// completed, one per line.
+fn generate(domain: &str, id: u32, rate: u32, seconds: u64) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let made = rt.block_on(async {
+        let server = sensor_tests::load::Server::start(domain).await?;
+        let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut n = 0u64;
+        while Instant::now() < deadline {
+            ticker.tick().await;
+            n += 1;
+            let (connector, addr) = server.client();
+            let name = format!("h{n}-g{id}.{domain}");
+            tasks.spawn(async move {
+                let ok = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    sensor_tests::load::handshake(&connector, addr, &name),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok());
+                ok.then_some(name)
+            });
+        }
+        let mut made = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            made.extend(done.ok().flatten());
+        }
+        anyhow::Ok(made)
+    })?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for name in made {
+        std::io::Write::write_all(&mut out, format!("{name}\n").as_bytes())?;
+    }
+    std::io::Write::flush(&mut out)?;
+    Ok(())
 }
 
 /// Hold `n` connections in mid-handshake (a ClientHello record header and part of its body),
