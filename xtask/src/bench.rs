@@ -150,13 +150,18 @@ impl Sensord {
     }
 }
 
-/// run_time_ns and run_cnt of a program, from `bpftool prog show id N -j`.
-fn prog_stats(id: u32) -> anyhow::Result<(u64, u64)> {
+/// What bpftool shows of a program (`bpftool -j prog show id N`).
+fn prog_info(id: u32) -> anyhow::Result<serde_json::Value> {
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show", "id", &id.to_string()])
         .output()
         .context("bpftool prog show")?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("bpftool JSON")?;
+    serde_json::from_slice(&out.stdout).context("bpftool JSON")
+}
+
+/// run_time_ns and run_cnt of a program.
+fn prog_stats(id: u32) -> anyhow::Result<(u64, u64)> {
+    let v = prog_info(id)?;
     Ok((
         v["run_time_ns"].as_u64().unwrap_or(0),
         v["run_cnt"].as_u64().unwrap_or(0),
@@ -165,12 +170,7 @@ fn prog_stats(id: u32) -> anyhow::Result<(u64, u64)> {
 
 /// A program's instructions after the verifier's rewrites (`bytes_xlated` / 8).
 fn prog_insns(id: u32) -> anyhow::Result<u64> {
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show", "id", &id.to_string()])
-        .output()
-        .context("bpftool prog show")?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("bpftool JSON")?;
-    Ok(v["bytes_xlated"].as_u64().unwrap_or(0) / 8)
+    Ok(prog_info(id)?["bytes_xlated"].as_u64().unwrap_or(0) / 8)
 }
 
 /// The verifier's processed-instruction counts of the tap's programs, summed, from sensord's
