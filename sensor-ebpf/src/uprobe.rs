@@ -17,7 +17,10 @@
 //!
 //! NSS (Firefox, Thunderbird, NSS tools) makes each certificate of the server's Certificate
 //! message a `CERTCertificate` with `CERT_NewTempCertificate` in libnss3 (see
-//! [`nss_cert_import`]), straight from the message: framed, like OpenSSL's.
+//! [`nss_cert_import`]), straight from the message: framed, like OpenSSL's. NSS 3.101 and
+//! later do that for the leaf only and copy the intermediates' DER out of the message with
+//! `SECITEM_ArenaDupItem_Util` (libnssutil3), which takes its item in the same argument: the
+//! same program is attached there too.
 //!
 //! Go's `crypto/tls` gets an uprobe of its own on `verifyServerCertificate` (see
 //! [`go_tls_verify`]), which hands the same records on.

@@ -39,6 +39,21 @@ impl TestCgroup {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Kill every process in the cgroup (cgroup v2's `cgroup.kill`) and wait until it is
+    /// empty, at most `timeout`.
+    pub fn kill(&self, timeout: std::time::Duration) {
+        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            match std::fs::read_to_string(self.procs_file()) {
+                Ok(procs) if !procs.trim().is_empty() => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                _ => return,
+            }
+        }
+    }
 }
 
 impl Drop for TestCgroup {

@@ -68,6 +68,14 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "chromium",
         "headless Chromium: opens sensorctl report's page in a test",
     ),
+    (
+        "firefox-esr",
+        "headless Firefox ESR: the lab's NSS browser client",
+    ),
+    (
+        "default-jdk-headless",
+        "javac, java and keytool: the lab's Java client",
+    ),
 ];
 
 /// What building alone needs: the toolchains and bpf-linker (for `cargo xtask install`).

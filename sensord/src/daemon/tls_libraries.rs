@@ -81,8 +81,11 @@ impl TlsLibraries {
                 Some(hook("d2i_x509", tap.hooks())),
             );
         }
-        for path in libraries::find_nss_cert_libraries() {
+        for path in libraries::find_nss_libraries("libnss3.so") {
             libraries.add_host(LibraryFile::NssCerts, &path, Some(hook("nss", tap.hooks())));
+        }
+        for path in libraries::find_nss_libraries("libnssutil3.so") {
+            libraries.add_host(LibraryFile::NssItems, &path, Some(hook("nss", tap.hooks())));
         }
         for (kind, path) in libraries::find_tls_libraries() {
             let attached = match kind {

@@ -111,11 +111,12 @@ pub fn find_tls_libraries() -> Vec<(SharedTls, PathBuf)> {
     found
 }
 
-/// NSS's libnss3 files in the usual folders (where its certificates are made), each once.
-pub fn find_nss_cert_libraries() -> Vec<PathBuf> {
+/// NSS's files named `file` (`libnss3.so`, where its certificates are made, or
+/// `libnssutil3.so`, where its items are copied) in the usual folders, each once.
+pub fn find_nss_libraries(file: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for dir in LIBRARY_DIRS.iter().chain(APPLICATION_LIBRARY_DIRS) {
-        let path = Path::new(dir).join("libnss3.so");
+        let path = Path::new(dir).join(file);
         if let Ok(real) = std::fs::canonicalize(&path)
             && real.is_file()
             && !found.contains(&real)
@@ -151,6 +152,10 @@ pub enum LibraryFile {
     Crypto,
     /// NSS's libnss3, where `CERT_NewTempCertificate` is: attached, not listed.
     NssCerts,
+    /// NSS's libnssutil3, where `SECITEM_ArenaDupItem_Util` is: NSS 3.101 and later copy
+    /// the server's intermediates out of the message with it instead of making each a
+    /// certificate. Attached, not listed.
+    NssItems,
 }
 
 impl LibraryFile {
@@ -161,6 +166,9 @@ impl LibraryFile {
         if name.starts_with("libnss3.so") {
             return Some(Self::NssCerts);
         }
+        if name.starts_with("libnssutil3.so") {
+            return Some(Self::NssItems);
+        }
         SharedTls::of_file_name(name).map(Self::Tls)
     }
 
@@ -169,21 +177,27 @@ impl LibraryFile {
         match self {
             Self::Tls(tls) => tls.name(),
             Self::Crypto => "OpenSSL",
-            Self::NssCerts => "NSS",
+            Self::NssCerts | Self::NssItems => "NSS",
         }
     }
 
-    /// Whether uprobes go on it (OpenSSL's, GnuTLS's, NSS's libnss3).
+    /// Whether uprobes go on it (OpenSSL's, GnuTLS's, NSS's libnss3 and libnssutil3).
     pub fn has_uprobes(self) -> bool {
         matches!(
             self,
-            Self::Crypto | Self::NssCerts | Self::Tls(SharedTls::OpenSsl | SharedTls::GnuTls)
+            Self::Crypto
+                | Self::NssCerts
+                | Self::NssItems
+                | Self::Tls(SharedTls::OpenSsl | SharedTls::GnuTls)
         )
     }
 
     /// Whether its files carry no version after `.so` (NSS's do not).
     fn unversioned(self) -> bool {
-        matches!(self, Self::NssCerts | Self::Tls(SharedTls::Nss))
+        matches!(
+            self,
+            Self::NssCerts | Self::NssItems | Self::Tls(SharedTls::Nss)
+        )
     }
 }
 
@@ -588,12 +602,13 @@ mod tests {
 7f0000030000-7f0000040000 r-xp 00000000 fd:01 555 /opt/my app/libgnutls.so.30
 7f0000038000-7f0000039000 r-xp 00000000 fd:01 556 /opt/firefox/libnss3.so
 7f0000039000-7f000003a000 r-xp 00000000 fd:01 557 /usr/lib/x86_64-linux-gnu/libssl3.so
+7f000003a000-7f000003b000 r-xp 00000000 fd:01 558 /opt/firefox/libnssutil3.so
 7f0000040000-7f0000050000 rw-p 00000000 00:00 0
 7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
 garbage
 ";
         let found = tls_files_in_maps(maps);
-        assert_eq!(found.len(), 5, "{found:?}");
+        assert_eq!(found.len(), 6, "{found:?}");
         assert_eq!(found[0].0, LibraryFile::Tls(SharedTls::OpenSsl));
         assert_eq!(
             found[0].1,
@@ -611,6 +626,10 @@ garbage
         assert_eq!(found[3].2, "/opt/firefox/libnss3.so");
         assert_eq!(found[4].0, LibraryFile::Tls(SharedTls::Nss));
         assert!(!found[4].0.has_uprobes());
+        // And where NSS 3.101+ copies the server's intermediates (attached too).
+        assert_eq!(found[5].0, LibraryFile::NssItems);
+        assert!(found[5].0.has_uprobes());
+        assert_eq!(found[5].2, "/opt/firefox/libnssutil3.so");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Attaching the uprobes: OpenSSL's `SSL_do_handshake` and `SSL_connect` (entry and return) in
 //! libssl, `d2i_X509` in libcrypto; GnuTLS's `gnutls_handshake`,
 //! `gnutls_certificate_verify_peers*` and `gnutls_x509_crt_import`; NSS's
-//! `CERT_NewTempCertificate` in libnss3. Optional: where they cannot attach, the daemon says so once
+//! `CERT_NewTempCertificate` in libnss3 and `SECITEM_ArenaDupItem_Util` in libnssutil3. Optional: where they cannot attach, the daemon says so once
 //! and relies on the active probe for TLS 1.3 chains.
 
 use std::path::{Path, PathBuf};
@@ -14,9 +14,7 @@ use aya::{
 use super::{
     HookStatus,
     executables::{OpenSslEntries, OwnTls},
-    libraries::{
-        LibraryFile, SharedTls, find_nss_cert_libraries, find_tls_libraries, library_dirs,
-    },
+    libraries::{LibraryFile, SharedTls, find_nss_libraries, find_tls_libraries, library_dirs},
 };
 
 const LIBSSL: &[&str] = &["libssl.so.3", "libssl.so.1.1"];
@@ -155,6 +153,7 @@ pub fn attach_library(ebpf: &mut Ebpf, file: LibraryFile, target: &Path) -> Resu
         }
         LibraryFile::Tls(SharedTls::GnuTls) => attach_gnutls(ebpf, one).map(|_| ()),
         LibraryFile::NssCerts => attach(ebpf, "nss_cert_import", NSS_CERT_IMPORT, one).map(|_| ()),
+        LibraryFile::NssItems => attach(ebpf, "nss_cert_import", NSS_ITEM_DUP, one).map(|_| ()),
         LibraryFile::Tls(other) => Err(format!("no uprobe for {}", other.name())),
     }
 }
@@ -169,6 +168,13 @@ const GNUTLS_HANDSHAKE: &[&str] = &[
 ];
 /// Where NSS makes each certificate of the server's message a `CERTCertificate` (libnss3).
 const NSS_CERT_IMPORT: &[&str] = &["CERT_NewTempCertificate"];
+
+/// Where NSS 3.101 and later copy the server's intermediates out of the message, as DER
+/// (libnssutil3): only its leaf still goes through `CERT_NewTempCertificate` (Firefox makes
+/// the intermediates certificates later, from copies). `SECITEM_ArenaDupItem(arena, item)`
+/// takes its item where `CERT_NewTempCertificate` does (the second argument), so the same
+/// program reads it, framing check included.
+const NSS_ITEM_DUP: &[&str] = &["SECITEM_ArenaDupItem_Util"];
 
 /// Where GnuTLS turns each certificate's DER into its own form.
 const GNUTLS_CRT_IMPORT: &[&str] = &["gnutls_x509_crt_import"];
@@ -383,19 +389,36 @@ pub fn attach_all(ebpf: &mut Ebpf, extra: &[PathBuf]) -> Vec<HookStatus> {
             program_id: None,
         },
     });
-    let nss = find_nss_cert_libraries();
+    let nss = find_nss_libraries("libnss3.so");
+    let nss_items = find_nss_libraries("libnssutil3.so");
     hooks.push(
         match attach(ebpf, "nss_cert_import", NSS_CERT_IMPORT, &nss) {
-            Ok((libs, id)) => HookStatus {
-                name: "nss",
-                attached: true,
-                detail: format!(
-                    "uprobe CERT_NewTempCertificate in {}: chains NSS clients (Firefox) take \
-                 from the server's message while the socket is mid-handshake, TLS 1.3 included",
-                    libs.join(", ")
-                ),
-                program_id: id,
-            },
+            Ok((libs, id)) => {
+                // Where NSS 3.101+ copies the intermediates: without it, such an NSS's
+                // uprobe chains are the leaf alone.
+                let items = match attach(ebpf, "nss_cert_import", NSS_ITEM_DUP, &nss_items) {
+                    Ok((items, _)) => format!(
+                        "; uprobe SECITEM_ArenaDupItem_Util in {}: the intermediates NSS 3.101 \
+                         and later copy from the message",
+                        items.join(", ")
+                    ),
+                    Err(why) => format!(
+                        "; not on SECITEM_ArenaDupItem_Util ({why}): an NSS 3.101 or later \
+                         gives its leaf alone"
+                    ),
+                };
+                HookStatus {
+                    name: "nss",
+                    attached: true,
+                    detail: format!(
+                        "uprobe CERT_NewTempCertificate in {}: chains NSS clients (Firefox) \
+                         take from the server's message while the socket is mid-handshake, \
+                         TLS 1.3 included{items}",
+                        libs.join(", ")
+                    ),
+                    program_id: id,
+                }
+            }
             Err(why) => HookStatus {
                 name: "nss",
                 attached: false,

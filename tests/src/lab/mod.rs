@@ -81,10 +81,20 @@ pub enum Client {
     Wget,
     /// A Go net/http client (crypto/tls, statically linked), built by the lab.
     Go,
+    /// A Java `java.net.http.HttpClient` (JSSE: Java code, no native TLS library), compiled by
+    /// the lab, trusting a keytool trust store.
+    Java,
+    /// Headless Chromium over TCP (BoringSSL, linked in: nothing a uprobe can find), trusting
+    /// an NSS database made with certutil. TLS 1.3 rows only: Chromium has no switch that
+    /// caps its TLS version.
+    Chromium,
+    /// Headless Firefox ESR (NSS, its own copy of libnss3 beside the executable), a fresh
+    /// profile each row whose NSS database (certutil) trusts the row's CAs.
+    Firefox,
 }
 
 impl Client {
-    pub const ALL: [Client; 7] = [
+    pub const ALL: [Client; 10] = [
         Client::Curl,
         Client::OpenSsl,
         Client::Python,
@@ -92,6 +102,9 @@ impl Client {
         Client::Node,
         Client::Wget,
         Client::Go,
+        Client::Java,
+        Client::Chromium,
+        Client::Firefox,
     ];
 
     /// The clients of the clean churn row (issue 23's false-positive budget). Node, wget and
@@ -114,14 +127,20 @@ impl Client {
             Self::Node => "node-https",
             Self::Wget => "wget",
             Self::Go => "go-net/http",
+            Self::Java => "java-httpclient",
+            Self::Chromium => "chromium-headless",
+            Self::Firefox => "firefox-esr-headless",
         }
     }
 
     /// A TLS library whose chains the uprobes read: the system's OpenSSL or GnuTLS (gnutls-cli,
-    /// wget), OpenSSL linked into the executable (Node), or Go's crypto/tls; sensord finds the
-    /// last two when the program
+    /// wget), OpenSSL linked into the executable (Node), Go's crypto/tls, or the NSS Firefox
+    /// carries (sensord attaches to it when it reads the maps of a process that connects);
+    /// sensord finds Node and Go when the program
     /// starts. (The TLS 1.2 rows play first, so each program has started once before its first
-    /// TLS 1.3 row: a program's very first run can end before its uprobes attach.)
+    /// TLS 1.3 row: a program's very first run can end before its uprobes attach.) Java's
+    /// JSSE is Java code and Chromium's BoringSSL is linked in with no symbols: no uprobe can
+    /// read their chains, and their TLS 1.3 chains come from the probe.
     fn chains_from_uprobe(self) -> bool {
         matches!(
             self,
@@ -132,6 +151,7 @@ impl Client {
                 | Self::Node
                 | Self::Wget
                 | Self::Go
+                | Self::Firefox
         )
     }
 }
@@ -168,6 +188,14 @@ impl Scenario {
             for trusts in [true, false] {
                 for tls in [Tls::V12, Tls::V13] {
                     for client in Client::ALL {
+                        if client == Client::Chromium && tls == Tls::V12 {
+                            continue;
+                        }
+                        // Firefox refusing an interceptor's certificate: not played yet (the
+                        // README's lab section says why).
+                        if client == Client::Firefox && !trusts && path != Interception::Clean {
+                            continue;
+                        }
                         rows.push(Scenario {
                             path,
                             trusts,
@@ -222,11 +250,16 @@ impl Scenario {
             let alert = match (self.client, self.tls) {
                 // GnuTLS encrypts its TLS 1.3 alert (OpenSSL sends it in clear): the sensor
                 // sees a refusal, not which alert.
-                (Client::Gnutls | Client::Go, Tls::V13) => Some("client_rejected:encrypted"),
+                (Client::Gnutls | Client::Go | Client::Firefox, Tls::V13) => {
+                    Some("client_rejected:encrypted")
+                }
                 (Client::Gnutls | Client::Go, Tls::V12) => Some("client_rejected:bad_certificate"),
                 // Node and wget check the chain after the handshake and close without an
-                // alert: the verdict stands on the chain alone.
-                (Client::Node | Client::Wget, _) => None,
+                // alert; Java's HttpClient closes its socket on the failed check without
+                // sending the alert JSSE made: the verdict stands on the chain alone.
+                (Client::Node | Client::Wget | Client::Java, _) => None,
+                // BoringSSL's TLS 1.3 alert is encrypted.
+                (Client::Chromium, _) => Some("client_rejected:encrypted"),
                 _ => Some("client_rejected:unknown_ca"),
             };
             Expected {
@@ -298,6 +331,8 @@ pub struct Got {
     pub completed: bool,
     /// The interceptor's grade and its reasons: `C (3des, no_aead)`.
     pub grade: Option<String>,
+    /// The events of the client's other connections in the same row (Chromium's).
+    pub more: Vec<Got>,
 }
 
 impl Got {
@@ -316,7 +351,11 @@ impl Got {
                 .as_ref()
                 .map(|g| format!("; grade {g}"))
                 .unwrap_or_default()
-        )
+        ) + &self
+            .more
+            .iter()
+            .map(|m| format!(" + another connection: {}", m.describe()))
+            .collect::<String>()
     }
 
     pub fn meets(&self, e: &Expected) -> bool {
@@ -326,6 +365,7 @@ impl Got {
             && self.source == e.source
             && self.completed == e.completes
             && e.graded.is_none_or(|g| g == self.grade.is_some())
+            && self.more.iter().all(|m| m.meets(e))
     }
 }
 
@@ -367,6 +407,117 @@ fn build_go_client(dir: &Path) -> PathBuf {
     assert!(status.success(), "go build {}: {status}", source.display());
     out
 }
+
+/// Compile the Java client into `dir/java` with Debian's JDK (`cargo xtask setup` installs
+/// default-jdk-headless); the class folder.
+fn build_java_client(dir: &Path) -> PathBuf {
+    let out = dir.join("java");
+    let source = crate::workspace_root().join("tests/lab-clients/JavaClient.java");
+    let status = std::process::Command::new("javac")
+        .arg("-d")
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .expect("javac (cargo xtask setup installs default-jdk-headless)");
+    assert!(status.success(), "javac {}: {status}", source.display());
+    out
+}
+
+/// A PKCS#12 trust store made with keytool, trusting each of `cas` (PEM files).
+fn java_trust_store(dir: &Path, name: &str, cas: &[&Path]) -> PathBuf {
+    let store = dir.join(name);
+    let _ = std::fs::remove_file(&store);
+    for (i, ca) in cas.iter().enumerate() {
+        let out = std::process::Command::new("keytool")
+            .args([
+                "-importcert",
+                "-noprompt",
+                "-storetype",
+                "PKCS12",
+                "-storepass",
+            ])
+            .arg(JAVA_STORE_PASSWORD)
+            .arg("-alias")
+            .arg(format!("ca{i}"))
+            .arg("-keystore")
+            .arg(&store)
+            .arg("-file")
+            .arg(ca)
+            .output()
+            .expect("keytool (cargo xtask setup installs default-jdk-headless)");
+        assert!(
+            out.status.success(),
+            "keytool -importcert {}: {}",
+            ca.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    store
+}
+
+/// An NSS database in `db` (made with certutil from libnss3-tools) that trusts each of `cas`
+/// (PEM files) for servers, as a user's own store would: Chromium's `~/.pki/nssdb`, or a
+/// Firefox profile.
+fn nss_db(db: &Path, cas: &[&Path]) {
+    std::fs::create_dir_all(db).expect("an NSS database folder");
+    let sql = format!("sql:{}", db.display());
+    let certutil = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new("certutil")
+            .args(["-d", &sql])
+            .args(args)
+            .output()
+            .expect("certutil (cargo xtask setup installs libnss3-tools)");
+        assert!(
+            out.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    certutil(&["-N".as_ref(), "--empty-password".as_ref()]);
+    for (i, ca) in cas.iter().enumerate() {
+        let nick = format!("lab-ca{i}");
+        certutil(&[
+            "-A".as_ref(),
+            "-n".as_ref(),
+            nick.as_ref(),
+            "-t".as_ref(),
+            "C,,".as_ref(),
+            "-i".as_ref(),
+            ca.as_os_str(),
+        ]);
+    }
+}
+
+/// Firefox preferences that keep a headless run to the page it is asked for: no updates,
+/// telemetry, remote settings, captive-portal or connectivity checks, prefetching or DoH.
+const FIREFOX_QUIET: &str = r#"user_pref("app.update.enabled", false);
+user_pref("browser.shell.checkDefaultBrowser", false);
+user_pref("browser.startup.homepage_override.mstone", "ignore");
+user_pref("browser.startup.page", 0);
+user_pref("browser.newtabpage.enabled", false);
+user_pref("browser.region.network.url", "");
+user_pref("browser.region.update.enabled", false);
+user_pref("browser.safebrowsing.malware.enabled", false);
+user_pref("browser.safebrowsing.phishing.enabled", false);
+user_pref("browser.safebrowsing.downloads.enabled", false);
+user_pref("browser.search.update", false);
+user_pref("datareporting.policy.dataSubmissionEnabled", false);
+user_pref("toolkit.telemetry.enabled", false);
+user_pref("extensions.update.enabled", false);
+user_pref("extensions.getAddons.cache.enabled", false);
+user_pref("network.captive-portal-service.enabled", false);
+user_pref("network.connectivity-service.enabled", false);
+user_pref("network.dns.disablePrefetch", true);
+user_pref("network.http.speculative-parallel-limit", 0);
+user_pref("network.trr.mode", 5);
+user_pref("security.OCSP.enabled", 0);
+user_pref("security.remote_settings.crlite_filters.enabled", false);
+user_pref("security.remote_settings.intermediates.enabled", false);
+user_pref("services.settings.server", "http://127.0.0.1:9/");
+"#;
+
+/// The lab's trust stores' password (they hold only public certificates).
+const JAVA_STORE_PASSWORD: &str = "lab-trust";
 
 /// `node -e NODE_CLIENT URL CA VERSION [PROXY]`: https.get, through an HTTP CONNECT proxy when
 /// one is given (Node has no proxy support of its own), exit 0 once the response starts.
@@ -437,6 +588,24 @@ pub struct Lab {
     ca_with_interceptors: PathBuf,
     /// The Go client, built from tests/lab-clients/go-client.go.
     go_client: PathBuf,
+    /// The Java client's classes (tests/lab-clients/JavaClient.java), and its trust stores:
+    /// the origin's root alone, and with every interceptor's CA.
+    java_classes: PathBuf,
+    java_trust_origin: PathBuf,
+    java_trust_all: PathBuf,
+    /// Chromium's homes, each with an NSS database (`.pki/nssdb`): the origin's root alone,
+    /// and with every interceptor's CA.
+    chromium_home_origin: PathBuf,
+    chromium_home_all: PathBuf,
+    /// Firefox's profile templates: an NSS database trusting the origin's root alone, and
+    /// with every interceptor's CA.
+    firefox_template_origin: PathBuf,
+    firefox_template_all: PathBuf,
+    /// The browsers' rows so far, and the cgroup of the one playing: Chromium's network
+    /// service (a child process) makes its connections, and both browsers leave processes
+    /// behind, so a browser's events are found by their cgroup, which is killed at the end.
+    browser_runs: usize,
+    browser_cgroup: Option<crate::cgroup::TestCgroup>,
     dir: PathBuf,
     pub topo: Topology,
 }
@@ -540,6 +709,33 @@ impl Lab {
         let daemon = Daemon::start(&args);
         let clean_port = origin.port;
         let go_client = build_go_client(dir);
+        let java_classes = build_java_client(dir);
+        let java_trust_origin =
+            java_trust_store(dir, "trust-origin.p12", &[origin.root.cert.as_path()]);
+        let java_trust_all = java_trust_store(
+            dir,
+            "trust-all.p12",
+            &[
+                origin.root.cert.as_path(),
+                mitm_explicit.ca.as_path(),
+                sslsplit.ca.as_path(),
+                squid.ca.as_path(),
+            ],
+        );
+        let all_cas = [
+            origin.root.cert.as_path(),
+            mitm_explicit.ca.as_path(),
+            sslsplit.ca.as_path(),
+            squid.ca.as_path(),
+        ];
+        let chromium_home_origin = dir.join("chromium-home-origin");
+        nss_db(&chromium_home_origin.join(".pki/nssdb"), &all_cas[..1]);
+        let chromium_home_all = dir.join("chromium-home-all");
+        nss_db(&chromium_home_all.join(".pki/nssdb"), &all_cas);
+        let firefox_template_origin = dir.join("firefox-origin");
+        nss_db(&firefox_template_origin, &all_cas[..1]);
+        let firefox_template_all = dir.join("firefox-all");
+        nss_db(&firefox_template_all, &all_cas);
         Self {
             topo,
             origin,
@@ -555,6 +751,15 @@ impl Lab {
             relays,
             ca_origin_only,
             go_client,
+            java_classes,
+            java_trust_origin,
+            java_trust_all,
+            chromium_home_origin,
+            chromium_home_all,
+            firefox_template_origin,
+            firefox_template_all,
+            browser_runs: 0,
+            browser_cgroup: None,
             ca_with_interceptors,
             dir: dir.to_path_buf(),
             daemon,
@@ -573,7 +778,7 @@ impl Lab {
     }
 
     /// Run the client of a row; its pid, and whether it completed.
-    fn run_client(&self, s: &Scenario) -> (u32, bool) {
+    fn run_client(&mut self, s: &Scenario) -> (u32, bool) {
         let (port, proxy) = self.route(s.path);
         let name = &self.topo.origin_name;
         let ca = if s.trusts {
@@ -675,6 +880,64 @@ impl Lab {
                 }
                 c
             }
+            Client::Java => {
+                let store = if s.trusts {
+                    &self.java_trust_all
+                } else {
+                    &self.java_trust_origin
+                };
+                let mut c = ns.command("java");
+                c.arg(format!("-Djavax.net.ssl.trustStore={}", store.display()))
+                    .arg(format!(
+                        "-Djavax.net.ssl.trustStorePassword={JAVA_STORE_PASSWORD}"
+                    ))
+                    .arg("-Djavax.net.ssl.trustStoreType=PKCS12")
+                    // Start fast: one short-lived request, no JIT warm-up worth having.
+                    .args(["-XX:TieredStopAtLevel=1", "-Xshare:auto", "-cp"])
+                    .arg(&self.java_classes)
+                    .arg("JavaClient")
+                    .arg(format!("https://{name}:{port}/"))
+                    .arg(s.tls.name());
+                if let Some(p) = &proxy_addr {
+                    c.arg(p);
+                }
+                c
+            }
+            Client::Chromium => {
+                self.browser_runs += 1;
+                let cgroup = crate::cgroup::TestCgroup::new(&format!("lab-b{}", self.browser_runs));
+                let profile = self
+                    .dir
+                    .join(format!("chromium-profile-{}", self.browser_runs));
+                let home = if s.trusts {
+                    &self.chromium_home_all
+                } else {
+                    &self.chromium_home_origin
+                };
+                // Into the row's cgroup, then into the client's namespace.
+                let mut c = std::process::Command::new("sh");
+                c.args(["-c", "echo $$ > \"$1\" && shift && exec \"$@\"", "sh"])
+                    .arg(cgroup.procs_file())
+                    .args(["ip", "netns", "exec", &ns.name, "chromium"])
+                    .args([
+                        "--headless=new",
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--no-first-run",
+                        "--disable-background-networking",
+                        "--disable-quic",
+                        "--dump-dom",
+                    ])
+                    .arg(format!("--user-data-dir={}", profile.display()))
+                    .env("HOME", home);
+                if let Some(p) = &proxy_addr {
+                    c.arg(format!("--proxy-server=http://{p}"));
+                }
+                c.arg(format!("https://{name}:{port}/"));
+                self.browser_cgroup = Some(cgroup);
+                c
+            }
+            Client::Firefox => return self.run_firefox(s, port, proxy_addr.as_deref()),
             Client::Gnutls => {
                 let mut c = ns.command("gnutls-cli");
                 c.arg("--x509cafile").arg(ca).arg(format!(
@@ -711,6 +974,10 @@ impl Lab {
                 Ok(Some(_)) if s.client == Client::Gnutls => {
                     break std::fs::read_to_string(&report)
                         .is_ok_and(|o| o.contains("- Handshake was completed"));
+                }
+                // Chromium's page: the origin's (s_server -www) or an error page.
+                Ok(Some(_)) if s.client == Client::Chromium => {
+                    break std::fs::read_to_string(&report).is_ok_and(|o| o.contains("s_server"));
                 }
                 Ok(Some(_)) if s.client == Client::Wget => {
                     break std::fs::read_to_string(&report).is_ok_and(|o| o.contains("HTTP/1."));
@@ -810,13 +1077,129 @@ impl Lab {
         }
     }
 
-    /// Run a row's client and find its event.
+    /// Run a row's client and find its event. Chromium's are found by the row's cgroup, and
+    /// every connection it made (it may leave a preconnection unused) must say the same.
     fn handshake(&mut self, s: &Scenario) -> Got {
         let (pid, completed) = self.run_client(s);
         let name = self.topo.origin_name.clone();
-        let event = self.daemon.event(Duration::from_secs(20), |e| {
-            e["process"]["pid"] == pid && e["server_name"] == name.as_str()
+        let cgroup = self.browser_cgroup.take();
+        let cgroup_name = cgroup.as_ref().map(|c| {
+            let root = crate::cgroup::cgroup2_root();
+            format!(
+                "/{}",
+                c.path().strip_prefix(&root).unwrap_or(c.path()).display()
+            )
         });
+        let ours = |e: &Value| {
+            e["server_name"] == name.as_str()
+                && match &cgroup_name {
+                    Some(cg) => e["process"]["cgroup"] == cg.as_str(),
+                    None => e["process"]["pid"] == pid,
+                }
+        };
+        let event = self.daemon.event(Duration::from_secs(20), ours);
+        let mut got = Self::got(event, completed);
+        if let Some(cgroup) = cgroup {
+            if got.verdict != "no event" {
+                while let Some(e) = self.daemon.event(Duration::from_secs(2), ours) {
+                    got.more.push(Self::got(Some(e), completed));
+                }
+            }
+            cgroup.kill(Duration::from_secs(10));
+        }
+        got
+    }
+
+    /// Headless Firefox ESR in the row's cgroup, a fresh profile from the row's template with
+    /// the row's TLS version and proxy in its `user.js`. `--screenshot` loads the page and
+    /// exits, but waits forever on a certificate error page: Firefox's own HTTP log says
+    /// whether the origin's response head came (completed; else the row gives up after
+    /// 20 s), and then the row's cgroup is killed. (Its background requests, to hosts the lab
+    /// does not resolve or through the row's proxy, fail on their own.)
+    fn run_firefox(&mut self, s: &Scenario, port: u16, proxy: Option<&str>) -> (u32, bool) {
+        self.browser_runs += 1;
+        let cgroup = crate::cgroup::TestCgroup::new(&format!("lab-b{}", self.browser_runs));
+        let profile = self
+            .dir
+            .join(format!("firefox-profile-{}", self.browser_runs));
+        std::fs::create_dir_all(&profile).expect("a Firefox profile folder");
+        let template = if s.trusts {
+            &self.firefox_template_all
+        } else {
+            &self.firefox_template_origin
+        };
+        for file in ["cert9.db", "key4.db", "pkcs11.txt"] {
+            std::fs::copy(template.join(file), profile.join(file)).expect("the NSS database");
+        }
+        let version = match s.tls {
+            Tls::V12 => 3,
+            Tls::V13 => 4,
+        };
+        let mut prefs = format!(
+            "user_pref(\"security.tls.version.min\", {version});\n\
+             user_pref(\"security.tls.version.max\", {version});\n{FIREFOX_QUIET}"
+        );
+        if let Some((host, port)) = proxy.and_then(|p| p.rsplit_once(':')) {
+            prefs.push_str(&format!(
+                "user_pref(\"network.proxy.type\", 1);\n\
+                 user_pref(\"network.proxy.ssl\", \"{host}\");\n\
+                 user_pref(\"network.proxy.ssl_port\", {port});\n"
+            ));
+        }
+        std::fs::write(profile.join("user.js"), prefs).expect("the profile's user.js");
+        let log = profile.join("http.log");
+        let name = &self.topo.origin_name;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "echo $$ > \"$1\" && shift && exec \"$@\"", "sh"])
+            .arg(cgroup.procs_file())
+            .args(["ip", "netns", "exec", &self.topo.client.name, "firefox-esr"])
+            .args(["--headless", "--no-remote", "--profile"])
+            .arg(&profile)
+            .arg("--screenshot")
+            .arg(profile.join("page.png"))
+            .arg(format!("https://{name}:{port}/"))
+            .env("MOZ_LOG", "nsHttp:4")
+            .env("MOZ_LOG_FILE", &log)
+            .env("HOME", &profile)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("firefox-esr (cargo xtask setup installs it)");
+        let pid = child.id();
+        // MOZ_LOG_FILE gets a suffix; the parent process (which does the networking) writes
+        // `<file>.moz_log`.
+        let log = profile.join("http.log.moz_log");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut outcome = None;
+        while Instant::now() < deadline {
+            let text = std::fs::read(&log).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            // The origin's answer (`200 ok` from `openssl s_server -www`; squid may rewrite
+            // the reason), not a proxy's to the CONNECT (`200 Connection established`).
+            if text.lines().any(|l| {
+                l.contains("ParseLine [HTTP/1")
+                    && l.contains(" 200")
+                    && !l.to_ascii_lowercase().contains("connection established")
+            }) {
+                outcome = Some(true);
+            }
+            // Once the outcome is known the page is not waited for (its screenshot is not
+            // needed): the row's cgroup is killed.
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            if exited || outcome.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cgroup.kill(Duration::from_secs(10));
+        let _ = child.wait();
+        self.browser_cgroup = Some(cgroup);
+        (pid, outcome == Some(true))
+    }
+
+    /// What one event of a row says.
+    fn got(event: Option<Value>, completed: bool) -> Got {
         match event {
             Some(e) => Got {
                 verdict: e["verdict"].as_str().unwrap_or("?").to_owned(),
@@ -841,6 +1224,7 @@ impl Lab {
                         format!("{g} ({})", why.join(", "))
                     }
                 }),
+                more: Vec::new(),
             },
             None => Got {
                 verdict: "no event".into(),
@@ -848,6 +1232,7 @@ impl Lab {
                 source: "none".into(),
                 completed,
                 grade: None,
+                more: Vec::new(),
             },
         }
     }
