@@ -40,6 +40,16 @@ impl TestCgroup {
         &self.path
     }
 
+    /// A command that runs `program` in this cgroup (a shell moves itself in, then execs it):
+    /// the program's children are in it too.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", "echo $$ > \"$1\" && shift && exec \"$@\"", "sh"])
+            .arg(self.procs_file())
+            .arg(program);
+        c
+    }
+
     /// Kill every process in the cgroup (cgroup v2's `cgroup.kill`) and wait until it is
     /// empty, at most `timeout`.
     pub fn kill(&self, timeout: std::time::Duration) {

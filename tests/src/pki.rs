@@ -259,3 +259,37 @@ pub fn origin(dir: &Path, name: &str) -> OriginPki {
     let chain = bundle(dir, &format!("{name}.chain.pem"), &[&inter]);
     OriginPki { root, leaf, chain }
 }
+
+/// An NSS database in `db` (made with certutil from libnss3-tools, no password) that trusts
+/// each of `cas` (PEM files) for servers, as a user's own store would: a Firefox profile,
+/// Chromium's `~/.pki/nssdb`, an NSS client's `-d`. Returns its `sql:` name.
+pub fn nss_db(db: &Path, cas: &[&Path]) -> String {
+    std::fs::create_dir_all(db).expect("an NSS database folder");
+    let sql = format!("sql:{}", db.display());
+    let certutil = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new("certutil")
+            .args(["-d", &sql])
+            .args(args)
+            .output()
+            .expect("certutil (cargo xtask setup installs libnss3-tools)");
+        assert!(
+            out.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    certutil(&["-N".as_ref(), "--empty-password".as_ref()]);
+    for (i, ca) in cas.iter().enumerate() {
+        let nick = format!("ca{i}");
+        certutil(&[
+            "-A".as_ref(),
+            "-n".as_ref(),
+            nick.as_ref(),
+            "-t".as_ref(),
+            "C,,".as_ref(),
+            "-i".as_ref(),
+            ca.as_os_str(),
+        ]);
+    }
+    sql
+}

@@ -164,30 +164,6 @@ fn timed(cmd: &mut Command) -> anyhow::Result<Sample> {
     })
 }
 
-/// An NSS database (certutil, no password) trusting `ca` for servers: `sql:DIR`.
-fn nss_db(dir: &Path, ca: &Path) -> anyhow::Result<String> {
-    let db = dir.join("nssdb");
-    std::fs::create_dir_all(&db)?;
-    let sql = format!("sql:{}", db.display());
-    for args in [
-        vec!["-N", "--empty-password"],
-        vec!["-A", "-n", "root", "-t", "C,,", "-i"],
-    ] {
-        let mut cmd = Command::new("certutil");
-        cmd.args(["-d", &sql]).args(&args);
-        if args[0] == "-A" {
-            cmd.arg(ca);
-        }
-        let status = cmd
-            .status()
-            .context("certutil (cargo xtask setup installs libnss3-tools)")?;
-        if !status.success() {
-            bail!("certutil {args:?}: {status}");
-        }
-    }
-    Ok(sql)
-}
-
 fn build_go(dir: &Path) -> anyhow::Result<PathBuf> {
     let src = dir.join("go-tls13.go");
     std::fs::write(&src, GO_CLIENT)?;
@@ -309,7 +285,7 @@ fn main() -> anyhow::Result<()> {
         curl(port, &root.cert)?;
     }
     let go = build_go(dir.path())?;
-    let nss_db = nss_db(dir.path(), &root.cert)?;
+    let nss_db = sensor_tests::pki::nss_db(&dir.path().join("nssdb"), &[&root.cert]);
     let run = |client: Client| -> anyhow::Result<Sample> {
         match client {
             Client::Curl => curl(port, &root.cert),

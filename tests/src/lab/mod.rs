@@ -455,39 +455,6 @@ fn java_trust_store(dir: &Path, name: &str, cas: &[&Path]) -> PathBuf {
     store
 }
 
-/// An NSS database in `db` (made with certutil from libnss3-tools) that trusts each of `cas`
-/// (PEM files) for servers, as a user's own store would: Chromium's `~/.pki/nssdb`, or a
-/// Firefox profile.
-fn nss_db(db: &Path, cas: &[&Path]) {
-    std::fs::create_dir_all(db).expect("an NSS database folder");
-    let sql = format!("sql:{}", db.display());
-    let certutil = |args: &[&std::ffi::OsStr]| {
-        let out = std::process::Command::new("certutil")
-            .args(["-d", &sql])
-            .args(args)
-            .output()
-            .expect("certutil (cargo xtask setup installs libnss3-tools)");
-        assert!(
-            out.status.success(),
-            "certutil {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    certutil(&["-N".as_ref(), "--empty-password".as_ref()]);
-    for (i, ca) in cas.iter().enumerate() {
-        let nick = format!("lab-ca{i}");
-        certutil(&[
-            "-A".as_ref(),
-            "-n".as_ref(),
-            nick.as_ref(),
-            "-t".as_ref(),
-            "C,,".as_ref(),
-            "-i".as_ref(),
-            ca.as_os_str(),
-        ]);
-    }
-}
-
 /// Firefox preferences that keep a headless run to the page it is asked for: no updates,
 /// telemetry, remote settings, captive-portal or connectivity checks, prefetching or DoH.
 const FIREFOX_QUIET: &str = r#"user_pref("app.update.enabled", false);
@@ -729,13 +696,13 @@ impl Lab {
             squid.ca.as_path(),
         ];
         let chromium_home_origin = dir.join("chromium-home-origin");
-        nss_db(&chromium_home_origin.join(".pki/nssdb"), &all_cas[..1]);
+        pki::nss_db(&chromium_home_origin.join(".pki/nssdb"), &all_cas[..1]);
         let chromium_home_all = dir.join("chromium-home-all");
-        nss_db(&chromium_home_all.join(".pki/nssdb"), &all_cas);
+        pki::nss_db(&chromium_home_all.join(".pki/nssdb"), &all_cas);
         let firefox_template_origin = dir.join("firefox-origin");
-        nss_db(&firefox_template_origin, &all_cas[..1]);
+        pki::nss_db(&firefox_template_origin, &all_cas[..1]);
         let firefox_template_all = dir.join("firefox-all");
-        nss_db(&firefox_template_all, &all_cas);
+        pki::nss_db(&firefox_template_all, &all_cas);
         Self {
             topo,
             origin,
@@ -915,10 +882,8 @@ impl Lab {
                     &self.chromium_home_origin
                 };
                 // Into the row's cgroup, then into the client's namespace.
-                let mut c = std::process::Command::new("sh");
-                c.args(["-c", "echo $$ > \"$1\" && shift && exec \"$@\"", "sh"])
-                    .arg(cgroup.procs_file())
-                    .args(["ip", "netns", "exec", &ns.name, "chromium"])
+                let mut c = cgroup.command("ip");
+                c.args(["netns", "exec", &ns.name, "chromium"])
                     .args([
                         "--headless=new",
                         "--no-sandbox",
@@ -1149,10 +1114,9 @@ impl Lab {
         std::fs::write(profile.join("user.js"), prefs).expect("the profile's user.js");
         let log = profile.join("http.log");
         let name = &self.topo.origin_name;
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "echo $$ > \"$1\" && shift && exec \"$@\"", "sh"])
-            .arg(cgroup.procs_file())
-            .args(["ip", "netns", "exec", &self.topo.client.name, "firefox-esr"])
+        let mut child = cgroup
+            .command("ip")
+            .args(["netns", "exec", &self.topo.client.name, "firefox-esr"])
             .args(["--headless", "--no-remote", "--profile"])
             .arg(&profile)
             .arg("--screenshot")
@@ -1173,6 +1137,8 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut outcome = None;
         while Instant::now() < deadline {
+            // Whether it exited before the log is read: what it wrote before exiting counts.
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
             let text = std::fs::read(&log).unwrap_or_default();
             let text = String::from_utf8_lossy(&text);
             // The origin's answer (`200 ok` from `openssl s_server -www`; squid may rewrite
@@ -1186,7 +1152,6 @@ impl Lab {
             }
             // Once the outcome is known the page is not waited for (its screenshot is not
             // needed): the row's cgroup is killed.
-            let exited = matches!(child.try_wait(), Ok(Some(_)));
             if exited || outcome.is_some() {
                 break;
             }
