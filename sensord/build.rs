@@ -1,9 +1,14 @@
 //! Builds the kernel programs (`sensor-ebpf`) with the pinned nightly and bpf-linker, and leaves
 //! the object in OUT_DIR for `include_bytes_aligned!`.
 //!
+//! The kernel build is the same whatever the host profile (aya-build always builds it in
+//! release), but aya-build keeps it under OUT_DIR, which differs for `cargo clippy`, `cargo build`
+//! and `cargo build --release`: a fresh `cargo xtask test` built it three times, a minute each.
+//! It is built once, in `target/sensor-ebpf`, under a lock, and copied into each OUT_DIR.
+//!
 //! When a tool is missing it stops with one line that says what to run, not a backtrace.
 
-use std::{path::PathBuf, process::Command};
+use std::{fs, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, anyhow};
 
@@ -50,8 +55,25 @@ fn run() -> anyhow::Result<()> {
         root_dir: root_dir.as_str(),
         ..Default::default()
     };
-    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))
-        .context("building the kernel programs (sensor-ebpf)")
+    let shared = metadata.target_directory.as_std_path().join("sensor-ebpf");
+    fs::create_dir_all(&shared).with_context(|| format!("creating {}", shared.display()))?;
+    // Two build scripts may run at once (clippy and a build in two shells): the lock keeps one
+    // from copying the object while the other rewrites it.
+    let lock = fs::File::create(shared.join(".lock"))
+        .with_context(|| format!("creating {}", shared.join(".lock").display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", shared.join(".lock").display()))?;
+    // SAFETY: the build script has one thread here; aya-build reads OUT_DIR from the environment
+    // and has no other way to be told where to build.
+    unsafe { std::env::set_var("OUT_DIR", &shared) };
+    let built = aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))
+        .context("building the kernel programs (sensor-ebpf)");
+    // SAFETY: as above.
+    unsafe { std::env::set_var("OUT_DIR", &out_dir) };
+    built?;
+    fs::copy(shared.join("sensor"), out_dir.join("sensor"))
+        .with_context(|| format!("copying the kernel object into {}", out_dir.display()))?;
+    Ok(())
 }
 
 /// Fail early, with the command to run, when the eBPF toolchain or bpf-linker is missing.

@@ -52,9 +52,15 @@ impl Workspace {
     }
 }
 
-/// Print a progress line of xtask's own.
+/// Print a progress line of xtask's own, with the minutes and seconds since xtask started, so
+/// a CI log shows where the time goes.
 pub fn say(msg: &str) {
-    eprintln!("xtask: {msg}");
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let secs = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs();
+    eprintln!("xtask: [{:02}:{:02}] {msg}", secs / 60, secs % 60);
 }
 
 /// Run a command to completion; an error unless it succeeds.
