@@ -21,6 +21,8 @@ use std::{path::PathBuf, process::ExitCode};
 
 /// mimalloc: `analyze` allocates and frees small buffers per packet and per event; glibc's
 /// malloc spent about 15 % of a capture's analysis in allocation (`cargo xtask bench analyze`).
+/// Built without transparent huge pages (`no_thp`): with them the kernel zeroed 2 MiB at a time
+/// as mimalloc grew, for twice the resident memory and no speed.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -118,6 +120,10 @@ enum Command {
         /// Print what the reader, engine and verdicts counted, on stderr, at the end.
         #[arg(long)]
         stats: bool,
+        /// Threads: 1, or 2 to read and reassemble on one while the other judges and writes.
+        /// The output is the same either way.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        threads: u8,
         #[command(flatten)]
         trust: TrustArgs,
     },
@@ -167,8 +173,9 @@ fn main() -> ExitCode {
             file,
             output,
             stats,
+            threads,
             trust,
-        } => Ok(offline::run_analyze(&file, output, stats, &trust)),
+        } => Ok(offline::run_analyze(&file, output, stats, threads, &trust)),
         Command::CheckChain {
             file,
             name,

@@ -275,3 +275,104 @@ fn a_truncated_capture_keeps_what_came_before() {
     let events = analyze(&cut);
     assert!(!events.is_empty() && events.len() < 4, "{events:?}");
 }
+
+/// `sensorctl analyze --stats` with `--threads`: its stdout, exit code and stderr (the
+/// reader's, engine's and verdicts' counters, or the error).
+fn analyze_raw(capture: &Path, threads: &str) -> (Vec<u8>, Option<i32>, String) {
+    let out = Command::new(bin("sensorctl"))
+        .args(["analyze", "-o", "json", "--stats", "--threads", threads])
+        .arg(capture)
+        .output()
+        .expect("running sensorctl");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.stdout, out.status.code(), stderr)
+}
+
+/// `resumption.pcap`'s 69 packets `times` over, each copy 10 s after the one before (a legacy pcap
+/// with microsecond times): the same 4-tuples reused, as a busy client reuses ports.
+fn repeated(times: u32) -> Vec<u8> {
+    let data = std::fs::read(workspace_root().join("tests/fixtures/resumption.pcap")).unwrap();
+    assert_eq!(
+        &data[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "a little-endian µs pcap"
+    );
+    let mut out = data[..24].to_vec();
+    for i in 0..times {
+        let mut at = 24;
+        while at + 16 <= data.len() {
+            let field = |o: usize| u32::from_le_bytes(data[at + o..at + o + 4].try_into().unwrap());
+            let caplen = field(8) as usize;
+            out.extend_from_slice(&(field(0) + 10 * i).to_le_bytes());
+            out.extend_from_slice(&data[at + 4..at + 16 + caplen]);
+            at += 16 + caplen;
+        }
+    }
+    out
+}
+
+#[test]
+fn two_threads_write_the_same_output_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // Many batches of packets (4,096 a batch) between the two threads.
+    let many = dir.path().join("many.pcap");
+    let copies = 400;
+    std::fs::write(&many, repeated(copies)).unwrap();
+    // A capture error part way (a record that claims 2 GB), after which what came before is
+    // still written and the exit code says the capture is corrupt.
+    let cut = dir.path().join("cut.pcap");
+    let mut bytes = repeated(50);
+    let mut at = 24;
+    for _ in 0..(69 * 30) {
+        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+        at += 16 + caplen as usize;
+    }
+    bytes[at + 8..at + 12].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+    std::fs::write(&cut, &bytes).unwrap();
+    let mut captures: Vec<PathBuf> = fixtures().into_iter().map(|(c, _)| c).collect();
+    captures.extend([many.clone(), cut.clone()]);
+    for capture in &captures {
+        let one = analyze_raw(capture, "1");
+        let two = analyze_raw(capture, "2");
+        assert!(!one.0.is_empty(), "{}: no output", capture.display());
+        assert_eq!(one.1, two.1, "{}: exit codes differ", capture.display());
+        assert_eq!(
+            one.2,
+            two.2,
+            "{}: counters or errors differ",
+            capture.display()
+        );
+        assert!(
+            one.0 == two.0,
+            "{}: the outputs differ ({} and {} bytes)",
+            capture.display(),
+            one.0.len(),
+            two.0.len()
+        );
+    }
+    let lines = analyze_raw(&many, "2")
+        .0
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count();
+    assert_eq!(lines, 4 * copies as usize, "every copy's four handshakes");
+    let (written, code, _) = analyze_raw(&cut, "2");
+    assert_eq!(code, Some(2), "the corrupt capture is an error");
+    let lines = written.iter().filter(|&&b| b == b'\n').count();
+    assert!(
+        (4 * 29..=4 * 31).contains(&lines),
+        "{lines} handshakes before the corrupt record"
+    );
+}
+
+#[test]
+fn threads_other_than_one_or_two_are_refused() {
+    let capture = workspace_root().join("tests/fixtures/resumption.pcap");
+    for threads in ["0", "3"] {
+        let (out, code, _) = analyze_raw(&capture, threads);
+        assert!(
+            out.is_empty() && code == Some(2),
+            "--threads {threads}: {code:?}"
+        );
+    }
+}

@@ -666,6 +666,13 @@ pub fn analyze(ws: &Workspace, handshakes: u32) -> anyhow::Result<()> {
             .arg(&capture),
         false,
     )?;
+    say("sensorctl analyze --threads 2");
+    let (wall2, rss2_kb, _) = measured(
+        Command::new(&sensorctl)
+            .args(["analyze", "-o", "json", "--threads", "2"])
+            .arg(&capture),
+        false,
+    )?;
     // The count, from a second run's statistics (not timed).
     let stats = Command::new(&sensorctl)
         .args(["analyze", "--stats", "-o", "json"])
@@ -698,6 +705,18 @@ pub fn analyze(ws: &Workspace, handshakes: u32) -> anyhow::Result<()> {
         ours as f64 / wall.as_secs_f64()
     );
     println!("analyze_peak_rss_mb={:.1}", rss_kb as f64 / 1024.0);
+    println!(
+        "analyze_threads2_handshakes_per_s={:.0}",
+        ours as f64 / wall2.as_secs_f64()
+    );
+    println!(
+        "analyze_threads2_speedup={:.2}",
+        wall.as_secs_f64() / wall2.as_secs_f64()
+    );
+    println!(
+        "analyze_threads2_peak_rss_mb={:.1}",
+        rss2_kb as f64 / 1024.0
+    );
     println!("tshark_client_hellos={theirs}");
     println!("tshark_seconds={:.3}", tshark_wall.as_secs_f64());
     println!(

@@ -1,13 +1,18 @@
 //! Capture files: pcap and pcapng, through pcap-parser, as a stream of [`Packet`]s (TCP segments
 //! and UDP datagrams).
 //!
-//! The reader streams: it holds one buffer of bounded size whatever the file's size. It reads
-//! from any `Read` (a file, or bytes in memory for tests and fuzzing).
+//! The reader streams from any `Read` (a file, or bytes in memory for tests and fuzzing): it
+//! holds one buffer of bounded size whatever the file's size. A capture already whole in memory
+//! (a file the caller mapped) is read in place instead, each block parsed where it lies: the
+//! same blocks, the same limits, without copying every byte into the buffer first.
 
 use std::io::Read;
 
 use pcap_parser::{
-    Block, PcapBlockOwned, PcapError, create_reader, pcapng::build_ts_resolution,
+    Block, LegacyPcapBlock, PcapBlockOwned, PcapError, PcapHeader, create_reader,
+    nom::{self, IResult, Needed},
+    parse_pcap_frame, parse_pcap_frame_be, parse_pcap_frame_modified, parse_pcap_header,
+    pcapng::{build_ts_resolution, parse_block_be, parse_block_le, parse_sectionheaderblock},
     traits::PcapReaderIterator,
 };
 use serde::Serialize;
@@ -59,9 +64,130 @@ struct Interface {
 
 /// Streams a capture file's TCP segments and UDP datagrams.
 pub struct CaptureReader<'r> {
-    inner: Box<dyn PcapReaderIterator + Send + 'r>,
+    source: Source<'r>,
     state: State,
     done: bool,
+}
+
+/// Where the blocks come from.
+enum Source<'r> {
+    /// Any `Read`, through pcap-parser's streaming readers and a buffer of [`BUFFER`] bytes.
+    Stream(Box<dyn PcapReaderIterator + Send + 'r>),
+    /// A capture whole in memory.
+    InPlace(InPlace<'r>),
+}
+
+/// A capture whole in memory, parsed where it lies with the parsers the streaming readers use.
+struct InPlace<'r> {
+    rest: &'r [u8],
+    format: Format,
+}
+
+enum Format {
+    /// A legacy pcap: its header until handed on, and the frame parser the header calls for.
+    Legacy {
+        header: Option<PcapHeader>,
+        parse: ParseFrame,
+    },
+    /// pcapng: the byte order of the current section.
+    Ng { big_endian: bool },
+}
+
+type ParseFrame =
+    for<'a> fn(&'a [u8]) -> IResult<&'a [u8], LegacyPcapBlock<'a>, PcapError<&'a [u8]>>;
+
+/// What an in-place read found next.
+enum Next<'r> {
+    Block(usize, PcapBlockOwned<'r>),
+    End,
+    /// Bytes at the end that never make a whole block: a truncated last packet.
+    Truncated,
+    Error(PcapError<&'r [u8]>),
+}
+
+impl<'r> InPlace<'r> {
+    fn new(data: &'r [u8]) -> Result<Self, CaptureError> {
+        if data.is_empty() {
+            return Err(CaptureError::NotACapture(describe(&PcapError::Eof)));
+        }
+        if parse_sectionheaderblock(data).is_ok() {
+            return Ok(Self {
+                rest: data,
+                format: Format::Ng { big_endian: false },
+            });
+        }
+        let (rest, header) = parse_pcap_header(data).map_err(|e| {
+            CaptureError::NotACapture(describe(&match e {
+                nom::Err::Incomplete(Needed::Size(n)) => PcapError::Incomplete(n.get()),
+                nom::Err::Incomplete(Needed::Unknown) => PcapError::Incomplete(0),
+                _ => PcapError::HeaderNotRecognized,
+            }))
+        })?;
+        let parse: ParseFrame = match (header.is_modified_format(), header.is_bigendian()) {
+            (true, _) => parse_pcap_frame_modified,
+            (false, true) => parse_pcap_frame_be,
+            (false, false) => parse_pcap_frame,
+        };
+        Ok(Self {
+            rest,
+            format: Format::Legacy {
+                header: Some(header),
+                parse,
+            },
+        })
+    }
+
+    fn next(&mut self) -> Next<'r> {
+        if let Format::Legacy { header, .. } = &mut self.format
+            && let Some(header) = header.take()
+        {
+            return Next::Block(header.size(), PcapBlockOwned::LegacyHeader(header));
+        }
+        if self.rest.is_empty() {
+            return Next::End;
+        }
+        let rest = self.rest;
+        let parsed = match &mut self.format {
+            Format::Legacy { parse, .. } => parse(rest).map(|(rem, b)| (rem, b.into())),
+            Format::Ng { big_endian } => {
+                let parse = if *big_endian {
+                    parse_block_be
+                } else {
+                    parse_block_le
+                };
+                parse(rest).map(|(rem, b)| {
+                    if let Block::SectionHeader(shb) = &b {
+                        *big_endian = shb.big_endian();
+                    }
+                    (rem, b.into())
+                })
+            }
+        };
+        match parsed {
+            Ok((rem, block)) => {
+                self.rest = rem;
+                Next::Block(rest.len() - rem.len(), block)
+            }
+            Err(nom::Err::Incomplete(needed)) => {
+                let needed = match needed {
+                    Needed::Size(n) => n.get(),
+                    Needed::Unknown => 0,
+                };
+                self.rest = &[];
+                // As the streaming reader: a block that would not fit its buffer is an error,
+                // a smaller one cut by the end of the file a truncated last packet.
+                if rest.len().saturating_add(needed) >= BUFFER {
+                    Next::Error(PcapError::BufferTooSmall)
+                } else {
+                    Next::Truncated
+                }
+            }
+            Err(nom::Err::Error(e) | nom::Err::Failure(e)) => {
+                self.rest = &[];
+                Next::Error(e)
+            }
+        }
+    }
 }
 
 /// What the reader knows of the file so far.
@@ -80,7 +206,17 @@ impl<'r> CaptureReader<'r> {
             other => CaptureError::NotACapture(describe(&other)),
         })?;
         Ok(Self {
-            inner,
+            source: Source::Stream(inner),
+            state: State::default(),
+            done: false,
+        })
+    }
+
+    /// Start reading a capture that is whole in memory (a mapped file), in place. It reads as
+    /// [`CaptureReader::new`] reads the same bytes.
+    pub fn in_place(data: &'r [u8]) -> Result<Self, CaptureError> {
+        Ok(Self {
+            source: Source::InPlace(InPlace::new(data)?),
             state: State::default(),
             done: false,
         })
@@ -99,21 +235,40 @@ impl<'r> CaptureReader<'r> {
     ) -> Result<bool, CaptureError> {
         let mut handled = 0;
         while !self.done && handled < max_packets {
-            match self.inner.next() {
+            let inner = match &mut self.source {
+                Source::Stream(inner) => inner,
+                Source::InPlace(in_place) => {
+                    match in_place.next() {
+                        Next::Block(size, block) => {
+                            handled += 1;
+                            self.state.block(block, sink);
+                            self.state.stats.bytes += size as u64;
+                        }
+                        Next::End => self.done = true,
+                        Next::Truncated => {
+                            self.state.stats.malformed += 1;
+                            self.done = true;
+                        }
+                        Next::Error(e) => return Err(corrupt(&self.state, &e)),
+                    }
+                    continue;
+                }
+            };
+            match inner.next() {
                 Ok((offset, block)) => {
                     handled += 1;
                     self.state.block(block, sink);
                     self.state.stats.bytes += offset as u64;
-                    self.inner.consume(offset);
+                    inner.consume(offset);
                 }
                 Err(PcapError::Eof) => self.done = true,
                 Err(PcapError::Incomplete(_)) => {
-                    if let Err(e) = self.inner.refill() {
+                    if let Err(e) = inner.refill() {
                         return Err(corrupt(&self.state, &e));
                     }
-                    if self.inner.reader_exhausted() && self.inner.data().is_empty() {
+                    if inner.reader_exhausted() && inner.data().is_empty() {
                         self.done = true;
-                    } else if self.inner.reader_exhausted() {
+                    } else if inner.reader_exhausted() {
                         // Data left that never makes a whole block: a truncated last packet.
                         self.state.stats.malformed += 1;
                         self.done = true;
@@ -347,6 +502,75 @@ mod tests {
             err.err()
         );
         assert!(CaptureReader::new(&b""[..]).is_err());
+    }
+
+    /// Everything a reader hands on and counts, reading `file` streamed or in place.
+    fn read_all(file: &[u8], in_place: bool) -> (Vec<(u64, Vec<u8>)>, CaptureStats, String) {
+        let reader = if in_place {
+            CaptureReader::in_place(file)
+        } else {
+            CaptureReader::new(file)
+        };
+        let mut r = match reader {
+            Ok(r) => r,
+            Err(e) => return (Vec::new(), CaptureStats::default(), e.to_string()),
+        };
+        let mut seen = Vec::new();
+        let end = loop {
+            match r.read(3, &mut |s| seen.push((s.ts_ns(), s.payload().to_vec()))) {
+                Ok(true) => continue,
+                Ok(false) => break String::new(),
+                Err(e) => break e.to_string(),
+            }
+        };
+        (seen, r.stats(), end)
+    }
+
+    #[test]
+    fn in_place_reads_what_streaming_reads() {
+        let a = tcp_packet(b"one");
+        let b = tcp_packet(&[7; 3000]);
+        let pcap = pcap_file(101, &[&a, &[0x60, 0, 0], &b, &a]);
+        // The same file in big-endian order, written by hand.
+        let mut be = Vec::new();
+        be.extend_from_slice(&0xa1b2c3d4u32.to_be_bytes());
+        be.extend_from_slice(&2u16.to_be_bytes());
+        be.extend_from_slice(&4u16.to_be_bytes());
+        be.extend_from_slice(&[0; 8]);
+        be.extend_from_slice(&65535u32.to_be_bytes());
+        be.extend_from_slice(&101u32.to_be_bytes());
+        for (i, p) in [&a, &b].iter().enumerate() {
+            for v in [1_700_000_000 + i as u32, 5, p.len() as u32, p.len() as u32] {
+                be.extend_from_slice(&v.to_be_bytes());
+            }
+            be.extend_from_slice(p);
+        }
+        // A record that claims more than the streaming buffer holds, in the middle.
+        let mut huge = pcap.clone();
+        huge[24 + 8..24 + 12].copy_from_slice(&(2u32 << 20).to_le_bytes());
+        let ng = pcapng_file(9, 1_700_000_000_000_000_123, &b);
+        let cases: [(&str, &[u8]); 9] = [
+            ("pcap", &pcap),
+            ("cut in a record", &pcap[..pcap.len() - 5]),
+            ("cut in a record header", &pcap[..pcap.len() - a.len() - 10]),
+            ("big-endian", &be),
+            ("a 2 MiB record", &huge),
+            ("pcapng", &ng),
+            ("pcapng cut", &ng[..ng.len() - 7]),
+            ("text", b"GET / HTTP/1.1\r\n\r\nhello world, this is text"),
+            ("empty", b""),
+        ];
+        for (name, file) in cases {
+            let streamed = read_all(file, false);
+            assert_eq!(read_all(file, true), streamed, "{name}");
+            if name == "big-endian" {
+                assert_eq!(streamed.0.len(), 2, "{name}: {streamed:?}");
+                assert_eq!(streamed.0[0].0, 1_700_000_000_000_005_000);
+            }
+            if name == "a 2 MiB record" {
+                assert!(streamed.2.contains("larger than 1 MiB"), "{}", streamed.2);
+            }
+        }
     }
 
     #[test]

@@ -5,12 +5,37 @@
 //!
 //! Reading it back ([`Deserialize`]) is for the journal, which stores events in this form.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeStruct};
+use std::sync::Arc;
+
+use serde::{
+    Deserialize, Deserializer, Serialize, Serializer,
+    ser::{SerializeSeq, SerializeStruct},
+};
 
 use super::{
     Event, Handshake, Host, Interceptor, InterceptorGrade, Judgement, Process, Reason, Severity,
     Verdict,
 };
+
+/// The chain, each certificate as the JSON its summary keeps once made ([`JsonOnce`]): the
+/// same bytes as serialising it, for serde_json's serializers (the only ones events go
+/// through), which take a `RawValue` as it is.
+///
+/// [`JsonOnce`]: crate::x509::JsonOnce
+struct Chain<'a>(&'a [Arc<crate::x509::CertSummary>]);
+
+impl Serialize for Chain<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for cert in self.0 {
+            match cert.json.get_or_make(cert) {
+                Some(json) => seq.serialize_element(json)?,
+                None => seq.serialize_element(&**cert)?,
+            }
+        }
+        seq.end()
+    }
+}
 
 /// Fields of the contract (the JA4+ ones only with that feature).
 const FIELDS: usize = 53 + if cfg!(feature = "ja4plus") { 1 } else { 0 };
@@ -40,7 +65,7 @@ impl Serialize for Event {
         m.serialize_field("ja4s", &h.ja4s)?;
         m.serialize_field("ocsp_staple", &h.ocsp_staple)?;
         m.serialize_field("hello_retry_request", &h.hello_retry_request)?;
-        m.serialize_field("chain", &h.chain)?;
+        m.serialize_field("chain", &Chain(&h.chain))?;
         m.serialize_field("chain_source", &h.chain_source)?;
         m.serialize_field("client_certificate", &h.client_certificate)?;
         m.serialize_field("resumption_offered", &h.resumption_offered)?;
@@ -262,6 +287,41 @@ mod tests {
                 ..Host::default()
             })),
         }
+    }
+
+    #[test]
+    fn a_chain_writes_the_same_json_from_its_summaries_cache() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "a \"quoted\" name\u{1}");
+        let cert = params.self_signed(&key).unwrap();
+        let summary = Arc::new(crate::x509::summarize(cert.der()).unwrap());
+        let mut event = full();
+        event.handshake.chain = vec![summary.clone(), summary.clone()];
+        let plain = serde_json::to_string(&*summary).unwrap();
+        let first = serde_json::to_string(&event).unwrap();
+        assert!(
+            first.contains(&format!(r#""chain":[{plain},{plain}]"#)),
+            "{first}"
+        );
+        // Written again from the kept JSON, the same bytes; also through serde_json's Value.
+        assert_eq!(serde_json::to_string(&event).unwrap(), first);
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            serde_json::from_str::<serde_json::Value>(&first).unwrap()
+        );
+        // A changed copy does not keep the original's JSON.
+        let mut changed = (*summary).clone();
+        changed.subject = "CN=other".into();
+        assert!(
+            serde_json::to_string(&changed)
+                .unwrap()
+                .contains("CN=other")
+        );
+        event.handshake.chain = vec![Arc::new(changed)];
+        assert!(serde_json::to_string(&event).unwrap().contains("CN=other"));
     }
 
     #[test]

@@ -67,6 +67,51 @@ pub struct CertSummary {
     pub public_key_exponent: Option<u64>,
     #[serde(skip)]
     pub der: Vec<u8>,
+    /// Its JSON, once an event has written it (see [`JsonOnce`]).
+    #[serde(skip)]
+    pub json: JsonOnce,
+}
+
+/// A certificate summary's JSON, kept once made. The summary cache hands the same
+/// `Arc<CertSummary>` to every handshake that shows the certificate, so its strings are
+/// escaped and formatted once rather than in every event (that was a tenth of
+/// `sensorctl analyze -o json`). No part of the value: equal to any other, and empty when
+/// cloned or read back. A summary is not changed once shared; a changed copy is a clone, so it
+/// starts empty.
+#[derive(Default)]
+pub struct JsonOnce(std::sync::OnceLock<Box<serde_json::value::RawValue>>);
+
+impl JsonOnce {
+    /// The JSON of `cert` (whose cache this is), made on the first call.
+    pub fn get_or_make(&self, cert: &CertSummary) -> Option<&serde_json::value::RawValue> {
+        if let Some(json) = self.0.get() {
+            return Some(json);
+        }
+        let json = serde_json::value::to_raw_value(cert).ok()?;
+        // Another thread may have made it meanwhile: the same bytes either way.
+        let _ = self.0.set(json);
+        self.0.get().map(|json| &**json)
+    }
+}
+
+impl Clone for JsonOnce {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for JsonOnce {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for JsonOnce {}
+
+impl std::fmt::Debug for JsonOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonOnce")
+    }
 }
 
 /// The parts of a distinguished name, each as often as the name holds it (at most
@@ -320,6 +365,7 @@ pub fn summarize(der: &[u8]) -> Result<CertSummary, CertError> {
         public_key_curve,
         public_key_exponent,
         der: der.to_vec(),
+        json: JsonOnce::default(),
     })
 }
 
