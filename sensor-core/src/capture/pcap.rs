@@ -379,6 +379,7 @@ fn describe(e: &PcapError<&[u8]>) -> String {
         PcapError::Eof => "empty".into(),
         PcapError::BufferTooSmall => "a block larger than 1 MiB".into(),
         PcapError::UnexpectedEof => "unexpected end of file".into(),
+        PcapError::Incomplete(_) => "too short for a capture's header".into(),
         other => format!("{other:?}").chars().take(120).collect(),
     }
 }
