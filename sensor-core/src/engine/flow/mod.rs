@@ -335,12 +335,12 @@ impl Observed {
 
 /// What a ClientHello offered, GREASE left out, each list bounded.
 fn offer(ch: &ClientHello) -> ClientOffer {
+    // Sized up front: collecting a filtered iterator grows the vector by reallocation, four
+    // times for a browser's cipher list (4 % of `analyze`'s profile).
     let real = |v: &[u16]| -> Vec<u16> {
-        v.iter()
-            .copied()
-            .filter(|v| !hello::is_grease(*v))
-            .take(64)
-            .collect()
+        let mut out = Vec::with_capacity(v.len().min(64));
+        out.extend(v.iter().copied().filter(|v| !hello::is_grease(*v)).take(64));
+        out
     };
     ClientOffer {
         cipher_suites: real(&ch.cipher_suites),
