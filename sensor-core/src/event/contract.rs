@@ -312,6 +312,19 @@ mod tests {
             serde_json::to_value(&event).unwrap(),
             serde_json::from_str::<serde_json::Value>(&first).unwrap()
         );
+        // A summary whose JSON is too large to keep is written afresh, the same way.
+        let mut big = (*summary).clone();
+        big.san = (0..1000).map(|i| format!("n{i}.\u{1}.test")).collect();
+        let big = Arc::new(big);
+        let alone = serde_json::to_string(&*big).unwrap();
+        assert!(alone.len() > crate::x509::MAX_KEPT_JSON);
+        assert!(big.json.get_or_make(&big).is_none());
+        event.handshake.chain = vec![big.clone(), summary.clone()];
+        let both = serde_json::to_string(&event).unwrap();
+        assert!(
+            both.contains(&format!(r#""chain":[{alone},{plain}]"#)),
+            "{both}"
+        );
         // A changed copy does not keep the original's JSON.
         let mut changed = (*summary).clone();
         changed.subject = "CN=other".into();

@@ -77,20 +77,28 @@ pub struct CertSummary {
 /// escaped and formatted once rather than in every event (that was a tenth of
 /// `sensorctl analyze -o json`). No part of the value: equal to any other, and empty when
 /// cloned or read back. A summary is not changed once shared; a changed copy is a clone, so it
-/// starts empty.
+/// starts empty. Only JSON of at most [`MAX_KEPT_JSON`] bytes is kept, so that the summary
+/// caches (1,024 summaries each) grow by at most 8 MiB whatever names an attacker's
+/// certificates carry (escaping makes a control character six bytes); a larger one is written
+/// afresh each time.
 #[derive(Default)]
-pub struct JsonOnce(std::sync::OnceLock<Box<serde_json::value::RawValue>>);
+pub struct JsonOnce(std::sync::OnceLock<Option<Box<serde_json::value::RawValue>>>);
+
+/// The largest certificate JSON a summary keeps (a usual one is about 1 KB).
+pub const MAX_KEPT_JSON: usize = 8 << 10;
 
 impl JsonOnce {
-    /// The JSON of `cert` (whose cache this is), made on the first call.
+    /// The JSON of `cert` (whose cache this is), made on the first call; `None` when it is too
+    /// large to keep (or cannot be made), and the caller writes `cert` itself.
     pub fn get_or_make(&self, cert: &CertSummary) -> Option<&serde_json::value::RawValue> {
-        if let Some(json) = self.0.get() {
-            return Some(json);
-        }
-        let json = serde_json::value::to_raw_value(cert).ok()?;
-        // Another thread may have made it meanwhile: the same bytes either way.
-        let _ = self.0.set(json);
-        self.0.get().map(|json| &**json)
+        // Another thread may make it meanwhile: the same bytes either way.
+        self.0
+            .get_or_init(|| {
+                serde_json::value::to_raw_value(cert)
+                    .ok()
+                    .filter(|json| json.get().len() <= MAX_KEPT_JSON)
+            })
+            .as_deref()
     }
 }
 
