@@ -59,10 +59,11 @@ fn run() -> anyhow::Result<()> {
     fs::create_dir_all(&shared).with_context(|| format!("creating {}", shared.display()))?;
     // Two build scripts may run at once (clippy and a build in two shells): the lock keeps one
     // from copying the object while the other rewrites it.
-    let lock = fs::File::create(shared.join(".lock"))
-        .with_context(|| format!("creating {}", shared.join(".lock").display()))?;
+    let lock_path = shared.join(".lock");
+    let lock = fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
     lock.lock()
-        .with_context(|| format!("locking {}", shared.join(".lock").display()))?;
+        .with_context(|| format!("locking {}", lock_path.display()))?;
     // SAFETY: the build script has one thread here; aya-build reads OUT_DIR from the environment
     // and has no other way to be told where to build.
     unsafe { std::env::set_var("OUT_DIR", &shared) };

@@ -71,13 +71,15 @@ pub enum AnalyzeError {
 }
 
 /// How many threads an analysis uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Threads {
     /// Everything on the calling thread.
+    #[value(name = "1")]
     One,
     /// Reading, decoding and reassembly on a thread of its own; verdicts and output on the
     /// calling thread. The output is the same, in the same order: the verdict engine keeps
     /// state across handshakes (the baseline, inbound patterns), so it stays one sequence.
+    #[value(name = "2")]
     Two,
 }
 

@@ -27,7 +27,11 @@ use std::{path::PathBuf, process::ExitCode};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
-use sensor_host::{analyze::Output, render, trust::TrustArgs};
+use sensor_host::{
+    analyze::{Output, Threads},
+    render,
+    trust::TrustArgs,
+};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success (check, check-chain: clean), 1 check or check-chain found an intercepted, \
@@ -122,8 +126,8 @@ enum Command {
         stats: bool,
         /// Threads: 1, or 2 to read and reassemble on one while the other judges and writes.
         /// The output is the same either way.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
-        threads: u8,
+        #[arg(long, value_enum, default_value = "1")]
+        threads: Threads,
         #[command(flatten)]
         trust: TrustArgs,
     },

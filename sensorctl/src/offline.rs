@@ -36,7 +36,7 @@ pub fn run_analyze(
     file: &std::path::Path,
     output: Output,
     stats: bool,
-    threads: u8,
+    threads: analyze::Threads,
     trust: &TrustArgs,
 ) -> ExitCode {
     let mut engine = match trust_engine(trust) {
@@ -59,11 +59,7 @@ pub fn run_analyze(
     let result = analyze::analyze_file(
         file,
         output,
-        if threads >= 2 {
-            analyze::Threads::Two
-        } else {
-            analyze::Threads::One
-        },
+        threads,
         &mut out,
         &mut |hs| engine.apply(hs),
         &mut |bytes| {
