@@ -43,7 +43,7 @@ pub const ENGINE_HELP: &[(&str, &str)] = &[
     ),
     (
         "cgroup_walks_truncated",
-        "Walks of the cgroup hierarchy (naming a gone process's container) stopped at 100,000 directories",
+        "cgroups (naming a gone process's container) not tracked for a bound: walks stopped at 100,000 directories, directories past 65,536 watched or 100,000 paths kept",
     ),
     ("segments", "TCP segments the engine took"),
     ("payload_bytes", "Payload bytes the engine took"),

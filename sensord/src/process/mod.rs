@@ -10,6 +10,7 @@
 //! (pid and start time): the connecting process's start time is read when its socket is
 //! reported, and a process that has its pid later is not taken for it.
 
+pub mod cgroup_watch;
 pub mod cgroups;
 pub mod container;
 pub mod procfs;
@@ -119,7 +120,7 @@ impl Resolver {
 
     /// Walks of the cgroup hierarchy that stopped at their bound, for the counters.
     pub fn cgroup_walks_truncated(&self) -> u64 {
-        self.cgroups.truncated_walks
+        self.cgroups.truncated()
     }
 
     /// The process behind a flow: the client's if it is local, else the local server's.
@@ -171,6 +172,11 @@ impl Resolver {
             start,
             cgroup,
         } = owner;
+        // Gone, and its cgroup not found when the socket was reported: look again.
+        let cgroup = match (start, cgroup, owner.cgroup_id) {
+            (None, None, Some(id)) => self.cgroups.path_of(id),
+            (_, cgroup, _) => cgroup,
+        };
         let mut a = match start {
             Some(start) => self.with_pid(owner.pid, Some(owner.uid), Some(start), role),
             // Gone before its socket was reported: whatever has its pid now is another
