@@ -752,8 +752,30 @@ fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
             })
             .unwrap_or_else(|| panic!("run {run}: no event; log:\n{}", daemon.log.seen.join("\n")));
         assert_eq!(ev["tls_version"], "1.3", "{ev}");
+        if run == 0 {
+            // The uprobe is attached off the daemon's main loop, which reports run 0's
+            // handshake meanwhile: wait until status says the program is covered.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !tls_libraries(&daemon)
+                .iter()
+                .any(|l| l["path"] == go.to_str().unwrap() && l["chains"] == "uprobe")
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} not listed as covered by a uprobe: {:#?}",
+                    go.display(),
+                    tls_libraries(&daemon)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         if run == 1 {
-            assert_eq!(ev["chain_source"], "uprobe", "{ev}");
+            assert_eq!(
+                ev["chain_source"],
+                "uprobe",
+                "{ev}\nlog:\n{}",
+                daemon.log.seen.join("\n")
+            );
             assert_eq!(ev["verdict"], "clean", "{ev}");
             assert_eq!(
                 ev["chain"][0]["sha256"].as_str(),
@@ -839,6 +861,21 @@ fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
     );
     assert_eq!(status["kernel_counters"]["exec_drops"], 0, "{status:#}");
     assert!(daemon.interrupt().is_some_and(|s| s.success()));
+}
+
+/// The daemon's list of TLS libraries and programs (`sensorctl status`).
+fn tls_libraries(daemon: &Daemon) -> Vec<Value> {
+    let out = Command::new(sensor_tests::bin("sensorctl"))
+        .arg("--socket")
+        .arg(daemon.socket())
+        .args(["status", "-o", "json"])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    status["tls_libraries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// A Go TLS 1.3 client: dials ADDR, names SNI, trusts CA (PEM), sends a request, reads.

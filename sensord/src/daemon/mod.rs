@@ -256,7 +256,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let clock = Clock::start();
     let secs = |clock: &Clock| clock.now_ns() / 1_000_000_000;
-    let mut libraries = tls_libraries::TlsLibraries::start(
+    let libraries = tls_libraries::TlsLibraries::start(
         &mut tap,
         cfg.uprobe.enabled,
         &cfg.uprobe.libraries,
@@ -294,6 +294,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         // this long for the rest.
         pipeline.engine().set_uprobe_chain_wait(500_000_000);
     }
+    let tap = Arc::new(std::sync::Mutex::new(tap));
+    let libraries = libraries
+        .spawn(tap.clone(), shared.clone(), clock)
+        .context("starting the thread that looks at TLS libraries")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -317,23 +321,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 drain_ring(guard.get_inner_mut(), &mut pipeline);
                 guard.clear_ready();
                 pipeline.emit(clock.now_ns());
-                libraries.on_processes(&pipeline.take_new_processes(), &mut tap, secs(&clock));
+                libraries.on_processes(pipeline.take_new_processes());
             }
             _ = drain.tick() => {
                 drain_ring(ring.get_mut(), &mut pipeline);
                 pipeline.emit(clock.now_ns());
-                libraries.on_processes(&pipeline.take_new_processes(), &mut tap, secs(&clock));
-            }
-            () = libraries.readable() => {
-                libraries.drain(&mut tap, secs(&clock));
+                libraries.on_processes(pipeline.take_new_processes());
             }
             _ = tick.tick() => {
                 pipeline.set_wall_shift(clock.wall_shift_ns());
                 pipeline.on_tick(clock.now_ns());
-                pipeline.snapshot(&tap, &mut rate);
-                libraries.drain(&mut tap, secs(&clock));
-                libraries.on_processes(&[], &mut tap, secs(&clock));
-                libraries.publish(&shared, secs(&clock));
+                // The library thread may be attaching a uprobe: the kernel's counters wait
+                // for the next tick rather than the loop for it.
+                pipeline.snapshot(tap.try_lock().ok().as_deref(), &mut rate);
                 if last_baseline_save.elapsed() > Duration::from_secs(60) {
                     let _ = journal_tx.try_send(JournalMsg::SaveBaseline(pipeline.baseline()));
                     last_baseline_save = Instant::now();
@@ -357,7 +357,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                             loaded,
                             &mut cfg,
                             &mut pipeline,
-                            &mut tap,
+                            &mut tap.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
                             &mut exports,
                             Reloaders { journal: &journal_tx, journal_path: &journal_path, live: &live, shared: &shared },
                         );
@@ -393,7 +393,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     loader.abort();
     drain_ring(ring.get_mut(), &mut pipeline);
     pipeline.finish(clock.now_ns());
-    match tap.counters() {
+    libraries.stop();
+    match tap
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .counters()
+    {
         Ok(counters) => {
             let text: Vec<String> = counters.iter().map(|(n, v)| format!("{n}={v}")).collect();
             tracing::info!("kernel counters: {}", text.join(" "));
@@ -402,6 +407,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     tracing::info!("engine counters: {:?}", pipeline.engine_stats());
     drop(ring);
+    // The last reference: the library thread has stopped.
     drop(tap);
     tracing::info!("kernel programs detached");
     let _ = journal_tx.send(JournalMsg::SaveBaseline(pipeline.baseline()));

@@ -275,9 +275,10 @@ impl Pipeline {
         self.verdicts.baseline.export()
     }
 
-    /// Publish counters and state for GetStatus and /metrics (every second).
-    pub fn snapshot(&mut self, tap: &KernelTap, rate: &mut (Instant, u64)) {
-        if let Ok(c) = tap.counters() {
+    /// Publish counters and state for GetStatus and /metrics (every second). `tap`: `None`
+    /// when it is busy (a uprobe being attached); the kernel's figures wait a tick.
+    pub fn snapshot(&mut self, tap: Option<&KernelTap>, rate: &mut (Instant, u64)) {
+        if let Some(c) = tap.and_then(|t| t.counters().ok()) {
             // The kernel lost records and cannot say whose: every live flow may have.
             let drops = c
                 .iter()
@@ -292,7 +293,9 @@ impl Pipeline {
             }
         }
         let shared = &self.out.shared;
-        if let Ok(mut p) = shared.program_stats.lock() {
+        if let Some(tap) = tap
+            && let Ok(mut p) = shared.program_stats.lock()
+        {
             *p = tap.program_stats();
         }
         let es = self.engine.stats();
@@ -330,7 +333,13 @@ impl Pipeline {
                 ]
                 .map(|(n, v)| (n.to_owned(), v)),
             );
-            *e = list;
+            // Others' counters (the library thread's) are kept.
+            for (name, value) in list {
+                match e.iter_mut().find(|(n, _)| *n == name) {
+                    Some(kept) => kept.1 = value,
+                    None => e.push((name, value)),
+                }
+            }
         }
         shared
             .flows_tracked

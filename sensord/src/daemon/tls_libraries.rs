@@ -5,13 +5,18 @@
 //! that connect load them (`kernel::libraries`: containers' copies, upgraded files).
 
 use std::{
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     path::{Path, PathBuf},
-    time::Duration,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
 use sensor_common::ExecEvent;
-use tokio::io::unix::AsyncFd;
 
 use crate::{
     kernel::{
@@ -27,7 +32,7 @@ use crate::{
 pub struct TlsLibraries {
     executables: Executables,
     libraries: Libraries,
-    ring: Option<AsyncFd<RingBuf<MapData>>>,
+    ring: Option<RingBuf<MapData>>,
     /// Look at running programs, and at new ones: the uprobes are on.
     enabled: bool,
     /// When the host's library files were last checked for an upgrade (seconds).
@@ -97,18 +102,7 @@ impl TlsLibraries {
             };
             libraries.add_host(LibraryFile::Tls(kind), &path, attached);
         }
-        let ring = tap.take_exec_ring().and_then(|ring| {
-            // SAFETY: the AsyncFd owns the RingBuf, which owns the fd.
-            match unsafe { AsyncFd::register(ring) } {
-                Ok(fd) => Some(fd),
-                Err(e) => {
-                    tracing::warn!(
-                        "polling the exec ring buffer: {e}; new programs are not looked at"
-                    );
-                    None
-                }
-            }
-        });
+        let ring = tap.take_exec_ring();
         let mut this = Self {
             executables: Executables::new(),
             libraries,
@@ -128,30 +122,13 @@ impl TlsLibraries {
         this
     }
 
-    /// Wait until the kernel named a program that started (forever when it cannot).
-    pub async fn readable(&mut self) {
-        match &mut self.ring {
-            Some(ring) => match ring.readable_mut().await {
-                Ok(mut guard) => guard.clear_ready(),
-                Err(e) => {
-                    tracing::warn!(
-                        "the exec ring buffer failed: {e}; new programs are not looked at"
-                    );
-                    self.ring = None;
-                }
-            },
-            None => std::future::pending::<()>().await,
-        }
-    }
-
     /// Look at the programs that started since the last call.
-    pub fn drain(&mut self, tap: &mut KernelTap, now_s: u64) {
+    fn drain(&mut self, tap: &Mutex<KernelTap>, now_s: u64) {
         let Some(ring) = &mut self.ring else {
             return;
         };
         // At most a ring's worth at a time; the rest at the next wakeup or tick.
         let mut pids = Vec::new();
-        let ring = ring.get_mut();
         while pids.len() < 8192
             && let Some(item) = ring.next()
         {
@@ -177,11 +154,12 @@ impl TlsLibraries {
                 self.libraries.on_new_root(
                     pid,
                     now_s,
-                    Some(&mut |file, path: &Path| tap.attach_library(file, path)),
+                    Some(&mut |file, path: &Path| lock(tap).attach_library(file, path)),
                 );
             }
-            self.executables
-                .on_exec(pid, now_s, &mut |p: &Path, at| tap.attach_to_program(p, at));
+            self.executables.on_exec(pid, now_s, &mut |p: &Path, at| {
+                lock(tap).attach_to_program(p, at)
+            });
         }
         let took = started.elapsed();
         if took > Duration::from_millis(100) {
@@ -191,9 +169,9 @@ impl TlsLibraries {
 
     /// Processes that connected for the first time: the TLS libraries they loaded (a copy
     /// not covered yet gets the uprobes). Every second: the host's files, for an upgrade.
-    pub fn on_processes(&mut self, pids: &[u32], tap: &mut KernelTap, now_s: u64) {
+    fn on_processes(&mut self, pids: &[u32], tap: &Mutex<KernelTap>, now_s: u64) {
         let enabled = self.enabled;
-        let mut attach = |file, path: &Path| tap.attach_library(file, path);
+        let mut attach = |file, path: &Path| lock(tap).attach_library(file, path);
         for &pid in pids {
             self.libraries
                 .on_process(pid, now_s, enabled.then_some(&mut attach as _));
@@ -284,9 +262,10 @@ impl TlsLibraries {
     }
 
     /// Programs looked at, for the counters.
-    fn counters(&self) -> [(&'static str, u64); 6] {
+    fn counters(&self, skipped: u64) -> [(&'static str, u64); 7] {
         let c = self.executables.counts();
         [
+            ("processes_skipped_busy", skipped),
             ("programs_inspected", c.inspected),
             ("programs_gone_before_inspection", c.gone),
             ("programs_unreadable", c.unreadable),
@@ -298,12 +277,149 @@ impl TlsLibraries {
 
     /// Put the list and the counters where status and the metrics read them (after the
     /// pipeline's snapshot, which rewrites the counters).
-    pub fn publish(&self, shared: &Shared, now_s: u64) {
+    fn publish(&self, shared: &Shared, now_s: u64, skipped: u64) {
         if let Ok(mut l) = shared.tls_libraries.lock() {
             *l = self.status(now_s);
         }
         if let Ok(mut e) = shared.engine_counters.lock() {
-            e.extend(self.counters().map(|(n, v)| (n.to_owned(), v)));
+            for (name, value) in self.counters(skipped) {
+                match e.iter_mut().find(|(n, _)| n == name) {
+                    Some(kept) => kept.1 = value,
+                    None => e.push((name.to_owned(), value)),
+                }
+            }
+        }
+    }
+
+    /// Runs the looking and attaching on a thread of its own, so the daemon's main loop
+    /// (the ring buffer, the owners of sockets, the verdicts) never waits for it: probing a
+    /// new container's library folders and attaching uprobes takes tens of milliseconds or
+    /// more, and a short-lived client is gone from /proc by then. `tap` is shared with the
+    /// main loop, locked only while a uprobe is attached.
+    pub fn spawn(
+        self,
+        tap: Arc<Mutex<KernelTap>>,
+        shared: Arc<Shared>,
+        clock: crate::clock::Clock,
+    ) -> std::io::Result<LibraryThread> {
+        let (pids, rx) = mpsc::sync_channel(PID_BATCHES);
+        // SAFETY: plain syscall; the descriptor is owned right after.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: just opened, owned by nobody else.
+        let wake = Arc::new(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        let stop = Arc::new(AtomicBool::new(false));
+        let skipped = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (wake, stop, skipped) = (wake.clone(), stop.clone(), skipped.clone());
+            std::thread::Builder::new()
+                .name("tls-libraries".into())
+                .spawn(move || self.run(&tap, &rx, &wake, &stop, &skipped, &shared, clock))?
+        };
+        Ok(LibraryThread {
+            pids,
+            wake,
+            stop,
+            skipped,
+            thread: Some(thread),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        mut self,
+        tap: &Mutex<KernelTap>,
+        pids: &mpsc::Receiver<Vec<u32>>,
+        wake: &OwnedFd,
+        stop: &AtomicBool,
+        skipped: &AtomicU64,
+        shared: &Shared,
+        clock: crate::clock::Clock,
+    ) {
+        let secs = || clock.now_ns() / 1_000_000_000;
+        self.publish(shared, secs(), 0);
+        let mut last_tick = Instant::now();
+        while !stop.load(Ordering::Acquire) {
+            let wait = Duration::from_secs(1).saturating_sub(last_tick.elapsed());
+            let mut fds = [
+                libc::pollfd {
+                    fd: wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.ring.as_ref().map_or(-1, |r| r.as_fd().as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two pollfds, alive for the call (a negative fd is ignored).
+            let _ = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait.as_millis() as i32) };
+            let mut count = 0u64;
+            // SAFETY: reads the eventfd's 8-byte count into a u64 (resets it).
+            let _ = unsafe { libc::read(wake.as_raw_fd(), (&raw mut count).cast(), 8) };
+            // New processes first: they may be short-lived.
+            let new: Vec<u32> = pids.try_iter().flatten().collect();
+            if !new.is_empty() {
+                self.on_processes(&new, tap, secs());
+            }
+            self.drain(tap, secs());
+            if last_tick.elapsed() >= Duration::from_secs(1) {
+                last_tick = Instant::now();
+                self.drain(tap, secs());
+                self.on_processes(&[], tap, secs());
+                self.publish(shared, secs(), skipped.load(Ordering::Relaxed));
+            }
+        }
+    }
+}
+
+/// Batches of new processes waiting for the library thread at most.
+const PID_BATCHES: usize = 256;
+
+fn lock(tap: &Mutex<KernelTap>) -> std::sync::MutexGuard<'_, KernelTap> {
+    tap.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The library thread, from the main loop's side.
+pub struct LibraryThread {
+    pids: mpsc::SyncSender<Vec<u32>>,
+    wake: Arc<OwnedFd>,
+    stop: Arc<AtomicBool>,
+    skipped: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LibraryThread {
+    /// Processes that connected for the first time: the thread reads which TLS libraries
+    /// they loaded. When it is that far behind, the batch is counted
+    /// (`processes_skipped_busy`), not queued.
+    pub fn on_processes(&self, pids: Vec<u32>) {
+        if pids.is_empty() {
+            return;
+        }
+        let n = pids.len() as u64;
+        if self.pids.try_send(pids).is_err() {
+            self.skipped.fetch_add(n, Ordering::Relaxed);
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a u64 to the eventfd.
+        let _ = unsafe { libc::write(self.wake.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+
+    /// Stops the thread and waits for it (it lets go of the tap).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }

@@ -38,6 +38,10 @@ pub const ENGINE_HELP: &[(&str, &str)] = &[
         "TLS library files not tracked (nor attached) because 256 were",
     ),
     (
+        "processes_skipped_busy",
+        "Connecting processes whose loaded libraries were not read: the library thread was 256 batches behind",
+    ),
+    (
         "processes_gone_before_maps",
         "Connecting processes gone before their loaded libraries could be read",
     ),
