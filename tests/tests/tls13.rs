@@ -797,18 +797,7 @@ fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
         .expect("chromium (cargo xtask setup installs it)");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
-        let out = Command::new(sensor_tests::bin("sensorctl"))
-            .arg("--socket")
-            .arg(daemon.socket())
-            .args(["status", "-o", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let status = status(&daemon);
         let libs = status["tls_libraries"]
             .as_array()
             .cloned()
@@ -863,16 +852,25 @@ fn programs_with_openssl_inside_get_the_uprobes_as_they_start() {
     assert!(daemon.interrupt().is_some_and(|s| s.success()));
 }
 
-/// The daemon's list of TLS libraries and programs (`sensorctl status`).
-fn tls_libraries(daemon: &Daemon) -> Vec<Value> {
+/// `sensorctl status -o json`.
+fn status(daemon: &Daemon) -> Value {
     let out = Command::new(sensor_tests::bin("sensorctl"))
         .arg("--socket")
         .arg(daemon.socket())
         .args(["status", "-o", "json"])
         .output()
         .unwrap();
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    status["tls_libraries"]
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The daemon's list of TLS libraries and programs (`sensorctl status`).
+fn tls_libraries(daemon: &Daemon) -> Vec<Value> {
+    status(daemon)["tls_libraries"]
         .as_array()
         .cloned()
         .unwrap_or_default()

@@ -224,14 +224,8 @@ impl Watcher {
             if depth >= MAX_DEPTH {
                 continue;
             }
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    stack.push((format!("{rel}/{name}"), depth + 1));
-                }
+            for name in super::cgroups::subdirectories(&dir) {
+                stack.push((format!("{rel}/{name}"), depth + 1));
             }
         }
     }

@@ -180,17 +180,21 @@ fn walk(root: &Path) -> (HashMap<u64, String>, bool) {
         if depth >= CgroupPaths::MAX_DEPTH {
             continue;
         }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                stack.push((entry.path(), format!("{rel}/{name}"), depth + 1));
-            }
+        for name in subdirectories(&dir) {
+            stack.push((dir.join(&name), format!("{rel}/{name}"), depth + 1));
         }
     }
     (paths, false)
+}
+
+/// The names of the folders in `dir` (none when it cannot be read).
+pub(super) fn subdirectories(dir: &Path) -> impl Iterator<Item = String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
 }
 
 #[cfg(test)]
