@@ -8,8 +8,10 @@
 //! thread does nothing but this, so the path is known before it is needed. Removed cgroups
 //! stay known for a while ([`MAX_REMOVED`]), for sockets resolved late.
 //!
-//! Bounded: at most [`MAX_WATCHES`] directories watched and [`MAX_PATHS`] paths kept; what
-//! did not fit is counted (and looked up another way, see `cgroups`).
+//! Bounded: at most [`MAX_WATCHES`] directories watched, and never more than a quarter of the
+//! inotify watches root may hold (`fs.inotify.max_user_watches`), which systemd and other
+//! services share; at most [`MAX_PATHS`] paths kept. What did not fit is counted (and looked
+//! up another way, see `cgroups`).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -27,6 +29,14 @@ use rustix::{
 
 /// Directories watched at most (each costs the kernel about 1 KiB).
 pub const MAX_WATCHES: usize = 65_536;
+
+/// The watches this thread may take: [`MAX_WATCHES`], or a quarter of the per-user limit
+/// when that is lower (`limit`: the contents of /proc/sys/fs/inotify/max_user_watches).
+fn watch_limit(limit: Option<&str>) -> usize {
+    limit
+        .and_then(|l| l.trim().parse::<usize>().ok())
+        .map_or(MAX_WATCHES, |l| (l / 4).min(MAX_WATCHES))
+}
 /// Paths kept at most, live and removed.
 pub const MAX_PATHS: usize = 100_000;
 /// Removed cgroups whose paths are kept, newest.
@@ -83,8 +93,10 @@ impl Watch {
     pub fn start(root: &Path) -> Option<Self> {
         let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok()?;
         let seen = Arc::new(Mutex::new(Seen::default()));
+        let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches").ok();
         let mut watcher = Watcher {
             fd,
+            max_watches: watch_limit(limit.as_deref()),
             root: root.to_path_buf(),
             dirs: HashMap::new(),
             seen: Arc::downgrade(&seen),
@@ -119,6 +131,8 @@ fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
 /// The thread's side.
 struct Watcher {
     fd: OwnedFd,
+    /// Watches taken at most (see [`watch_limit`]).
+    max_watches: usize,
     root: PathBuf,
     /// Watch descriptor → the directory's path relative to the root (`""` for the root) and id.
     dirs: HashMap<i32, (String, u64)>,
@@ -191,7 +205,7 @@ impl Watcher {
         let mut stack = vec![(rel.to_owned(), rel.matches('/').count())];
         while let Some((rel, depth)) = stack.pop() {
             let dir = self.root.join(rel.trim_start_matches('/'));
-            let watched = if self.dirs.len() < MAX_WATCHES {
+            let watched = if self.dirs.len() < self.max_watches {
                 inotify::add_watch(
                     &self.fd,
                     &dir,
@@ -224,11 +238,21 @@ impl Watcher {
             if depth >= MAX_DEPTH {
                 continue;
             }
-            for name in super::cgroups::subdirectories(&dir) {
+            for name in subdirectories(&dir) {
                 stack.push((format!("{rel}/{name}"), depth + 1));
             }
         }
     }
+}
+
+/// The names of the folders in `dir` (none when it cannot be read).
+pub(super) fn subdirectories(dir: &Path) -> impl Iterator<Item = String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
 }
 
 #[cfg(test)]
@@ -274,6 +298,29 @@ mod tests {
         );
         assert_eq!(watch.get(d).as_deref(), Some("/a/b/c/d"));
         assert_eq!(watch.truncated(), 0);
+    }
+
+    #[test]
+    fn a_quarter_of_the_users_watches_at_most() {
+        assert_eq!(watch_limit(Some("8192\n")), 2048);
+        assert_eq!(watch_limit(Some("1048576")), MAX_WATCHES);
+        assert_eq!(watch_limit(Some("garbage")), MAX_WATCHES);
+        assert_eq!(watch_limit(None), MAX_WATCHES);
+        // Past the limit a directory is still noted, not watched, and counted.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let mut watcher = Watcher {
+            fd: inotify::init(CreateFlags::CLOEXEC).unwrap(),
+            max_watches: 1,
+            root: dir.path().to_path_buf(),
+            dirs: HashMap::new(),
+            seen: Arc::downgrade(&seen),
+        };
+        watcher.add_tree("");
+        assert_eq!(watcher.dirs.len(), 1);
+        let s = lock(&seen);
+        assert_eq!((s.paths.len(), s.truncated), (3, 2));
     }
 
     #[test]

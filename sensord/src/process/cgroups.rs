@@ -180,21 +180,11 @@ fn walk(root: &Path) -> (HashMap<u64, String>, bool) {
         if depth >= CgroupPaths::MAX_DEPTH {
             continue;
         }
-        for name in subdirectories(&dir) {
+        for name in super::cgroup_watch::subdirectories(&dir) {
             stack.push((dir.join(&name), format!("{rel}/{name}"), depth + 1));
         }
     }
     (paths, false)
-}
-
-/// The names of the folders in `dir` (none when it cannot be read).
-pub(super) fn subdirectories(dir: &Path) -> impl Iterator<Item = String> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
 }
 
 #[cfg(test)]
