@@ -202,6 +202,19 @@ pub struct Files {
 }
 
 impl Shared {
+    /// Sets each of `counters` in the engine counters by name, leaving the others: the
+    /// pipeline and the library thread each publish their own.
+    pub fn set_engine_counters(&self, counters: impl IntoIterator<Item = (String, u64)>) {
+        if let Ok(mut e) = self.engine_counters.lock() {
+            for (name, value) in counters {
+                match e.iter_mut().find(|(n, _)| *n == name) {
+                    Some(kept) => kept.1 = value,
+                    None => e.push((name, value)),
+                }
+            }
+        }
+    }
+
     pub fn new() -> Self {
         Self {
             started: Instant::now(),

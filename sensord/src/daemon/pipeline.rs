@@ -300,7 +300,7 @@ impl Pipeline {
         }
         let es = self.engine.stats();
         let vs = self.verdicts.stats();
-        if let Ok(mut e) = shared.engine_counters.lock() {
+        {
             let v = serde_json::to_value(es).unwrap_or_default();
             let mut list: Vec<(String, u64)> = v
                 .as_object()
@@ -334,12 +334,7 @@ impl Pipeline {
                 .map(|(n, v)| (n.to_owned(), v)),
             );
             // Others' counters (the library thread's) are kept.
-            for (name, value) in list {
-                match e.iter_mut().find(|(n, _)| *n == name) {
-                    Some(kept) => kept.1 = value,
-                    None => e.push((name, value)),
-                }
-            }
+            shared.set_engine_counters(list);
         }
         shared
             .flows_tracked

@@ -281,14 +281,7 @@ impl TlsLibraries {
         if let Ok(mut l) = shared.tls_libraries.lock() {
             *l = self.status(now_s);
         }
-        if let Ok(mut e) = shared.engine_counters.lock() {
-            for (name, value) in self.counters(skipped) {
-                match e.iter_mut().find(|(n, _)| n == name) {
-                    Some(kept) => kept.1 = value,
-                    None => e.push((name.to_owned(), value)),
-                }
-            }
-        }
+        shared.set_engine_counters(self.counters(skipped).map(|(n, v)| (n.to_owned(), v)));
     }
 
     /// Runs the looking and attaching on a thread of its own, so the daemon's main loop
@@ -368,7 +361,6 @@ impl TlsLibraries {
             self.drain(tap, secs());
             if last_tick.elapsed() >= Duration::from_secs(1) {
                 last_tick = Instant::now();
-                self.drain(tap, secs());
                 self.on_processes(&[], tap, secs());
                 self.publish(shared, secs(), skipped.load(Ordering::Relaxed));
             }
