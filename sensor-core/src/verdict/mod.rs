@@ -54,6 +54,11 @@ pub struct Facts<'a> {
     /// Where `chain` came from. A probe's chain stands in for one the sensor did not see: a
     /// capture loss then still leaves what the client was shown unknown.
     pub chain_source: Option<ChainSource>,
+    /// TLS 1.2, seen whole: the client finished its handshake, then sent an encrypted alert
+    /// and never any application data. How NSS (Firefox) refuses a certificate in TLS 1.2;
+    /// also what a client that only checks a handshake does, so it is a refusal only of a
+    /// chain that is not clean.
+    pub closed_before_request: bool,
 }
 
 /// Why a store did not validate a chain.
@@ -285,6 +290,7 @@ impl VerdictEngine {
             capture_incomplete: &hs.capture_incomplete,
             chain_conflict: !hs.wire_chain_sha256.is_empty(),
             chain_source: hs.chain_source,
+            closed_before_request: closed_before_request(hs),
         };
         let mut judgement = self.judge(&facts);
         if let Some((key, obs)) = observed
@@ -656,6 +662,15 @@ fn assess(trust: &TrustContext, f: &Facts<'_>, pin_index: Option<usize>) -> Asse
     }
 }
 
+/// See [`Facts::closed_before_request`].
+fn closed_before_request(hs: &crate::event::Handshake) -> bool {
+    hs.tls_version == Some(TlsVersion::Tls12)
+        && hs.client_outcome == ClientOutcome::Completed
+        && hs.capture_incomplete.is_empty()
+        && hs.encrypted_alerts.client > 0
+        && hs.first_application_data.client.is_none()
+}
+
 /// `client_rejected:<alert>`, or `client_rejected:encrypted` when the client refused with an
 /// alert that TLS 1.3 encrypted.
 fn rejection(f: &Facts<'_>) -> Option<Reason> {
@@ -944,10 +959,15 @@ fn decide(trust: &TrustContext, a: &Assessment, f: &Facts<'_>) -> Judgement {
         };
         explanation = format!("{who}: the certificate was issued by {issuer}, and {why}.");
     }
+    // A TLS 1.2 client that finished, then closed with an encrypted alert before asking
+    // anything, refused a chain that is not clean (NSS does so).
+    let refused_late = f.closed_before_request && kind != Verdict::Clean;
     if let Some(r) = rejection(f) {
         reasons.push(r);
+    } else if refused_late {
+        reasons.push(Reason::ClientRejected(Rejection::Encrypted));
     }
-    if kind == Verdict::Untrusted && f.client_outcome == ClientOutcome::Completed {
+    if kind == Verdict::Untrusted && f.client_outcome == ClientOutcome::Completed && !refused_late {
         reasons.push(Reason::ClientAcceptedUntrusted);
         severity = Severity::Critical;
     }
@@ -958,8 +978,16 @@ fn decide(trust: &TrustContext, a: &Assessment, f: &Facts<'_>) -> Judgement {
         }
     }
     push_server_changes(&mut reasons, &f.baseline);
-    let mut explanation = join_sentences(explanation, client_phrase(f));
-    if kind == Verdict::Untrusted && f.client_outcome == ClientOutcome::Completed {
+    let phrase = if refused_late {
+        "The client finished the handshake, then closed it with an encrypted alert before \
+         sending anything: it refused the certificate (as NSS does in TLS 1.2; the alert is \
+         encrypted, so which one is not visible)."
+            .to_owned()
+    } else {
+        client_phrase(f)
+    };
+    let mut explanation = join_sentences(explanation, phrase);
+    if kind == Verdict::Untrusted && f.client_outcome == ClientOutcome::Completed && !refused_late {
         explanation.push_str(" That client does not check certificates.");
     }
     if forged {

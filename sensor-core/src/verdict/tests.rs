@@ -888,3 +888,66 @@ fn quic_blocked_is_low_alone_and_raises_an_interception() {
     super::quic_blocked(&mut critical);
     assert_eq!(critical.severity, Severity::Critical);
 }
+
+/// NSS refuses a certificate in TLS 1.2 after its own Finished, with an alert TLS 1.2
+/// encrypts: no `client_accepted_untrusted` then, but a refusal, and only for a chain that is
+/// not clean (a client that only checks a handshake closes the same way).
+#[test]
+fn a_tls12_client_closing_with_an_encrypted_alert_before_asking_refused() {
+    let p = public();
+    let selfsigned = leaf(LeafSpec::default(), None);
+    let handshake = |der: &[&[u8]], alerts: u32, sent_data: bool| Handshake {
+        time: Timestamp(NOW as u64 * 1_000_000_000),
+        server_name: Some("www.example.test".into()),
+        dst_port: 443,
+        tls_version: Some(TlsVersion::Tls12),
+        client_outcome: ClientOutcome::Completed,
+        chain: chain(der),
+        encrypted_alerts: crate::event::ByDirection {
+            client: alerts,
+            server: 0,
+        },
+        first_application_data: crate::event::ByDirection {
+            client: sent_data.then_some(Timestamp(NOW as u64 * 1_000_000_000 + 1)),
+            server: None,
+        },
+        ..Handshake::default()
+    };
+    let ctx = || Arc::new(context(&[&p.root.der], &[&p.root.der]));
+
+    let refused = apply(
+        &mut VerdictEngine::new(ctx()),
+        handshake(&[&selfsigned], 1, false),
+    );
+    assert_eq!(
+        (refused.verdict, reasons(&refused)),
+        (
+            Verdict::Untrusted,
+            strs(&["unknown_issuer", "self_signed", "client_rejected:encrypted"])
+        )
+    );
+    assert!(refused.severity >= Severity::Medium);
+    assert!(
+        refused.explanation.contains("refused the certificate"),
+        "{}",
+        refused.explanation
+    );
+
+    // It sent a request first: it accepted the chain.
+    let accepted = apply(
+        &mut VerdictEngine::new(ctx()),
+        handshake(&[&selfsigned], 1, true),
+    );
+    assert!(reasons(&accepted).contains(&"client_accepted_untrusted".to_owned()));
+    assert_eq!(accepted.severity, Severity::Critical);
+
+    // The same close on a clean chain is no refusal.
+    let clean = apply(
+        &mut VerdictEngine::new(ctx()),
+        handshake(&[&p.leaf, &p.inter.der], 1, false),
+    );
+    assert_eq!(
+        (clean.verdict, reasons(&clean)),
+        (Verdict::Clean, strs(&["public_root"]))
+    );
+}

@@ -191,11 +191,6 @@ impl Scenario {
                         if client == Client::Chromium && tls == Tls::V12 {
                             continue;
                         }
-                        // Firefox refusing an interceptor's certificate: not played yet (the
-                        // README's lab section says why).
-                        if client == Client::Firefox && !trusts && path != Interception::Clean {
-                            continue;
-                        }
                         rows.push(Scenario {
                             path,
                             trusts,
@@ -254,6 +249,9 @@ impl Scenario {
                     Some("client_rejected:encrypted")
                 }
                 (Client::Gnutls | Client::Go, Tls::V12) => Some("client_rejected:bad_certificate"),
+                // NSS finishes its TLS 1.2 handshake while it checks the chain, then refuses
+                // with an alert sent encrypted, before any request.
+                (Client::Firefox, Tls::V12) => Some("client_rejected:encrypted"),
                 // Node and wget check the chain after the handshake and close without an
                 // alert; Java's HttpClient closes its socket on the failed check without
                 // sending the alert JSSE made: the verdict stands on the chain alone.
@@ -544,8 +542,8 @@ pub struct Lab {
     /// Where the clean rows connect: the origin's port, or the churn row's own.
     clean_port: u16,
     mitm_explicit: Interceptor,
-    _mitm_transparent: Interceptor,
-    _sslsplit: Interceptor,
+    mitm_transparent: Interceptor,
+    sslsplit: Interceptor,
     squid: Interceptor,
     _redirects: Vec<Redirect>,
     /// Local CONNECT relays for gnutls-cli, which speaks no HTTP proxy: (proxy port, relay).
@@ -711,8 +709,8 @@ impl Lab {
             sslsplit_port,
             clean_port,
             mitm_explicit,
-            _mitm_transparent: mitm_transparent,
-            _sslsplit: sslsplit,
+            mitm_transparent,
+            sslsplit,
             squid,
             _redirects: redirects,
             relays,
@@ -744,9 +742,41 @@ impl Lab {
         }
     }
 
-    /// Run the client of a row; its pid, and whether it completed.
-    fn run_client(&mut self, s: &Scenario) -> (u32, bool) {
+    /// An origin listener of a row's own, and the transparent interceptor's redirect for it:
+    /// Firefox refusing an interceptor's certificate in TLS 1.2 leaves mitmproxy's connection
+    /// to the origin open, and `openssl s_server` serves one connection at a time, so a shared
+    /// listener would stall every later row. Dropped (the listener stopped) after the row.
+    fn own_origin(&self, path: Interception) -> (u16, Proc, Option<Redirect>) {
+        let site = Site {
+            ns: Some(&self.topo.origin),
+            addr: &self.topo.origin_ip,
+        };
+        let port = site.port();
+        let listener = self.origin.also_serve(site, port);
+        let redirect = match path {
+            Interception::MitmproxyTransparent => {
+                Some((Netfilter::Iptables, &self.mitm_transparent))
+            }
+            Interception::SslsplitTransparent => Some((Netfilter::Nft, &self.sslsplit)),
+            _ => None,
+        }
+        .map(|(with, to)| {
+            Redirect::at(
+                Some(&self.topo.middlebox),
+                with,
+                &self.topo.middlebox_client_if,
+                port,
+                to.port,
+            )
+        });
+        (port, listener, redirect)
+    }
+
+    /// Run the client of a row (towards `own_port` instead of the path's, when given); its
+    /// pid, and whether it completed.
+    fn run_client(&mut self, s: &Scenario, own_port: Option<u16>) -> (u32, bool) {
         let (port, proxy) = self.route(s.path);
+        let port = own_port.unwrap_or(port);
         let name = &self.topo.origin_name;
         let ca = if s.trusts {
             &self.ca_with_interceptors
@@ -1045,7 +1075,11 @@ impl Lab {
     /// Run a row's client and find its event. Chromium's are found by the row's cgroup, and
     /// every connection it made (it may leave a preconnection unused) must say the same.
     fn handshake(&mut self, s: &Scenario) -> Got {
-        let (pid, completed) = self.run_client(s);
+        // Kept until the row's events are in (a probe may still ask the origin).
+        let own_origin =
+            (s.client == Client::Firefox && !s.trusts && s.path != Interception::Clean)
+                .then(|| self.own_origin(s.path));
+        let (pid, completed) = self.run_client(s, own_origin.as_ref().map(|o| o.0));
         let name = self.topo.origin_name.clone();
         let cgroup = self.browser_cgroup.take();
         let cgroup_name = cgroup.as_ref().map(|c| {
@@ -1072,14 +1106,16 @@ impl Lab {
             }
             cgroup.kill(Duration::from_secs(10));
         }
+        drop(own_origin);
         got
     }
 
     /// Headless Firefox ESR in the row's cgroup, a fresh profile from the row's template with
     /// the row's TLS version and proxy in its `user.js`. `--screenshot` loads the page and
     /// exits, but waits forever on a certificate error page: Firefox's own HTTP log says
-    /// whether the origin's response head came (completed; else the row gives up after
-    /// 20 s), and then the row's cgroup is killed. (Its background requests, to hosts the lab
+    /// whether the origin's response head came (completed) or a request closed on a
+    /// certificate error (refused; else the row gives up after 20 s), and then the row's
+    /// cgroup is killed. (Its background requests, to hosts the lab
     /// does not resolve or through the row's proxy, fail on their own.)
     fn run_firefox(&mut self, s: &Scenario, port: u16, proxy: Option<&str>) -> (u32, bool) {
         self.browser_runs += 1;
@@ -1140,7 +1176,10 @@ impl Lab {
             // Whether it exited before the log is read: what it wrote before exiting counts.
             let exited = matches!(child.try_wait(), Ok(Some(_)));
             let text = std::fs::read(&log).unwrap_or_default();
-            let text = String::from_utf8_lossy(&text);
+            // Whole lines only: Firefox is writing the log while it is read, and half a line
+            // (`ParseLine [HTTP/1.1 200 Conn`) would pass for the origin's answer.
+            let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let text = String::from_utf8_lossy(&text[..whole]);
             // The origin's answer (`200 ok` from `openssl s_server -www`; squid may rewrite
             // the reason), not a proxy's to the CONNECT (`200 Connection established`).
             if text.lines().any(|l| {
@@ -1149,6 +1188,13 @@ impl Lab {
                     && !l.to_ascii_lowercase().contains("connection established")
             }) {
                 outcome = Some(true);
+            } else if text.lines().any(|l| {
+                // A transaction closed on an error of the security module (0x805a….): NSS
+                // refused the certificate (the lab's background requests fail on names it
+                // does not resolve, 0x804b001e). Not waited out: the error page stays.
+                l.contains("nsHttpTransaction::Close") && l.contains("reason=805a")
+            }) {
+                outcome = Some(false);
             }
             // Once the outcome is known the page is not waited for (its screenshot is not
             // needed): the row's cgroup is killed.
