@@ -1,8 +1,9 @@
 //! sensord's run loop: the kernel tap's ring buffer → the [`pipeline::Pipeline`] → the journal
 //! writer → subscribers and exports. An edge: this is where the I/O and the tasks are.
 //!
-//! - The capture loop (this task) drains the ring buffer into the pipeline every 5 ms (or on a
-//!   wakeup), ticks it every second, hands it finished probes and loaded reloads.
+//! - The capture loop (this task) drains the ring buffer into the pipeline every millisecond
+//!   while the engine tracks flows, every 5 ms when it tracks none (or on a wakeup), ticks it
+//!   every second, hands it finished probes and loaded reloads.
 //! - The journal writer (a thread) commits events in small batches and only then publishes
 //!   them, with their sequence numbers, to live subscribers (a broadcast channel).
 //! - The API (tonic) and the exporters follow the journal ([`crate::journal::follow`]).
@@ -302,8 +303,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut drain = tokio::time::interval(Duration::from_millis(DRAIN_INTERVAL_MS));
-    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let drain = tokio::time::sleep(DRAIN_IDLE);
+    tokio::pin!(drain);
+    let mut last_record = Instant::now();
     let mut last_baseline_save = Instant::now();
     let mut failure = None;
     let mut rate = (Instant::now(), shared.last_seq.load(Ordering::Relaxed));
@@ -318,15 +320,21 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
-                drain_ring(guard.get_inner_mut(), &mut pipeline);
+                if drain_ring(guard.get_inner_mut(), &mut pipeline) > 0 {
+                    last_record = Instant::now();
+                }
                 guard.clear_ready();
                 pipeline.emit(clock.now_ns());
                 libraries.on_processes(pipeline.take_new_processes());
             }
-            _ = drain.tick() => {
-                drain_ring(ring.get_mut(), &mut pipeline);
+            () = &mut drain => {
+                if drain_ring(ring.get_mut(), &mut pipeline) > 0 {
+                    last_record = Instant::now();
+                }
                 pipeline.emit(clock.now_ns());
                 libraries.on_processes(pipeline.take_new_processes());
+                let next = if last_record.elapsed() < BUSY_FOR { DRAIN_BUSY } else { DRAIN_IDLE };
+                drain.as_mut().reset(tokio::time::Instant::now() + next);
             }
             _ = tick.tick() => {
                 pipeline.set_wall_shift(clock.wall_shift_ns());
@@ -660,12 +668,21 @@ fn set_files(shared: &Shared, opts: &Options, trust: &sensor_core::trust::TrustC
     }
 }
 
-/// How often the ring buffer is drained without a wakeup.
-const DRAIN_INTERVAL_MS: u64 = 5;
+/// How often the ring buffer is drained without a wakeup. The kernel wakes sensord only once
+/// 128 KiB wait (a wakeup per record would cost more than the record under a storm), so this
+/// is how long a record may wait, and so an event: 1 ms within [`BUSY_FOR`] of the last
+/// record, 5 ms otherwise (a quiet sensord wakes 200 times a second, not 1,000). A handshake's
+/// first record waits up to 5 ms, the ones that end it (a millisecond or more later) 1 ms.
+const DRAIN_BUSY: Duration = Duration::from_millis(1);
+const DRAIN_IDLE: Duration = Duration::from_millis(5);
+const BUSY_FOR: Duration = Duration::from_millis(200);
 
-/// Hand every record waiting in the ring buffer to the pipeline.
-fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline) {
+/// Hand every record waiting in the ring buffer to the pipeline; how many there were.
+fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline) -> usize {
+    let mut n = 0;
     while let Some(item) = ring.next() {
         pipeline.on_ring_record(&item);
+        n += 1;
     }
+    n
 }
