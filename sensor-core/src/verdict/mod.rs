@@ -962,12 +962,14 @@ fn decide(trust: &TrustContext, a: &Assessment, f: &Facts<'_>) -> Judgement {
     // A TLS 1.2 client that finished, then closed with an encrypted alert before asking
     // anything, refused a chain that is not clean (NSS does so).
     let refused_late = f.closed_before_request && kind != Verdict::Clean;
+    let accepted_untrusted =
+        kind == Verdict::Untrusted && f.client_outcome == ClientOutcome::Completed && !refused_late;
     if let Some(r) = rejection(f) {
         reasons.push(r);
     } else if refused_late {
         reasons.push(Reason::ClientRejected(Rejection::Encrypted));
     }
-    if kind == Verdict::Untrusted && f.client_outcome == ClientOutcome::Completed && !refused_late {
+    if accepted_untrusted {
         reasons.push(Reason::ClientAcceptedUntrusted);
         severity = Severity::Critical;
     }
@@ -987,7 +989,7 @@ fn decide(trust: &TrustContext, a: &Assessment, f: &Facts<'_>) -> Judgement {
         client_phrase(f)
     };
     let mut explanation = join_sentences(explanation, phrase);
-    if kind == Verdict::Untrusted && f.client_outcome == ClientOutcome::Completed && !refused_late {
+    if accepted_untrusted {
         explanation.push_str(" That client does not check certificates.");
     }
     if forged {

@@ -2,8 +2,8 @@
 //! writer → subscribers and exports. An edge: this is where the I/O and the tasks are.
 //!
 //! - The capture loop (this task) drains the ring buffer into the pipeline every millisecond
-//!   while the engine tracks flows, every 5 ms when it tracks none (or on a wakeup), ticks it
-//!   every second, hands it finished probes and loaded reloads.
+//!   within 200 ms of the last record, every 5 ms otherwise (or on a wakeup), ticks it every
+//!   second, hands it finished probes and loaded reloads.
 //! - The journal writer (a thread) commits events in small batches and only then publishes
 //!   them, with their sequence numbers, to live subscribers (a broadcast channel).
 //! - The API (tonic) and the exporters follow the journal ([`crate::journal::follow`]).
