@@ -116,7 +116,7 @@ impl Origin {
     pub fn start_at(dir: &Path, name: &str, site: Site<'_>) -> Self {
         let pki::OriginPki { root, leaf, chain } = pki::origin(dir, name);
         let port = site.port();
-        let proc = serve(site, port, &leaf, &chain);
+        let proc = serve(site, port, &leaf, &chain, &[]);
         Self {
             proc,
             port,
@@ -130,18 +130,23 @@ impl Origin {
 
     /// One more listener with the same chain, at `site` on `port`.
     pub fn also_serve(&self, site: Site<'_>, port: u16) -> Proc {
-        serve(site, port, &self.leaf, &self.chain)
+        serve(site, port, &self.leaf, &self.chain, &[])
+    }
+
+    /// One more listener with the same chain that speaks TLS 1.2 only.
+    pub fn also_serve_tls12(&self, site: Site<'_>, port: u16) -> Proc {
+        serve(site, port, &self.leaf, &self.chain, &["-tls1_2"])
     }
 }
 
-fn serve(site: Site<'_>, port: u16, leaf: &Issued, chain: &Path) -> Proc {
+fn serve(site: Site<'_>, port: u16, leaf: &Issued, chain: &Path, extra: &[&str]) -> Proc {
     let proc = crate::spawn_s_server(
         site.command("openssl"),
         &format!("{}:{port}", site.addr),
         &leaf.cert,
         &leaf.key,
         Some(chain),
-        &[],
+        extra,
     );
     site.wait(port, Duration::from_secs(10));
     proc
@@ -154,6 +159,18 @@ pub struct Interceptor {
     pub port: u16,
     /// The interceptor's CA certificate (PEM).
     pub ca: PathBuf,
+    /// Its key (PEM; mitmproxy's file holds both).
+    pub ca_key: PathBuf,
+}
+
+/// The TLS versions an interceptor offers its clients: every one it can, or TLS 1.2 at most
+/// (a middlebox that cannot do 1.3, or one configured not to; also how a test makes a client
+/// that cannot cap its own version speak TLS 1.2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientTls {
+    #[default]
+    Any,
+    UpTo12,
 }
 
 /// The venv's mitmdump (cargo xtask setup installs it).
@@ -186,6 +203,16 @@ pub fn mitmproxy_transparent(dir: &Path) -> Interceptor {
 /// origin's root is a test root. Instances started with the same `dir` share one CA (start
 /// them one after the other).
 pub fn mitmproxy(dir: &Path, mode: MitmMode, site: Site<'_>) -> Interceptor {
+    mitmproxy_offering(dir, mode, site, ClientTls::Any)
+}
+
+/// mitmproxy at `site`, offering its clients `tls`.
+pub fn mitmproxy_offering(
+    dir: &Path,
+    mode: MitmMode,
+    site: Site<'_>,
+    tls: ClientTls,
+) -> Interceptor {
     let confdir = dir.join("mitmproxy");
     std::fs::create_dir_all(&confdir).unwrap();
     let port = site.port();
@@ -194,6 +221,9 @@ pub fn mitmproxy(dir: &Path, mode: MitmMode, site: Site<'_>) -> Interceptor {
         MitmMode::Regular => cmd.args(["--mode", "regular", "--listen-host", site.addr]),
         MitmMode::Transparent => cmd.args(["--mode", "transparent"]),
     };
+    if tls == ClientTls::UpTo12 {
+        cmd.args(["--set", "tls_version_client_max=TLS1_2"]);
+    }
     let proc = Proc::spawn(
         &format!("mitmdump {mode:?}"),
         cmd.arg("--listen-port")
@@ -214,7 +244,12 @@ pub fn mitmproxy(dir: &Path, mode: MitmMode, site: Site<'_>) -> Interceptor {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(ca.exists(), "mitmproxy made no CA in {}", confdir.display());
-    Interceptor { proc, port, ca }
+    Interceptor {
+        proc,
+        port,
+        ca,
+        ca_key: confdir.join("mitmproxy-ca.pem"),
+    }
 }
 
 /// A CA of our own for the interceptors that take one (sslsplit, squid).
@@ -232,13 +267,24 @@ pub fn sslsplit(dir: &Path, origin: &Origin) -> Interceptor {
 /// redirect (its netfilter engine finds the original destination).
 pub fn sslsplit_at(dir: &Path, site: Site<'_>, target: Option<&(String, u16)>) -> Interceptor {
     let ca = own_ca(dir, "sslsplit Test CA");
+    sslsplit_with(site, target, &ca, ClientTls::Any)
+}
+
+/// sslsplit at `site` forging with `ca`, offering `tls` (its `-r` holds both sides to the
+/// version).
+pub fn sslsplit_with(
+    site: Site<'_>,
+    target: Option<&(String, u16)>,
+    ca: &Issued,
+    tls: ClientTls,
+) -> Interceptor {
     let port = site.port();
     let mut cmd = site.command("sslsplit");
-    cmd.arg("-k")
-        .arg(&ca.key)
-        .arg("-c")
-        .arg(&ca.cert)
-        .args(["-u", "root", "ssl"]);
+    cmd.arg("-k").arg(&ca.key).arg("-c").arg(&ca.cert);
+    if tls == ClientTls::UpTo12 {
+        cmd.args(["-r", "tls12"]);
+    }
+    cmd.args(["-u", "root", "ssl"]);
     match target {
         Some((addr, tport)) => cmd
             .arg(site.addr)
@@ -257,7 +303,8 @@ pub fn sslsplit_at(dir: &Path, site: Site<'_>, target: Option<&(String, u16)>) -
     Interceptor {
         proc,
         port,
-        ca: ca.cert,
+        ca: ca.cert.clone(),
+        ca_key: ca.key.clone(),
     }
 }
 
@@ -289,12 +336,30 @@ pub enum SquidBump {
 
 /// squid's ssl-bump as an explicit proxy at `site`, bumping as `bump` says.
 pub fn squid_at(dir: &Path, site: Site<'_>, bump: SquidBump) -> Interceptor {
-    use std::os::unix::fs::PermissionsExt as _;
     let ca = own_ca(dir, "Squid Bump Test CA");
-    let work = dir.join(match bump {
-        SquidBump::ClientFirst => "squid",
-        SquidBump::ServerFirst => "squid-server-first",
-    });
+    squid_with(dir, site, bump, &ca, ClientTls::Any)
+}
+
+/// squid's ssl-bump at `site`, bumping as `bump` says, forging with `ca`, offering `tls`.
+pub fn squid_with(
+    dir: &Path,
+    site: Site<'_>,
+    bump: SquidBump,
+    ca: &Issued,
+    tls: ClientTls,
+) -> Interceptor {
+    use std::os::unix::fs::PermissionsExt as _;
+    let work = dir.join(format!(
+        "{}{}",
+        match bump {
+            SquidBump::ClientFirst => "squid",
+            SquidBump::ServerFirst => "squid-server-first",
+        },
+        match tls {
+            ClientTls::Any => "",
+            ClientTls::UpTo12 => "-tls12",
+        }
+    ));
     std::fs::create_dir_all(&work).unwrap();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let ca_both = work.join("ca.pem");
@@ -320,7 +385,7 @@ pub fn squid_at(dir: &Path, site: Site<'_>, bump: SquidBump) -> Interceptor {
     std::fs::write(
         &conf,
         format!(
-            "http_port {addr}:{port} ssl-bump tls-cert={ca} generate-host-certificates=on dynamic_cert_mem_cache_size=4MB\n\
+            "http_port {addr}:{port} ssl-bump tls-cert={ca} generate-host-certificates=on dynamic_cert_mem_cache_size=4MB{options}\n\
              sslcrtd_program {certgen} -s {db} -M 4MB\n\
              sslcrtd_children 2 startup=1 idle=1\n\
              acl step1 at_step SslBump1\n\
@@ -340,6 +405,10 @@ pub fn squid_at(dir: &Path, site: Site<'_>, bump: SquidBump) -> Interceptor {
              collapsed_forwarding_shared_entries_limit 0\n\
              shutdown_lifetime 1 seconds\n",
             addr = site.addr,
+            options = match tls {
+                ClientTls::Any => "",
+                ClientTls::UpTo12 => " tls-options=NO_TLSv1_3",
+            },
             bump_steps = match bump {
                 SquidBump::ClientFirst => "",
                 SquidBump::ServerFirst => "ssl_bump stare step2\n",
@@ -377,7 +446,8 @@ pub fn squid_at(dir: &Path, site: Site<'_>, bump: SquidBump) -> Interceptor {
     Interceptor {
         proc,
         port,
-        ca: ca.cert,
+        ca: ca.cert.clone(),
+        ca_key: ca.key.clone(),
     }
 }
 

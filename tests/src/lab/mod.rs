@@ -4,10 +4,13 @@
 //! ```text
 //!  client ns                      middlebox ns                          origin ns
 //!  curl, openssl s_client,  ───►  mitmproxy (explicit; transparent ───► openssl s_server
-//!  Python urllib, gnutls-cli      behind iptables REDIRECT), sslsplit    (a chain from a
-//!                                 (transparent behind nft redirect),     "public" test root)
-//!                                 squid ssl-bump (explicit)
+//!  Python urllib, gnutls-cli,     behind iptables REDIRECT), sslsplit    (a chain from a
+//!  Node, wget, Go, Java,          (transparent behind nft redirect),     "public" test root)
+//!  Chromium, Firefox              squid ssl-bump (explicit)
 //! ```
+//!
+//! A client that cannot cap its own TLS version (Chromium) plays its TLS 1.2 rows against a
+//! second set of the same interceptors, and an origin listener, that offer TLS 1.2 at most.
 //!
 //! The matrix is {clean, each interceptor} × {the client trusts the interceptors' CAs, it does
 //! not} × {TLS 1.2, TLS 1.3} × {each client}. sensord treats the origin's root as public and
@@ -30,7 +33,9 @@ use serde_json::Value;
 
 use crate::{
     Daemon, Proc,
-    interceptors::{self, Interceptor, MitmMode, Netfilter, Origin, Redirect, Site},
+    interceptors::{
+        self, ClientTls, Interceptor, MitmMode, Netfilter, Origin, Redirect, Site, SquidBump,
+    },
     pki,
 };
 use topology::Topology;
@@ -85,8 +90,9 @@ pub enum Client {
     /// the lab, trusting a keytool trust store.
     Java,
     /// Headless Chromium over TCP (BoringSSL, linked in: nothing a uprobe can find), trusting
-    /// an NSS database made with certutil. TLS 1.3 rows only: Chromium has no switch that
-    /// caps its TLS version.
+    /// an NSS database made with certutil. Chromium has no switch that caps its TLS version:
+    /// its TLS 1.2 rows run against an origin listener and interceptors that offer TLS 1.2 at
+    /// most.
     Chromium,
     /// Headless Firefox ESR (NSS, its own copy of libnss3 beside the executable), a fresh
     /// profile each row whose NSS database (certutil) trusts the row's CAs.
@@ -131,6 +137,12 @@ impl Client {
             Self::Chromium => "chromium-headless",
             Self::Firefox => "firefox-esr-headless",
         }
+    }
+
+    /// Whether the client can be told to speak one TLS version (Chromium cannot: the servers
+    /// of its TLS 1.2 rows offer no more).
+    fn caps_its_version(self) -> bool {
+        self != Self::Chromium
     }
 
     /// A TLS library whose chains the uprobes read: the system's OpenSSL or GnuTLS (gnutls-cli,
@@ -188,9 +200,6 @@ impl Scenario {
             for trusts in [true, false] {
                 for tls in [Tls::V12, Tls::V13] {
                     for client in Client::ALL {
-                        if client == Client::Chromium && tls == Tls::V12 {
-                            continue;
-                        }
                         rows.push(Scenario {
                             path,
                             trusts,
@@ -202,6 +211,11 @@ impl Scenario {
             }
         }
         rows
+    }
+
+    /// The row's servers offer TLS 1.2 at most: its client cannot be held to it.
+    fn served_up_to_12(&self) -> bool {
+        self.tls == Tls::V12 && !self.client.caps_its_version()
     }
 
     pub fn name(&self) -> String {
@@ -256,8 +270,10 @@ impl Scenario {
                 // alert; Java's HttpClient closes its socket on the failed check without
                 // sending the alert JSSE made: the verdict stands on the chain alone.
                 (Client::Node | Client::Wget | Client::Java, _) => None,
-                // BoringSSL's TLS 1.3 alert is encrypted.
-                (Client::Chromium, _) => Some("client_rejected:encrypted"),
+                // BoringSSL's TLS 1.3 alert is encrypted; in TLS 1.2 Chromium checks the chain
+                // before its second flight and says `certificate_unknown` in clear.
+                (Client::Chromium, Tls::V13) => Some("client_rejected:encrypted"),
+                (Client::Chromium, Tls::V12) => Some("client_rejected:certificate_unknown"),
                 _ => Some("client_rejected:unknown_ca"),
             };
             Expected {
@@ -530,6 +546,14 @@ opener = urllib.request.build_opener(
 opener.open(url, timeout=15).read()
 "#;
 
+/// The lab's interceptors offering their clients TLS 1.2 at most.
+struct UpTo12 {
+    mitm_explicit: Interceptor,
+    mitm_transparent: Interceptor,
+    sslsplit: Interceptor,
+    squid: Interceptor,
+}
+
 /// Everything the rows run against.
 /// Fields drop in order: the daemon and the processes first, the namespaces last.
 pub struct Lab {
@@ -545,6 +569,9 @@ pub struct Lab {
     mitm_transparent: Interceptor,
     sslsplit: Interceptor,
     squid: Interceptor,
+    /// The same interceptors (and CAs) offering TLS 1.2 at most, started for the first row
+    /// that needs them.
+    up_to_12: Option<UpTo12>,
     _redirects: Vec<Redirect>,
     /// Local CONNECT relays for gnutls-cli, which speaks no HTTP proxy: (proxy port, relay).
     relays: Vec<(u16, u16, Proc)>,
@@ -712,6 +739,7 @@ impl Lab {
             mitm_transparent,
             sslsplit,
             squid,
+            up_to_12: None,
             _redirects: redirects,
             relays,
             ca_origin_only,
@@ -732,32 +760,90 @@ impl Lab {
     }
 
     /// The origin port the client asks for, and the explicit proxy it goes through.
-    fn route(&self, path: Interception) -> (u16, Option<u16>) {
-        match path {
+    fn route(&self, s: &Scenario) -> (u16, Option<u16>) {
+        let (mitm_explicit, squid) = match (&self.up_to_12, s.served_up_to_12()) {
+            (Some(up_to_12), true) => (&up_to_12.mitm_explicit, &up_to_12.squid),
+            _ => (&self.mitm_explicit, &self.squid),
+        };
+        match s.path {
             Interception::Clean => (self.clean_port, None),
-            Interception::MitmproxyExplicit => (self.origin.port, Some(self.mitm_explicit.port)),
-            Interception::SquidBump => (self.origin.port, Some(self.squid.port)),
+            Interception::MitmproxyExplicit => (self.origin.port, Some(mitm_explicit.port)),
+            Interception::SquidBump => (self.origin.port, Some(squid.port)),
             Interception::MitmproxyTransparent => (self.transparent_mitm_port, None),
             Interception::SslsplitTransparent => (self.sslsplit_port, None),
         }
     }
 
-    /// An origin listener of a row's own, and the transparent interceptor's redirect for it:
+    /// The interceptors offering TLS 1.2 at most, with the CAs of the others (the clients'
+    /// stores already trust them, or not, as the row says).
+    fn start_up_to_12(&mut self) {
+        if self.up_to_12.is_some() {
+            return;
+        }
+        let mbox = Site {
+            ns: Some(&self.topo.middlebox),
+            addr: &self.topo.middlebox_ip,
+        };
+        let signer = |i: &Interceptor| pki::Issued {
+            cert: i.ca.clone(),
+            key: i.ca_key.clone(),
+        };
+        self.up_to_12 = Some(UpTo12 {
+            mitm_explicit: interceptors::mitmproxy_offering(
+                &self.dir,
+                MitmMode::Regular,
+                mbox,
+                ClientTls::UpTo12,
+            ),
+            mitm_transparent: interceptors::mitmproxy_offering(
+                &self.dir,
+                MitmMode::Transparent,
+                mbox,
+                ClientTls::UpTo12,
+            ),
+            sslsplit: interceptors::sslsplit_with(
+                mbox,
+                None,
+                &signer(&self.sslsplit),
+                ClientTls::UpTo12,
+            ),
+            squid: interceptors::squid_with(
+                &self.dir,
+                mbox,
+                SquidBump::ClientFirst,
+                &signer(&self.squid),
+                ClientTls::UpTo12,
+            ),
+        });
+    }
+
+    /// An origin listener of a row's own, and the transparent interceptor's redirect for it.
     /// Firefox refusing an interceptor's certificate in TLS 1.2 leaves mitmproxy's connection
     /// to the origin open, and `openssl s_server` serves one connection at a time, so a shared
-    /// listener would stall every later row. Dropped (the listener stopped) after the row.
-    fn own_origin(&self, path: Interception) -> (u16, Proc, Option<Redirect>) {
+    /// listener would stall every later row; a row whose servers offer TLS 1.2 at most gets a
+    /// listener that does, behind the interceptors that do. Dropped (the listener stopped)
+    /// after the row.
+    fn own_origin(&self, s: &Scenario) -> (u16, Proc, Option<Redirect>) {
         let site = Site {
             ns: Some(&self.topo.origin),
             addr: &self.topo.origin_ip,
         };
         let port = site.port();
-        let listener = self.origin.also_serve(site, port);
-        let redirect = match path {
-            Interception::MitmproxyTransparent => {
-                Some((Netfilter::Iptables, &self.mitm_transparent))
-            }
-            Interception::SslsplitTransparent => Some((Netfilter::Nft, &self.sslsplit)),
+        let (listener, mitm_transparent, sslsplit) = match &self.up_to_12 {
+            Some(up_to_12) if s.served_up_to_12() => (
+                self.origin.also_serve_tls12(site, port),
+                &up_to_12.mitm_transparent,
+                &up_to_12.sslsplit,
+            ),
+            _ => (
+                self.origin.also_serve(site, port),
+                &self.mitm_transparent,
+                &self.sslsplit,
+            ),
+        };
+        let redirect = match s.path {
+            Interception::MitmproxyTransparent => Some((Netfilter::Iptables, mitm_transparent)),
+            Interception::SslsplitTransparent => Some((Netfilter::Nft, sslsplit)),
             _ => None,
         }
         .map(|(with, to)| {
@@ -775,7 +861,7 @@ impl Lab {
     /// Run the client of a row (towards `own_port` instead of the path's, when given); its
     /// pid, and whether it completed.
     fn run_client(&mut self, s: &Scenario, own_port: Option<u16>) -> (u32, bool) {
-        let (port, proxy) = self.route(s.path);
+        let (port, proxy) = self.route(s);
         let port = own_port.unwrap_or(port);
         let name = &self.topo.origin_name;
         let ca = if s.trusts {
@@ -1076,9 +1162,12 @@ impl Lab {
     /// every connection it made (it may leave a preconnection unused) must say the same.
     fn handshake(&mut self, s: &Scenario) -> Got {
         // Kept until the row's events are in (a probe may still ask the origin).
-        let own_origin =
-            (s.client == Client::Firefox && !s.trusts && s.path != Interception::Clean)
-                .then(|| self.own_origin(s.path));
+        if s.served_up_to_12() {
+            self.start_up_to_12();
+        }
+        let own_origin = (s.served_up_to_12()
+            || (s.client == Client::Firefox && !s.trusts && s.path != Interception::Clean))
+            .then(|| self.own_origin(s));
         let (pid, completed) = self.run_client(s, own_origin.as_ref().map(|o| o.0));
         let name = self.topo.origin_name.clone();
         let cgroup = self.browser_cgroup.take();
