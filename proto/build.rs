@@ -1,5 +1,6 @@
-//! Generates the sensor.v1 client and server, with the protoc shipped in protoc-bin-vendored so
-//! that no system protoc is needed.
+//! Generates the sensor.v1 client and server, and the part of the Kubernetes CRI the sensor
+//! speaks (runtime.v1), with the protoc shipped in protoc-bin-vendored so that no system protoc
+//! is needed.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let well_known = protoc_bin_vendored::include_path()?;
@@ -13,6 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[std::path::PathBuf::from("proto/sensor/v1/sensor.proto")],
             &[std::path::PathBuf::from("proto"), well_known],
         )?;
+    tonic_prost_build::configure().compile_protos(
+        &[std::path::PathBuf::from(
+            "proto/cri/runtime/v1/runtime.proto",
+        )],
+        &[std::path::PathBuf::from("proto")],
+    )?;
     println!("cargo::rerun-if-changed=proto");
     Ok(())
 }

@@ -29,6 +29,8 @@ pub struct EventMeta {
     pub container_id: Option<String>,
     pub container_name: Option<String>,
     pub container_runtime: Option<ContainerRuntime>,
+    /// Its Kubernetes pod: `namespace/name`.
+    pub pod: Option<String>,
 }
 
 impl EventMeta {
@@ -59,6 +61,9 @@ impl EventMeta {
         self.container_id = p.and_then(|p| p.container_id.clone());
         self.container_name = c.and_then(|c| c.name.clone());
         self.container_runtime = c.and_then(|c| c.runtime);
+        self.pod = c
+            .and_then(|c| c.pod.as_ref())
+            .map(|k| format!("{}/{}", k.namespace, k.name));
         self
     }
 
@@ -212,6 +217,8 @@ pub struct Filter {
     pub container: Vec<Glob>,
     /// Container runtimes: docker, podman, containerd, cri-o.
     pub container_runtime: Vec<ContainerRuntime>,
+    /// Kubernetes pods by name or `namespace/name` (globs: `web-*`, `shop/*`).
+    pub pod: Vec<Glob>,
 }
 
 fn glob_any(patterns: &[Glob], value: Option<&str>) -> bool {
@@ -250,6 +257,18 @@ impl Filter {
         if !self.container.is_empty()
             && !glob_any(&self.container, m.container_name.as_deref())
             && !glob_any(&self.container, m.container_id.as_deref())
+        {
+            return false;
+        }
+        if !self.pod.is_empty()
+            && !glob_any(&self.pod, m.pod.as_deref())
+            && !glob_any(
+                &self.pod,
+                m.pod
+                    .as_deref()
+                    .and_then(|p| p.split_once('/'))
+                    .map(|(_, name)| name),
+            )
         {
             return false;
         }
@@ -339,6 +358,14 @@ mod tests {
         assert!(f(r#"{"container_runtime": ["podman"]}"#).matches(&in_container));
         assert!(!f(r#"{"container_runtime": ["docker", "cri-o"]}"#).matches(&in_container));
         assert!(serde_json::from_str::<Filter>(r#"{"container_runtime": ["lxc"]}"#).is_err());
+        let in_pod = EventMeta {
+            pod: Some("shop/web-7d9f".into()),
+            ..in_container.clone()
+        };
+        assert!(f(r#"{"pod": ["web-*"]}"#).matches(&in_pod));
+        assert!(f(r#"{"pod": ["shop/*"]}"#).matches(&in_pod));
+        assert!(!f(r#"{"pod": ["billing/*", "db-*"]}"#).matches(&in_pod));
+        assert!(!f(r#"{"pod": ["*"]}"#).matches(&in_container), "no pod");
     }
 
     #[test]

@@ -28,6 +28,28 @@ pub struct Config {
     pub probe: ProbeConfig,
     pub uprobe: UprobeConfig,
     pub host: HostConfig,
+    pub containers: ContainersConfig,
+}
+
+/// How containers are named beyond their cgroup path.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainersConfig {
+    /// Ask the container runtime's CRI socket for a container's name and image and its
+    /// Kubernetes pod's name, namespace and labels.
+    pub cri: bool,
+    /// The CRI socket; by default the first present of containerd's, CRI-O's, k3s's and
+    /// cri-dockerd's.
+    pub cri_socket: Option<PathBuf>,
+}
+
+impl Default for ContainersConfig {
+    fn default() -> Self {
+        Self {
+            cri: true,
+            cri_socket: None,
+        }
+    }
 }
 
 /// What every event says about the host besides what sensord reads from it.
@@ -103,6 +125,7 @@ impl Default for Config {
             probe: ProbeConfig::default(),
             uprobe: UprobeConfig::default(),
             host: HostConfig::default(),
+            containers: ContainersConfig::default(),
         }
     }
 }

@@ -106,11 +106,12 @@ impl Palette {
 }
 
 /// How a line names a container: `runtime:name`, the name alone, or the id's first 12 digits
-/// (as `docker ps` shows it).
+/// (as `docker ps` shows it); then ` pod namespace/name` when its Kubernetes pod is known.
 pub fn container_label(
     runtime: Option<&str>,
     name: Option<&str>,
     id: Option<&str>,
+    pod: Option<(&str, &str)>,
 ) -> Option<String> {
     let what = name
         .filter(|n| !n.is_empty())
@@ -119,9 +120,13 @@ pub fn container_label(
             id.filter(|i| !i.is_empty())
                 .map(|i| i.chars().take(12).collect())
         })?;
-    Some(match runtime.filter(|r| !r.is_empty()) {
+    let container = match runtime.filter(|r| !r.is_empty()) {
         Some(r) => format!("{r}:{what}"),
         None => what,
+    };
+    Some(match pod.filter(|(_, name)| !name.is_empty()) {
+        Some((namespace, name)) => format!("{container} pod {namespace}/{name}"),
+        None => container,
     })
 }
 
@@ -175,6 +180,8 @@ impl<'a> Line<'a> {
                     c.and_then(|c| c.runtime).map(|r| r.as_str()),
                     c.and_then(|c| c.name.as_deref()),
                     p.container_id.as_deref(),
+                    c.and_then(|c| c.pod.as_ref())
+                        .map(|k| (k.namespace.as_str(), k.name.as_str())),
                 )
             }),
             server_name: h.server_name.as_deref(),
@@ -533,14 +540,24 @@ mod tests {
     #[test]
     fn text_from_outside_cannot_steer_the_terminal() {
         assert_eq!(
-            container_label(Some("podman"), Some("web"), Some("ab")),
+            container_label(Some("podman"), Some("web"), Some("ab"), None),
             Some("podman:web".into())
         );
         assert_eq!(
-            container_label(None, None, Some(&"3f4e".repeat(16))),
+            container_label(None, None, Some(&"3f4e".repeat(16)), None),
             Some("3f4e3f4e3f4e".into())
         );
-        assert_eq!(container_label(Some("docker"), None, None), None);
+        assert_eq!(container_label(Some("docker"), None, None, None), None);
+        assert_eq!(
+            container_label(
+                Some("containerd"),
+                Some("client"),
+                Some("ab"),
+                Some(("lab", "client-pod"))
+            )
+            .as_deref(),
+            Some("containerd:client pod lab/client-pod")
+        );
         let line = Line {
             comm: Some("curl"),
             pid: Some(7),

@@ -3,7 +3,6 @@
 use std::{io::ErrorKind, path::Path, path::PathBuf};
 
 use anyhow::{Context as _, anyhow};
-use hyper_util::rt::TokioIo;
 use sensor_host::render::escape;
 use sensor_proto::v1::{self as pb, sensor_client::SensorClient};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
@@ -83,15 +82,7 @@ async fn unix(path: &Path) -> anyhow::Result<SensorClient<Channel>> {
     tokio::net::UnixStream::connect(path)
         .await
         .map_err(|e| socket_error(path, &e))?;
-    let path = path.to_path_buf();
-    let channel = Endpoint::try_from("http://sensord.local")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(stream))
-            }
-        }))
+    let channel = sensor_proto::unix::channel(path, None)
         .await
         .context("connecting to sensord")?;
     Ok(SensorClient::new(channel))

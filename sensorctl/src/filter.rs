@@ -44,6 +44,10 @@ pub struct FilterArgs {
     /// Only processes under these container runtimes: docker, podman, containerd, cri-o.
     #[arg(long, value_delimiter = ',', value_name = "RUNTIME")]
     pub container_runtime: Vec<String>,
+    /// Only processes in these Kubernetes pods, by name or namespace/name (globs: web-*,
+    /// shop/*).
+    #[arg(long, value_delimiter = ',', value_name = "GLOB")]
+    pub pod: Vec<String>,
 }
 
 /// Severities, lowest first.
@@ -81,6 +85,7 @@ impl FilterArgs {
             exclude_destination: Vec::new(),
             container: self.container.clone(),
             container_runtime: self.container_runtime.clone(),
+            pod: self.pod.clone(),
         }
     }
 }

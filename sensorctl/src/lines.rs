@@ -31,6 +31,7 @@ pub fn line(ev: &pb::Event) -> Line<'_> {
                 non_empty(&p.container_runtime),
                 non_empty(&p.container_name),
                 non_empty(&p.container_id),
+                non_empty(&p.pod_name).map(|name| (p.pod_namespace.as_str(), name)),
             )
         }),
         server_name: non_empty(&ev.server_name),

@@ -1,23 +1,13 @@
 //! A real tonic client of sensord's API, over its Unix socket or TCP.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use hyper_util::rt::TokioIo;
 use sensor_proto::v1::sensor_client::SensorClient;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// Connect to sensord's Unix socket.
 pub async fn unix(path: &Path) -> SensorClient<Channel> {
-    let path: PathBuf = path.to_path_buf();
-    let channel = Endpoint::try_from("http://sensord.local")
-        .expect("a static URI")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(stream))
-            }
-        }))
+    let channel = sensor_proto::unix::channel(path, None)
         .await
         .expect("connecting to sensord's socket");
     SensorClient::new(channel)

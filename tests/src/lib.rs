@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod cgroup;
 pub mod client;
+pub mod image;
 pub mod interceptors;
 pub mod lab;
 pub mod load;

@@ -31,30 +31,7 @@ struct Image {
 
 impl Image {
     fn import(dir: &Path, tag: &str, program: &str) -> Self {
-        let root = dir.join("rootfs");
-        let ldd = Command::new("ldd").arg(program).output().expect("ldd");
-        let mut files = vec![program.to_owned()];
-        files.extend(
-            String::from_utf8_lossy(&ldd.stdout)
-                .split_whitespace()
-                .filter(|w| w.starts_with('/'))
-                .map(str::to_owned),
-        );
-        for f in &files {
-            let to = root.join(f.trim_start_matches('/'));
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(f, &to).unwrap_or_else(|e| panic!("{f}: {e}"));
-        }
-        let tar = dir.join("rootfs.tar");
-        let out = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        let tar = sensor_tests::image::rootfs_tar(dir, &[program]);
         let out = podman(&["import", tar.to_str().unwrap(), tag]);
         assert!(
             out.status.success(),

@@ -42,6 +42,9 @@ const EXPECTED: &[&str] = &[
     "container.runtime",
     "container.image.name",
     "orchestrator.resource.id",
+    "orchestrator.resource.name",
+    "orchestrator.resource.label",
+    "orchestrator.namespace",
     "tls.server.x509.serial_number",
     "tls.server.hash.sha1",
     "tls.server.certificate_chain",
@@ -192,6 +195,11 @@ fn events() -> Vec<Event> {
                         name: Some("web".into()),
                         image: Some("registry.example/web:1".into()),
                         pod_uid: Some("0a1b2c3d-4e5f-6789-abcd-ef0123456789".into()),
+                        pod: Some(sensor_core::event::Pod {
+                            name: "web-7d9f".into(),
+                            namespace: "shop".into(),
+                            labels: [("app".to_owned(), "web".to_owned())].into(),
+                        }),
                     }),
                     ..Process::new(role)
                 });

@@ -59,6 +59,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "podman's runtime on hybrid cgroups, which crun refuses",
     ),
     (
+        "containerd",
+        "a real CRI runtime: a pod's name, namespace and labels from its socket",
+    ),
+    (
         "dpkg-dev",
         "the .deb's library dependencies (dpkg-shlibdeps)",
     ),

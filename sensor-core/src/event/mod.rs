@@ -295,9 +295,24 @@ pub struct Container {
     pub runtime: Option<ContainerRuntime>,
     pub name: Option<String>,
     pub image: Option<String>,
-    /// The Kubernetes pod's uid, when the cgroup path goes through kubepods.
+    /// The Kubernetes pod's uid, when the cgroup path goes through kubepods (or the runtime's
+    /// CRI socket said it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// The Kubernetes pod, as the runtime's CRI socket described it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Pod>,
+}
+
+/// A Kubernetes pod: its name, namespace and labels, as the container runtime (CRI) knows
+/// them. Text from the runtime, bounded and cleaned of control characters by whoever reads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Pod {
+    pub name: String,
+    pub namespace: String,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Process {

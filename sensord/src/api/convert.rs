@@ -68,23 +68,31 @@ pub fn event(r: &StoredEvent, count: u64) -> pb::Event {
         reasons: e.reasons().iter().map(ToString::to_string).collect(),
         severity: i32::from(r.meta.severity_number()),
         explanation: j.map(|j| j.explanation.clone()).unwrap_or_default(),
-        process: e.process.as_ref().map(|p| pb::Process {
-            pid: p.pid.unwrap_or(0),
-            comm: text(&p.comm),
-            uid: p.uid.unwrap_or(0),
-            exe: text(&p.exe),
-            cgroup: text(&p.cgroup),
-            container_id: text(&p.container_id),
-            container_runtime: p
-                .container
-                .as_ref()
-                .and_then(|c| c.runtime)
-                .map(|r| r.to_string())
-                .unwrap_or_default(),
-            container_name: text(&p.container.as_ref().and_then(|c| c.name.clone())),
-            container_image: text(&p.container.as_ref().and_then(|c| c.image.clone())),
-            pod_uid: text(&p.container.as_ref().and_then(|c| c.pod_uid.clone())),
-            role: p.role.to_string(),
+        process: e.process.as_ref().map(|p| {
+            let pod = p.container.as_ref().and_then(|c| c.pod.as_ref());
+            pb::Process {
+                pid: p.pid.unwrap_or(0),
+                comm: text(&p.comm),
+                uid: p.uid.unwrap_or(0),
+                exe: text(&p.exe),
+                cgroup: text(&p.cgroup),
+                container_id: text(&p.container_id),
+                container_runtime: p
+                    .container
+                    .as_ref()
+                    .and_then(|c| c.runtime)
+                    .map(|r| r.to_string())
+                    .unwrap_or_default(),
+                container_name: text(&p.container.as_ref().and_then(|c| c.name.clone())),
+                container_image: text(&p.container.as_ref().and_then(|c| c.image.clone())),
+                pod_uid: text(&p.container.as_ref().and_then(|c| c.pod_uid.clone())),
+                role: p.role.to_string(),
+                pod_name: pod.map(|k| k.name.clone()).unwrap_or_default(),
+                pod_namespace: pod.map(|k| k.namespace.clone()).unwrap_or_default(),
+                pod_labels: pod
+                    .map(|k| k.labels.clone().into_iter().collect())
+                    .unwrap_or_default(),
+            }
         }),
         chain_source: h.chain_source.map(|s| s.to_string()).unwrap_or_default(),
         count,
@@ -170,6 +178,7 @@ pub fn filter(f: Option<&pb::Filter>) -> Result<Filter, Status> {
         exclude_exe: globs(&f.exclude_exe),
         exclude_destination: destinations(&f.exclude_destination)?,
         container: globs(&f.container),
+        pod: globs(&f.pod),
         container_runtime: f
             .container_runtime
             .iter()

@@ -624,11 +624,10 @@ mod tests {
 
     use std::{os::unix::fs::PermissionsExt as _, path::Path};
 
-    use hyper_util::rt::TokioIo;
     use sensor_proto::v1::{sensor_client::SensorClient, sensor_server::SensorServer};
     use tokio::net::UnixListener;
     use tokio_stream::wrappers::UnixListenerStream;
-    use tonic::transport::{Channel, Endpoint, Uri};
+    use tonic::transport::Channel;
 
     use crate::reload::{ReloadReport, ReloadRequest};
 
@@ -672,18 +671,7 @@ mod tests {
     }
 
     async fn client(socket: &Path) -> SensorClient<Channel> {
-        let socket = socket.to_path_buf();
-        let channel = Endpoint::try_from("http://sensord.test")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(socket).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(stream))
-                }
-            }))
-            .await
-            .unwrap();
+        let channel = sensor_proto::unix::channel(socket, None).await.unwrap();
         SensorClient::new(channel)
     }
 

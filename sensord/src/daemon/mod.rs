@@ -276,6 +276,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         },
     );
     pipeline.verdicts().baseline.import(baseline);
+    if cfg.containers.cri {
+        pipeline.set_cri(crate::process::cri::Cri::start(
+            cfg.containers.cri_socket.clone(),
+        ));
+    }
     if tap
         .hooks()
         .iter()

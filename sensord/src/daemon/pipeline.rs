@@ -107,6 +107,11 @@ impl Pipeline {
         }
     }
 
+    /// Ask the container runtime's CRI socket about containers.
+    pub fn set_cri(&mut self, cri: crate::process::cri::Cri) {
+        self.resolver.set_cri(cri);
+    }
+
     /// The processes seen connecting for the first time since the last call.
     pub fn take_new_processes(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.new_processes)
@@ -333,6 +338,7 @@ impl Pipeline {
                 ]
                 .map(|(n, v)| (n.to_owned(), v)),
             );
+            list.extend(self.resolver.cri_counters().map(|(n, v)| (n.to_owned(), v)));
             // Others' counters (the library thread's) are kept.
             shared.set_engine_counters(list);
         }

@@ -49,6 +49,26 @@ pub const ENGINE_HELP: &[(&str, &str)] = &[
         "cgroup_walks_truncated",
         "cgroups (naming a gone process's container) not tracked for a bound: walks stopped at 100,000 directories, directories past 65,536 watched or 100,000 paths kept",
     ),
+    (
+        "cri_lookups",
+        "Containers the runtime's CRI socket was asked about",
+    ),
+    (
+        "cri_described",
+        "Containers the CRI socket described (name, image, pod)",
+    ),
+    (
+        "cri_unknown",
+        "Containers the CRI socket did not know, or could not be asked about",
+    ),
+    (
+        "cri_failures",
+        "CRI lookups that failed: no socket, no answer within 2 s, or an error",
+    ),
+    (
+        "cri_questions_dropped",
+        "Containers not asked about because 256 questions were waiting",
+    ),
     ("segments", "TCP segments the engine took"),
     ("payload_bytes", "Payload bytes the engine took"),
     ("flows_created", "Flows the engine started following"),

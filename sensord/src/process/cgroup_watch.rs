@@ -45,6 +45,10 @@ const MAX_DEPTH: usize = 32;
 /// How often the thread looks whether it is still wanted.
 const POLL: Duration = Duration::from_millis(500);
 
+/// Told the path of each cgroup made while the watch runs (not of those already there). Runs
+/// on the watching thread: it must not block.
+pub type OnNew = Box<dyn Fn(&str) + Send>;
+
 /// What the thread found, shared with the resolver.
 #[derive(Default)]
 struct Seen {
@@ -53,6 +57,7 @@ struct Seen {
     removed: VecDeque<u64>,
     /// Directories not watched or paths not kept because a bound was reached.
     truncated: u64,
+    on_new: Option<OnNew>,
 }
 
 impl Seen {
@@ -101,7 +106,7 @@ impl Watch {
             dirs: HashMap::new(),
             seen: Arc::downgrade(&seen),
         };
-        watcher.add_tree("");
+        watcher.add_tree("", false);
         let thread = std::thread::Builder::new()
             .name("cgroup-watch".into())
             .spawn(move || watcher.run())
@@ -115,6 +120,12 @@ impl Watch {
     /// The path of cgroup `id` (`/…`, `/` for the root), if it was seen.
     pub fn get(&self, id: u64) -> Option<String> {
         lock(&self.seen).paths.get(&id).cloned()
+    }
+
+    /// Tell `f` the path of every cgroup made from now on (a container's, before its first
+    /// process runs).
+    pub fn on_new(&self, f: OnNew) {
+        lock(&self.seen).on_new = Some(f);
     }
 
     /// Directories not watched or paths not kept for a bound.
@@ -178,7 +189,7 @@ impl Watcher {
     fn on_event(&mut self, wd: i32, flags: ReadFlags, name: &str) {
         if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
             // Events were lost: look at the whole hierarchy again.
-            self.add_tree("");
+            self.add_tree("", false);
         } else if flags.contains(ReadFlags::IGNORED) {
             // The directory is gone (or its watch was dropped).
             if let Some((_, id)) = self.dirs.remove(&wd)
@@ -192,13 +203,14 @@ impl Watcher {
             && let Some((parent, _)) = self.dirs.get(&wd)
         {
             let rel = format!("{parent}/{name}");
-            self.add_tree(&rel);
+            self.add_tree(&rel, true);
         }
     }
 
-    /// Watches `rel` and every directory under it, noting their paths. Each directory is
-    /// watched before it is listed, so one made meanwhile is either listed or reported.
-    fn add_tree(&mut self, rel: &str) {
+    /// Watches `rel` and every directory under it, noting their paths (and telling
+    /// [`Seen::on_new`] of them when `made`: they were just made). Each directory is watched
+    /// before it is listed, so one made meanwhile is either listed or reported.
+    fn add_tree(&mut self, rel: &str, made: bool) {
         let Some(seen) = self.seen.upgrade() else {
             return;
         };
@@ -229,6 +241,9 @@ impl Watcher {
             let mut s = lock(&seen);
             if watched.is_none() {
                 s.truncated += 1;
+            }
+            if made && let Some(f) = &s.on_new {
+                f(&shown);
             }
             s.insert(meta.ino(), shown);
             drop(s);
@@ -301,6 +316,23 @@ mod tests {
     }
 
     #[test]
+    fn new_directories_are_announced_and_old_ones_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("old")).unwrap();
+        let watch = Watch::start(dir.path()).unwrap();
+        let told = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = told.clone();
+        watch.on_new(Box::new(move |p: &str| {
+            sink.lock().unwrap().push(p.to_owned())
+        }));
+        std::fs::create_dir_all(dir.path().join("old/new/deeper")).unwrap();
+        assert!(until(|| told.lock().unwrap().len() >= 2), "{told:?}");
+        let mut told = told.lock().unwrap().clone();
+        told.sort();
+        assert_eq!(told, ["/old/new", "/old/new/deeper"]);
+    }
+
+    #[test]
     fn a_quarter_of_the_users_watches_at_most() {
         assert_eq!(watch_limit(Some("8192\n")), 2048);
         assert_eq!(watch_limit(Some("1048576")), MAX_WATCHES);
@@ -317,7 +349,7 @@ mod tests {
             dirs: HashMap::new(),
             seen: Arc::downgrade(&seen),
         };
-        watcher.add_tree("");
+        watcher.add_tree("", false);
         assert_eq!(watcher.dirs.len(), 1);
         let s = lock(&seen);
         assert_eq!((s.paths.len(), s.truncated), (3, 2));

@@ -48,6 +48,13 @@ impl CgroupPaths {
         }
     }
 
+    /// Tell `f` the path of every cgroup made from now on, where new cgroups are watched.
+    pub fn on_new(&self, f: super::cgroup_watch::OnNew) {
+        if let Some(w) = &self.watch {
+            w.on_new(f);
+        }
+    }
+
     /// The path of cgroup `id` as /proc/PID/cgroup writes it (`/system.slice/…`, `/` for the
     /// root), walking the hierarchy again when the id is new and the last walk is old enough.
     pub fn path_of(&mut self, id: u64) -> Option<String> {

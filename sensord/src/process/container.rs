@@ -18,6 +18,8 @@ use std::{
 use hashlink::LruCache;
 use sensor_core::event::{Container, ContainerRuntime, host::clean_text};
 
+use super::cri::Cri;
+
 fn is_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -202,9 +204,11 @@ pub fn from_docker_config(text: &str) -> Option<Named> {
 ///
 /// Only containers under the system's own cgroups are named from these (root's) records: a
 /// user's delegated subtree (`user@UID.service`) could name a scope after another container's
-/// id and borrow its name. containerd keeps no such records (its CRI socket is not spoken):
-/// its containers have their id and runtime only.
+/// id and borrow its name. containerd keeps no such records: its containers, and every
+/// Kubernetes pod's, are described by the runtime's CRI socket when sensord has one
+/// ([`super::cri`]), whose words win over the records'.
 pub struct Names {
+    cri: Option<Cri>,
     stores: Stores,
     storage: Vec<StoreIndex>,
     cache: LruCache<String, Named>,
@@ -220,6 +224,7 @@ impl Names {
 
     pub fn new(stores: Stores) -> Self {
         Self {
+            cri: None,
             storage: stores.storage.iter().map(|d| StoreIndex::new(d)).collect(),
             stores,
             cache: LruCache::new(Self::CAPACITY),
@@ -228,14 +233,35 @@ impl Names {
         }
     }
 
+    /// Ask the runtime's CRI socket too.
+    pub fn set_cri(&mut self, cri: Cri) {
+        self.cri = Some(cri);
+    }
+
+    pub fn cri(&self) -> Option<&Cri> {
+        self.cri.as_ref()
+    }
+
+    /// Whether `c` may still learn something: its name, or its pod from the CRI.
+    pub fn incomplete(&self, c: &Container) -> bool {
+        c.name.is_none() || (self.cri.is_some() && c.pod.is_none() && Cri::wants(c))
+    }
+
     /// Fill in the name and image of `c`, found in the cgroup `cgroup`, if its runtime
-    /// recorded them.
+    /// recorded them, and its pod when the CRI socket described it.
     pub fn name(&mut self, c: &mut Container, cgroup: &str) {
-        if cgroup.split('/').any(|part| part.starts_with("user@"))
-            || c.runtime == Some(ContainerRuntime::Containerd)
-        {
+        if cgroup.split('/').any(|part| part.starts_with("user@")) {
             return;
         }
+        if c.runtime != Some(ContainerRuntime::Containerd) {
+            self.name_from_records(c);
+        }
+        if let Some(cri) = &mut self.cri {
+            cri.describe(c);
+        }
+    }
+
+    fn name_from_records(&mut self, c: &mut Container) {
         if let Some(n) = self.cache.get(&c.id) {
             c.name = n.name.clone();
             c.image = n.image.clone();

@@ -13,6 +13,7 @@
 pub mod cgroup_watch;
 pub mod cgroups;
 pub mod container;
+pub mod cri;
 pub mod procfs;
 pub mod sockdiag;
 
@@ -88,6 +89,22 @@ impl Default for Resolver {
 }
 
 impl Resolver {
+    /// Ask the container runtime's CRI socket about containers too.
+    /// A container's cgroup is made before its first process runs: the runtime is asked
+    /// then, so that its answer is in by the container's first event.
+    pub fn set_cri(&mut self, cri: cri::Cri) {
+        let asker = cri.asker();
+        self.cgroups.on_new(Box::new(move |path: &str| {
+            // A user's delegated subtree could name a cgroup after another's container.
+            if !path.split('/').any(|part| part.starts_with("user@"))
+                && let Some(c) = container::from_cgroup(path)
+            {
+                asker.ask(&c);
+            }
+        }));
+        self.procs.set_cri(cri);
+    }
+
     pub fn new() -> Self {
         Self {
             owners: Owners::new(NonZeroUsize::new(65_536).unwrap_or(NonZeroUsize::MIN)),
@@ -116,6 +133,11 @@ impl Resolver {
             cgroup,
         });
         warm.and_then(|(_, new)| new.then_some(pid))
+    }
+
+    /// The CRI lookups' counters (zeros without a CRI client).
+    pub fn cri_counters(&self) -> [(&'static str, u64); 5] {
+        self.procs.cri_counters()
     }
 
     /// Walks of the cgroup hierarchy that stopped at their bound, for the counters.

@@ -117,6 +117,25 @@ impl ProcCache {
         }
     }
 
+    /// Ask the container runtime's CRI socket too.
+    pub fn set_cri(&mut self, cri: super::cri::Cri) {
+        self.containers.set_cri(cri);
+    }
+
+    /// The CRI lookups' counters.
+    pub fn cri_counters(&self) -> [(&'static str, u64); 5] {
+        self.containers
+            .cri()
+            .map(|c| c.stats().counters())
+            .unwrap_or([
+                ("cri_lookups", 0),
+                ("cri_described", 0),
+                ("cri_unknown", 0),
+                ("cri_failures", 0),
+                ("cri_questions_dropped", 0),
+            ])
+    }
+
     /// Read and cache the details of the process that has `pid` now, if they are not cached
     /// yet, and say which instance it is (`None`: no such process any more) and whether its
     /// details were read now (the first time it was seen).
@@ -165,7 +184,7 @@ impl ProcCache {
         p.container = p.container.take().or(info.container);
         // A name the records did not have when the process was first read may be there now.
         if let (Some(c), Some(cgroup)) = (p.container.as_mut(), p.cgroup.as_deref())
-            && c.name.is_none()
+            && self.containers.incomplete(c)
         {
             self.containers.name(c, cgroup);
         }

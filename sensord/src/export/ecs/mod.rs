@@ -329,10 +329,26 @@ fn event(e: &Event) -> Value {
             "runtime": container.and_then(|c| c.runtime),
             "image": {"name": container.and_then(|c| c.image.as_ref())},
         },
-        "orchestrator": container.and_then(|c| c.pod_uid.as_ref()).map(|uid| json!({
-            "type": "kubernetes",
-            "resource": {"type": "pod", "id": uid},
-        })),
+        "orchestrator": container
+            .filter(|c| c.pod_uid.is_some() || c.pod.is_some())
+            .map(|c| {
+                let pod = c.pod.as_ref();
+                json!({
+                    "type": "kubernetes",
+                    "namespace": pod.map(|k| k.namespace.as_str()),
+                    "resource": {
+                        "type": "pod",
+                        "id": c.pod_uid,
+                        "name": pod.map(|k| k.name.as_str()),
+                        "label": pod.filter(|k| !k.labels.is_empty()).map(|k| {
+                            k.labels
+                                .iter()
+                                .map(|(key, value)| format!("{key}:{value}"))
+                                .collect::<Vec<_>>()
+                        }),
+                    },
+                })
+            }),
         "sensor": {
             "verdict": e.verdict(),
             "severity": e.severity(),

@@ -178,6 +178,13 @@ pub fn log_record(r: &StoredEvent) -> LogRecord {
             a.text("container.runtime", c.runtime.map(|r| r.as_str()));
             a.text("container.image.name", c.image.clone());
             a.text("k8s.pod.uid", c.pod_uid.clone());
+            if let Some(pod) = &c.pod {
+                a.text("k8s.pod.name", Some(pod.name.clone()));
+                a.text("k8s.namespace.name", Some(pod.namespace.clone()));
+                for (key, value) in &pod.labels {
+                    a.text(&format!("k8s.pod.label.{key}"), Some(value.clone()));
+                }
+            }
         }
         a.text(
             "sensor.process.role",
