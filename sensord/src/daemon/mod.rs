@@ -590,6 +590,7 @@ fn apply_reload(
     running.tap.ring_buffer_mb = cfg.tap.ring_buffer_mb;
     running.uprobe = cfg.uprobe.clone();
     running.metrics = cfg.metrics.clone();
+    running.containers = cfg.containers.clone();
     *cfg = running;
     r.shared
         .trust_generation

@@ -69,6 +69,10 @@ pub const ENGINE_HELP: &[(&str, &str)] = &[
         "cri_questions_dropped",
         "Containers not asked about because 256 questions were waiting",
     ),
+    (
+        "cri_answers_refused",
+        "CRI answers not used: the runtime's pod uid was not the one the cgroup path names",
+    ),
     ("segments", "TCP segments the engine took"),
     ("payload_bytes", "Payload bytes the engine took"),
     ("flows_created", "Flows the engine started following"),

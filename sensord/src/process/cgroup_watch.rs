@@ -45,9 +45,9 @@ const MAX_DEPTH: usize = 32;
 /// How often the thread looks whether it is still wanted.
 const POLL: Duration = Duration::from_millis(500);
 
-/// Told the path of each cgroup made while the watch runs (not of those already there). Runs
-/// on the watching thread: it must not block.
-pub type OnNew = Box<dyn Fn(&str) + Send>;
+/// Told the path and owner (uid) of each cgroup made while the watch runs (not of those
+/// already there). Runs on the watching thread: it must not block.
+pub type OnNew = Box<dyn Fn(&str, u32) + Send>;
 
 /// What the thread found, shared with the resolver.
 #[derive(Default)]
@@ -209,7 +209,7 @@ impl Watcher {
 
     /// Watches `rel` and every directory under it, noting their paths (and telling
     /// [`Seen::on_new`] of them when `made`: they were just made). Each directory is watched
-    /// before it is listed, so one made meanwhile is either listed or reported.
+    /// before it is listed, so one made meanwhile is listed, reported, or both.
     fn add_tree(&mut self, rel: &str, made: bool) {
         let Some(seen) = self.seen.upgrade() else {
             return;
@@ -243,7 +243,7 @@ impl Watcher {
                 s.truncated += 1;
             }
             if made && let Some(f) = &s.on_new {
-                f(&shown);
+                f(&shown, meta.uid());
             }
             s.insert(meta.ino(), shown);
             drop(s);
@@ -320,16 +320,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("old")).unwrap();
         let watch = Watch::start(dir.path()).unwrap();
-        let told = Arc::new(Mutex::new(Vec::<String>::new()));
+        let told = Arc::new(Mutex::new(Vec::<(String, u32)>::new()));
         let sink = told.clone();
-        watch.on_new(Box::new(move |p: &str| {
-            sink.lock().unwrap().push(p.to_owned())
+        watch.on_new(Box::new(move |p: &str, uid: u32| {
+            sink.lock().unwrap().push((p.to_owned(), uid));
         }));
         std::fs::create_dir_all(dir.path().join("old/new/deeper")).unwrap();
         assert!(until(|| told.lock().unwrap().len() >= 2), "{told:?}");
-        let mut told = told.lock().unwrap().clone();
-        told.sort();
-        assert_eq!(told, ["/old/new", "/old/new/deeper"]);
+        // A directory made while its parent is listed may be told twice.
+        let told: std::collections::BTreeSet<(String, u32)> =
+            told.lock().unwrap().iter().cloned().collect();
+        let me = std::fs::metadata(dir.path()).unwrap().uid();
+        assert_eq!(
+            told.into_iter().collect::<Vec<_>>(),
+            [
+                ("/old/new".to_owned(), me),
+                ("/old/new/deeper".to_owned(), me)
+            ]
+        );
     }
 
     #[test]

@@ -209,6 +209,8 @@ pub fn from_docker_config(text: &str) -> Option<Named> {
 /// ([`super::cri`]), whose words win over the records'.
 pub struct Names {
     cri: Option<Cri>,
+    /// The cgroup v2 hierarchy's mount, to see who owns a container's cgroup.
+    cgroup_root: Option<PathBuf>,
     stores: Stores,
     storage: Vec<StoreIndex>,
     cache: LruCache<String, Named>,
@@ -225,12 +227,30 @@ impl Names {
     pub fn new(stores: Stores) -> Self {
         Self {
             cri: None,
+            cgroup_root: None,
             storage: stores.storage.iter().map(|d| StoreIndex::new(d)).collect(),
             stores,
             cache: LruCache::new(Self::CAPACITY),
             misses: LruCache::new(Self::CAPACITY),
             reads: (Instant::now(), 0),
         }
+    }
+
+    /// Look where cgroup v2 is mounted for who owns a container's cgroup.
+    pub fn with_cgroup_root(mut self, root: Option<PathBuf>) -> Self {
+        self.cgroup_root = root;
+        self
+    }
+
+    /// Whether `cgroup` is a directory a user owns: one delegated to them, which they may have
+    /// named after another's container. `false` for root's, and for one that is gone (then
+    /// only the path's `user@` rule applies).
+    fn delegated(&self, cgroup: &str) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        self.cgroup_root
+            .as_ref()
+            .and_then(|r| std::fs::metadata(r.join(cgroup.trim_start_matches('/'))).ok())
+            .is_some_and(|m| m.uid() != 0)
     }
 
     /// Ask the runtime's CRI socket too.
@@ -250,7 +270,7 @@ impl Names {
     /// Fill in the name and image of `c`, found in the cgroup `cgroup`, if its runtime
     /// recorded them, and its pod when the CRI socket described it.
     pub fn name(&mut self, c: &mut Container, cgroup: &str) {
-        if cgroup.split('/').any(|part| part.starts_with("user@")) {
+        if cgroup.split('/').any(|part| part.starts_with("user@")) || self.delegated(cgroup) {
             return;
         }
         if c.runtime != Some(ContainerRuntime::Containerd) {
@@ -431,5 +451,29 @@ mod tests {
         names.name(&mut borrowed, &spoof);
         assert_eq!(borrowed.runtime, Some(ContainerRuntime::Podman));
         assert_eq!(borrowed.name, None);
+        // Nor does a cgroup delegated elsewhere (owned by a user), whatever its path says.
+        let root = dir.path().join("cgroup2");
+        let delegated = format!("/system.slice/app.service/libpod-{ID}");
+        let on_disk = root.join(delegated.trim_start_matches('/'));
+        std::fs::create_dir_all(&on_disk).unwrap();
+        let mut names = Names::new(Stores {
+            storage: vec![storage.clone()],
+            docker: dir.path().join("docker"),
+        })
+        .with_cgroup_root(Some(root));
+        std::fs::write(
+            storage.join("containers.json"),
+            format!(r#"[{{"id":"{ID}","names":["web"],"metadata":"{{}}"}}]"#),
+        )
+        .unwrap();
+        let mut c = from_cgroup(&delegated).unwrap();
+        names.name(&mut c, &delegated);
+        if rustix::process::geteuid().is_root() {
+            assert_eq!(c.name.as_deref(), Some("web"), "root's own cgroup is named");
+            std::os::unix::fs::chown(&on_disk, Some(65534), Some(65534)).unwrap();
+            let mut c = from_cgroup(&delegated).unwrap();
+            names.name(&mut c, &delegated);
+            assert_eq!(c.name, None, "a user's cgroup borrows no name");
+        }
     }
 }

@@ -50,8 +50,9 @@ pub const QUEUE: usize = 256;
 pub const MAX_LABELS: usize = 32;
 /// How long one call to the runtime may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long "the runtime does not know this container" (or could not be asked) holds.
-const UNKNOWN_FOR: Duration = Duration::from_secs(5);
+/// How long "the runtime does not know this container" (or could not be asked) holds: briefly,
+/// for a runtime may list a container only after its cgroup is made.
+const UNKNOWN_FOR: Duration = Duration::from_millis(200);
 /// The same id is asked again after this at the soonest.
 const ASK_AGAIN: Duration = Duration::from_secs(1);
 
@@ -66,7 +67,17 @@ pub struct Described {
 }
 
 impl Described {
-    /// Fill in `c`: the runtime's own words replace the cgroup's and the records' guesses.
+    /// Whether this answer may describe `c`: a runtime's pod whose uid is not the one the
+    /// cgroup path names is another pod's (a cgroup named after its container's id).
+    pub fn fits(&self, c: &Container) -> bool {
+        match (&c.pod_uid, &self.pod_uid) {
+            (Some(path), Some(runtime)) => path == runtime,
+            _ => true,
+        }
+    }
+
+    /// Fill in `c`: the runtime's own words replace the records' guesses (the pod's uid
+    /// stands: [`Described::fits`] checked it).
     pub fn apply(&self, c: &mut Container) {
         c.runtime = c.runtime.or(self.runtime);
         if self.name.is_some() {
@@ -99,11 +110,13 @@ pub struct CriStats {
     pub failed: AtomicU64,
     /// Questions dropped because [`QUEUE`] were waiting.
     pub dropped: AtomicU64,
+    /// Answers refused: the runtime's pod uid was not the one the cgroup path names.
+    pub mismatched: AtomicU64,
 }
 
 impl CriStats {
     /// By their metric names.
-    pub fn counters(&self) -> [(&'static str, u64); 5] {
+    pub fn counters(&self) -> [(&'static str, u64); 6] {
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("cri_lookups", v(&self.asked)),
@@ -111,6 +124,7 @@ impl CriStats {
             ("cri_unknown", v(&self.unknown)),
             ("cri_failures", v(&self.failed)),
             ("cri_questions_dropped", v(&self.dropped)),
+            ("cri_answers_refused", v(&self.mismatched)),
         ]
     }
 }
@@ -174,7 +188,11 @@ impl Cri {
         }
         if let Some(answer) = lock(&self.answers).get(&c.id) {
             match &answer.described {
-                Some(d) => return d.apply(c),
+                Some(d) if d.fits(c) => return d.apply(c),
+                Some(_) => {
+                    self.stats.mismatched.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 None if answer.at.elapsed() < UNKNOWN_FOR => return,
                 None => {}
             }
@@ -260,7 +278,7 @@ async fn ask(
         // answer stands.
         if lock(&answers)
             .get(&id)
-            .is_some_and(|a| a.described.is_some() || a.at.elapsed() < ASK_AGAIN)
+            .is_some_and(|a| a.described.is_some() || a.at.elapsed() < UNKNOWN_FOR)
         {
             continue;
         }
@@ -416,7 +434,7 @@ mod tests {
             runtime: Some(ContainerRuntime::Containerd),
             name: Some("client".into()),
             image: None,
-            pod_uid: Some("from-cri".into()),
+            pod_uid: Some("from-cgroup".into()),
             pod: Some(Pod {
                 name: "client-pod".into(),
                 namespace: "lab".into(),
@@ -426,7 +444,13 @@ mod tests {
         .apply(&mut c);
         assert_eq!(c.runtime, Some(ContainerRuntime::Containerd));
         assert_eq!(c.name.as_deref(), Some("client"));
-        assert_eq!(c.pod_uid.as_deref(), Some("from-cgroup"));
+        // A cgroup under one pod named after another pod's container: not that pod.
+        let victim = Described {
+            pod_uid: Some("victim-pod".into()),
+            ..Described::default()
+        };
+        assert!(!victim.fits(&c));
+        assert!(victim.fits(&Container::default()));
         assert_eq!(c.pod.as_ref().map(|p| p.name.as_str()), Some("client-pod"));
         let podman = Container {
             runtime: Some(ContainerRuntime::Podman),

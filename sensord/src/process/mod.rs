@@ -94,9 +94,11 @@ impl Resolver {
     /// then, so that its answer is in by the container's first event.
     pub fn set_cri(&mut self, cri: cri::Cri) {
         let asker = cri.asker();
-        self.cgroups.on_new(Box::new(move |path: &str| {
-            // A user's delegated subtree could name a cgroup after another's container.
-            if !path.split('/').any(|part| part.starts_with("user@"))
+        self.cgroups.on_new(Box::new(move |path: &str, owner: u32| {
+            // A cgroup delegated to a user (owned by them) could be named after another's
+            // container: only root's are asked about.
+            if owner == 0
+                && !path.split('/').any(|part| part.starts_with("user@"))
                 && let Some(c) = container::from_cgroup(path)
             {
                 asker.ask(&c);
@@ -136,7 +138,7 @@ impl Resolver {
     }
 
     /// The CRI lookups' counters (zeros without a CRI client).
-    pub fn cri_counters(&self) -> [(&'static str, u64); 5] {
+    pub fn cri_counters(&self) -> [(&'static str, u64); 6] {
         self.procs.cri_counters()
     }
 

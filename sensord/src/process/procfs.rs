@@ -113,7 +113,8 @@ impl ProcCache {
         Self {
             cache: LruCache::new(capacity.max(1)),
             namespaces: Namespaces::new(),
-            containers: Names::new(Stores::default()),
+            containers: Names::new(Stores::default())
+                .with_cgroup_root(crate::kernel::cgroup::cgroup2_root().ok()),
         }
     }
 
@@ -123,7 +124,7 @@ impl ProcCache {
     }
 
     /// The CRI lookups' counters.
-    pub fn cri_counters(&self) -> [(&'static str, u64); 5] {
+    pub fn cri_counters(&self) -> [(&'static str, u64); 6] {
         self.containers
             .cri()
             .map(|c| c.stats().counters())
@@ -133,6 +134,7 @@ impl ProcCache {
                 ("cri_unknown", 0),
                 ("cri_failures", 0),
                 ("cri_questions_dropped", 0),
+                ("cri_answers_refused", 0),
             ])
     }
 

@@ -761,9 +761,14 @@ impl Lab {
 
     /// The origin port the client asks for, and the explicit proxy it goes through.
     fn route(&self, s: &Scenario) -> (u16, Option<u16>) {
-        let (mitm_explicit, squid) = match (&self.up_to_12, s.served_up_to_12()) {
-            (Some(up_to_12), true) => (&up_to_12.mitm_explicit, &up_to_12.squid),
-            _ => (&self.mitm_explicit, &self.squid),
+        let (mitm_explicit, squid) = if s.served_up_to_12() {
+            let up_to_12 = self
+                .up_to_12
+                .as_ref()
+                .expect("the TLS 1.2 interceptors are started before their rows");
+            (&up_to_12.mitm_explicit, &up_to_12.squid)
+        } else {
+            (&self.mitm_explicit, &self.squid)
         };
         match s.path {
             Interception::Clean => (self.clean_port, None),
