@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
             RingRecord::Datagram(d) => engine.push_datagram(&d),
             RingRecord::Cert(chunk) => {
                 if let Some(cert) = certs.push(&chunk) {
-                    engine.push_cert(cert.cookie, cert.der);
+                    engine.push_cert(cert.cookie, cert.pid, cert.der);
                 }
             }
             RingRecord::RequestHead { cookie, bytes } => engine.push_request_head(cookie, bytes),

@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
             data: payload,
         };
         if let Some(cert) = assembler.push(&chunk) {
-            engine.push_cert(cert.cookie, cert.der);
+            engine.push_cert(cert.cookie, cert.pid, cert.der);
         }
     }
     // A ClientHello on each socket that may hold certificates.

@@ -120,8 +120,9 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 #[map]
 pub static CONFIG: Array<TapConfig> = Array::with_max_entries(1, 0);
 
-/// The socket each thread last opened a TLS (or CONNECT/STARTTLS) flow on, by pid_tgid: the
-/// `d2i_X509` uprobe ties the certificates a thread parses to that socket.
+/// The socket each thread last opened a TLS (or CONNECT/STARTTLS) flow on, or sent a
+/// ClientHello on after such plaintext, by pid_tgid: the certificate uprobes tie the
+/// certificates a thread parses to that socket.
 #[map]
 pub static THREAD_SOCKET: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
 
@@ -657,6 +658,16 @@ fn note_close(c: &Ctx, seg: &Segment, state: &mut FlowState) {
     }
 }
 
+/// The sending thread opens a client handshake on this socket: the certificates its TLS
+/// library parses next are this socket's (the uprobes' pairing).
+#[inline(always)]
+fn note_client_handshake(c: &Ctx) {
+    let id = bpf_get_current_pid_tgid();
+    let _ = THREAD_SOCKET.insert(&id, &c.cookie, 0);
+    let _ = PROCESS_SOCKET.insert(&((id >> 32) as u32), &c.cookie, 0);
+    let _ = HANDSHAKING.insert(&c.cookie, &1, 0);
+}
+
 /// Classify a socket on its first payload and start tracking it.
 #[inline(always)]
 fn start_flow(c: &Ctx, seg: &Segment) {
@@ -690,10 +701,7 @@ fn start_flow(c: &Ctx, seg: &Segment) {
     bump(counter::FLOWS_TRACKED, 1);
     if c.dir == direction::EGRESS {
         // A client socket (its first payload goes out), sent from the connecting thread.
-        let id = bpf_get_current_pid_tgid();
-        let _ = THREAD_SOCKET.insert(&id, &c.cookie, 0);
-        let _ = PROCESS_SOCKET.insert(&((id >> 32) as u32), &c.cookie, 0);
-        let _ = HANDSHAKING.insert(&c.cookie, &1, 0);
+        note_client_handshake(c);
     }
     if c.dir == direction::INGRESS
         && st.state == flow_state::TLS
@@ -770,6 +778,12 @@ fn track(c: &Ctx, seg: &Segment, state: &mut FlowState, first: bool) {
             state.dirs[d].next_hdr_seq = seg.seq;
             if state.client_dir == NO_DIRECTION && head[0] == CT_HANDSHAKE {
                 state.client_dir = c.dir;
+                if c.dir == direction::EGRESS && state.state == flow_state::PREFIX {
+                    // A client's ClientHello after plaintext (a proxy's CONNECT, STARTTLS):
+                    // the handshake starts now, on this thread, which may have opened other
+                    // sockets since this one's first bytes (a browser's socket thread).
+                    note_client_handshake(c);
+                }
             }
             state.state = flow_state::TLS;
         } else if state.state == flow_state::PREFIX {

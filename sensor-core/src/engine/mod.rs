@@ -100,6 +100,9 @@ pub struct EngineStats {
     pub uprobe_chains: u64,
     /// Uprobe chains not taken: their leaf names other hosts than the handshake's SNI.
     pub uprobe_chains_mismatched: u64,
+    /// Handshakes given the chain their process parsed for their name under another socket
+    /// (a thread that drove several handshakes at once).
+    pub uprobe_chains_rehomed: u64,
     /// Uprobe certificates dropped: no socket to tie them to, or over the bounds.
     pub uprobe_certs_dropped: u64,
     /// Handshakes whose client parsed another leaf than the one on the wire.
@@ -203,6 +206,8 @@ pub struct Engine {
 #[derive(Default)]
 struct UprobeChain {
     ders: Vec<Vec<u8>>,
+    /// The process whose library parsed them.
+    pid: u32,
     /// When the last certificate came: a socket whose handshake never shows up (closed before
     /// the sensor saw it, or not a flow the tap followed) is forgotten after the idle timeout.
     last_ns: u64,
@@ -217,6 +222,8 @@ impl UprobeChain {
 /// How long a QUIC client has to finish its handshake after the server's Initial.
 const QUIC_FINISH_WAIT_NS: u64 = 3_000_000_000;
 
+/// Sockets with uprobe chains looked through for a handshake whose own socket has none.
+const REHOME_SCAN: usize = 64;
 /// Sockets with uprobe certificates waiting, at most.
 const UPROBE_SOCKETS: usize = 4096;
 /// Certificates waiting per socket, at most (a chain, and the odd trust anchor OpenSSL read).
@@ -292,14 +299,14 @@ impl Engine {
         self.out.drain(..)
     }
 
-    /// Take a certificate an OpenSSL client parsed during the handshake on socket `cookie`
-    /// (from the uprobe). It becomes the chain of that socket's handshake when the chain was
-    /// not seen in clear.
+    /// Take a certificate a client's TLS library parsed in process `pid` during the handshake
+    /// on socket `cookie` (from the uprobe). It becomes the chain of that socket's handshake
+    /// when the chain was not seen in clear.
     ///
     /// Bounded by sockets, certificates per socket and bytes: when full, the least recently
     /// fed socket's certificates go (counted in `uprobe_certs_dropped`), so the newest
     /// handshakes keep their chains.
-    pub fn push_cert(&mut self, cookie: u64, der: Vec<u8>) {
+    pub fn push_cert(&mut self, cookie: u64, pid: u32, der: Vec<u8>) {
         self.stats.uprobe_certs += 1;
         if cookie == 0 || der.len() > UPROBE_BYTES {
             self.stats.uprobe_certs_dropped += 1;
@@ -324,9 +331,73 @@ impl Engine {
             self.stats.uprobe_certs_dropped += old.ders.len() as u64;
         }
         chain.ders.push(der);
+        chain.pid = pid;
         chain.last_ns = self.now;
         self.uprobe_bytes += chain.bytes();
         self.uprobe_certs.insert(cookie, chain);
+    }
+
+    /// Give a handshake the chain its client's library parsed. The kernel ties a certificate
+    /// to the socket its thread last opened a handshake on; a thread that drives several
+    /// handshakes at once (a browser's socket thread) may have opened another since. So when
+    /// the socket's own chain is missing or names another host, and the chain was not seen
+    /// in clear, the chain the same process parsed for this name during this handshake is
+    /// taken, if there is exactly one such leaf (two would be ambiguous: the probe decides).
+    /// A chain that names another host stays for the socket it belongs to, until it expires.
+    fn take_uprobe_chain(&mut self, hs: &mut Handshake, client_pid: Option<u32>) {
+        let Some(cookie) = hs.socket_cookie else {
+            return;
+        };
+        let own = self.uprobe_certs.remove(&cookie);
+        if let Some(chain) = &own {
+            self.uprobe_bytes -= chain.bytes();
+            if leaf_fits(&mut self.certs, &chain.ders, hs.server_name.as_deref()) {
+                take_uprobe_chain(&mut self.certs, &mut self.stats, hs, &chain.ders);
+                return;
+            }
+            self.stats.uprobe_chains_mismatched += 1;
+        }
+        if hs.chain.is_empty()
+            && let (Some(pid), Some(sni)) = (client_pid, hs.server_name.as_deref())
+            && let Some(other) = self.chain_parsed_for(pid, sni, hs.time.0, cookie)
+            && let Some(chain) = self.uprobe_certs.remove(&other)
+        {
+            self.uprobe_bytes -= chain.bytes();
+            self.stats.uprobe_chains_rehomed += 1;
+            take_uprobe_chain(&mut self.certs, &mut self.stats, hs, &chain.ders);
+        }
+        if let Some(chain) = own
+            && self.uprobe_certs.len() < UPROBE_SOCKETS
+            && self.uprobe_bytes + chain.bytes() <= UPROBE_BYTES
+        {
+            self.uprobe_bytes += chain.bytes();
+            self.uprobe_certs.insert(cookie, chain);
+        }
+    }
+
+    /// The socket under which process `pid` left the only leaf for `sni` that it parsed since
+    /// `since_ns` (among the newest [`REHOME_SCAN`] sockets with chains), other than `cookie`.
+    fn chain_parsed_for(&mut self, pid: u32, sni: &str, since_ns: u64, cookie: u64) -> Option<u64> {
+        let mut found: Option<(u64, &[u8])> = None;
+        for (&other, chain) in self.uprobe_certs.iter().rev().take(REHOME_SCAN) {
+            if other == cookie || chain.pid != pid || chain.last_ns < since_ns {
+                continue;
+            }
+            let names = chain
+                .ders
+                .first()
+                .and_then(|d| self.certs.summarize(d).ok());
+            if !names.is_some_and(|leaf| x509::names_host(&leaf.san, sni)) {
+                continue;
+            }
+            let leaf = chain.ders[0].as_slice();
+            match found {
+                None => found = Some((other, leaf)),
+                Some((_, seen)) if seen == leaf => {}
+                Some(_) => return None,
+            }
+        }
+        found.map(|(other, _)| other)
     }
 
     /// Take the head of the first request a local server read on socket `cookie` (the
@@ -690,6 +761,7 @@ impl Engine {
         if !flow.malformed().is_empty() {
             self.stats.flows_malformed += 1;
         }
+        *slot = Slot::Done { last_ts, cids };
         match reported {
             Some(mut hs) => {
                 self.stats.handshakes += 1;
@@ -711,16 +783,12 @@ impl Engine {
                 if let Some(cookie) = hs.socket_cookie {
                     self.awaiting_chains.remove(&cookie);
                 }
-                if let Some(chain) = hs.socket_cookie.and_then(|c| self.uprobe_certs.remove(&c)) {
-                    self.uprobe_bytes -= chain.bytes();
-                    take_uprobe_chain(&mut self.certs, &mut self.stats, &mut hs, &chain.ders);
-                }
+                self.take_uprobe_chain(&mut hs, client_pid);
                 self.out.push_back(hs);
             }
             None if not_tls => self.stats.flows_not_tls += 1,
             None => self.stats.flows_without_client_hello += 1,
         }
-        *slot = Slot::Done { last_ts, cids };
     }
 }
 
@@ -737,8 +805,20 @@ fn uprobe_chain_may_grow(
     }
 }
 
+/// Whether the leaf of an uprobe chain may be the server's of a handshake for `sni`: it names
+/// that host, or no host at all (then the verdict judges it). A thread that interleaves
+/// handshakes (a browser's socket thread, an event loop) may have parsed another socket's
+/// chain; a leaf that names other hosts is not this handshake's.
+fn leaf_fits(certs: &mut x509::SummaryCache, ders: &[Vec<u8>], sni: Option<&str>) -> bool {
+    let Some(leaf) = ders.first().and_then(|d| certs.summarize(d).ok()) else {
+        return false;
+    };
+    sni.is_none_or(|sni| leaf.san.is_empty() || x509::names_host(&leaf.san, sni))
+}
+
 /// The chain the socket's client parsed (uprobe): the chain of a handshake whose chain
 /// was not seen in clear (TLS 1.3), and the one that counts when the wire showed another.
+/// The caller checked that its leaf fits the handshake ([`leaf_fits`]).
 fn take_uprobe_chain(
     certs: &mut x509::SummaryCache,
     stats: &mut EngineStats,
@@ -752,16 +832,6 @@ fn take_uprobe_chain(
     let Some(leaf) = chain.first() else {
         return;
     };
-    // A thread that interleaves handshakes (an event loop) may have parsed another
-    // socket's chain: a leaf that names other hosts than the one asked for is not taken
-    // (the probe checks that handshake instead).
-    if let Some(sni) = &hs.server_name
-        && !leaf.san.is_empty()
-        && !x509::names_host(&leaf.san, sni)
-    {
-        stats.uprobe_chains_mismatched += 1;
-        return;
-    }
     if let Some(wire) = hs.chain.first() {
         if wire.sha256 == leaf.sha256 {
             return;

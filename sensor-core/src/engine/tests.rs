@@ -310,14 +310,8 @@ fn a_tls13_client_that_answers_with_an_encrypted_alert_rejected_the_server() {
     assert_ne!(ev.client_outcome, ClientOutcome::Rejected);
 }
 
-/// A client's ClientHello for `sni` on local socket `cookie`, with `cert` from the uprobe.
-fn uprobe_chain_for(sni: &str, cert_names: &[&str]) -> (Handshake, EngineStats) {
-    let cert = rcgen::generate_simple_self_signed(
-        cert_names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-    )
-    .unwrap();
-    let mut e = Engine::new(EngineLimits::default());
-    e.push_cert(77, cert.cert.der().to_vec());
+/// A client's ClientHello for `sni` on local socket 77 of process 4242.
+fn hello_on_socket_77(e: &mut Engine, sni: &str) {
     let ch = record(22, &client_hello(sni));
     let mut s = seg(true, 1, ACK | PSH, &ch, 2);
     s.attribution = Some(crate::capture::Attribution {
@@ -329,6 +323,18 @@ fn uprobe_chain_for(sni: &str, cert_names: &[&str]) -> (Handshake, EngineStats) 
     });
     e.push(&seg(true, 0, SYN, &[], 1));
     e.push(&s);
+}
+
+/// A client's ClientHello for `sni` on local socket 77, with a certificate for `cert_names`
+/// from the uprobe.
+fn uprobe_chain_for(sni: &str, cert_names: &[&str]) -> (Handshake, EngineStats) {
+    let cert = rcgen::generate_simple_self_signed(
+        cert_names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut e = Engine::new(EngineLimits::default());
+    e.push_cert(77, 4242, cert.cert.der().to_vec());
+    hello_on_socket_77(&mut e, sni);
     e.finish();
     let mut events: Vec<_> = e.drain().collect();
     assert_eq!(events.len(), 1);
@@ -350,6 +356,79 @@ fn an_uprobe_chain_for_another_name_is_not_taken() {
     assert!(ev.chain.is_empty());
     assert_eq!(ev.chain_source, None);
     assert_eq!(stats.uprobe_chains_mismatched, 1);
+}
+
+/// A TLS 1.3 ClientHello for `sni` on local socket 77 of process 4242, with the chains the
+/// uprobe left under other sockets (`(cookie, pid, names)`) after the ClientHello.
+fn uprobe_chains_elsewhere(sni: &str, chains: &[(u64, u32, &[&str])]) -> (Handshake, EngineStats) {
+    let mut e = Engine::new(EngineLimits::default());
+    hello_on_socket_77(&mut e, sni);
+    for (cookie, pid, names) in chains {
+        let cert = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        e.push_cert(*cookie, *pid, cert.cert.der().to_vec());
+    }
+    e.finish();
+    let mut events: Vec<_> = e
+        .drain()
+        .filter(|h| h.server_name.as_deref() == Some(sni))
+        .collect();
+    assert_eq!(events.len(), 1);
+    (events.remove(0), e.stats())
+}
+
+#[test]
+fn a_chain_parsed_while_the_thread_had_opened_another_socket_is_its_handshake_s() {
+    // A browser's socket thread sent the ClientHello of socket 78 before it parsed socket
+    // 77's certificate: the kernel tied that certificate to 78. Same process, the name asked.
+    let (ev, stats) = uprobe_chains_elsewhere(
+        "origin.example.test",
+        &[(78, 4242, &["origin.example.test"])],
+    );
+    assert_eq!(ev.chain_source, Some(ChainSource::Uprobe));
+    assert_eq!(ev.chain.len(), 1);
+    assert_eq!(stats.uprobe_chains_rehomed, 1);
+    // Another process's chain for that name is not this client's.
+    let (ev, stats) = uprobe_chains_elsewhere(
+        "origin.example.test",
+        &[(78, 5151, &["origin.example.test"])],
+    );
+    assert!(ev.chain.is_empty());
+    assert_eq!(stats.uprobe_chains_rehomed, 0);
+    // Nor is a chain for another name.
+    let (ev, _) = uprobe_chains_elsewhere(
+        "origin.example.test",
+        &[(78, 4242, &["other.example.test"])],
+    );
+    assert!(ev.chain.is_empty());
+    // Two different leaves for the name from that process: which was this socket's is not
+    // known (an interceptor may have answered one of them): neither is taken.
+    let (ev, stats) = uprobe_chains_elsewhere(
+        "origin.example.test",
+        &[
+            (78, 4242, &["origin.example.test"]),
+            (79, 4242, &["origin.example.test"]),
+        ],
+    );
+    assert!(ev.chain.is_empty());
+    assert_eq!(stats.uprobe_chains_rehomed, 0);
+}
+
+#[test]
+fn a_chain_for_another_name_stays_for_the_socket_it_belongs_to() {
+    // Socket 77's own chain names another host: not taken, and kept, so that the handshake it
+    // belongs to (here socket 78's, reported later) finds it.
+    let cert = rcgen::generate_simple_self_signed(vec!["b.example.test".to_owned()]).unwrap();
+    let mut e = Engine::new(EngineLimits::default());
+    e.push_cert(77, 4242, cert.cert.der().to_vec());
+    hello_on_socket_77(&mut e, "a.example.test");
+    e.finish();
+    let ev: Vec<_> = e.drain().collect();
+    assert!(ev[0].chain.is_empty());
+    assert_eq!(e.stats().uprobe_chains_mismatched, 1);
+    assert!(e.uprobe_certs.contains_key(&77));
 }
 
 #[test]
@@ -555,7 +634,7 @@ fn the_uprobe_store_evicts_the_oldest_sockets_when_full_and_forgets_silent_ones(
     // 1 MiB "certificates" on 12 sockets: the store holds 8 MiB, so the first ones go and the
     // newest stay (it never stops taking new certificates).
     for cookie in 1..=12u64 {
-        e.push_cert(cookie, vec![cookie as u8; 1 << 20]);
+        e.push_cert(cookie, 4242, vec![cookie as u8; 1 << 20]);
     }
     assert!(e.uprobe_bytes() <= UPROBE_BYTES, "{}", e.uprobe_bytes());
     // Exactly eight fit: the four oldest went.
@@ -563,7 +642,7 @@ fn the_uprobe_store_evicts_the_oldest_sockets_when_full_and_forgets_silent_ones(
     assert!(e.uprobe_certs.contains_key(&12) && e.uprobe_certs.contains_key(&5));
     assert!(!e.uprobe_certs.contains_key(&4));
     // A certificate larger than the whole store is refused, the rest kept.
-    e.push_cert(13, vec![0; UPROBE_BYTES + 1]);
+    e.push_cert(13, 4242, vec![0; UPROBE_BYTES + 1]);
     assert_eq!(e.stats().uprobe_certs_dropped, 5);
     assert!(e.uprobe_certs.contains_key(&12));
 
@@ -571,7 +650,7 @@ fn the_uprobe_store_evicts_the_oldest_sockets_when_full_and_forgets_silent_ones(
     e.advance(EngineLimits::default().idle_timeout_ns + 1);
     assert_eq!(e.uprobe_bytes(), 0);
     assert_eq!(e.stats().uprobe_certs_expired, 8);
-    e.push_cert(14, vec![1; 10]);
+    e.push_cert(14, 4242, vec![1; 10]);
     assert_eq!(e.uprobe_bytes(), 10);
 }
 
@@ -874,7 +953,7 @@ fn signed_leaf(name: &str) -> (Vec<u8>, Vec<u8>) {
 /// before it.
 fn outbound_tls13_done(limits: EngineLimits, leaf: Vec<u8>) -> Engine {
     let mut e = Engine::new(limits);
-    e.push_cert(88, leaf);
+    e.push_cert(88, 4242, leaf);
     let at_client = |mut s: Segment<'static>, from_client: bool, done: bool| {
         s.attribution = Some(crate::capture::Attribution {
             cookie: 88,
@@ -920,8 +999,8 @@ fn a_tls13_leaf_alone_from_the_uprobe_waits_for_the_rest_of_its_chain() {
     // The client verifies after its handshake (wget with GnuTLS): the rest comes then.
     let mut e = outbound_tls13_done(limits, leaf.clone());
     assert_eq!(e.drain().count(), 0, "held for the rest of the chain");
-    e.push_cert(88, leaf.clone());
-    e.push_cert(88, ca.clone());
+    e.push_cert(88, 4242, leaf.clone());
+    e.push_cert(88, 4242, ca.clone());
     e.advance(100);
     assert_eq!(e.drain().count(), 0, "the wait is not over");
     e.advance(505);

@@ -151,7 +151,7 @@ impl Pipeline {
 
     /// A whole certificate a client's TLS library parsed (from the uprobe).
     pub fn on_uprobe_certificate(&mut self, cert: UprobeCert) {
-        self.engine.push_cert(cert.cookie, cert.der);
+        self.engine.push_cert(cert.cookie, cert.pid, cert.der);
     }
 
     /// The wall clock's reading minus sensor time, measured now (see `clock`): applied to

@@ -115,6 +115,10 @@ pub const ENGINE_HELP: &[(&str, &str)] = &[
         "Uprobe chains not taken: their leaf names other hosts",
     ),
     (
+        "uprobe_chains_rehomed",
+        "Handshakes given the chain their process parsed for their name under another socket",
+    ),
+    (
         "uprobe_certs_dropped",
         "Uprobe certificates dropped: no socket, or over the bounds",
     ),

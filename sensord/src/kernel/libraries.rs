@@ -635,27 +635,26 @@ garbage
     #[test]
     fn a_process_is_counted_and_a_copy_attached_once() {
         // A Python that loads the system's OpenSSL: the host's files are known, so nothing
-        // is attached; the process counts.
+        // is attached; the process counts. It says so once `import ssl` has returned: the
+        // loader maps libssl before libcrypto, so libssl in the maps alone is too early.
         let mut child = std::process::Command::new("python3")
-            .args(["-c", "import ssl, time; time.sleep(5)"])
-            .stdout(std::process::Stdio::null())
+            .args([
+                "-c",
+                "import ssl, time; print('loaded', flush=True); time.sleep(5)",
+            ])
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python3");
         let mut libs = Libraries::default();
         let ssl = std::fs::canonicalize("/usr/lib/x86_64-linux-gnu/libssl.so.3").unwrap();
         libs.add_host(LibraryFile::Tls(SharedTls::OpenSsl), &ssl, Some(Ok(())));
-        // Wait until it loaded ssl.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !std::fs::read_to_string(format!("/proc/{}/maps", child.id()))
-            .unwrap_or_default()
-            .contains("libssl.so")
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "python never loaded libssl"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("python's line");
+        assert_eq!(line.trim(), "loaded");
         let mut attached = Vec::new();
         libs.on_process(
             child.id(),

@@ -1392,6 +1392,13 @@ pub fn run(dir: &Path, part: Part, clients: &[Client]) -> Vec<Row> {
         let dump = crate::workspace_root().join("target/lab/events.jsonl");
         let _ = std::fs::create_dir_all(dump.parent().expect("a folder"));
         let _ = std::fs::write(&dump, lab.daemon.events.seen.join("\n") + "\n");
+        // And its log: attachments, probes, what it refused.
+        let _ = lab
+            .daemon
+            .log
+            .wait_for(Duration::from_millis(200), |_| false);
+        let log = crate::workspace_root().join("target/lab/sensord.log");
+        let _ = std::fs::write(&log, lab.daemon.log.seen.join("\n") + "\n");
     }
     if matches!(part, Part::All | Part::Server) {
         let server = dir.join("server-side");
