@@ -38,7 +38,7 @@ impl Serialize for Chain<'_> {
 }
 
 /// Fields of the contract (the JA4+ ones only with that feature).
-const FIELDS: usize = 53 + if cfg!(feature = "ja4plus") { 1 } else { 0 };
+const FIELDS: usize = 54 + if cfg!(feature = "ja4plus") { 1 } else { 0 };
 
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -112,6 +112,7 @@ impl Serialize for Event {
         m.serialize_field("transport", &h.transport)?;
         m.serialize_field("quic", &h.quic)?;
         m.serialize_field("quic_unanswered", &h.quic_unanswered)?;
+        m.serialize_field("client_certificate_leaf", &h.client_certificate_leaf)?;
         // Only events a daemon recorded have a host; offline analysis leaves the field out.
         match &self.host {
             Some(host) => m.serialize_field("host", host)?,
@@ -348,7 +349,7 @@ mod tests {
             .expect("the recorded fields first, unchanged");
         assert_eq!(
             added,
-            r#","capture_incomplete":["gap"],"wire_chain_sha256":["cd"],"proxy_user_agent":"curl/7.88.1","extra_certificates":["ef"],"interceptor_grade":{"grade":"C","reasons":["3des","no_aead"]},"resumed":false,"idle_after_handshake":false,"request":null,"client_certificate_sha256":null,"transport":"tcp","quic":null,"quic_unanswered":false,"host":{"id":"0123456789abcdef0123456789abcdef","name":"web-1","boot_id":null,"os_id":null,"os_name":null,"os_version":null,"kernel":null,"architecture":null,"sensor_version":null,"sensor_commit":null,"labels":{"site":"fra1"}}}"#
+            r#","capture_incomplete":["gap"],"wire_chain_sha256":["cd"],"proxy_user_agent":"curl/7.88.1","extra_certificates":["ef"],"interceptor_grade":{"grade":"C","reasons":["3des","no_aead"]},"resumed":false,"idle_after_handshake":false,"request":null,"client_certificate_sha256":null,"transport":"tcp","quic":null,"quic_unanswered":false,"client_certificate_leaf":null,"host":{"id":"0123456789abcdef0123456789abcdef","name":"web-1","boot_id":null,"os_id":null,"os_name":null,"os_version":null,"kernel":null,"architecture":null,"sensor_version":null,"sensor_commit":null,"labels":{"site":"fra1"}}}"#
         );
     }
 

@@ -434,6 +434,9 @@ pub struct Handshake {
     pub client_certificate: bool,
     /// SHA-256 of the client's certificate, when it was sent in clear (TLS 1.2 and older).
     pub client_certificate_sha256: Option<String>,
+    /// The client's certificate (the first of its Certificate message), when it was sent in
+    /// clear and parses: who the client said it was.
+    pub client_certificate_leaf: Option<Arc<CertSummary>>,
     /// The client offered to resume a session (ticket or PSK).
     pub resumption_offered: bool,
     pub client_outcome: ClientOutcome,

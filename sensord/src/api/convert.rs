@@ -58,6 +58,10 @@ pub fn event(r: &StoredEvent, count: u64) -> pb::Event {
         ja3s: text(&h.ja3s),
         ja4: text(&h.ja4),
         chain: h.chain.iter().map(|c| certificate_summary(c)).collect(),
+        client_certificate: h
+            .client_certificate_leaf
+            .as_deref()
+            .map(certificate_summary),
         client_outcome: h.client_outcome.to_string(),
         alert: h.alert.map(|a| pb::Alert {
             level: a.level.to_string(),

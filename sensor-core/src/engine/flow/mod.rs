@@ -64,9 +64,9 @@ struct Observed {
     /// DER certificates of the server's Certificate message (TLS <= 1.2), leaf first.
     chain: Vec<Vec<u8>>,
     /// The client sent a certificate (mutual TLS).
-    client_certificate: bool,
-    /// SHA-256 of the client's certificate, when it sent one in clear (TLS <= 1.2).
-    client_certificate_sha256: Option<String>,
+    client_certified: bool,
+    /// The DER of the client's certificate, when it sent one in clear (TLS <= 1.2).
+    client_certificate: Option<Vec<u8>>,
     /// Named group or DH size from ServerKeyExchange (TLS <= 1.2).
     server_key_exchange: Option<String>,
     /// The server sent a Certificate or ServerKeyExchange message (TLS <= 1.2), before its
@@ -144,6 +144,7 @@ impl Observed {
             .as_ref()
             .map_or(0, ClientHello::heap_bytes)
             + self.chain.iter().map(Vec::len).sum::<usize>()
+            + self.client_certificate.as_ref().map_or(0, Vec::len)
     }
 
     fn note_malformed(&mut self, m: Malformed) {
@@ -302,13 +303,13 @@ impl Observed {
     fn on_certificate(&mut self, idx: usize, m: &[u8]) {
         use tls_parser::{TlsMessage, TlsMessageHandshake, parse_tls_message_handshake};
         if self.side(idx) == Side::Client {
-            self.client_certificate = true;
-            if self.client_certificate_sha256.is_none()
+            self.client_certified = true;
+            if self.client_certificate.is_none()
                 && let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::Certificate(c)))) =
                     parse_tls_message_handshake(m)
                 && let Some(leaf) = c.cert_chain.first()
             {
-                self.client_certificate_sha256 = Some(x509::sha256_hex(leaf.data));
+                self.client_certificate = Some(leaf.data.to_vec());
             }
             return;
         }
@@ -755,6 +756,9 @@ impl Flow {
         if chain.iter().any(|c| c.names_cut) {
             self.seen.note_malformed(Malformed::OversizedField);
         }
+        let client_leaf = self.seen.client_certificate.as_deref();
+        let client_certificate_sha256 = client_leaf.map(x509::sha256_hex);
+        let client_certificate_leaf = client_leaf.and_then(|der| certs.summarize(der).ok());
         let ch = self.seen.client_hello.as_ref()?;
         let c = self.seen.client.unwrap_or(0);
         let s = 1 - c;
@@ -806,8 +810,9 @@ impl Flow {
             hello_retry_request: self.seen.hello_retry_request,
             chain_source: (!chain.is_empty()).then_some(ChainSource::Passive),
             chain,
-            client_certificate: self.seen.client_certificate,
-            client_certificate_sha256: self.seen.client_certificate_sha256.clone(),
+            client_certificate: self.seen.client_certified,
+            client_certificate_sha256,
+            client_certificate_leaf,
             resumption_offered: ch.session_ticket || ch.psk,
             client_outcome: outcome,
             idle_after_handshake: self.idle_after_handshake(outcome),

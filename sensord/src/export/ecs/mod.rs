@@ -213,9 +213,11 @@ fn event(e: &Event) -> Value {
     .into_iter()
     .flatten()
     .collect();
+    let client_leaf = h.client_certificate_leaf.as_deref();
     let related_hash: Vec<&str> = [
         leaf.map(|c| c.sha256.as_str()),
         leaf.map(|c| c.sha1.as_str()),
+        client_leaf.map(|c| c.sha256.as_str()),
         h.ja3.as_deref(),
         h.ja3s.as_deref(),
         h.ja4.as_deref(),
@@ -303,6 +305,15 @@ fn event(e: &Event) -> Value {
                 "ja3": h.ja3,
                 "ja4": h.ja4,
                 "supported_ciphers": offered,
+                "hash": client_leaf.map(|c| json!({
+                    "sha256": upper(&c.sha256),
+                    "sha1": upper(&c.sha1),
+                })),
+                "issuer": client_leaf.map(|c| &c.issuer),
+                "subject": client_leaf.map(|c| &c.subject),
+                "not_before": client_leaf.map(|c| c.not_before),
+                "not_after": client_leaf.map(|c| c.not_after),
+                "x509": client_leaf.map(x509),
             },
             "server": {
                 "ja3s": h.ja3s,

@@ -156,16 +156,21 @@ pub fn log_record(r: &StoredEvent) -> LogRecord {
     a.text("tls.client.ja3", h.ja3.clone());
     a.text("tls.client.ja4", h.ja4.clone());
     a.text("tls.server.ja3s", h.ja3s.clone());
-    if let Some(c) = leaf {
-        a.text(
-            "tls.server.hash.sha256",
-            Some(c.sha256.to_ascii_uppercase()),
-        );
-        a.text("tls.server.hash.sha1", Some(c.sha1.to_ascii_uppercase()));
-        a.text("tls.server.issuer", Some(c.issuer.clone()));
-        a.text("tls.server.subject", Some(c.subject.clone()));
-        a.text("tls.server.not_before", Some(c.not_before.rfc3339()));
-        a.text("tls.server.not_after", Some(c.not_after.rfc3339()));
+    // The server's leaf, and the client's when it sent one in clear (mutual TLS).
+    for (side, cert) in [
+        ("server", leaf.map(|c| &**c)),
+        ("client", h.client_certificate_leaf.as_deref()),
+    ] {
+        let Some(c) = cert else {
+            continue;
+        };
+        let key = |name: &str| format!("tls.{side}.{name}");
+        a.text(&key("hash.sha256"), Some(c.sha256.to_ascii_uppercase()));
+        a.text(&key("hash.sha1"), Some(c.sha1.to_ascii_uppercase()));
+        a.text(&key("issuer"), Some(c.issuer.clone()));
+        a.text(&key("subject"), Some(c.subject.clone()));
+        a.text(&key("not_before"), Some(c.not_before.rfc3339()));
+        a.text(&key("not_after"), Some(c.not_after.rfc3339()));
     }
     if let Some(p) = &e.process {
         a.int("process.pid", p.pid.map(i64::from));
@@ -342,6 +347,29 @@ mod tests {
         assert_eq!(attr(r, "sensor.seq"), Some(&Value::IntValue(1)));
         assert_eq!(attr(r, "tls.cipher"), None, "no value, no attribute");
         assert_eq!(r.event_name, "sensor.tls.handshake");
+    }
+
+    #[test]
+    fn a_client_certificate_has_the_client_s_attributes() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "device-17");
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let leaf = Arc::new(sensor_core::x509::summarize(&der).unwrap());
+        let mut e = stored(1, None).event.as_ref().clone();
+        e.handshake.client_certificate_leaf = Some(leaf.clone());
+        let r = log_record(&NewEvent::of(e).stored(1));
+        assert_eq!(
+            attr(&r, "tls.client.subject"),
+            Some(&Value::StringValue("CN=device-17".into()))
+        );
+        assert_eq!(
+            attr(&r, "tls.client.hash.sha256"),
+            Some(&Value::StringValue(leaf.sha256.to_ascii_uppercase()))
+        );
+        assert_eq!(attr(&r, "tls.server.subject"), None, "no server chain");
     }
 
     #[test]
