@@ -214,6 +214,10 @@ fn event(e: &Event) -> Value {
     .flatten()
     .collect();
     let client_leaf = h.client_certificate_leaf.as_deref();
+    let refused = e
+        .reasons()
+        .iter()
+        .any(|r| matches!(r, Reason::ClientRejected(_)));
     let related_hash: Vec<&str> = [
         leaf.map(|c| c.sha256.as_str()),
         leaf.map(|c| c.sha1.as_str()),
@@ -238,7 +242,10 @@ fn event(e: &Event) -> Value {
             "category": if alert { vec!["network", "intrusion_detection"] } else { vec!["network"] },
             "type": ["connection", "protocol"],
             "action": "tls-handshake",
+            // A client that refused the certificate failed, also when its TLS 1.2 handshake
+            // had completed first (NSS verifies while it finishes, then sends an alert).
             "outcome": match h.client_outcome {
+                _ if refused => "failure",
                 ClientOutcome::Completed => "success",
                 ClientOutcome::Rejected | ClientOutcome::Aborted => "failure",
                 ClientOutcome::Unknown => "unknown",
@@ -502,6 +509,18 @@ mod tests {
             }),
             host: None,
         };
+        let mut refused = e.clone();
+        if let Some(j) = refused.judgement.as_mut() {
+            j.reasons.push(Reason::ClientRejected(
+                sensor_core::event::Rejection::Encrypted,
+            ));
+        }
+        let ecs = to_ecs(&crate::journal::NewEvent::of(refused).stored(41), &[]);
+        assert_eq!(
+            ecs["event"]["outcome"], "failure",
+            "refused after completing"
+        );
+        assert_eq!(ecs["tls"]["established"], true);
         let ecs = to_ecs(&crate::journal::NewEvent::of(e).stored(42), &[]);
         assert_eq!(ecs["tls"]["client"]["server_name"], "a.test");
         assert_eq!(
