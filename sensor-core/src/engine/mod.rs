@@ -383,14 +383,14 @@ impl Engine {
             if other == cookie || chain.pid != pid || chain.last_ns < since_ns {
                 continue;
             }
-            let names = chain
-                .ders
-                .first()
-                .and_then(|d| self.certs.summarize(d).ok());
-            if !names.is_some_and(|leaf| x509::names_host(&leaf.san, sni)) {
+            let Some(leaf) = chain.ders.first() else {
+                continue;
+            };
+            let names = self.certs.summarize(leaf).ok();
+            if !names.is_some_and(|summary| x509::names_host(&summary.san, sni)) {
                 continue;
             }
-            let leaf = chain.ders[0].as_slice();
+            let leaf = leaf.as_slice();
             match found {
                 None => found = Some((other, leaf)),
                 Some((_, seen)) if seen == leaf => {}

@@ -179,10 +179,16 @@ impl NewEvent {
 
     /// About the memory this event holds, for the bound on events waiting for a commit: its
     /// JSON, the typed event (about as large), the certificates' DER (in the event's chain and
-    /// here) and a fixed part for the rest.
+    /// here; the client's certificate's in the event) and a fixed part for the rest.
     pub fn approx_bytes(&self) -> usize {
         let certs: usize = self.certs.iter().map(|(s, d)| s.len() + d.len()).sum();
-        self.json.len().saturating_mul(2) + certs.saturating_mul(2) + 256
+        let client = self
+            .event
+            .handshake
+            .client_certificate_leaf
+            .as_ref()
+            .map_or(0, |c| c.der.len());
+        self.json.len().saturating_mul(2) + certs.saturating_mul(2) + client + 256
     }
 }
 

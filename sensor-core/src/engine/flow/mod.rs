@@ -757,8 +757,11 @@ impl Flow {
             self.seen.note_malformed(Malformed::OversizedField);
         }
         let client_leaf = self.seen.client_certificate.as_deref();
-        let client_certificate_sha256 = client_leaf.map(x509::sha256_hex);
         let client_certificate_leaf = client_leaf.and_then(|der| certs.summarize(der).ok());
+        let client_certificate_sha256 = match &client_certificate_leaf {
+            Some(summary) => Some(summary.sha256.clone()),
+            None => client_leaf.map(x509::sha256_hex),
+        };
         let ch = self.seen.client_hello.as_ref()?;
         let c = self.seen.client.unwrap_or(0);
         let s = 1 - c;

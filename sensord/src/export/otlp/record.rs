@@ -108,6 +108,24 @@ fn nanos(t: sensor_core::event::Timestamp) -> u64 {
         .saturating_add(u64::try_from(n).unwrap_or(0))
 }
 
+/// The semantic conventions' names for a certificate's facts, by side.
+const SERVER_CERT: [&str; 6] = [
+    "tls.server.hash.sha256",
+    "tls.server.hash.sha1",
+    "tls.server.issuer",
+    "tls.server.subject",
+    "tls.server.not_before",
+    "tls.server.not_after",
+];
+const CLIENT_CERT: [&str; 6] = [
+    "tls.client.hash.sha256",
+    "tls.client.hash.sha1",
+    "tls.client.issuer",
+    "tls.client.subject",
+    "tls.client.not_before",
+    "tls.client.not_after",
+];
+
 /// One event as a log record.
 pub fn log_record(r: &StoredEvent) -> LogRecord {
     let e = &r.event;
@@ -157,20 +175,20 @@ pub fn log_record(r: &StoredEvent) -> LogRecord {
     a.text("tls.client.ja4", h.ja4.clone());
     a.text("tls.server.ja3s", h.ja3s.clone());
     // The server's leaf, and the client's when it sent one in clear (mutual TLS).
-    for (side, cert) in [
-        ("server", leaf.map(|c| &**c)),
-        ("client", h.client_certificate_leaf.as_deref()),
+    for (keys, cert) in [
+        (&SERVER_CERT, leaf.map(|c| &**c)),
+        (&CLIENT_CERT, h.client_certificate_leaf.as_deref()),
     ] {
         let Some(c) = cert else {
             continue;
         };
-        let key = |name: &str| format!("tls.{side}.{name}");
-        a.text(&key("hash.sha256"), Some(c.sha256.to_ascii_uppercase()));
-        a.text(&key("hash.sha1"), Some(c.sha1.to_ascii_uppercase()));
-        a.text(&key("issuer"), Some(c.issuer.clone()));
-        a.text(&key("subject"), Some(c.subject.clone()));
-        a.text(&key("not_before"), Some(c.not_before.rfc3339()));
-        a.text(&key("not_after"), Some(c.not_after.rfc3339()));
+        let [sha256, sha1, issuer, subject, not_before, not_after] = keys;
+        a.text(sha256, Some(c.sha256.to_ascii_uppercase()));
+        a.text(sha1, Some(c.sha1.to_ascii_uppercase()));
+        a.text(issuer, Some(c.issuer.clone()));
+        a.text(subject, Some(c.subject.clone()));
+        a.text(not_before, Some(c.not_before.rfc3339()));
+        a.text(not_after, Some(c.not_after.rfc3339()));
     }
     if let Some(p) = &e.process {
         a.int("process.pid", p.pid.map(i64::from));
