@@ -1,12 +1,14 @@
 //! The capture file reader (pcap-parser, etherparse) feeding the engine; and the in-place
 //! reader (a mapped file) against the streaming one: on any bytes they must read the same
-//! packets, count the same and stop the same way.
+//! packets, count the same and stop the same way. And the bytes as one frame of each link
+//! type: the layer-by-layer decoder must answer as etherparse's whole-packet slicer does.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sensor_core::{
     capture::{
         Packet,
+        packet::{decode, decode_sliced, linktype},
         pcap::{CaptureError, CaptureReader, CaptureStats},
     },
     engine::{Engine, EngineLimits},
@@ -53,4 +55,18 @@ fuzz_target!(|data: &[u8]| {
     engine.drain().for_each(drop);
     let in_place = read_all(CaptureReader::in_place(data), None);
     assert_eq!(streamed, in_place);
+    for link in [
+        linktype::ETHERNET,
+        linktype::RAW,
+        linktype::LINUX_SLL,
+        linktype::LINUX_SLL2,
+        linktype::NULL,
+        linktype::LOOP,
+    ] {
+        let orig_len = data.len() + usize::from(data.first().copied().unwrap_or(0) & 0x0f);
+        assert_eq!(
+            format!("{:?}", decode(link, data, orig_len, 1)),
+            format!("{:?}", decode_sliced(link, data, orig_len, 1)),
+        );
+    }
 });

@@ -1,12 +1,19 @@
 //! One captured frame to a [`Packet`] (a TCP segment or a UDP datagram), for the link types
 //! capture files use. Pure.
 //!
-//! IP, TCP and UDP are parsed with etherparse's lax slicer, which keeps what it can of a packet cut
-//! by the capture's snap length; the cut part is reported as `missing`.
+//! IP, TCP and UDP are parsed with etherparse's lax slices, which keep what they can of a packet
+//! cut by the capture's snap length; the cut part is reported as `missing`. A frame whose IP
+//! header follows the link header directly (every link type, Ethernet without VLAN tags) is
+//! sliced layer by layer ([`decode`]); any other (VLAN, MACsec) goes through etherparse's whole
+//! packet slicer ([`decode_sliced`]), which is slower only because its result is large and
+//! copied. Both give the same answer on any frame: a fuzz target checks it.
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
+use etherparse::{
+    EtherType, LaxIpSlice, LaxNetSlice, LaxSlicedPacket, TcpSlice, TransportSlice, UdpSlice,
+    ip_number,
+};
 
 use super::{Datagram, Packet, Received, Segment};
 use sensor_common::tcp_flags;
@@ -42,81 +49,129 @@ pub enum Skip {
 /// Decode a frame of link type `link` captured at `ts_ns` (epoch ns). `orig_len` is the
 /// frame's length on the wire; bytes past `data` are reported as missing payload.
 pub fn decode(link: i32, data: &[u8], orig_len: usize, ts_ns: u64) -> Result<Packet<'_>, Skip> {
-    let (sliced, l2_len) = match link {
-        linktype::ETHERNET => (
-            LaxSlicedPacket::from_ethernet(data).map_err(|_| Skip::Malformed)?,
-            14,
-        ),
-        linktype::RAW | linktype::RAW_12 | linktype::RAW_14 | linktype::IPV4 | linktype::IPV6 => (
-            LaxSlicedPacket::from_ip(data).map_err(|_| Skip::Malformed)?,
-            0,
-        ),
-        linktype::LINUX_SLL => {
-            // 16-byte header; the protocol (an EtherType) is its last two bytes.
-            let proto = data.get(14..16).ok_or(Skip::Malformed)?;
-            let et = EtherType(u16::from_be_bytes([proto[0], proto[1]]));
-            (LaxSlicedPacket::from_ether_type(et, &data[16..]), 16)
-        }
-        linktype::LINUX_SLL2 => {
-            // 20-byte header; the protocol is its first two bytes.
-            let proto = data.get(0..2).ok_or(Skip::Malformed)?;
-            let rest = data.get(20..).ok_or(Skip::Malformed)?;
-            let et = EtherType(u16::from_be_bytes([proto[0], proto[1]]));
-            (LaxSlicedPacket::from_ether_type(et, rest), 20)
-        }
-        linktype::NULL | linktype::LOOP => {
-            // A 4-byte address family: host order for NULL (either endianness, depending on
-            // the capturing machine), network order for LOOP. 2 is IPv4; the BSDs number IPv6
-            // 24, 28 or 30; Linux 10.
-            let fam = data.get(0..4).ok_or(Skip::Malformed)?;
-            let le = u32::from_le_bytes([fam[0], fam[1], fam[2], fam[3]]);
-            let be = u32::from_be_bytes([fam[0], fam[1], fam[2], fam[3]]);
-            let family = if link == linktype::LOOP || le > 0xffff {
-                be
-            } else {
-                le
-            };
-            if !matches!(family, 2 | 10 | 24 | 28 | 30) {
-                return Err(Skip::NotIp);
+    // The IP packet, the link header's length, and what a bad IP header counts as (etherparse
+    // reports it as an error for a raw IP frame, as "no network layer" after a link header).
+    let ether_ip = |et: u16| et == EtherType::IPV4.0 || et == EtherType::IPV6.0;
+    let (ip, l2_len, bad_ip) = match link {
+        linktype::ETHERNET => match data.get(12..14) {
+            Some(et) if ether_ip(u16::from_be_bytes([et[0], et[1]])) => {
+                (&data[14..], 14, Skip::NotIp)
             }
-            (
-                LaxSlicedPacket::from_ip(&data[4..]).map_err(|_| Skip::Malformed)?,
-                4,
-            )
+            _ => return decode_sliced(link, data, orig_len, ts_ns),
+        },
+        linktype::RAW | linktype::RAW_12 | linktype::RAW_14 | linktype::IPV4 | linktype::IPV6 => {
+            (data, 0, Skip::Malformed)
         }
+        linktype::LINUX_SLL => match data.get(14..16) {
+            Some(et) if ether_ip(u16::from_be_bytes([et[0], et[1]])) => {
+                (&data[16..], 16, Skip::NotIp)
+            }
+            _ => return decode_sliced(link, data, orig_len, ts_ns),
+        },
+        linktype::LINUX_SLL2 => match (data.get(0..2), data.get(20..)) {
+            (Some(et), Some(rest)) if ether_ip(u16::from_be_bytes([et[0], et[1]])) => {
+                (rest, 20, Skip::NotIp)
+            }
+            _ => return decode_sliced(link, data, orig_len, ts_ns),
+        },
+        linktype::NULL | linktype::LOOP => match data.get(4..) {
+            Some(rest) if null_family_is_ip(link, data) => (rest, 4, Skip::Malformed),
+            _ => return decode_sliced(link, data, orig_len, ts_ns),
+        },
         _ => return Err(Skip::UnsupportedLinkType),
     };
-    let net = sliced.net.as_ref().ok_or(Skip::NotIp)?;
-    let (src_ip, dst_ip, declared_ip_len, fragmented): (IpAddr, IpAddr, usize, bool) = match net {
-        LaxNetSlice::Ipv4(v4) => {
+    let (ip, stop) = LaxIpSlice::from_slice(ip).map_err(|_| bad_ip)?;
+    let (src_ip, dst_ip, declared_ip_len) = ip_ends(&ip);
+    let payload = ip.payload();
+    if payload.fragmented || stop.is_some() {
+        return Err(Skip::NotTcpOrUdp);
+    }
+    let transport = match payload.ip_number {
+        ip_number::TCP => TcpSlice::from_slice(payload.payload)
+            .ok()
+            .map(TransportSlice::Tcp),
+        ip_number::UDP => UdpSlice::from_slice_lax(payload.payload)
+            .ok()
+            .map(TransportSlice::Udp),
+        _ => None,
+    };
+    let ends = Ends {
+        src_ip,
+        dst_ip,
+        declared_ip_len,
+        l2_len,
+    };
+    to_packet(ends, transport.as_ref(), data.len(), orig_len, ts_ns)
+}
+
+/// Whether a NULL or LOOP frame's 4-byte address family is IPv4 or IPv6 (host order for NULL,
+/// either endianness, depending on the capturing machine; network order for LOOP). 2 is IPv4;
+/// the BSDs number IPv6 24, 28 or 30; Linux 10. False when the frame is too short.
+fn null_family_is_ip(link: i32, data: &[u8]) -> bool {
+    let Some(fam) = data.get(0..4) else {
+        return false;
+    };
+    let le = u32::from_le_bytes([fam[0], fam[1], fam[2], fam[3]]);
+    let be = u32::from_be_bytes([fam[0], fam[1], fam[2], fam[3]]);
+    let family = if link == linktype::LOOP || le > 0xffff {
+        be
+    } else {
+        le
+    };
+    matches!(family, 2 | 10 | 24 | 28 | 30)
+}
+
+/// An IP packet's addresses and the length its header declares.
+fn ip_ends(ip: &LaxIpSlice<'_>) -> (IpAddr, IpAddr, usize) {
+    match ip {
+        LaxIpSlice::Ipv4(v4) => {
             let h = v4.header();
             (
                 h.source_addr().into(),
                 h.destination_addr().into(),
                 usize::from(h.total_len()),
-                v4.payload().fragmented,
             )
         }
-        LaxNetSlice::Ipv6(v6) => {
+        LaxIpSlice::Ipv6(v6) => {
             let h = v6.header();
             (
                 h.source_addr().into(),
                 h.destination_addr().into(),
                 40 + usize::from(h.payload_length()),
-                v6.payload().fragmented,
             )
         }
-        LaxNetSlice::Arp(_) => return Err(Skip::NotIp),
-    };
-    if fragmented {
-        return Err(Skip::NotTcpOrUdp);
     }
+}
+
+/// What the network layer told about a frame.
+struct Ends {
+    src_ip: IpAddr,
+    dst_ip: IpAddr,
+    declared_ip_len: usize,
+    /// Bytes of link header before the IP packet.
+    l2_len: usize,
+}
+
+/// The segment or datagram of a frame whose network layer is known.
+fn to_packet<'a>(
+    ends: Ends,
+    transport: Option<&TransportSlice<'a>>,
+    captured: usize,
+    orig_len: usize,
+    ts_ns: u64,
+) -> Result<Packet<'a>, Skip> {
+    let Ends {
+        src_ip,
+        dst_ip,
+        declared_ip_len,
+        l2_len,
+    } = ends;
     // Bytes of the IP packet that the capture did not keep: all of them payload, since the
     // transport header parsed.
-    let ip_captured = data.len().saturating_sub(l2_len);
+    let ip_captured = captured.saturating_sub(l2_len);
     let ip_on_wire = declared_ip_len.min(orig_len.saturating_sub(l2_len));
     let missing = ip_on_wire.saturating_sub(ip_captured);
-    let tcp = match sliced.transport.as_ref() {
+    let tcp = match transport {
         Some(TransportSlice::Tcp(tcp)) => tcp,
         Some(TransportSlice::Udp(udp)) => {
             return Ok(Packet::Udp(Datagram {
@@ -156,6 +211,85 @@ pub fn decode(link: i32, data: &[u8], orig_len: usize, ts_ns: u64) -> Result<Pac
         },
         attribution: None,
     }))
+}
+
+/// [`decode`] with etherparse's whole-packet slicer, for any frame: VLAN tags, MACsec. Public
+/// so that a fuzz target can hold the two to the same answers.
+#[doc(hidden)]
+pub fn decode_sliced(
+    link: i32,
+    data: &[u8],
+    orig_len: usize,
+    ts_ns: u64,
+) -> Result<Packet<'_>, Skip> {
+    let (sliced, l2_len) = match link {
+        linktype::ETHERNET => (
+            LaxSlicedPacket::from_ethernet(data).map_err(|_| Skip::Malformed)?,
+            14,
+        ),
+        linktype::RAW | linktype::RAW_12 | linktype::RAW_14 | linktype::IPV4 | linktype::IPV6 => (
+            LaxSlicedPacket::from_ip(data).map_err(|_| Skip::Malformed)?,
+            0,
+        ),
+        linktype::LINUX_SLL => {
+            // 16-byte header; the protocol (an EtherType) is its last two bytes.
+            let proto = data.get(14..16).ok_or(Skip::Malformed)?;
+            let et = EtherType(u16::from_be_bytes([proto[0], proto[1]]));
+            (LaxSlicedPacket::from_ether_type(et, &data[16..]), 16)
+        }
+        linktype::LINUX_SLL2 => {
+            // 20-byte header; the protocol is its first two bytes.
+            let proto = data.get(0..2).ok_or(Skip::Malformed)?;
+            let rest = data.get(20..).ok_or(Skip::Malformed)?;
+            let et = EtherType(u16::from_be_bytes([proto[0], proto[1]]));
+            (LaxSlicedPacket::from_ether_type(et, rest), 20)
+        }
+        linktype::NULL | linktype::LOOP => {
+            if data.len() < 4 {
+                return Err(Skip::Malformed);
+            }
+            if !null_family_is_ip(link, data) {
+                return Err(Skip::NotIp);
+            }
+            (
+                LaxSlicedPacket::from_ip(&data[4..]).map_err(|_| Skip::Malformed)?,
+                4,
+            )
+        }
+        _ => return Err(Skip::UnsupportedLinkType),
+    };
+    let net = sliced.net.as_ref().ok_or(Skip::NotIp)?;
+    let (src_ip, dst_ip, declared_ip_len, fragmented) = match net {
+        LaxNetSlice::Ipv4(v4) => {
+            let h = v4.header();
+            (
+                h.source_addr().into(),
+                h.destination_addr().into(),
+                usize::from(h.total_len()),
+                v4.payload().fragmented,
+            )
+        }
+        LaxNetSlice::Ipv6(v6) => {
+            let h = v6.header();
+            (
+                h.source_addr().into(),
+                h.destination_addr().into(),
+                40 + usize::from(h.payload_length()),
+                v6.payload().fragmented,
+            )
+        }
+        LaxNetSlice::Arp(_) => return Err(Skip::NotIp),
+    };
+    if fragmented {
+        return Err(Skip::NotTcpOrUdp);
+    }
+    let ends = Ends {
+        src_ip,
+        dst_ip,
+        declared_ip_len,
+        l2_len,
+    };
+    to_packet(ends, sliced.transport.as_ref(), data.len(), orig_len, ts_ns)
 }
 
 #[cfg(test)]
@@ -229,6 +363,58 @@ mod tests {
             assert_eq!(seg.missing, 0);
             assert_eq!(seg.tcp_flags, tcp_flags::ACK | tcp_flags::PSH);
         }
+    }
+
+    /// The layer-by-layer path and etherparse's whole-packet slicer agree, frame by frame,
+    /// also on frames cut anywhere and on the VLAN-tagged frames only the slicer reads.
+    #[test]
+    fn both_decoders_give_the_same_answer() {
+        let ip = ipv4_tcp(b"hello");
+        let mut v6 = Vec::new();
+        etherparse::PacketBuilder::ipv6([1; 16], [2; 16], 64)
+            .udp(443, 5000)
+            .write(&mut v6, b"quic")
+            .unwrap();
+        let mut frames: Vec<(i32, Vec<u8>)> = Vec::new();
+        for inner in [&ip, &v6] {
+            let et = if inner[0] >> 4 == 4 {
+                0x0800u16
+            } else {
+                0x86dd
+            };
+            let mut eth = vec![0u8; 12];
+            eth.extend_from_slice(&et.to_be_bytes());
+            eth.extend_from_slice(inner);
+            let mut vlan = vec![0u8; 12];
+            vlan.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+            vlan.extend_from_slice(&et.to_be_bytes());
+            vlan.extend_from_slice(inner);
+            let mut sll = vec![0u8; 14];
+            sll.extend_from_slice(&et.to_be_bytes());
+            sll.extend_from_slice(inner);
+            let mut null = 2u32.to_le_bytes().to_vec();
+            null.extend_from_slice(inner);
+            frames.extend([
+                (linktype::ETHERNET, eth),
+                (linktype::ETHERNET, vlan),
+                (linktype::LINUX_SLL, sll),
+                (linktype::NULL, null),
+                (linktype::RAW, inner.clone()),
+            ]);
+        }
+        for (link, frame) in &frames {
+            for cut in 0..=frame.len() {
+                let data = &frame[..cut];
+                assert_eq!(
+                    format!("{:?}", decode(*link, data, frame.len(), 1)),
+                    format!("{:?}", decode_sliced(*link, data, frame.len(), 1)),
+                    "link type {link}, cut at {cut}"
+                );
+            }
+        }
+        let vlan = &frames[1].1;
+        let seg = decode_tcp(linktype::ETHERNET, vlan, vlan.len(), 0).unwrap();
+        assert_eq!(seg.payload, b"hello");
     }
 
     #[test]
