@@ -44,7 +44,7 @@ impl Output {
         match self {
             Output::Text => writeln!(scratch, "{}", render::event_line(&Line::of(event), palette))?,
             Output::Json => {
-                serde_json::to_writer(&mut *scratch, event).map_err(std::io::Error::other)?;
+                event.write_json(scratch);
                 scratch.push(b'\n');
             }
         }
