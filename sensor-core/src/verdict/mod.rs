@@ -228,11 +228,7 @@ impl VerdictEngine {
                 .first()
                 .map(|c| x509::sha256_hex(c.issuer.as_bytes()))
         });
-        let identity = hs.chain.first().map(|c| {
-            let mut names = c.san.clone();
-            names.sort();
-            x509::sha256_hex(format!("{}|{}", c.subject, names.join(",")).as_bytes())
-        });
+        let identity = hs.chain.first().map(|c| c.identity());
         // The ServerHello's parameters: JA3S (version, cipher, extensions), and JA4S when built.
         #[cfg(feature = "ja4plus")]
         let ja4s = &hs.ja4s;
@@ -266,7 +262,7 @@ impl VerdictEngine {
                             issuer.as_deref()
                         },
                         server_fingerprint: server_fingerprint.as_deref(),
-                        identity: identity.as_deref(),
+                        identity,
                         flight_size: hs.server_encrypted_flight_bytes,
                     },
                 )

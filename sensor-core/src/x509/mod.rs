@@ -70,6 +70,52 @@ pub struct CertSummary {
     /// Its JSON, once an event has written it (see [`JsonOnce`]).
     #[serde(skip)]
     pub json: JsonOnce,
+    /// The digest of who it names ([`CertSummary::identity`]), once asked for.
+    #[serde(skip)]
+    pub identity_once: Memo<String>,
+}
+
+impl CertSummary {
+    /// The SHA-256 (hex) of the subject and the sorted SANs: what the baseline remembers of a
+    /// server's certificate, as the same identity across reissues with new keys and dates.
+    /// Made once per summary (the summary cache shares one per certificate).
+    pub fn identity(&self) -> &str {
+        self.identity_once.0.get_or_init(|| {
+            let mut names: Vec<&str> = self.san.iter().map(String::as_str).collect();
+            names.sort_unstable();
+            let mut text = String::with_capacity(self.subject.len() + 64);
+            text.push_str(&self.subject);
+            text.push('|');
+            text.push_str(&names.join(","));
+            sha256_hex(text.as_bytes())
+        })
+    }
+}
+
+/// A value worked out from a certificate summary once and kept with it. No part of the
+/// summary: equal to any other, and empty when cloned or read back (a changed copy of a
+/// summary is a clone, so it never keeps a value made from the original).
+#[derive(Default)]
+pub struct Memo<T>(std::sync::OnceLock<T>);
+
+impl<T> Clone for Memo<T> {
+    fn clone(&self) -> Self {
+        Self(std::sync::OnceLock::new())
+    }
+}
+
+impl<T> PartialEq for Memo<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Memo<T> {}
+
+impl<T> std::fmt::Debug for Memo<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 /// A certificate summary's JSON, kept once made. The summary cache hands the same
@@ -81,8 +127,7 @@ pub struct CertSummary {
 /// caches (1,024 summaries each) grow by at most 8 MiB whatever names an attacker's
 /// certificates carry (escaping makes a control character six bytes); a larger one is written
 /// afresh each time.
-#[derive(Default)]
-pub struct JsonOnce(std::sync::OnceLock<Option<Box<serde_json::value::RawValue>>>);
+pub type JsonOnce = Memo<Option<Box<serde_json::value::RawValue>>>;
 
 /// The largest certificate JSON a summary keeps (a usual one is about 1 KB).
 pub const MAX_KEPT_JSON: usize = 8 << 10;
@@ -99,26 +144,6 @@ impl JsonOnce {
                     .filter(|json| json.get().len() <= MAX_KEPT_JSON)
             })
             .as_deref()
-    }
-}
-
-impl Clone for JsonOnce {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl PartialEq for JsonOnce {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for JsonOnce {}
-
-impl std::fmt::Debug for JsonOnce {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JsonOnce")
     }
 }
 
@@ -374,6 +399,7 @@ pub fn summarize(der: &[u8]) -> Result<CertSummary, CertError> {
         public_key_exponent,
         der: der.to_vec(),
         json: JsonOnce::default(),
+        identity_once: Memo::default(),
     })
 }
 
@@ -506,6 +532,25 @@ mod tests {
     }
 
     use super::*;
+
+    /// A summary's identity: subject and SANs in any order, made once; a clone makes it
+    /// afresh from its own fields.
+    #[test]
+    fn the_identity_is_the_subject_and_the_sorted_names() {
+        let a = CertSummary {
+            subject: "CN=a.test".into(),
+            san: vec!["b.test".into(), "a.test".into()],
+            ..CertSummary::default()
+        };
+        assert_eq!(a.identity(), sha256_hex(b"CN=a.test|a.test,b.test"));
+        let mut b = a.clone();
+        b.san.reverse();
+        assert_eq!(b.identity(), a.identity());
+        let mut c = a.clone();
+        c.subject = "CN=other".into();
+        assert_eq!(c.identity(), sha256_hex(b"CN=other|a.test,b.test"));
+        assert_eq!(a.identity(), sha256_hex(b"CN=a.test|a.test,b.test"));
+    }
 
     #[test]
     fn holder_names_are_the_common_names_then_the_dns_names() {
