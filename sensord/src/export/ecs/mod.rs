@@ -475,8 +475,7 @@ mod tests {
             },
             public_key_curve: Some("secp256r1".into()),
             public_key_exponent: None,
-            der: Vec::new(),
-            json: Default::default(),
+            ..CertSummary::default()
         };
         let e = Event {
             handshake: Handshake {
