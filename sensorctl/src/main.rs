@@ -124,7 +124,8 @@ enum Command {
         /// Print what the reader, engine and verdicts counted, on stderr, at the end.
         #[arg(long)]
         stats: bool,
-        /// Threads: 1, or 2 to read and reassemble on one while the other judges and writes.
+        /// Threads: 1, or 2 to read and reassemble on one while the other judges and writes
+        /// (a capture file's pages are then also mapped ahead of the reader by a helper thread).
         /// The output is the same either way.
         #[arg(long, value_enum, default_value = "1")]
         threads: Threads,
