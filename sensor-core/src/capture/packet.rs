@@ -81,7 +81,6 @@ pub fn decode(link: i32, data: &[u8], orig_len: usize, ts_ns: u64) -> Result<Pac
         _ => return Err(Skip::UnsupportedLinkType),
     };
     let (ip, stop) = LaxIpSlice::from_slice(ip).map_err(|_| bad_ip)?;
-    let (src_ip, dst_ip, declared_ip_len) = ip_ends(&ip);
     let payload = ip.payload();
     if payload.fragmented || stop.is_some() {
         return Err(Skip::NotTcpOrUdp);
@@ -95,13 +94,7 @@ pub fn decode(link: i32, data: &[u8], orig_len: usize, ts_ns: u64) -> Result<Pac
             .map(TransportSlice::Udp),
         _ => None,
     };
-    let ends = Ends {
-        src_ip,
-        dst_ip,
-        declared_ip_len,
-        l2_len,
-    };
-    to_packet(ends, transport.as_ref(), data.len(), orig_len, ts_ns)
+    to_packet(&ip, l2_len, transport.as_ref(), data.len(), orig_len, ts_ns)
 }
 
 /// Whether a NULL or LOOP frame's 4-byte address family is IPv4 or IPv6 (host order for NULL,
@@ -121,9 +114,20 @@ fn null_family_is_ip(link: i32, data: &[u8]) -> bool {
     matches!(family, 2 | 10 | 24 | 28 | 30)
 }
 
-/// An IP packet's addresses and the length its header declares.
-fn ip_ends(ip: &LaxIpSlice<'_>) -> (IpAddr, IpAddr, usize) {
-    match ip {
+/// The segment or datagram of a frame whose IP packet (after `l2_len` bytes of link header)
+/// is `ip`: none when the packet is a fragment or carries neither TCP nor UDP.
+fn to_packet<'a>(
+    ip: &LaxIpSlice<'a>,
+    l2_len: usize,
+    transport: Option<&TransportSlice<'a>>,
+    captured: usize,
+    orig_len: usize,
+    ts_ns: u64,
+) -> Result<Packet<'a>, Skip> {
+    if ip.payload().fragmented {
+        return Err(Skip::NotTcpOrUdp);
+    }
+    let (src_ip, dst_ip, declared_ip_len): (IpAddr, IpAddr, usize) = match ip {
         LaxIpSlice::Ipv4(v4) => {
             let h = v4.header();
             (
@@ -140,32 +144,7 @@ fn ip_ends(ip: &LaxIpSlice<'_>) -> (IpAddr, IpAddr, usize) {
                 40 + usize::from(h.payload_length()),
             )
         }
-    }
-}
-
-/// What the network layer told about a frame.
-struct Ends {
-    src_ip: IpAddr,
-    dst_ip: IpAddr,
-    declared_ip_len: usize,
-    /// Bytes of link header before the IP packet.
-    l2_len: usize,
-}
-
-/// The segment or datagram of a frame whose network layer is known.
-fn to_packet<'a>(
-    ends: Ends,
-    transport: Option<&TransportSlice<'a>>,
-    captured: usize,
-    orig_len: usize,
-    ts_ns: u64,
-) -> Result<Packet<'a>, Skip> {
-    let Ends {
-        src_ip,
-        dst_ip,
-        declared_ip_len,
-        l2_len,
-    } = ends;
+    };
     // Bytes of the IP packet that the capture did not keep: all of them payload, since the
     // transport header parsed.
     let ip_captured = captured.saturating_sub(l2_len);
@@ -258,38 +237,19 @@ pub fn decode_sliced(
         }
         _ => return Err(Skip::UnsupportedLinkType),
     };
-    let net = sliced.net.as_ref().ok_or(Skip::NotIp)?;
-    let (src_ip, dst_ip, declared_ip_len, fragmented) = match net {
-        LaxNetSlice::Ipv4(v4) => {
-            let h = v4.header();
-            (
-                h.source_addr().into(),
-                h.destination_addr().into(),
-                usize::from(h.total_len()),
-                v4.payload().fragmented,
-            )
-        }
-        LaxNetSlice::Ipv6(v6) => {
-            let h = v6.header();
-            (
-                h.source_addr().into(),
-                h.destination_addr().into(),
-                40 + usize::from(h.payload_length()),
-                v6.payload().fragmented,
-            )
-        }
+    let ip = match sliced.net.as_ref().ok_or(Skip::NotIp)? {
+        LaxNetSlice::Ipv4(v4) => LaxIpSlice::Ipv4(v4.clone()),
+        LaxNetSlice::Ipv6(v6) => LaxIpSlice::Ipv6(v6.clone()),
         LaxNetSlice::Arp(_) => return Err(Skip::NotIp),
     };
-    if fragmented {
-        return Err(Skip::NotTcpOrUdp);
-    }
-    let ends = Ends {
-        src_ip,
-        dst_ip,
-        declared_ip_len,
+    to_packet(
+        &ip,
         l2_len,
-    };
-    to_packet(ends, sliced.transport.as_ref(), data.len(), orig_len, ts_ns)
+        sliced.transport.as_ref(),
+        data.len(),
+        orig_len,
+        ts_ns,
+    )
 }
 
 #[cfg(test)]

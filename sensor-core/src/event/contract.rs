@@ -217,20 +217,19 @@ impl Event {
                 value: &T,
             ) -> Result<(), serde_json::Error> {
                 debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
-                self.out.push(if self.first { b'{' } else { b',' });
-                self.first = false;
+                if !std::mem::take(&mut self.first) {
+                    self.out.push(b',');
+                }
                 self.out.push(b'"');
                 self.out.extend_from_slice(key.as_bytes());
                 self.out.extend_from_slice(b"\":");
                 serde_json::to_writer(&mut *self.out, value)
             }
         }
+        out.push(b'{');
         let mut direct = Direct { out, first: true };
         // Serialising these types into memory cannot fail: every map key is a string.
         let _ = self.fields(&mut direct);
-        if direct.first {
-            direct.out.push(b'{');
-        }
         direct.out.push(b'}');
     }
 }

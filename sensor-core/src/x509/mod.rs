@@ -83,11 +83,7 @@ impl CertSummary {
         self.identity_once.0.get_or_init(|| {
             let mut names: Vec<&str> = self.san.iter().map(String::as_str).collect();
             names.sort_unstable();
-            let mut text = String::with_capacity(self.subject.len() + 64);
-            text.push_str(&self.subject);
-            text.push('|');
-            text.push_str(&names.join(","));
-            sha256_hex(text.as_bytes())
+            sha256_hex(format!("{}|{}", self.subject, names.join(",")).as_bytes())
         })
     }
 }
