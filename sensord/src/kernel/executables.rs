@@ -20,7 +20,7 @@ use std::{
 };
 
 use hashlink::LruCache;
-use object::{Object, ObjectSection, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSymbol, ObjectSymbolTable};
 
 /// A TLS library inside an executable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,19 +80,29 @@ fn classify_file(file: &File) -> Result<Option<OwnTls>, String> {
     let map = Mapped::new(file)?;
     let obj =
         object::File::parse(map.bytes()).map_err(|e| format!("not an ELF file we read: {e}"))?;
-    let mut d2i_x509 = None;
-    let mut entries = OpenSslEntries::default();
-    for sym in obj.dynamic_symbols().filter(|s| s.is_definition()) {
-        let slot = match sym.name() {
-            Ok("d2i_X509") => &mut d2i_x509,
-            Ok("SSL_connect") => &mut entries.ssl_connect,
-            Ok("SSL_do_handshake") => &mut entries.ssl_do_handshake,
-            Ok("SSL_accept") => &mut entries.ssl_accept,
-            Ok("SSL_read") => &mut entries.ssl_read,
-            _ => continue,
-        };
-        *slot = file_offset(&obj, &sym);
-    }
+    let [
+        d2i_x509,
+        ssl_connect,
+        ssl_do_handshake,
+        ssl_accept,
+        ssl_read,
+    ] = exported(
+        &obj,
+        [
+            "d2i_X509",
+            "SSL_connect",
+            "SSL_do_handshake",
+            "SSL_accept",
+            "SSL_read",
+        ],
+    );
+    let mut entries = OpenSslEntries {
+        ssl_connect,
+        ssl_do_handshake,
+        ssl_accept,
+        ssl_read,
+        ..OpenSslEntries::default()
+    };
     if let Some(d2i) = d2i_x509
         && (entries.ssl_connect.is_some() || entries.ssl_do_handshake.is_some())
     {
@@ -165,6 +175,67 @@ fn carries_rustls(rodata: &[u8]) -> bool {
 }
 
 /// Where a symbol's code sits in the file, which is how uprobes are placed.
+/// The file offsets of the functions `names` the ELF file exports (defines in its dynamic
+/// symbol table). Looked up in its GNU hash table, as the dynamic loader does, when it has one:
+/// Node exports about 75,000 symbols, and walking them all took tens of milliseconds in which
+/// a client that just started makes its first handshake before its uprobes are attached.
+fn exported<const N: usize>(obj: &object::File<'_>, names: [&str; N]) -> [Option<u64>; N] {
+    if let object::File::Elf64(elf) = obj
+        && let Some(found) = exported_hashed(elf, obj, names)
+    {
+        return found;
+    }
+    exported_walked(obj, names)
+}
+
+/// [`exported`] by walking every dynamic symbol (the last definition of a name counts).
+fn exported_walked<const N: usize>(obj: &object::File<'_>, names: [&str; N]) -> [Option<u64>; N] {
+    let mut found = [None; N];
+    for sym in obj.dynamic_symbols().filter(|s| s.is_definition()) {
+        if let Ok(name) = sym.name()
+            && let Some(i) = names.iter().position(|n| *n == name)
+        {
+            found[i] = file_offset(obj, &sym);
+        }
+    }
+    found
+}
+
+/// [`exported`] through the GNU hash table (the default version of a versioned name), or
+/// `None` when the file has no such table.
+fn exported_hashed<const N: usize>(
+    elf: &object::read::elf::ElfFile64<'_>,
+    obj: &object::File<'_>,
+    names: [&str; N],
+) -> Option<[Option<u64>; N]> {
+    let endian = elf.endian();
+    let sections = elf.elf_section_table();
+    let (hash, _) = sections.gnu_hash(endian, elf.data()).ok()??;
+    let versions = sections
+        .versions(endian, elf.data())
+        .ok()?
+        .unwrap_or_default();
+    let raw = elf.elf_dynamic_symbol_table();
+    let symbols = obj.dynamic_symbol_table()?;
+    Some(names.map(|name| {
+        let name = name.as_bytes();
+        let (index, _) = hash.find(
+            endian,
+            name,
+            object::elf::gnu_hash(name),
+            None,
+            raw,
+            &versions,
+        )?;
+        let sym = symbols.symbol_by_index(index).ok()?;
+        if sym.is_definition() {
+            file_offset(obj, &sym)
+        } else {
+            None
+        }
+    }))
+}
+
 fn file_offset<'d>(obj: &object::File<'d>, sym: &object::Symbol<'d, '_>) -> Option<u64> {
     let section = obj.section_by_index(sym.section_index()?).ok()?;
     let (start, _) = section.file_range()?;
@@ -555,6 +626,46 @@ mod tests {
         assert_eq!(classify(&curl), Ok(None));
         assert_eq!(classify(Path::new("/bin/ls")), Ok(None));
         assert!(classify(Path::new("/etc/hostname")).is_err());
+    }
+
+    /// The hash table lookup finds what the walk over every exported symbol finds, in Node,
+    /// the system's libssl and libcrypto, and a program that imports them (curl).
+    #[test]
+    fn the_hash_table_finds_what_the_walk_finds() {
+        let names = [
+            "d2i_X509",
+            "SSL_connect",
+            "SSL_do_handshake",
+            "SSL_accept",
+            "SSL_read",
+            "no_such_function",
+        ];
+        let mut files: Vec<PathBuf> = [NODE, "/usr/bin/curl"]
+            .iter()
+            .map(|p| std::fs::canonicalize(p).expect("installed by cargo xtask setup"))
+            .collect();
+        let (ssl, crypto) = crate::kernel::uprobes::find_libraries(&[]);
+        files.extend(ssl.into_iter().chain(crypto));
+        assert!(files.len() >= 4, "{files:?}");
+        for path in files {
+            let file = File::open(&path).unwrap();
+            let map = Mapped::new(&file).unwrap();
+            let obj = object::File::parse(map.bytes()).unwrap();
+            let object::File::Elf64(elf) = &obj else {
+                panic!("{}: not ELF64", path.display());
+            };
+            let hashed = exported_hashed(elf, &obj, names)
+                .unwrap_or_else(|| panic!("{}: no GNU hash table", path.display()));
+            assert_eq!(hashed, exported_walked(&obj, names), "{}", path.display());
+            let defined = hashed.iter().filter(|o| o.is_some()).count();
+            let expected = match path.file_name().and_then(|n| n.to_str()) {
+                Some(n) if n.starts_with("libssl") => 4,
+                Some(n) if n.starts_with("libcrypto") => 1,
+                Some("curl") => 0,
+                _ => 5,
+            };
+            assert_eq!(defined, expected, "{}: {hashed:?}", path.display());
+        }
     }
 
     /// Chromium (BoringSSL, no exported functions; `cargo xtask setup` installs chromium for
