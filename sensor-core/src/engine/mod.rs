@@ -152,13 +152,64 @@ impl FlowKey {
 /// A flow in the table: live, or reported and kept only to ignore what still arrives.
 enum Slot {
     Live(Box<Flow>),
-    /// `cids`: a QUIC flow's connection IDs (the client's first, the server's), to tell a new
-    /// connection on the same UDP 4-tuple from what the old one still sends.
+    /// A reported flow, kept to take what its connection still sends; `prior` tells those
+    /// segments from a new connection on the same 4-tuple.
     Done {
         last_ts: u64,
-        cids: Option<Box<[Vec<u8>]>>,
+        prior: Option<Box<Prior>>,
     },
 }
+
+/// What a reported flow remembers of its connection.
+#[derive(Debug)]
+enum Prior {
+    /// A QUIC flow's connection IDs (the client's first, the server's).
+    Quic(Box<[Vec<u8>]>),
+    /// A TCP flow's local sockets and where each end's stream had got to, by endpoint index.
+    Tcp(TcpPrior),
+}
+
+/// See [`Prior::Tcp`].
+#[derive(Debug)]
+struct TcpPrior {
+    cookies: [Option<u64>; 2],
+    seq_ends: [Option<u32>; 2],
+}
+
+impl TcpPrior {
+    /// Whether `seg` (sent by endpoint `idx`), the first segment the kernel forwarded on its
+    /// socket, opens a new connection. A socket other than the one the old connection had on
+    /// that end is a new connection. A socket the old flow never saw (loopback, where both
+    /// ends are local and one end's first record may come after the flow was decided) is
+    /// judged by what it carries: a new connection's first bytes (a ClientHello, or a
+    /// plaintext opening), not a TLS record that only follows a handshake, and not where the
+    /// sender's stream stood (that goes on with the old connection; a new one's starts
+    /// anywhere). Such a record of an older connection, come after a newer one took the
+    /// 4-tuple, would otherwise open a flow in the middle of a stream that the newer one's
+    /// next connection would then be read into.
+    fn opens_anew(&self, seg: &Segment<'_>, idx: usize) -> bool {
+        let Some(a) = seg.attribution else {
+            return false;
+        };
+        let owner = if a.local_is_src { idx } else { 1 - idx };
+        match self.cookies[owner] {
+            Some(old) => old != a.cookie,
+            None => {
+                let follows_handshake = matches!(seg.payload, [0x14 | 0x15 | 0x17, 0x03, ..] | []);
+                let goes_on = self.seq_ends[idx].is_some_and(|end| {
+                    let d = seg.seq.wrapping_sub(end) as i32;
+                    (-SEQ_BEHIND..=SEQ_AHEAD).contains(&d)
+                });
+                !follows_handshake && !goes_on
+            }
+        }
+    }
+}
+
+/// How far behind (retransmissions) and ahead (bytes the kernel no longer forwarded) of where
+/// a reported flow's stream stood a segment of the same connection may be.
+const SEQ_BEHIND: i32 = 1 << 20;
+const SEQ_AHEAD: i32 = 1 << 24;
 
 impl Slot {
     fn last_ts(&self) -> u64 {
@@ -474,15 +525,23 @@ impl Engine {
         // connection's flow was reported.
         let syn_only = seg.tcp_flags & (SYN | ACK) == SYN;
         let first_on_socket = seg.attribution.is_some_and(|a| a.first_on_socket);
+        let idx = usize::from(seg.src != key.ends[0]);
         let reuse = match self.flows.to_back(&key) {
-            Some(Slot::Done { last_ts, .. }) => {
-                if !(syn_only || first_on_socket) {
+            Some(Slot::Done { last_ts, prior }) => {
+                let anew = syn_only
+                    || (first_on_socket
+                        && match prior.as_deref() {
+                            Some(Prior::Tcp(p)) => p.opens_anew(seg, idx),
+                            _ => true,
+                        });
+                if !anew {
                     *last_ts = (*last_ts).max(seg.ts_ns);
                     return;
                 }
                 true
             }
-            Some(Slot::Live(_)) => syn_only,
+            // The old connection's end was not seen (see `Flow::new_connection`).
+            Some(Slot::Live(flow)) => syn_only || flow.new_connection(seg, idx),
             None => false,
         };
         if reuse {
@@ -594,9 +653,13 @@ impl Engine {
         let new_connection =
             |cids: &[Vec<u8>]| opening.is_some_and(|(_, dcid)| !cids.iter().any(|c| c == dcid));
         let reused = match self.flows.to_back(&key) {
-            Some(Slot::Done { last_ts, cids }) => {
+            Some(Slot::Done { last_ts, prior }) => {
                 *last_ts = (*last_ts).max(d.ts_ns);
-                if !cids.as_deref().is_some_and(new_connection) {
+                let cids = match prior.as_deref() {
+                    Some(Prior::Quic(cids)) => Some(&cids[..]),
+                    _ => None,
+                };
+                if !cids.is_some_and(new_connection) {
                     return;
                 }
                 true
@@ -750,7 +813,11 @@ impl Engine {
         let had_hello = flow.has_client_hello();
         let not_tls = flow.is_not_tls() && !had_hello;
         let quic_answered = flow.quic_attempt().map(|a| a.answered);
-        let cids = flow.quic_cids().map(|c| c.to_vec().into_boxed_slice());
+        let prior = match flow.quic_cids() {
+            Some(c) => Some(Box::new(Prior::Quic(c.to_vec().into_boxed_slice()))),
+            // Only a flow whose sockets the kernel named can meet a first segment on a socket.
+            None => flow.tcp_prior().map(|p| Box::new(Prior::Tcp(p))),
+        };
         let client_pid = flow.client_pid();
         let reported = flow.finish(
             self.now,
@@ -761,7 +828,7 @@ impl Engine {
         if !flow.malformed().is_empty() {
             self.stats.flows_malformed += 1;
         }
-        *slot = Slot::Done { last_ts, cids };
+        *slot = Slot::Done { last_ts, prior };
         match reported {
             Some(mut hs) => {
                 self.stats.handshakes += 1;

@@ -2,6 +2,7 @@
 //! bounded memory, and no panic; the rest of the table keeps working.
 
 mod quic;
+mod reuse;
 
 use std::net::SocketAddr;
 

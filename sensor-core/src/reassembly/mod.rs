@@ -114,6 +114,17 @@ impl Stream {
         self.next
     }
 
+    /// The sequence number just past everything the stream was given, once it has a start.
+    pub fn seq_end(&self) -> Option<u32> {
+        self.base.map(|b| b.wrapping_add(self.seen_end as u32))
+    }
+
+    /// Whether the stream was given nothing yet (no data, no FIN); where a receiver stood
+    /// does not count.
+    pub fn is_unsent(&self) -> bool {
+        self.seen_end == 0 && self.pending.is_empty()
+    }
+
     /// Whether a FIN was seen and everything before it delivered.
     pub fn is_finished(&self) -> bool {
         self.fin_at.is_some_and(|f| self.next >= f)

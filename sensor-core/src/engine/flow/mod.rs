@@ -610,6 +610,40 @@ impl Flow {
         self.sockets[c].map(|s| s.cookie)
     }
 
+    /// Whether `seg`, sent by endpoint `idx`, belongs to a new connection on this flow's
+    /// 4-tuple: it came through a local socket other than the one this flow has on that end;
+    /// or it is a ClientHello, the first segment on a socket this flow has not seen, from an
+    /// end that sent nothing yet while the other end already had. A client's hello comes
+    /// before anything its server sends: this flow was a connection whose client the capture
+    /// did not see (sensord's own probe, whose socket the tap leaves out, to a local server).
+    pub(super) fn new_connection(&self, seg: &Segment<'_>, idx: usize) -> bool {
+        let Some(a) = seg.attribution else {
+            return false;
+        };
+        let owner = if a.local_is_src { idx } else { 1 - idx };
+        match self.sockets[owner] {
+            Some(s) => s.cookie != a.cookie,
+            None => {
+                a.first_on_socket
+                    && matches!(seg.payload, [0x16, 0x03, _, _, _, 0x01, ..])
+                    && self.dirs[idx].stream.is_unsent()
+                    && !self.dirs[1 - idx].stream.is_unsent()
+            }
+        }
+    }
+
+    /// A TCP flow whose sockets the kernel named: each end's socket cookie and the sequence
+    /// number just past what each end's stream was given.
+    pub(super) fn tcp_prior(&self) -> Option<super::TcpPrior> {
+        if self.quic.is_some() || self.sockets.iter().all(Option::is_none) {
+            return None;
+        }
+        Some(super::TcpPrior {
+            cookies: self.sockets.map(|s| s.map(|s| s.cookie)),
+            seq_ends: [self.dirs[0].stream.seq_end(), self.dirs[1].stream.seq_end()],
+        })
+    }
+
     /// A side closed or reset: nothing to wait for.
     pub(super) fn ended(&self) -> bool {
         self.reset || self.dirs.iter().any(|d| d.closed)
