@@ -19,7 +19,9 @@
 //!   fingerprint.
 //!
 //! Without a fingerprint match the verdict is `clean`: the weaker signals raise the severity
-//! and say what they suggest, but an idle client is not proof of a man in the middle.
+//! and say what they suggest, but an idle client is not proof of a man in the middle. A
+//! handshake the sensor did not see whole (its ClientHello unseen, or `capture_incomplete`)
+//! cannot be judged by its fingerprint: `unverified`, with the losses as reasons, medium.
 
 use std::net::IpAddr;
 
@@ -360,12 +362,34 @@ pub fn judge(
             why.join(", ")
         ));
     }
+    // What the sensor did not see of the client's handshake: the fingerprints above may not
+    // be the client's, and an absent one proves nothing.
+    let loss = super::loss_reasons(&hs.capture_incomplete, &mut reasons);
+    severity = severity.max(loss);
+    let unseen = !hs.capture_incomplete.is_empty() || hs.ja4.is_none();
+    if unseen {
+        severity = severity.max(Severity::Medium);
+        sentences.push(if hs.capture_incomplete.is_empty() {
+            format!(
+                "The sensor did not see the handshake {client} began, so whether an \
+                 interceptor made it cannot be told."
+            )
+        } else {
+            format!(
+                "The sensor did not see all of the handshake from {client} ({}), so whether \
+                 an interceptor made it cannot be told.",
+                super::loss_words(&hs.capture_incomplete)
+            )
+        });
+    }
     let verdict = if product.is_some()
         || reasons
             .iter()
             .any(|r| matches!(r, Reason::UaFingerprintMismatch(_)))
     {
         Verdict::Intercepted
+    } else if unseen {
+        Verdict::Unverified
     } else {
         Verdict::Clean
     };
@@ -389,7 +413,7 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Alert, Handshake, Process, Role, Timestamp};
+    use crate::event::{Alert, CaptureLoss, Handshake, Process, Role, Timestamp};
 
     const SECOND: u64 = 1_000_000_000;
 
@@ -460,6 +484,44 @@ mod tests {
         assert_eq!(j.verdict, Verdict::Clean);
         assert!(j.reasons.is_empty());
         assert_eq!(j.severity, Severity::Info);
+    }
+
+    #[test]
+    fn a_handshake_the_sensor_did_not_see_whole_is_not_clean() {
+        let t = trust();
+        let mut idle = IdleCounter::new(IdleRule::default(), 16);
+        let mut pops = Populations::new(16);
+        // No ClientHello seen (its bytes never reached the sensor): nothing to judge it by.
+        let mut ev = inbound(CURL, false, SECOND);
+        ev.handshake.ja4 = None;
+        ev.handshake.capture_incomplete = vec![CaptureLoss::Gap];
+        let j = judge_(&t, &mut idle, &mut pops, &ev);
+        assert_eq!(j.verdict, Verdict::Unverified);
+        assert_eq!(j.reasons, [Reason::CaptureIncomplete(CaptureLoss::Gap)]);
+        assert_eq!(j.severity, Severity::Medium);
+        assert!(
+            j.explanation.contains("never reached the sensor"),
+            "{}",
+            j.explanation
+        );
+        // A ClientHello whose stream had a gap: its fingerprint may not be what the client sent.
+        let mut ev = inbound(CURL, false, 2 * SECOND);
+        ev.handshake.capture_incomplete = vec![CaptureLoss::Gap];
+        let j = judge_(&t, &mut idle, &mut pops, &ev);
+        assert_eq!(j.verdict, Verdict::Unverified);
+        assert_eq!(j.severity, Severity::Medium);
+        // A conflict (bytes that came twice, different) is high, and a product's own hello
+        // still names it.
+        let mut ev = inbound(MITMPROXY, false, 3 * SECOND);
+        ev.handshake.capture_incomplete = vec![CaptureLoss::Conflict];
+        let j = judge_(&t, &mut idle, &mut pops, &ev);
+        assert_eq!(j.verdict, Verdict::Intercepted);
+        assert!(
+            j.reasons.contains(&Reason::StreamConflict),
+            "{:?}",
+            j.reasons
+        );
+        assert_eq!(j.severity, Severity::High);
     }
 
     #[test]

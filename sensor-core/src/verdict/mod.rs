@@ -716,8 +716,13 @@ fn push_server_changes(reasons: &mut Vec<Reason>, b: &baseline::Signal) {
 /// What the sensor could not see: `capture_incomplete:<cause>` (medium), and `stream_conflict`
 /// (high) for bytes that came twice with different content. The severity they call for.
 fn capture_reasons(f: &Facts<'_>, reasons: &mut Vec<Reason>) -> Severity {
+    loss_reasons(f.capture_incomplete, reasons)
+}
+
+/// [`capture_reasons`] for the losses of any handshake (also an inbound one).
+pub(crate) fn loss_reasons(losses: &[CaptureLoss], reasons: &mut Vec<Reason>) -> Severity {
     let mut severity = Severity::Info;
-    for &cause in f.capture_incomplete {
+    for &cause in losses {
         if cause == CaptureLoss::Conflict {
             reasons.push(Reason::StreamConflict);
             severity = severity.max(Severity::High);
@@ -731,8 +736,12 @@ fn capture_reasons(f: &Facts<'_>, reasons: &mut Vec<Reason>) -> Severity {
 
 /// The capture losses in words, for explanations: `a gap in the stream and a full ring buffer`.
 fn losses_in_words(f: &Facts<'_>) -> String {
-    let words: Vec<&str> = f
-        .capture_incomplete
+    loss_words(f.capture_incomplete)
+}
+
+/// [`losses_in_words`] for the losses of any handshake.
+pub(crate) fn loss_words(losses: &[CaptureLoss]) -> String {
+    let words: Vec<&str> = losses
         .iter()
         .map(|c| match c {
             CaptureLoss::Budget => "the sensor's per-connection byte budget ran out",
