@@ -647,10 +647,14 @@ mod tests {
         // The system's OpenSSL 3 (Debian's multiarch folder, or another distribution's).
         for name in ["libssl.so.3", "libcrypto.so.3"] {
             files.extend(
-                ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64"]
-                    .iter()
-                    .map(|dir| Path::new(dir).join(name))
-                    .find(|p| p.exists()),
+                [
+                    "/usr/lib/x86_64-linux-gnu",
+                    "/usr/lib/aarch64-linux-gnu",
+                    "/usr/lib64",
+                ]
+                .iter()
+                .map(|dir| Path::new(dir).join(name))
+                .find(|p| p.exists()),
             );
         }
         assert!(files.len() >= 4, "{files:?}");
