@@ -41,6 +41,17 @@ pub struct Attribution {
     pub unforwarded: u32,
 }
 
+impl Attribution {
+    /// Which endpoint's socket this is, for a segment sent by endpoint `sender` (0 or 1).
+    pub fn owner(&self, sender: usize) -> usize {
+        if self.local_is_src {
+            sender
+        } else {
+            1 - sender
+        }
+    }
+}
+
 /// One TCP segment, or the part of it the source captured.
 #[derive(Clone, Copy, Debug)]
 pub struct Segment<'a> {

@@ -191,8 +191,7 @@ impl TcpPrior {
         let Some(a) = seg.attribution else {
             return false;
         };
-        let owner = if a.local_is_src { idx } else { 1 - idx };
-        match self.cookies[owner] {
+        match self.cookies[a.owner(idx)] {
             Some(old) => old != a.cookie,
             None => {
                 let follows_handshake = matches!(seg.payload, [0x14 | 0x15 | 0x17, 0x03, ..] | []);

@@ -715,11 +715,6 @@ fn push_server_changes(reasons: &mut Vec<Reason>, b: &baseline::Signal) {
 
 /// What the sensor could not see: `capture_incomplete:<cause>` (medium), and `stream_conflict`
 /// (high) for bytes that came twice with different content. The severity they call for.
-fn capture_reasons(f: &Facts<'_>, reasons: &mut Vec<Reason>) -> Severity {
-    loss_reasons(f.capture_incomplete, reasons)
-}
-
-/// [`capture_reasons`] for the losses of any handshake (also an inbound one).
 pub(crate) fn loss_reasons(losses: &[CaptureLoss], reasons: &mut Vec<Reason>) -> Severity {
     let mut severity = Severity::Info;
     for &cause in losses {
@@ -735,11 +730,6 @@ pub(crate) fn loss_reasons(losses: &[CaptureLoss], reasons: &mut Vec<Reason>) ->
 }
 
 /// The capture losses in words, for explanations: `a gap in the stream and a full ring buffer`.
-fn losses_in_words(f: &Facts<'_>) -> String {
-    loss_words(f.capture_incomplete)
-}
-
-/// [`losses_in_words`] for the losses of any handshake.
 pub(crate) fn loss_words(losses: &[CaptureLoss]) -> String {
     let words: Vec<&str> = losses
         .iter()
@@ -767,7 +757,7 @@ fn unverified(f: &Facts<'_>) -> Judgement {
     if tls13 || f.capture_incomplete.is_empty() {
         reasons.push(Reason::CertificateNotVisible);
     }
-    let mut severity = capture_reasons(f, &mut reasons);
+    let mut severity = loss_reasons(f.capture_incomplete, &mut reasons);
     if let Some(r) = rejection(f) {
         reasons.push(r);
         severity = severity.max(Severity::Medium);
@@ -790,7 +780,7 @@ fn unverified(f: &Facts<'_>) -> Judgement {
     let why = if !f.capture_incomplete.is_empty() {
         format!(
             "the sensor did not see the certificate: {}",
-            losses_in_words(f)
+            loss_words(f.capture_incomplete)
         )
     } else if tls13 {
         "the certificate is not visible to a passive observer (TLS 1.3 encrypts it)".to_owned()
@@ -1021,11 +1011,11 @@ fn decide(trust: &TrustContext, a: &Assessment, f: &Facts<'_>) -> Judgement {
              someone in the path changed what the sensor could see.",
         );
     }
-    let loss = capture_reasons(f, &mut reasons);
+    let loss = loss_reasons(f.capture_incomplete, &mut reasons);
     let stand_in = f.chain_source == Some(ChainSource::Probe);
     if loss >= Severity::High || (stand_in && loss > Severity::Info) {
         severity = severity.max(loss);
-        explanation.push_str(&format!(" But {}.", losses_in_words(f)));
+        explanation.push_str(&format!(" But {}.", loss_words(f.capture_incomplete)));
         // The chain seen may not be the one the client kept (bytes came twice), or the sensor
         // never saw the client's at all and the probe's stands in for it (an interceptor can
         // hide the one and let the other through): never call that clean.

@@ -174,7 +174,6 @@ fn carries_rustls(rodata: &[u8]) -> bool {
     })
 }
 
-/// Where a symbol's code sits in the file, which is how uprobes are placed.
 /// The file offsets of the functions `names` the ELF file exports (defines in its dynamic
 /// symbol table). Looked up in its GNU hash table, as the dynamic loader does, when it has one:
 /// Node exports about 75,000 symbols, and walking them all took tens of milliseconds in which
@@ -236,6 +235,7 @@ fn exported_hashed<const N: usize>(
     }))
 }
 
+/// Where a symbol's code sits in the file, which is how uprobes are placed.
 fn file_offset<'d>(obj: &object::File<'d>, sym: &object::Symbol<'d, '_>) -> Option<u64> {
     let section = obj.section_by_index(sym.section_index()?).ok()?;
     let (start, _) = section.file_range()?;

@@ -491,7 +491,7 @@ impl Flow {
         if a.packets_unreadable {
             self.seen.note_loss(CaptureLoss::Gap);
         }
-        let owner = if a.local_is_src { idx } else { 1 - idx };
+        let owner = a.owner(idx);
         let sock = self.sockets[owner].get_or_insert(LocalSocket {
             cookie: a.cookie,
             pid_hint: None,
@@ -620,7 +620,7 @@ impl Flow {
         let Some(a) = seg.attribution else {
             return false;
         };
-        let owner = if a.local_is_src { idx } else { 1 - idx };
+        let owner = a.owner(idx);
         match self.sockets[owner] {
             Some(s) => s.cookie != a.cookie,
             None => {
