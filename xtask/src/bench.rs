@@ -18,7 +18,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::util::{Workspace, is_root, run, say};
+use crate::{
+    bpf_floor::{EmptyProgram, cgroup2_root},
+    util::{Workspace, is_root, run, say},
+};
 
 /// A child process killed (SIGTERM, then SIGKILL) when dropped.
 struct Guard(Child, &'static str);
@@ -372,6 +375,22 @@ pub fn tap(ws: &Workspace, opts: &TapBench) -> anyhow::Result<()> {
         )
     };
 
+    // The floor under that figure: an empty program on the same hooks, the same run, with
+    // sensord detached. What the tap costs a packet beyond it is its own work.
+    let (floor_ns, floor_cnt) = {
+        let stats = BpfStats::enable()?;
+        let floor = EmptyProgram::attach(&cgroup2_root()?)?;
+        let before = prog_stats(floor.id)?;
+        iperf(port, opts.seconds)?;
+        let after = prog_stats(floor.id)?;
+        drop(floor);
+        drop(stats);
+        (
+            after.0.saturating_sub(before.0),
+            after.1.saturating_sub(before.1),
+        )
+    };
+
     // The TCP storm: rounds of the same storm with sensord detached and attached, in turn (the
     // order alternating), so that the ratio compares like with like on a machine whose speed
     // drifts. The attached rounds' handshakes are what must all be captured.
@@ -422,6 +441,19 @@ pub fn tap(ws: &Workspace, opts: &TapBench) -> anyhow::Result<()> {
         }
     );
     println!("tap_program_runs={run_cnt}");
+    let floor_per_packet = if floor_cnt == 0 {
+        0.0
+    } else {
+        floor_ns as f64 / floor_cnt as f64
+    };
+    println!("floor_ns_per_packet={floor_per_packet:.1}");
+    println!("floor_program_runs={floor_cnt}");
+    if run_cnt > 0 && floor_cnt > 0 {
+        println!(
+            "tap_ns_over_floor={:.1}",
+            run_ns as f64 / run_cnt as f64 - floor_per_packet
+        );
+    }
     println!("tap_program_insns={}", sizes.0);
     println!("tap_verified_insns={}", sizes.1);
     println!("storm_handshakes={}", tcp.handshakes);

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_summary;
+mod bpf_floor;
 mod fuzz;
 mod install;
 mod package;
