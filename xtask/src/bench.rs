@@ -224,6 +224,15 @@ fn iperf(port: u16, seconds: u64) -> anyhow::Result<f64> {
         .context("no bits_per_second in iperf3's output")
 }
 
+/// Nanoseconds per program run; 0 without runs.
+fn per_run(ns: u64, runs: u64) -> f64 {
+    if runs == 0 {
+        0.0
+    } else {
+        ns as f64 / runs as f64
+    }
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -432,27 +441,14 @@ pub fn tap(ws: &Workspace, opts: &TapBench) -> anyhow::Result<()> {
         "throughput_ratio_mean={:.4}",
         mean(&attached) / mean(&detached)
     );
-    println!(
-        "ns_per_packet={:.1}",
-        if run_cnt == 0 {
-            0.0
-        } else {
-            run_ns as f64 / run_cnt as f64
-        }
-    );
+    let (tap_per_packet, floor_per_packet) =
+        (per_run(run_ns, run_cnt), per_run(floor_ns, floor_cnt));
+    println!("ns_per_packet={tap_per_packet:.1}");
     println!("tap_program_runs={run_cnt}");
-    let floor_per_packet = if floor_cnt == 0 {
-        0.0
-    } else {
-        floor_ns as f64 / floor_cnt as f64
-    };
     println!("floor_ns_per_packet={floor_per_packet:.1}");
     println!("floor_program_runs={floor_cnt}");
     if run_cnt > 0 && floor_cnt > 0 {
-        println!(
-            "tap_ns_over_floor={:.1}",
-            run_ns as f64 / run_cnt as f64 - floor_per_packet
-        );
+        println!("tap_ns_over_floor={:.1}", tap_per_packet - floor_per_packet);
     }
     println!("tap_program_insns={}", sizes.0);
     println!("tap_verified_insns={}", sizes.1);
